@@ -1,0 +1,62 @@
+# Realm: `make run` starts every built service on this machine; `make test` runs the suite.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+
+.PHONY: run test unit integration cluster bench lint format haproxy serve-config clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# HAProxy ingress is ~5x faster than Serve's Python proxy; install it when apt can,
+# otherwise serve_app.py falls back to the Python proxy and says so.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null 2>&1 \
+	      || echo "haproxy could not be installed; using Serve's Python proxy"; \
+	  else echo "haproxy not installed and apt unavailable; using Serve's Python proxy"; fi; }
+
+run: $(STAMP) haproxy
+	$(BIN)/python serve_app.py
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest tests
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+cluster: $(STAMP)
+	$(BIN)/pytest tests/cluster
+
+bench: $(STAMP) haproxy
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1 || true
+	$(BIN)/python -m benchmarks.run_all
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Regenerate the Serve config that `serve deploy` uses from serve_app.py.
+serve-config: $(STAMP)
+	$(BIN)/serve build serve_app:cache_app -o serve_config.yaml
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

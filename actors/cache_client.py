@@ -1,0 +1,371 @@
+"""The cache's Python client, usable from any Ray task, actor or Serve replica.
+
+It routes each key to its shard by rendezvous hashing, splits batches per
+shard and sends the parts in parallel, and can keep a near cache: a small
+local LRU whose entries are leases granted by the owning shard. The client
+follows every shard it holds leases from (one long-poll each) and drops a key
+as soon as its shard says it changed; an entry is never used past its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import ray
+from ray.exceptions import RayActorError
+
+from actors.cache import CacheShardActor, check_batch, check_key, check_value, shard_name
+from actors.clock import Clock, SystemClock
+from actors.errors import InvalidInput
+from actors.hashing import Rendezvous
+from actors.settings import Settings
+from actors.supervision import call, get_or_create
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+def encode(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError as error:
+        raise InvalidInput(f"value is not JSON: {error}") from None
+
+
+def decode(data: bytes) -> Any:
+    return orjson.loads(data)
+
+
+class NearCache:
+    """Local copies of values, each valid until its lease deadline.
+
+    ``generation`` guards against a race: a value fetched before an
+    invalidation of its key arrived must not be kept when its answer lands
+    after it. Callers note ``generation`` before fetching and pass it to
+    ``offer``; any invalidation of the key since then refuses the offer.
+    """
+
+    def __init__(self, clock: Clock, *, max_entries: int) -> None:
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._invalidated_at: dict[str, int] = {}
+        self._cleared_at = 0
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, key: str) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None or found[1] <= self.clock.now():
+            if found is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return found[0]
+
+    def offer(self, key: str, value: bytes, deadline: float, since: int) -> None:
+        if self._cleared_at > since or self._invalidated_at.get(key, -1) > since:
+            return
+        if deadline <= self.clock.now():
+            return
+        self._entries[key] = (value, deadline)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, key: str) -> None:
+        self.generation += 1
+        self._entries.pop(key, None)
+        self._invalidated_at[key] = self.generation
+        if len(self._invalidated_at) > 4 * self.max_entries:
+            self.clear()  # bounded memory; clearing is always safe
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._cleared_at = self.generation
+        self._entries.clear()
+        self._invalidated_at.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class CacheClient:
+    def __init__(
+        self,
+        shards: Sequence[Any],
+        settings: Settings,
+        *,
+        near_cache: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.shards = list(shards)
+        self.ring = Rendezvous(len(self.shards))
+        self.clock = clock or SystemClock()
+        self.follower = uuid.uuid4().hex
+        self.near = (
+            NearCache(self.clock, max_entries=settings.cache_near_max_entries)
+            if near_cache
+            else None
+        )
+        self._pollers: dict[int, asyncio.Task[None]] = {}
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None, *, near_cache: bool = False) -> CacheClient:
+        """A client of the deployment's shards, starting any that are not running."""
+        settings = settings or Settings()
+        shards = [
+            get_or_create(
+                CacheShardActor,
+                shard_name(i),
+                settings,
+                shard_name(i),
+                namespace=settings.namespace,
+            )
+            for i in range(settings.cache_shards)
+        ]
+        return cls(shards, settings, near_cache=near_cache)
+
+    def _shard(self, key: str) -> tuple[int, Any]:
+        index = self.ring.owner(key)
+        return index, self.shards[index]
+
+    # --- reads ---------------------------------------------------------
+
+    async def get_raw(self, key: str) -> bytes | None:
+        """The value's JSON bytes, or None."""
+        check_key(key, self.settings)
+        index, shard = self._shard(key)
+        if self.near is None:
+            value, _ = await call(shard, "get", key)
+            return value
+        found = self.near.lookup(key)
+        if found is not None:
+            return found
+        self._follow(index)
+        since, started = self.near.generation, self.clock.now()
+        value, lease = await call(shard, "get", key, self.follower)
+        if value is not None and lease > 0:
+            self.near.offer(key, value, started + lease, since)
+        return value
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        raw = await self.get_raw(key)
+        return default if raw is None else decode(raw)
+
+    async def mget_raw(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values (JSON bytes or None) in the order of ``keys``; one call per shard, in parallel."""
+        keys = list(keys)
+        check_batch(len(keys), self.settings)
+        for key in keys:
+            check_key(key, self.settings)
+        results: list[bytes | None] = [None] * len(keys)
+        positions = list(range(len(keys)))  # of the keys still to fetch
+        if self.near is not None:
+            for i, key in enumerate(keys):
+                results[i] = self.near.lookup(key)
+            positions = [i for i in positions if results[i] is None]
+        groups = self.ring.split(keys[i] for i in positions)
+        follower = None if self.near is None else self.follower
+        since, started = (self.near.generation if self.near else 0), self.clock.now()
+
+        async def fetch(index: int, members: list[int]) -> None:
+            if follower is not None:
+                self._follow(index)
+            batch = [keys[positions[m]] for m in members]
+            answers = await call(self.shards[index], "mget", batch, follower)
+            for member, (value, lease) in zip(members, answers, strict=True):
+                results[positions[member]] = value
+                if self.near is not None and value is not None and lease > 0:
+                    self.near.offer(keys[positions[member]], value, started + lease, since)
+
+        await asyncio.gather(*(fetch(index, members) for index, members in groups.items()))
+        return results
+
+    async def mget(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The keys that exist, with their values."""
+        keys = list(keys)
+        raw = await self.mget_raw(keys)
+        return {
+            key: decode(value) for key, value in zip(keys, raw, strict=True) if value is not None
+        }
+
+    async def ttl(self, key: str) -> tuple[bool, float | None]:
+        """(exists, seconds to live or None for no expiry)."""
+        check_key(key, self.settings)
+        exists, ttl = await call(self._shard(key)[1], "ttl", key)
+        return exists, ttl
+
+    # --- writes --------------------------------------------------------
+
+    async def set(self, key: str, value: Any, *, ttl_s: float | None = None) -> None:
+        await self.set_raw(key, encode(value), ttl_s=ttl_s)
+
+    async def set_raw(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
+        check_key(key, self.settings)
+        check_value(value, self.settings)
+        _check_ttl(ttl_s)
+        await call(self._shard(key)[1], "set", key, value, ttl_s)
+
+    async def mset(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> int:
+        """Store every item; each shard applies its part all or nothing."""
+        encoded = [(key, encode(value)) for key, value in items.items()]
+        check_batch(len(encoded), self.settings)
+        for key, value in encoded:
+            check_key(key, self.settings)
+            check_value(value, self.settings)
+        _check_ttl(ttl_s)
+        groups = self.ring.split(key for key, _ in encoded)
+        counts = await asyncio.gather(
+            *(
+                call(self.shards[index], "mset", [encoded[m] for m in members], ttl_s)
+                for index, members in groups.items()
+            )
+        )
+        return sum(counts)
+
+    async def delete(self, key: str) -> bool:
+        check_key(key, self.settings)
+        existed: bool = await call(self._shard(key)[1], "delete", key)
+        return existed
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        check_key(key, self.settings)
+        total: int = await call(self._shard(key)[1], "incr", key, by)
+        return total
+
+    async def decr(self, key: str, by: int = 1) -> int:
+        return await self.incr(key, -by)
+
+    async def expire(self, key: str, ttl_s: float | None) -> bool:
+        check_key(key, self.settings)
+        _check_ttl(ttl_s)
+        found: bool = await call(self._shard(key)[1], "expire", key, ttl_s)
+        return found
+
+    async def clear(self) -> int:
+        counts = await asyncio.gather(*(call(shard, "clear") for shard in self.shards))
+        return sum(counts)
+
+    # --- get-or-compute ------------------------------------------------
+
+    async def get_or_compute(
+        self,
+        key: str,
+        loader: Callable[[], Any | Awaitable[Any]],
+        *,
+        ttl_s: float | None = None,
+    ) -> Any:
+        """The cached value, or the loader's, computed once cluster-wide for
+        concurrent misses. A loader error reaches every waiter (as
+        ``LoaderFailed``) and nothing is cached."""
+        raw = await self.get_raw(key)
+        if raw is not None:
+            return decode(raw)
+        _check_ttl(ttl_s)
+        shard = self._shard(key)[1]
+        kind, payload = await call(shard, "load_begin", key)
+        if kind == "hit":
+            return decode(payload)
+        try:
+            value = loader()
+            if inspect.isawaitable(value):
+                value = await value
+            encoded = encode(value)
+            check_value(encoded, self.settings)
+        except BaseException as error:
+            await call(
+                shard, "load_end", key, payload, None, f"{type(error).__name__}: {error}", None
+            )
+            raise
+        await call(shard, "load_end", key, payload, encoded, None, ttl_s)
+        return value
+
+    # --- stats and lifecycle -----------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        """Per-shard stats, their totals, and this client's near cache."""
+        shards = await asyncio.gather(*(call(shard, "stats") for shard in self.shards))
+        total: dict[str, int] = {}
+        for one in shards:
+            for name, value in one.items():
+                if isinstance(value, int):
+                    total[name] = total.get(name, 0) + value
+        near = None
+        if self.near is not None:
+            near = {"entries": len(self.near), "hits": self.near.hits, "misses": self.near.misses}
+        return {"shards": shards, "total": total, "near": near}
+
+    def _follow(self, index: int) -> None:
+        task = self._pollers.get(index)
+        if task is None or task.done():
+            self._pollers[index] = asyncio.create_task(self._poll(index))
+
+    async def _poll(self, index: int) -> None:
+        """Follow one shard's invalidations for as long as this client lives."""
+        assert self.near is not None
+        shard, after, incarnation = self.shards[index], 0, None
+        while True:
+            try:
+                seen, messages = await call(
+                    shard, "poll_invalidations", self.follower, after, incarnation
+                )
+            except asyncio.CancelledError:
+                raise
+            except (RayActorError, Exception) as error:  # shard gone or restarting
+                log.warning("near cache lost shard %d (%r); dropping its copies", index, error)
+                self.near.clear()
+                after, incarnation = 0, None
+                await asyncio.sleep(0.5)
+                continue
+            if seen != incarnation:
+                if incarnation is not None:
+                    self.near.clear()  # the shard restarted: its leases are gone
+                incarnation, after = seen, 0
+            for seq, key in messages:
+                self.near.invalidate(key)
+                after = seq
+
+    async def close(self) -> None:
+        """Stop following shards and let them forget this client's leases."""
+        for task in self._pollers.values():
+            task.cancel()
+        self._pollers.clear()
+        if self.near is not None:
+            self.near.clear()
+            await asyncio.gather(
+                *(call(shard, "forget_follower", self.follower) for shard in self.shards),
+                return_exceptions=True,
+            )
+
+    def __repr__(self) -> str:
+        near = "off" if self.near is None else f"{len(self.near)} entries"
+        return f"<CacheClient shards={len(self.shards)} near={near} follower={self.follower[:8]}>"
+
+
+def _check_ttl(ttl_s: float | None) -> None:
+    if ttl_s is not None and not ttl_s > 0:
+        raise InvalidInput("ttl_s must be a positive number of seconds", ttl_s=ttl_s)
+
+
+def shard_handles(settings: Settings) -> list[Any]:
+    """Handles of the running shards (for operators and tests)."""
+    return [
+        ray.get_actor(shard_name(i), namespace=settings.namespace)
+        for i in range(settings.cache_shards)
+    ]
+
+
+__all__ = ["CacheClient", "NearCache", "decode", "encode", "shard_handles"]

@@ -1,0 +1,71 @@
+"""Injectable time.
+
+Everything that waits or expires (TTLs, leases, timers, backoff) takes a
+``Clock``. Production uses ``SystemClock``; unit tests use ``FakeClock`` and
+move time forward by hand, so no test sleeps to let time pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Monotonic seconds: for durations, deadlines and expiry."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch: for timestamps people read."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that moves only when told to; sleepers wake as time passes them."""
+
+    def __init__(self, start: float = 1_000.0, *, wall_offset: float = 1.7e9) -> None:
+        self._now = start
+        self._wall_offset = wall_offset
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def time(self) -> float:
+        return self._now + self._wall_offset
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
+        await future
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every sleeper whose time has come."""
+        self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"<FakeClock now={self._now} sleepers={len(self._sleepers)}>"

@@ -1,0 +1,137 @@
+"""One error tree for all of Realm.
+
+Actors raise these; Ray carries them to the caller intact (the fields survive
+pickling), and one HTTP handler in ``apps.errors`` turns any of them into the
+error envelope ``{"error": {"code", "message", "details"}}``.
+Every error has a stable ``code`` (for clients) and an HTTP ``status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+def _rebuild(cls: type[RealmError], message: str, details: dict[str, Any]) -> RealmError:
+    error = cls.__new__(cls)
+    RealmError.__init__(error, message, **details)
+    return error
+
+
+class RealmError(Exception):
+    """Root of every error Realm raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, /, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
+        self.details = details
+        super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
+        return f"{type(self).__name__}({self.message!r}{', ' if fields else ''}{fields})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+# --- client errors (4xx) ---------------------------------------------------
+
+
+class InvalidInput(RealmError):
+    """The request is malformed or breaks a rule."""
+
+    code = "invalid_input"
+    status = 422
+
+
+class NotFound(RealmError):
+    """The thing asked for does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(RealmError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class TooLarge(RealmError):
+    """The request is over a size limit."""
+
+    code = "too_large"
+    status = 413
+
+
+class KeyTooLong(InvalidInput):
+    """The key is longer than the limit."""
+
+    code = "key_too_long"
+
+
+class ValueTooLarge(TooLarge):
+    """The value is larger than the limit."""
+
+    code = "value_too_large"
+
+
+class BatchTooLarge(TooLarge):
+    """The batch has more items than the limit."""
+
+    code = "batch_too_large"
+
+
+class KeyNotFound(NotFound):
+    """No such key."""
+
+    code = "key_not_found"
+
+
+class NotAnInteger(Conflict):
+    """The stored value is not an integer."""
+
+    code = "not_an_integer"
+
+
+class LoaderFailed(RealmError):
+    """The loader of a get-or-compute raised; nothing was cached."""
+
+    code = "loader_failed"
+    status = 502
+
+
+class LoadTimedOut(RealmError):
+    """The loader of a get-or-compute did not finish within its lease."""
+
+    code = "load_timed_out"
+    status = 504
+
+
+# --- server-side faults (5xx) ---------------------------------------------
+
+
+class Unavailable(RealmError):
+    """A dependency is not answering; the request may be retried."""
+
+    code = "unavailable"
+    status = 503
+
+
+class StoreUnavailable(Unavailable):
+    """The durable store did not take the write; it was not acknowledged."""
+
+    code = "store_unavailable"
+
+
+class JournalConflict(RealmError):
+    """Another writer appended to this journal: this actor incarnation is stale."""
+
+    code = "journal_conflict"
+    status = 503

@@ -1,0 +1,72 @@
+"""One settings model, read from ``REALM_*`` environment variables.
+
+Settings are read once where an application is built (the driver, or the Serve
+controller for ``serve deploy``) and passed to actors and replicas as an
+argument, so every process of a deployment agrees on them whatever its own
+environment holds. Units are in the names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REALM_", frozen=True, extra="ignore")
+
+    # --- runtime -----------------------------------------------------------
+    #: Ray namespace that holds every named actor of this deployment.
+    namespace: str = "realm"
+    #: ``redis://host:port/db`` selects the Redis store (clusters); empty selects
+    #: SQLite under ``data_dir`` (one machine).
+    store_url: str = ""
+    #: Where the SQLite store keeps its file.
+    data_dir: Path = Path("data")
+    #: Prefix of every key the store writes, so deployments can share a Redis.
+    store_prefix: str = "realm"
+    #: SQLite ``synchronous`` pragma: FULL survives power loss, NORMAL only a
+    #: process crash (which is what an actor restart is).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: Journal entries between snapshots; bounds replay time after a restart.
+    snapshot_every: int = Field(10_000, ge=1)
+    #: Most journal entries committed in one group commit.
+    group_commit_max: int = Field(1_000, ge=1)
+
+    # --- HTTP --------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    #: Replicas per service ingress.
+    replicas: int = Field(1, ge=1)
+    #: Requests one replica works on at once; requests are light (they await actors).
+    max_ongoing_requests: int = Field(256, ge=1)
+    #: Largest request body accepted; mset batches are the biggest bodies.
+    max_body_bytes: int = Field(8 * MiB, ge=1024)
+
+    # --- cache (service 4) -------------------------------------------------
+    cache_shards: int = Field(4, ge=1, le=1024)
+    cache_max_entries: int = Field(1_000_000, ge=1)
+    cache_max_bytes: int = Field(256 * MiB, ge=1024)
+    cache_eviction: Literal["lru", "lfu"] = "lru"
+    cache_sweep_interval_s: float = Field(1.0, gt=0)
+    #: Longest a near-cache copy lives without hearing from its shard; also the
+    #: longest a write waits for a near cache that stopped answering.
+    cache_near_lease_s: float = Field(2.0, gt=0)
+    cache_near_max_entries: int = Field(10_000, ge=1)
+    #: Whether the HTTP ingress keeps a near cache in front of the shards.
+    cache_http_near_cache: bool = True
+    #: How long concurrent misses wait for one get-or-compute loader.
+    cache_load_timeout_s: float = Field(30.0, gt=0)
+    max_key_bytes: int = Field(1024, ge=1)
+    max_value_bytes: int = Field(1 * MiB, ge=1)
+    max_batch_keys: int = Field(1_000, ge=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()

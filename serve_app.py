@@ -24,10 +24,10 @@ from typing import Any
 # Ray must use 127.0.0.1 for every node it starts here, never an outward address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-import yaml  # noqa: E402
-from ray.serve import Application  # noqa: E402
+import yaml
+from ray.serve import Application
 
-from actors.settings import Settings  # noqa: E402
+from actors.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,139 @@
+"""Journal and Durable without Ray, on a real SQLite store in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from actors.errors import Conflict, JournalConflict, StoreUnavailable
+from actors.journal import Durable
+from actors.store import SQLiteStore
+
+
+class Account(Durable):
+    """A tiny durable state: a balance that may not go below zero."""
+
+    def __init__(self) -> None:
+        self.balance = 0
+        self.failures: list[BaseException] = []
+
+    async def start(self, store: Any, *, snapshot_every: int = 1_000) -> Account:
+        await self.open(store, "account", snapshot_every=snapshot_every,
+                        on_failure=self.failures.append)  # fmt: skip
+        return self
+
+    def snapshot_state(self) -> int:
+        return self.balance
+
+    def restore_state(self, state: int) -> None:
+        self.balance = state
+
+    def apply_add(self, amount: int) -> int:
+        if self.balance + amount < 0:
+            raise Conflict("would go negative", balance=self.balance, amount=amount)
+        self.balance += amount
+        return self.balance
+
+
+class FlakyStore(SQLiteStore):
+    """SQLite that can be told to fail its next append."""
+
+    fail_next = False
+
+    async def append(self, stream: str, head: int, records: Sequence[bytes]) -> int:
+        if self.fail_next:
+            raise StoreUnavailable("injected")
+        return await super().append(stream, head, records)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FlakyStore(tmp_path / "j.sqlite3")
+
+
+async def test_state_is_rebuilt_from_the_journal(store):
+    account = await Account().start(store)
+    for amount in (5, 7, -2):
+        await account.execute("add", amount=amount)
+    again = await Account().start(store)
+    assert again.balance == 10
+    assert again.journal.committed == 3
+
+
+async def test_snapshot_plus_replay_gives_the_same_state(store):
+    account = await Account().start(store, snapshot_every=4)
+    for i in range(10):
+        await account.execute("add", amount=i, key=f"k{i}")
+    await account._snapshot_task
+    snapshot = await store.read_snapshot("account")
+    assert snapshot is not None and snapshot[0] == 8
+    assert [seq for seq, _ in await store.read("account")] == [9, 10]
+    again = await Account().start(store, snapshot_every=4)
+    assert again.balance == sum(range(10))
+    # Keys from before the snapshot are remembered too.
+    assert await again.execute("add", amount=100, key="k2") == 3
+    assert again.balance == 45
+
+
+async def test_a_repeated_key_is_applied_once_with_the_first_answer(store):
+    account = await Account().start(store)
+    first = await account.execute("add", amount=5, key="once")
+    repeat = await account.execute("add", amount=5, key="once")
+    assert first == repeat == 5
+    assert account.balance == 5
+    assert len(await store.read("account")) == 1
+
+
+async def test_concurrent_repeats_of_one_key_share_the_first_call(store):
+    account = await Account().start(store)
+    answers = await asyncio.gather(*(account.execute("add", amount=3, key="k") for _ in range(5)))
+    assert answers == [3] * 5
+    assert account.balance == 3
+
+
+async def test_a_refused_operation_changes_nothing_and_is_not_journaled(store):
+    account = await Account().start(store)
+    await account.execute("add", amount=1)
+    with pytest.raises(Conflict):
+        await account.execute("add", amount=-5, key="refused")
+    assert account.balance == 1
+    assert len(await store.read("account")) == 1
+    # A refusal is not remembered: the same key may succeed later.
+    await account.execute("add", amount=10)
+    assert await account.execute("add", amount=-5, key="refused") == 6
+
+
+async def test_concurrent_writes_are_group_committed(store):
+    account = await Account().start(store)
+    await asyncio.gather(*(account.execute("add", amount=1) for _ in range(200)))
+    assert account.balance == 200
+    assert account.journal.records == 200
+    assert account.journal.commits < 20
+
+
+async def test_a_failed_commit_fails_its_callers_and_breaks_the_journal(store):
+    account = await Account().start(store)
+    await account.execute("add", amount=1)
+    store.fail_next = True
+    results = await asyncio.gather(
+        *(account.execute("add", amount=1) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert len(account.failures) == 1  # the actor would now crash and recover
+    with pytest.raises(StoreUnavailable):
+        await account.execute("add", amount=1)
+    store.fail_next = False
+    recovered = await Account().start(store)
+    assert recovered.balance == 1
+
+
+async def test_a_stale_incarnation_cannot_write_after_its_successor(store):
+    old = await Account().start(store)
+    new = await Account().start(store)
+    await new.execute("add", amount=1)
+    with pytest.raises(JournalConflict):
+        await old.execute("add", amount=1)
+    assert (await Account().start(store)).balance == 1

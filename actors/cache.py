@@ -143,6 +143,14 @@ class CacheShard:
         check_value(value, self.settings)
         self._remove(key)
         entry = _Entry(value, len(key.encode()) + len(value), expires_at)
+        # Make room before adding: under LFU the new key has the lowest count,
+        # so evicting after adding would drop the key just written.
+        while self._entries and (
+            len(self._entries) >= self.settings.cache_max_entries
+            or self._bytes + entry.size > self.settings.cache_max_bytes
+        ):
+            self._remove(self._order.victim())
+            self.stats_.evictions += 1
         self._entries[key] = entry
         self._bytes += entry.size
         self._order.add(key)
@@ -151,11 +159,6 @@ class CacheShard:
         flight = self._flights.get(key)
         if flight is not None:
             flight.overtaken = True
-        while len(self._entries) > self.settings.cache_max_entries or (
-            self._bytes > self.settings.cache_max_bytes and len(self._entries) > 1
-        ):
-            self._remove(self._order.victim())
-            self.stats_.evictions += 1
 
     def _expires_at(self, ttl_s: float | None) -> float | None:
         return None if ttl_s is None else self.clock.now() + ttl_s

@@ -34,6 +34,7 @@ import orjson
 from actors.clock import Clock, SystemClock
 from actors.errors import (
     BatchTooLarge,
+    InvalidInput,
     KeyTooLong,
     LoaderFailed,
     LoadTimedOut,
@@ -45,6 +46,8 @@ from actors.fanout import Mailboxes, first_of
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 #: How long a near-cache follower's long-poll waits before answering empty.
 POLL_TIMEOUT_S = 10.0
@@ -81,6 +84,7 @@ class _Flight:
     deadline: float
     result: asyncio.Future[bytes]
     overtaken: bool = False  #: the key was written while loading: do not store the result
+    waiters: int = 0  #: callers waiting for this load
 
 
 @dataclass
@@ -277,6 +281,8 @@ class CacheShard:
         if isinstance(current, bool) or not isinstance(current, int):
             raise NotAnInteger(key=key)
         total = current + by
+        if not INT64_MIN <= total <= INT64_MAX:
+            raise InvalidInput("the result is outside the 64-bit integer range", key=key)
         self._store(key, orjson.dumps(total), None if entry is None else entry.expires_at)
         self.stats_.sets += 1
         await self._invalidate([key])
@@ -322,7 +328,11 @@ class CacheShard:
             self._flights[key] = flight
             self.stats_.loads += 1
             return "load", flight.token
-        await first_of(asyncio.shield(flight.result), self.clock.sleep(flight.deadline - now))
+        flight.waiters += 1
+        try:
+            await first_of(asyncio.shield(flight.result), self.clock.sleep(flight.deadline - now))
+        finally:
+            flight.waiters -= 1
         if not flight.result.done():
             raise LoadTimedOut(key=key, timeout_s=self.settings.cache_load_timeout_s)
         return "hit", flight.result.result()  # raises the loader's error to every waiter
@@ -387,6 +397,7 @@ class CacheShard:
             "expirations": s.expirations,
             "loads": s.loads,
             "load_errors": s.load_errors,
+            "load_waiters": sum(flight.waiters for flight in self._flights.values()),
             "invalidations": s.invalidations,
             "near_followers": len(self._followers),
             "restarts": s.restarts,

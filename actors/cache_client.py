@@ -18,15 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-import ray
-from ray.exceptions import RayActorError
 
 from actors.cache import CacheShardActor, check_batch, check_key, check_value, shard_name
 from actors.clock import Clock, SystemClock
 from actors.errors import InvalidInput
 from actors.hashing import Rendezvous
 from actors.settings import Settings
-from actors.supervision import call, get_or_create
+from actors.supervision import ActorRef
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ class NearCache:
 class CacheClient:
     def __init__(
         self,
-        shards: Sequence[Any],
+        shards: Sequence[ActorRef],
         settings: Settings,
         *,
         near_cache: bool = False,
@@ -127,7 +125,7 @@ class CacheClient:
         """A client of the deployment's shards, starting any that are not running."""
         settings = settings or Settings()
         shards = [
-            get_or_create(
+            ActorRef(
                 CacheShardActor,
                 shard_name(i),
                 settings,
@@ -138,7 +136,7 @@ class CacheClient:
         ]
         return cls(shards, settings, near_cache=near_cache)
 
-    def _shard(self, key: str) -> tuple[int, Any]:
+    def _shard(self, key: str) -> tuple[int, ActorRef]:
         index = self.ring.owner(key)
         return index, self.shards[index]
 
@@ -149,14 +147,14 @@ class CacheClient:
         check_key(key, self.settings)
         index, shard = self._shard(key)
         if self.near is None:
-            value, _ = await call(shard, "get", key)
+            value, _ = await shard.call("get", key)
             return value
         found = self.near.lookup(key)
         if found is not None:
             return found
         self._follow(index)
         since, started = self.near.generation, self.clock.now()
-        value, lease = await call(shard, "get", key, self.follower)
+        value, lease = await shard.call("get", key, self.follower)
         if value is not None and lease > 0:
             self.near.offer(key, value, started + lease, since)
         return value
@@ -185,7 +183,7 @@ class CacheClient:
             if follower is not None:
                 self._follow(index)
             batch = [keys[positions[m]] for m in members]
-            answers = await call(self.shards[index], "mget", batch, follower)
+            answers = await self.shards[index].call("mget", batch, follower)
             for member, (value, lease) in zip(members, answers, strict=True):
                 results[positions[member]] = value
                 if self.near is not None and value is not None and lease > 0:
@@ -205,7 +203,7 @@ class CacheClient:
     async def ttl(self, key: str) -> tuple[bool, float | None]:
         """(exists, seconds to live or None for no expiry)."""
         check_key(key, self.settings)
-        exists, ttl = await call(self._shard(key)[1], "ttl", key)
+        exists, ttl = await self._shard(key)[1].call("ttl", key)
         return exists, ttl
 
     # --- writes --------------------------------------------------------
@@ -217,7 +215,7 @@ class CacheClient:
         check_key(key, self.settings)
         check_value(value, self.settings)
         _check_ttl(ttl_s)
-        await call(self._shard(key)[1], "set", key, value, ttl_s)
+        await self._shard(key)[1].call("set", key, value, ttl_s)
 
     async def mset(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> int:
         """Store every item; each shard applies its part all or nothing."""
@@ -230,7 +228,7 @@ class CacheClient:
         groups = self.ring.split(key for key, _ in encoded)
         counts = await asyncio.gather(
             *(
-                call(self.shards[index], "mset", [encoded[m] for m in members], ttl_s)
+                self.shards[index].call("mset", [encoded[m] for m in members], ttl_s)
                 for index, members in groups.items()
             )
         )
@@ -238,12 +236,12 @@ class CacheClient:
 
     async def delete(self, key: str) -> bool:
         check_key(key, self.settings)
-        existed: bool = await call(self._shard(key)[1], "delete", key)
+        existed: bool = await self._shard(key)[1].call("delete", key)
         return existed
 
     async def incr(self, key: str, by: int = 1) -> int:
         check_key(key, self.settings)
-        total: int = await call(self._shard(key)[1], "incr", key, by)
+        total: int = await self._shard(key)[1].call("incr", key, by)
         return total
 
     async def decr(self, key: str, by: int = 1) -> int:
@@ -252,11 +250,11 @@ class CacheClient:
     async def expire(self, key: str, ttl_s: float | None) -> bool:
         check_key(key, self.settings)
         _check_ttl(ttl_s)
-        found: bool = await call(self._shard(key)[1], "expire", key, ttl_s)
+        found: bool = await self._shard(key)[1].call("expire", key, ttl_s)
         return found
 
     async def clear(self) -> int:
-        counts = await asyncio.gather(*(call(shard, "clear") for shard in self.shards))
+        counts = await asyncio.gather(*(shard.call("clear") for shard in self.shards))
         return sum(counts)
 
     # --- get-or-compute ------------------------------------------------
@@ -276,7 +274,7 @@ class CacheClient:
             return decode(raw)
         _check_ttl(ttl_s)
         shard = self._shard(key)[1]
-        kind, payload = await call(shard, "load_begin", key)
+        kind, payload = await shard.call("load_begin", key)
         if kind == "hit":
             return decode(payload)
         try:
@@ -286,18 +284,17 @@ class CacheClient:
             encoded = encode(value)
             check_value(encoded, self.settings)
         except BaseException as error:
-            await call(
-                shard, "load_end", key, payload, None, f"{type(error).__name__}: {error}", None
-            )
+            reason = f"{type(error).__name__}: {error}"
+            await shard.call("load_end", key, payload, None, reason, None)
             raise
-        await call(shard, "load_end", key, payload, encoded, None, ttl_s)
+        await shard.call("load_end", key, payload, encoded, None, ttl_s)
         return value
 
     # --- stats and lifecycle -----------------------------------------
 
     async def stats(self) -> dict[str, Any]:
         """Per-shard stats, their totals, and this client's near cache."""
-        shards = await asyncio.gather(*(call(shard, "stats") for shard in self.shards))
+        shards = await asyncio.gather(*(shard.call("stats") for shard in self.shards))
         total: dict[str, int] = {}
         for one in shards:
             for name, value in one.items():
@@ -316,20 +313,23 @@ class CacheClient:
     async def _poll(self, index: int) -> None:
         """Follow one shard's invalidations for as long as this client lives."""
         assert self.near is not None
-        shard, after, incarnation = self.shards[index], 0, None
+        shard, after, incarnation, backoff = self.shards[index], 0, None, 0.0
         while True:
             try:
-                seen, messages = await call(
-                    shard, "poll_invalidations", self.follower, after, incarnation
+                seen, messages = await shard.call(
+                    "poll_invalidations", self.follower, after, incarnation
                 )
             except asyncio.CancelledError:
                 raise
-            except (RayActorError, Exception) as error:  # shard gone or restarting
-                log.warning("near cache lost shard %d (%r); dropping its copies", index, error)
+            except Exception as error:  # the shard is gone or restarting
+                if not backoff:
+                    log.warning("near cache lost shard %d (%r); dropping copies", index, error)
                 self.near.clear()
                 after, incarnation = 0, None
-                await asyncio.sleep(0.5)
+                backoff = min(max(backoff * 2, 0.25), 5.0)
+                await asyncio.sleep(backoff)
                 continue
+            backoff = 0.0
             if seen != incarnation:
                 if incarnation is not None:
                     self.near.clear()  # the shard restarted: its leases are gone
@@ -346,7 +346,7 @@ class CacheClient:
         if self.near is not None:
             self.near.clear()
             await asyncio.gather(
-                *(call(shard, "forget_follower", self.follower) for shard in self.shards),
+                *(shard.call("forget_follower", self.follower) for shard in self.shards),
                 return_exceptions=True,
             )
 
@@ -360,12 +360,4 @@ def _check_ttl(ttl_s: float | None) -> None:
         raise InvalidInput("ttl_s must be a positive number of seconds", ttl_s=ttl_s)
 
 
-def shard_handles(settings: Settings) -> list[Any]:
-    """Handles of the running shards (for operators and tests)."""
-    return [
-        ray.get_actor(shard_name(i), namespace=settings.namespace)
-        for i in range(settings.cache_shards)
-    ]
-
-
-__all__ = ["CacheClient", "NearCache", "decode", "encode", "shard_handles"]
+__all__ = ["CacheClient", "NearCache", "decode", "encode"]

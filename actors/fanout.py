@@ -139,3 +139,5 @@ async def first_of(*awaitables: Any) -> None:
         for task in tasks:
             if not task.done():
                 task.cancel()
+            elif not task.cancelled():
+                task.exception()  # the caller reads outcomes from the originals

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayTaskError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from actors.errors import RealmError, Unavailable
 from actors.store import Store
@@ -114,6 +114,41 @@ async def call(
             raise unwrap(error) from None
 
 
+class ActorRef:
+    """A named actor, found or started on first use and re-resolved after it died.
+
+    ``ActorDiedError`` means the handle is gone for good (killed without
+    restart, or out of restarts): the next call resolves the name again,
+    which starts a fresh actor if none is registered.
+    """
+
+    def __init__(self, actor_class: Any, name: str, *args: Any, namespace: str) -> None:
+        self.actor_class = actor_class
+        self.name = name
+        self.namespace = namespace
+        self._args = args
+        self._handle: ray.actor.ActorHandle | None = None
+
+    @property
+    def handle(self) -> ray.actor.ActorHandle:
+        if self._handle is None:
+            self._handle = get_or_create(
+                self.actor_class, self.name, *self._args, namespace=self.namespace
+            )
+        return self._handle
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await call(self.handle, method, *args, **kwargs)
+        except ActorDiedError:
+            log.warning("actor %s died; resolving it again", self.name)
+            self._handle = None
+            return await call(self.handle, method, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.namespace}/{self.name} resolved={self._handle is not None}>"
+
+
 def actor_restarted() -> bool:
     """Whether the current process is an actor that Ray has restarted (False outside actors)."""
     if not ray.is_initialized():
@@ -141,6 +176,7 @@ async def report_start(store: Store, name: str) -> int:
 
 
 __all__ = [
+    "ActorRef",
     "Restart",
     "actor_restarted",
     "call",

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from actors.settings import Settings
 from apps.errors import install_error_handlers
+from apps.limits import BodyLimit
 
 
 def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
@@ -19,9 +20,9 @@ def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
         title=f"Realm {title}",
         description=description,
         version="0.1.0",
-        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import ray
 import redis
 
 from actors.settings import Settings
+from serve_app import SERVICES, deploy, use_haproxy
 from tests.conftest import REDIS_URL, ROOT
 
 
@@ -19,6 +22,7 @@ def ray_runtime() -> Iterator[None]:
     # Workers import test helpers (actor classes in tests/) by module name.
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    use_haproxy()  # the ingress `make run` uses; read when Serve starts
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -72,3 +76,34 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 def store_overrides(kind: str) -> dict[str, Any]:
     return {"store_url": REDIS_URL} if kind == "redis" else {"store_url": ""}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def http_settings(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the services deployed for HTTP tests (small body limit)."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        namespace=f"test-http-{tag}",
+        store_prefix=f"test-http-{tag}",
+        data_dir=tmp_path_factory.mktemp("http-data"),
+        http_port=free_port(),
+        max_body_bytes=3 * 1024 * 1024,
+    )
+
+
+@pytest.fixture(scope="session")
+def base_url(http_settings: Settings) -> Iterator[str]:
+    """Every built service deployed on Serve, as `make run` does; their root URL."""
+    from ray import serve
+
+    deploy(http_settings)
+    yield f"http://{http_settings.http_host}:{http_settings.http_port}"
+    for service in SERVICES:  # replicas first, so none re-creates an actor
+        serve.delete(service.name)
+    _kill_namespace(http_settings.namespace)

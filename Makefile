@@ -29,10 +29,12 @@ haproxy: $(STAMP)
 run: $(STAMP) haproxy
 	$(BIN)/python serve_app.py
 
+# tests/cluster runs in a pytest process of its own: a driver joins one Ray cluster.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest tests/cluster
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

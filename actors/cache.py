@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import ray
 
 from actors.clock import Clock, SystemClock
 from actors.errors import (
@@ -120,6 +121,7 @@ class CacheShard:
         self._writes_open_at = 0.0
         self.stats_ = ShardStats()
         self.incarnation = uuid.uuid4().hex
+        self.node_id: str | None = None  #: the Ray node it runs on, when it is an actor
 
     # --- entries -------------------------------------------------------
 
@@ -387,6 +389,7 @@ class CacheShard:
         s = self.stats_
         return {
             "shard": self.name,
+            "node_id": self.node_id,
             "entries": len(self._entries),
             "bytes": self._bytes,
             "hits": s.hits,
@@ -416,6 +419,7 @@ class _CacheShardProcess(CacheShard):
 
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         super().__init__(settings, name=name)
+        self.node_id = ray.get_runtime_context().get_node_id()
         store = open_store(settings)
         self.stats_.restarts = await report_start(store, name)
         await store.close()

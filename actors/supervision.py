@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import warnings
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -156,7 +157,9 @@ def actor_restarted() -> bool:
     context = ray.get_runtime_context()
     if context.get_actor_id() is None:
         return False
-    return bool(context.was_current_actor_reconstructed)
+    with warnings.catch_warnings():  # Ray's own property uses a deprecated one inside
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
 
 
 async def report_start(store: Store, name: str) -> int:

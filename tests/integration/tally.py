@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ray
+
 from actors.journal import Durable
 from actors.settings import Settings
 from actors.store import open_store
@@ -43,6 +45,7 @@ class Tally(Durable):
         journal = self.journal
         return {
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "restarts": self.restarts,
             "commits": journal.commits,
             "records": journal.records,

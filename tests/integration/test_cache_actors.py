@@ -1,0 +1,168 @@
+"""The cache's Python client against real shard actors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import ray
+
+from actors.cache_client import CacheClient
+from actors.errors import LoaderFailed
+from actors.settings import Settings
+
+
+@pytest.fixture
+def cache_settings(ray_settings: Callable[..., Settings]) -> Settings:
+    return ray_settings(cache_shards=3, cache_near_lease_s=1.0)
+
+
+@pytest.fixture
+async def clients(cache_settings: Settings) -> AsyncIterator[Callable[..., CacheClient]]:
+    made: list[CacheClient] = []
+
+    def make(*, near_cache: bool = False) -> CacheClient:
+        client = CacheClient.connect(cache_settings, near_cache=near_cache)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def until(predicate: Callable[[], Any], *, attempts: int = 500) -> None:
+    """Join on a condition another process makes true (bounded; not a timing check)."""
+    for _ in range(attempts):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition never became true")
+
+
+async def test_keys_spread_over_shards_and_batches_split(clients):
+    cache = clients()
+    items = {f"k{i}": {"i": i} for i in range(300)}
+    assert await cache.mset(items) == 300
+    assert await cache.mget([*items, "absent"]) == items
+    stats = await cache.stats()
+    per_shard = [shard["entries"] for shard in stats["shards"]]
+    assert sum(per_shard) == 300 and min(per_shard) > 50
+    for key, value in list(items.items())[:20]:
+        assert await cache.get(key) == value
+
+
+async def test_no_near_cache_reader_sees_a_stale_value_after_a_write(clients):
+    # Given a reader whose near cache holds the key, and a writer elsewhere
+    reader, writer = clients(near_cache=True), clients()
+    await writer.set("hot", 0)
+    assert await reader.get("hot") == 0
+    for version in range(1, 40):
+        # When the writer's set is acknowledged
+        await writer.set("hot", version)
+        # Then the very next read sees it, although the reader cached the key
+        assert await reader.get("hot") == version
+        assert await reader.get("hot") == version  # and keeps serving it locally
+    stats = await reader.stats()
+    assert stats["near"]["hits"] >= 39  # hot reads were served from the near cache
+    assert stats["total"]["invalidations"] >= 39
+
+
+async def test_delete_incr_and_mset_also_invalidate_near_copies(clients):
+    reader, writer = clients(near_cache=True), clients()
+    await writer.mset({"a": 1, "b": 2})
+    assert await reader.mget(["a", "b"]) == {"a": 1, "b": 2}
+    await writer.incr("a", 10)
+    await writer.delete("b")
+    assert await reader.mget(["a", "b"]) == {"a": 11}
+    await writer.mset({"a": "new", "b": "back"})
+    assert await reader.mget(["a", "b"]) == {"a": "new", "b": "back"}
+
+
+async def test_concurrent_misses_run_the_loader_once(clients, cache_settings):
+    callers = [clients() for _ in range(4)]
+    release = asyncio.Event()
+    runs = 0
+
+    async def loader() -> dict[str, str]:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        return {"computed": "once"}
+
+    tasks = [
+        asyncio.ensure_future(client.get_or_compute("expensive", loader, ttl_s=60))
+        for client in callers
+        for _ in range(3)
+    ]
+
+    async def eleven_waiting() -> bool:
+        stats = await callers[0].stats()
+        return stats["total"]["load_waiters"] == 11
+
+    await until(eleven_waiting)
+    release.set()
+    assert await asyncio.gather(*tasks) == [{"computed": "once"}] * 12
+    assert runs == 1
+    assert await callers[0].get("expensive") == {"computed": "once"}
+
+
+async def test_a_loader_error_reaches_every_waiter_and_caches_nothing(clients):
+    callers = [clients() for _ in range(3)]
+    release = asyncio.Event()
+
+    async def failing_loader() -> Any:
+        await release.wait()
+        raise RuntimeError("backend down")
+
+    tasks = [
+        asyncio.ensure_future(client.get_or_compute("fragile", failing_loader))
+        for client in callers
+    ]
+
+    async def two_waiting() -> bool:
+        return (await callers[0].stats())["total"]["load_waiters"] == 2
+
+    await until(two_waiting)
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, RuntimeError) and str(r) == "backend down" for r in results) == 1
+    waiters = [r for r in results if isinstance(r, LoaderFailed)]
+    assert len(waiters) == 2 and "backend down" in waiters[0].message
+    assert await callers[0].get("fragile") is None
+    # The next call loads again.
+    assert await callers[1].get_or_compute("fragile", lambda: "fine") == "fine"
+
+
+async def test_a_crashed_shard_restarts_empty_while_the_others_keep_serving(clients):
+    cache = clients()
+    keys = [f"key-{i}" for i in range(60)]
+    await cache.mset({key: key for key in keys})
+    victim = cache.ring.owner(keys[0])
+    lost = [k for k in keys if cache.ring.owner(k) == victim]
+    kept = [k for k in keys if cache.ring.owner(k) != victim]
+
+    ray.kill(cache.shards[victim].handle, no_restart=False)
+
+    # The other shards answered throughout; the crashed one is back, empty.
+    assert await cache.mget(kept) == {k: k for k in kept}
+    assert await cache.mget(lost) == {}
+    stats = await cache.stats()
+    assert [s["restarts"] for s in stats["shards"]] == [
+        1 if i == victim else 0 for i in range(len(cache.shards))
+    ]
+    await cache.set(lost[0], "again")
+    assert await cache.get(lost[0]) == "again"
+
+
+async def test_a_near_cache_drops_copies_from_a_restarted_shard(clients):
+    reader, writer = clients(near_cache=True), clients()
+    await writer.set("k", "before")
+    assert await reader.get("k") == "before"
+    ray.kill(writer.shards[writer.ring.owner("k")].handle, no_restart=False)
+    # The restarted shard is empty and holds back writes for one lease, so
+    # no copy granted by the old incarnation can outlive a new write.
+    await writer.set("k", "after")
+    assert await reader.get("k") == "after"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,7 +236,7 @@ class CacheShard:
         """Tell every holder of ``keys`` to drop them.
 
         Returns once each has confirmed, or its lease has run out."""
-        now, waits = self.clock.now(), []
+        now, waits = self.clock.now(), list[Awaitable[Any]]()
         for key in keys:
             for follower, deadline in self._holders.pop(key, {}).items():
                 if deadline > now and follower in self._followers:

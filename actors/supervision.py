@@ -57,9 +57,7 @@ ACTOR_DEFAULTS: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 1_000}
 
 def remote_actor(cls: type, *, restart: Restart, **options: Any) -> Any:
     """Make the Ray actor class for ``cls`` with its restart preset."""
-    actor_class = ray.remote(**{**ACTOR_DEFAULTS, **RESTART_OPTIONS[restart], **options})(cls)
-    actor_class.restart = restart
-    return actor_class
+    return ray.remote(**{**ACTOR_DEFAULTS, **RESTART_OPTIONS[restart], **options})(cls)
 
 
 def get_or_create(

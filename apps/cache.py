@@ -156,4 +156,5 @@ class CacheIngress:
 
 
 def build(settings: Settings) -> Application:
-    return CacheIngress.options(**ingress_options(settings)).bind(settings)
+    deployment: Any = CacheIngress  # a serve.Deployment; its stubs lose the type
+    return deployment.options(**ingress_options(settings)).bind(settings)

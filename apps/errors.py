@@ -38,11 +38,11 @@ def envelope(status: int, code: str, message: str, details: Any = None) -> JSONR
     return JSONResponse(jsonable_encoder(body), status_code=status)
 
 
-async def _realm_error(_: Request, error: Exception) -> JSONResponse:
-    error = unwrap(error)
-    if not isinstance(error, RealmError):
-        return await _unexpected(_, error)
-    return envelope(error.status, error.code, error.message, error.details)
+async def _realm_error(request: Request, error: Exception) -> JSONResponse:
+    cause = unwrap(error)
+    if not isinstance(cause, RealmError):
+        return await _unexpected(request, error)
+    return envelope(cause.status, cause.code, cause.message, cause.details)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:

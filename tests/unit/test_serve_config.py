@@ -1,0 +1,35 @@
+"""serve_config.yaml (what `serve deploy` reads on a cluster) stays in sync with serve_app."""
+
+from __future__ import annotations
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+import serve_app
+from actors.settings import Settings
+from tests.conftest import ROOT
+
+
+def test_the_committed_config_is_what_serve_app_writes():
+    committed = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    assert committed == serve_app.serve_config(Settings()), "run `make serve-config`"
+
+
+def test_the_config_is_valid_for_serve():
+    committed = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(committed)
+    assert [app.name for app in schema.applications] == [s.name for s in serve_app.SERVICES]
+
+
+def test_every_service_has_a_unique_prefix_and_an_importable_builder():
+    prefixes = [service.prefix for service in serve_app.SERVICES]
+    assert len(set(prefixes)) == len(prefixes)
+    for service in serve_app.SERVICES:
+        module, _, name = service.import_path.partition(":")
+        assert module == "serve_app" and callable(getattr(serve_app, name))
+
+
+def test_write_config_writes_the_same_file(tmp_path):
+    out = tmp_path / "config.yaml"
+    assert serve_app.main(["--write-config", str(out)]) == 0
+    assert out.read_text() == (ROOT / "serve_config.yaml").read_text()

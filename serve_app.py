@@ -12,6 +12,7 @@ that file is written by ``python serve_app.py --write-config serve_config.yaml``
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Ray must use 127.0.0.1 for every node it starts here, never an outward address.
@@ -57,6 +59,10 @@ SERVICES: list[Service] = [
 ]
 
 
+#: Wrapper that keeps every HAProxy listener on loopback (see the file).
+HAPROXY_LOOPBACK = Path(__file__).resolve().parent / "apps" / "haproxy-loopback"
+
+
 def haproxy_binary() -> str | None:
     """The HAProxy Serve would run: the one ray[serve] bundles on Linux, else PATH's."""
     try:
@@ -67,18 +73,34 @@ def haproxy_binary() -> str | None:
         return shutil.which("haproxy")
 
 
-def use_haproxy() -> bool:
+def use_haproxy(settings: Settings) -> bool:
     """Serve through HAProxy (about 5x the Python proxy here) when there is one.
 
-    ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy.
+    ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy. Must run before
+    Ray starts: Serve reads these variables when its actors start.
     """
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "0":
         return False
-    if haproxy_binary() is None:
+    binary = haproxy_binary()
+    if binary is None:
         print("no haproxy binary: using Serve's Python proxy (make run installs haproxy)")
         return False
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    # A replica waits this long before stopping so HAProxy can stop routing to
+    # it; 30 s by default, which makes every Ctrl-C and redeploy slow.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    if _is_loopback(settings.http_host):
+        # Keep HAProxy's stats and metrics listeners on loopback too.
+        os.environ["REALM_HAPROXY_BINARY"] = binary
+        os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_LOOPBACK)
     return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def serve_config(settings: Settings) -> dict[str, Any]:
@@ -123,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    proxy = "HAProxy" if use_haproxy() else "Serve's Python proxy"
+    proxy = "HAProxy" if use_haproxy(settings) else "Serve's Python proxy"
     ray.init(
         address=args.address,
         namespace=settings.namespace,

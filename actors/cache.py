@@ -386,6 +386,9 @@ class CacheShard:
 
     # --- stats ---------------------------------------------------------
 
+    async def ping(self) -> str:
+        return self.incarnation
+
     async def stats(self) -> dict[str, Any]:
         s = self.stats_
         return {
@@ -433,9 +436,6 @@ class _CacheShardProcess(CacheShard):
         while True:
             await self.clock.sleep(self.settings.cache_sweep_interval_s)
             self.sweep()
-
-    async def ping(self) -> str:
-        return self.incarnation
 
 
 #: Not durable, so restarting is all a shard needs; calls in flight are retried.

@@ -292,6 +292,10 @@ class CacheClient:
 
     # --- stats and lifecycle -----------------------------------------
 
+    async def start(self) -> None:
+        """Start (or find) every shard and wait until each answers."""
+        await asyncio.gather(*(shard.call("ping") for shard in self.shards))
+
     async def stats(self) -> dict[str, Any]:
         """Per-shard stats, their totals, and this client's near cache."""
         shards = await asyncio.gather(*(shard.call("stats") for shard in self.shards))

@@ -147,12 +147,16 @@ def make_app(client: CacheClient, settings: Settings) -> FastAPI:
 @serve.deployment
 @serve.ingress()
 class CacheIngress:
-    def __init__(self, settings: Settings) -> None:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         self.settings = settings
         self.client = CacheClient.connect(settings, near_cache=settings.cache_http_near_cache)
+        await self.client.start()  # the replica is ready once every shard answers
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return make_app(self.client, self.settings)
+
+    async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
+        await self.client.close()
 
 
 def build(settings: Settings) -> Application:

@@ -22,7 +22,7 @@ def ray_runtime() -> Iterator[None]:
     # Workers import test helpers (actor classes in tests/) by module name.
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    use_haproxy()  # the ingress `make run` uses; read when Serve starts
+    use_haproxy(Settings())  # the ingress `make run` uses; read when Serve starts
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import random
 import shutil
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -73,12 +75,27 @@ def haproxy_binary() -> str | None:
         return shutil.which("haproxy")
 
 
-def use_haproxy(settings: Settings) -> bool:
+def use_haproxy(settings: Settings, *, private_dir: str | None = None) -> bool:
     """Serve through HAProxy (about 5x the Python proxy here) when there is one.
 
     ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy. Must run before
     Ray starts: Serve reads these variables when its actors start.
+
+    Serve keeps HAProxy's config and admin socket under /tmp/haproxy-serve and
+    its stats and metrics on ports 8404 and 9101, shared by every Serve on the
+    machine; ``private_dir`` gives this one its own (tests and benchmarks,
+    which may run beside ``make run``). HAProxy's socket paths are limited to
+    97 characters, and Serve adds 56: keep ``private_dir`` short.
     """
+    if private_dir is not None:
+        os.environ |= {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{private_dir}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{private_dir}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": private_dir,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{private_dir}/server-state",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        }
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "0":
         return False
     binary = haproxy_binary()
@@ -94,6 +111,22 @@ def use_haproxy(settings: Settings) -> bool:
         os.environ["REALM_HAPROXY_BINARY"] = binary
         os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_LOOPBACK)
     return True
+
+
+def free_port() -> int:
+    """A TCP port free now, below the ephemeral range (the many processes Ray
+    starts bind ephemeral ports, and one could take a port the kernel just
+    handed out) and below Serve's replica ports (30000 and up)."""
+    draw = random.SystemRandom()  # processes started together must not draw alike
+    for _ in range(1000):
+        port = draw.randrange(20_000, 30_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 def _is_loopback(host: str) -> bool:

@@ -136,6 +136,8 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
     if ray_constants.ENABLE_RAY_CLUSTER:
         raise RuntimeError("ray was imported before benchmarks.harness: it would not use loopback")
     options: dict[str, Any] = {
+        # Always a fresh Ray of our own, never a `ray start` cluster found here.
+        "address": "local",
         "num_cpus": 2,
         "include_dashboard": False,
         "object_store_memory": 150 * 2**20,

@@ -17,6 +17,8 @@ from benchmarks.harness import progress
 #: Run in this order; each module writes benchmarks/results/<name>.json and .png.
 BENCHMARKS = [
     "benchmarks.engine_limit",
+    "benchmarks.http_overhead",
+    "benchmarks.cache_client",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +13,7 @@ import ray
 import redis
 
 from actors.settings import Settings
-from serve_app import SERVICES, deploy, use_haproxy
+from serve_app import SERVICES, deploy, free_port, use_haproxy
 from tests.conftest import REDIS_URL, ROOT
 
 
@@ -22,7 +22,9 @@ def ray_runtime() -> Iterator[None]:
     # Workers import test helpers (actor classes in tests/) by module name.
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    use_haproxy(Settings())  # the ingress `make run` uses; read when Serve starts
+    # The ingress `make run` uses (read when Serve starts), kept apart from any
+    # other Serve on this machine.
+    use_haproxy(Settings(), private_dir=tempfile.mkdtemp(prefix="rt-"))
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -76,12 +78,6 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 def store_overrides(kind: str) -> dict[str, Any]:
     return {"store_url": REDIS_URL} if kind == "redis" else {"store_url": ""}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,170 @@
+"""Cache client: Realm's CacheClient against redis-py's asyncio client on the same data.
+
+Every variant runs from this driver's event loop with --concurrency workers in flight;
+both sides return the stored JSON bytes undecoded (Realm ``get_raw``/``mget_raw``).
+  redis_get        redis-py GET, keys taken in turn from --keys preloaded keys
+  redis_mget       redis-py MGET of --batch-size keys
+  realm_get        CacheClient.get_raw without near cache, keys in turn
+  realm_near_get   CacheClient.get_raw with near cache, one hot key
+  realm_mget       CacheClient.mget_raw of --batch-size keys, without near cache
+
+Realm runs --shards CacheShard actors on a fresh local Ray; Redis is the server on
+127.0.0.1:6379, its keys under ``bench:cache_client:`` (deleted at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import harness  # before anything that imports ray
+
+CLAIM = (
+    "DESIGN (Benchmarks, cache): batched keys/s >= redis-py MGET; hot-key reads with the near "
+    "cache >= 10 x redis-py GET/s."
+)
+REDIS_PREFIX = "bench:cache_client:"
+REALM_PREFIX = "bench:"
+NAMESPACE = "realm-bench"
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--shards", type=int, default=4, help="Realm cache shards")
+    parser.add_argument("--keys", type=int, default=1000, help="preloaded keys")
+    parser.add_argument("--batch-size", type=int, default=100, help="keys per MGET / mget")
+
+
+def value_of(i: int) -> bytes:
+    return orjson.dumps({"id": i, "name": f"user-{i}", "score": i * 1.5, "tags": ["a", "b"]})
+
+
+async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler], dict[str, Any]]:
+    import redis.asyncio as aioredis
+
+    from actors.cache import shard_name
+    from actors.cache_client import CacheClient
+    from actors.settings import Settings
+    from actors.supervision import kill_named
+
+    names = [f"k{i}" for i in range(args.keys)]
+    values = [value_of(i) for i in range(args.keys)]
+    batch = names[: args.batch_size]
+    hot = names[0]
+    redis_keys = [REDIS_PREFIX + n for n in names]
+    realm_keys = [REALM_PREFIX + n for n in names]
+
+    data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-cache-"))
+    settings = Settings(
+        namespace=NAMESPACE, cache_shards=args.shards, store_url="", data_dir=data_dir
+    )
+    r = aioredis.Redis.from_url(args.redis_url, max_connections=args.concurrency + 4)
+    plain = near = None
+    try:
+        # --- preload and check that both sides answer the same bytes ---------------------
+        await r.mset(dict(zip(redis_keys, values, strict=True)))
+        plain = CacheClient.connect(settings)
+        near = CacheClient.connect(settings, near_cache=True)
+        step = settings.max_batch_keys
+        for start in range(0, args.keys, step):
+            chosen = range(start, min(start + step, args.keys))
+            await plain.mset({realm_keys[i]: orjson.loads(values[i]) for i in chosen})
+        redis_batch = [REDIS_PREFIX + n for n in batch]
+        realm_batch = [REALM_PREFIX + n for n in batch]
+        expected = values[: args.batch_size]
+        checks = {
+            "redis mget": await r.mget(redis_batch),
+            "realm mget": await plain.mget_raw(realm_batch),
+            "realm get": [await plain.get_raw(k) for k in realm_batch],
+            "realm near get": [await near.get_raw(k) for k in realm_batch],
+        }
+        for label, got in checks.items():
+            # Realm stores what orjson makes of the decoded value: the same bytes here.
+            if got != expected:
+                raise RuntimeError(f"{label} answered other values than were stored")
+
+        # --- the variants ------------------------------------------------------------------
+        redis_cycle = itertools.cycle(redis_keys)
+        realm_cycle = itertools.cycle(realm_keys)
+        hot_key = REALM_PREFIX + hot
+        variants: dict[str, dict[str, Any]] = {
+            "redis_get": dict(op=lambda: r.get(next(redis_cycle))),
+            "redis_mget": dict(op=lambda: r.mget(redis_batch), ops_per_call=args.batch_size),
+            "realm_get": dict(op=lambda: plain.get_raw(next(realm_cycle))),
+            "realm_near_get": dict(op=lambda: near.get_raw(hot_key)),
+            "realm_mget": dict(
+                op=lambda: plain.mget_raw(realm_batch), ops_per_call=args.batch_size
+            ),
+        }
+        samplers = {}
+        for name, kw in variants.items():
+            harness.progress(f"{name}: {args.duration_s:g} s, {args.concurrency} in flight")
+            samplers[name] = await harness.run_workload(
+                duration_s=args.duration_s, concurrency=args.concurrency, warmup=50, **kw
+            )
+            m = samplers[name].metrics()
+            harness.progress(
+                f"{name}: {m['calls_per_s']:,.0f} calls/s, {m['throughput_ops_s']:,.0f} keys/s, "
+                f"p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms"
+            )
+        stats = await near.stats()
+        extra = {"near_cache": stats["near"], "shard_totals": stats["total"]}
+        harness.progress(f"near cache of realm_near_get: {stats['near']}")
+    finally:
+        for client in (near, plain):
+            if client is not None:
+                await client.close()
+        deleted = await r.delete(*redis_keys)
+        await r.aclose()
+        harness.progress(f"deleted {deleted} Redis keys under {REDIS_PREFIX}")
+        for i in range(args.shards):
+            kill_named(shard_name(i), namespace=NAMESPACE)  # detached: would outlive us
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return samplers, extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(__doc__ or "", argv, duration_s=5.0, concurrency=16, extra=_add_flags)
+    if args.keys < args.batch_size:
+        raise SystemExit("--keys must be at least --batch-size")
+    load_at_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    harness.progress("starting Ray")
+    with harness.ray_session(namespace=NAMESPACE):
+        samplers, extra = asyncio.run(measure(args))
+    metrics = {name: s.metrics() for name, s in samplers.items()}
+    ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
+    ratios = {
+        "realm_mget/redis_mget keys": round(ops["realm_mget"] / ops["redis_mget"], 3),
+        "realm_near_get/redis_get": round(ops["realm_near_get"] / ops["redis_get"], 2),
+        "realm_get/redis_get": round(ops["realm_get"] / ops["redis_get"], 3),
+    }
+    goals = {
+        "realm_mget/redis_mget keys >= 1": ratios["realm_mget/redis_mget keys"] >= 1,
+        "realm_near_get/redis_get >= 10": ratios["realm_near_get/redis_get"] >= 10,
+    }
+    for label, met in goals.items():
+        harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
+    harness.write_result(
+        "cache_client",
+        {
+            "claim": CLAIM,
+            "params": vars(args)
+            | {"load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)]},
+            "variants": metrics,
+            "ratios": ratios,
+            "goals": goals,
+            **extra,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""HTTP overhead: the cache's GET route through Serve against plain uvicorn + FastAPI.
+
+Variants, each a server in its own subprocess on its own loopback port, loaded by
+``wrk -t1 -c<concurrency> -d<duration>s --latency`` on one hot key:
+  uvicorn       the peer: plain uvicorn (one worker) + FastAPI, an async route answering
+                from a dict of JSON bytes, spliced into the same body Realm sends
+  haproxy       Realm (``serve_app.deploy``) behind Serve's HAProxy ingress
+  python_proxy  Realm behind Serve's Python proxy
+
+The proxy is chosen by ``RAY_SERVE_ENABLE_HA_PROXY``, which Serve reads when Ray starts,
+so each Realm variant runs in a fresh process with its own Ray session: this script
+re-invokes itself with ``--serve <variant> --port <port>`` (the server runner).
+Before loading, the key is written with PUT and read back (200 and the right value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+import serve_app
+from benchmarks import harness  # sets loopback-only Ray before ray is imported
+
+CLAIM = (
+    "DESIGN (Benchmarks): the cache GET route through Serve (HAProxy ingress and Python proxy) "
+    "against plain uvicorn + FastAPI serving the same dict. Goal: Realm >= 0.5 x plain "
+    "uvicorn req/s."
+)
+GOAL_RATIO = 0.5
+VARIANTS = ("uvicorn", "haproxy", "python_proxy")
+KEY = "bench:http-overhead:hot"
+VALUE = {"id": 42, "name": "hot key", "tags": ["a", "b", "c"], "score": 1.5}
+ROOT = Path(__file__).resolve().parent.parent
+READY = "HTTP_OVERHEAD_READY"
+RUNNER = [sys.executable, "-m", "benchmarks.http_overhead"]
+#: Ray + Serve + four cache shards take ~10-15 s here; much more means something is stuck.
+STARTUP_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}"
+    )
+    parser.add_argument("--warmup-s", type=int, default=2, help="wrk warm-up run per variant")
+    # The server runner (internal): run one variant's server until SIGTERM.
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+
+
+# --- server runners (in the child process) ----------------------------------------------
+
+
+def _announce_ready(port: int) -> None:
+    print(f"{READY} {port}", flush=True)
+
+
+def _wait_for_sigterm() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def serve_uvicorn(port: int) -> None:
+    """The peer: the same route shape, a dict instead of actors."""
+    import uvicorn
+
+    app = FastAPI()
+    values: dict[str, bytes] = {}
+
+    @app.get("/cache/keys/{key:path}")
+    async def get_key(key: str) -> Response:
+        raw = values.get(key)
+        if raw is None:
+            return Response(b'{"error":"not found"}', status_code=404)
+        body = b'{"key":' + orjson.dumps(key) + b',"value":' + raw + b"}"
+        return Response(body, media_type="application/json")
+
+    @app.put("/cache/keys/{key:path}")
+    async def set_key(key: str, request: Request) -> dict[str, Any]:
+        values[key] = orjson.dumps((await request.json())["value"])
+        return {"key": key, "stored": True}
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    # uvicorn binds in serve(); announce once it has started.
+    threading.Thread(
+        target=lambda: (_wait_started(server), _announce_ready(port)), daemon=True
+    ).start()
+    server.run()  # returns on SIGTERM/SIGINT
+
+
+def _wait_started(server: Any) -> None:
+    while not server.started:
+        time.sleep(0.05)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def serve_realm(variant: str, port: int) -> None:
+    """Realm's services on a fresh Ray, Serve's HTTP on ``port``, until SIGTERM."""
+    # Serve writes HAProxy's config, state and admin socket under /tmp/haproxy-serve by
+    # default, shared with any other Serve on this machine: keep ours private. Serve adds a
+    # 56-character directory and HAProxy takes socket paths of at most 97: keep it short.
+    private = tempfile.mkdtemp(prefix="rb-")
+    # Until it is ready, a stop request unwinds through the cleanup below.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _serve_realm(variant, port, private)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _serve_realm(variant: str, port: int, private: str) -> None:
+    from actors.settings import Settings
+
+    settings = Settings(
+        namespace="realm-bench-http",
+        cache_shards=4,
+        store_url="",
+        data_dir=Path(private) / "data",
+        http_host="127.0.0.1",
+        http_port=port,
+        cache_http_near_cache=True,  # the default: the ingress keeps a near cache
+    )
+    if variant == "haproxy":
+        if not serve_app.use_haproxy(settings, private_dir=private):
+            raise SystemExit("haproxy variant: no HAProxy binary found")
+    else:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
+    with harness.ray_session(namespace=settings.namespace):
+        from ray import serve
+
+        try:
+            harness.progress(f"{variant} server: Ray up, deploying Realm on port {port}")
+            serve_app.deploy(settings)
+            _announce_ready(port)
+            _wait_for_sigterm()
+        finally:
+            harness.progress(f"{variant} server: shutting Serve and Ray down")
+            serve.shutdown()
+
+
+# --- the load side (in the parent) ------------------------------------------------------
+
+
+class Server:
+    """One server runner subprocess, in its own process group so all of it can be stopped."""
+
+    def __init__(self, variant: str, port: int) -> None:
+        self.variant, self.port = variant, port
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [*RUNNER, "--serve", variant, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith(READY):
+                self.ready.set()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.variant} server exited with {self.proc.returncode} before ready; "
+                    f"its stdout: {self.lines[-20:]}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.variant} server not ready in {STARTUP_TIMEOUT_S:g} s")
+
+    def stop(self) -> None:
+        """SIGTERM (clean shutdown), then SIGKILL for whatever is left of its process group."""
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                harness.progress(f"{self.variant}: server did not stop; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, 0)  # anything (Ray's processes, haproxy) still in the group?
+            time.sleep(2.0)  # Ray's own processes exit shortly after the driver
+            os.killpg(pgid, signal.SIGKILL)
+            harness.progress(f"{self.variant}: killed leftover processes of group {pgid}")
+        self.proc.wait()
+
+
+def preload_and_verify(port: int, variant: str) -> str:
+    """PUT the key, GET it back; returns the URL to load. Retries while routes come up."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/cache/keys/{KEY}"
+    deadline, last = time.monotonic() + 60.0, "no answer"
+    with httpx.Client(timeout=10.0) as client:
+        while True:
+            try:
+                put = client.put(url, json={"value": VALUE})
+                got = client.get(url)
+                if put.status_code == 200 and got.status_code == 200:
+                    if got.json() != {"key": KEY, "value": VALUE}:
+                        raise RuntimeError(f"{variant}: GET answered a wrong body: {got.text!r}")
+                    return url
+                last = f"PUT {put.status_code} {put.text[:200]!r}, GET {got.status_code}"
+                if 400 <= put.status_code < 500 and put.status_code != 404:
+                    raise RuntimeError(f"{variant}: PUT refused: {last}")
+            except httpx.HTTPError as error:
+                last = repr(error)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{variant}: the key could not be written and read: {last}")
+            time.sleep(0.5)
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests, duration, errors and latency percentiles from ``wrk --latency`` output."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", output)
+    if done is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    requests, duration_s = int(done.group(1)), _ms(done.group(2) + done.group(3)) / 1e3
+    percentiles = {
+        int(p): _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", output, re.M)
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    avg = re.search(r"Latency\s+([\d.]+\w+)", output)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    failed = int(non_2xx.group(1)) if non_2xx else 0
+    ok = requests - failed
+    return {
+        "calls": ok,
+        "ops": ok,
+        "duration_s": round(duration_s, 3),
+        "calls_per_s": round(ok / duration_s, 1),
+        "throughput_ops_s": round(ok / duration_s, 1),
+        "p50_ms": round(percentiles[50], 3),
+        "p90_ms": round(percentiles[90], 3),
+        "p99_ms": round(percentiles[99], 3),
+        "avg_ms": round(_ms(avg.group(1)), 3) if avg else float("nan"),
+        "non_2xx": failed,
+        "socket_errors": dict(
+            zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)
+        )
+        if errors
+        else {},
+        "wrk_requests_per_s": float(rps.group(1)) if rps else float("nan"),
+    }
+
+
+def run_wrk(url: str, *, duration_s: int, connections: int) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    port = serve_app.free_port()
+    harness.progress(f"{variant}: starting its server on 127.0.0.1:{port}")
+    server = Server(variant, port)
+    try:
+        server.wait_ready()
+        url = preload_and_verify(port, variant)
+        harness.progress(f"{variant}: answered 200 with the value; warming up {args.warmup_s} s")
+        run_wrk(url, duration_s=args.warmup_s, connections=args.concurrency)
+        duration = max(1, math.ceil(args.duration_s))
+        harness.progress(f"{variant}: wrk {duration} s, {args.concurrency} connections")
+        metrics = run_wrk(url, duration_s=duration, connections=args.concurrency)
+        preload_and_verify(port, variant)  # still answering right after the load
+    finally:
+        server.stop()
+    harness.progress(
+        f"{variant}: {metrics['throughput_ops_s']:,.0f} req/s, p50 {metrics['p50_ms']:.2f} ms, "
+        f"p99 {metrics['p99_ms']:.2f} ms, non-2xx {metrics['non_2xx']}, "
+        f"socket errors {metrics['socket_errors']}"
+    )
+    if metrics["non_2xx"] or any(metrics["socket_errors"].values()):
+        harness.progress(f"{variant}: WARNING: failed requests are not counted in req/s")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(
+        __doc__ or "", argv, duration_s=10.0, concurrency=32, extra=_add_flags
+    )
+    if args.serve is not None:
+        if args.serve == "uvicorn":
+            serve_uvicorn(args.port)
+        else:
+            serve_realm(args.serve, args.port)
+        return
+    if args.quick:
+        args.warmup_s = min(args.warmup_s, 1)
+    load_at_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants: {sorted(unknown)}")
+    metrics = {variant: measure(variant, args) for variant in variants}
+    ratios, goals = {}, {}
+    if "uvicorn" in metrics:
+        base = metrics["uvicorn"]["throughput_ops_s"]
+        for variant in ("haproxy", "python_proxy"):
+            if variant in metrics:
+                ratio = round(metrics[variant]["throughput_ops_s"] / base, 3)
+                ratios[f"{variant}/uvicorn"] = ratio
+                goals[f"{variant}/uvicorn >= {GOAL_RATIO}"] = ratio >= GOAL_RATIO
+    for label, met in goals.items():
+        ratio = ratios[label.split()[0]]
+        harness.progress(f"goal {label}: {'met' if met else 'NOT MET'} ({ratio})")
+    params = {k: v for k, v in vars(args).items() if k not in ("serve", "port")}
+    params |= {
+        "key": KEY,
+        "tool": "wrk -t1 --latency",
+        "realm_http_near_cache": True,
+        "load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+    }
+    harness.write_result(
+        "http_overhead",
+        {"claim": CLAIM, "params": params, "variants": metrics, "ratios": ratios, "goals": goals},
+    )
+
+
+if __name__ == "__main__":
+    main()

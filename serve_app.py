@@ -75,11 +75,14 @@ def haproxy_binary() -> str | None:
         return shutil.which("haproxy")
 
 
-def use_haproxy(settings: Settings, *, private_dir: str | None = None) -> bool:
-    """Serve through HAProxy (about 5x the Python proxy here) when there is one.
+def configure_ingress(settings: Settings, *, private_dir: str | None = None) -> bool:
+    """Set up Serve's ingress; returns whether it is HAProxy.
 
-    ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy. Must run before
-    Ray starts: Serve reads these variables when its actors start.
+    HAProxy (about 5x the Python proxy here) whenever there is a binary;
+    ``RAY_SERVE_ENABLE_HA_PROXY=0`` forces the Python proxy. Serve's
+    throughput-optimized mode is on unless ``RAY_SERVE_THROUGHPUT_OPTIMIZED=0``
+    (Realm's routes are all async, so they need no thread of their own). Must
+    run before Ray starts: Serve reads these variables when its actors start.
 
     Serve keeps HAProxy's config and admin socket under /tmp/haproxy-serve and
     its stats and metrics on ports 8404 and 9101, shared by every Serve on the
@@ -96,6 +99,7 @@ def use_haproxy(settings: Settings, *, private_dir: str | None = None) -> bool:
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "0":
         return False
     binary = haproxy_binary()
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    proxy = "HAProxy" if use_haproxy(settings) else "Serve's Python proxy"
+    proxy = "HAProxy" if configure_ingress(settings) else "Serve's Python proxy"
     ray.init(
         address=args.address,
         namespace=settings.namespace,

@@ -6,6 +6,8 @@ Variants, each a server in its own subprocess on its own loopback port, loaded b
                 from a dict of JSON bytes, spliced into the same body Realm sends
   haproxy       Realm (``serve_app.deploy``) behind Serve's HAProxy ingress
   python_proxy  Realm behind Serve's Python proxy
+  serve_noop    the uvicorn peer's dict app as a Serve deployment behind HAProxy:
+                Serve's own ceiling here, so haproxy/serve_noop is what Realm adds
 
 The proxy is chosen by ``RAY_SERVE_ENABLE_HA_PROXY``, which Serve reads when Ray starts,
 so each Realm variant runs in a fresh process with its own Ray session: this script
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Body, FastAPI, Response
 
 import serve_app
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
@@ -42,7 +44,7 @@ CLAIM = (
     "uvicorn req/s."
 )
 GOAL_RATIO = 0.5
-VARIANTS = ("uvicorn", "haproxy", "python_proxy")
+VARIANTS = ("uvicorn", "haproxy", "python_proxy", "serve_noop")
 KEY = "bench:http-overhead:hot"
 VALUE = {"id": 42, "name": "hot key", "tags": ["a", "b", "c"], "score": 1.5}
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +79,11 @@ def _wait_for_sigterm() -> None:
     stop.wait()
 
 
-def serve_uvicorn(port: int) -> None:
-    """The peer: the same route shape, a dict instead of actors."""
-    import uvicorn
+REQUIRED_BODY = Body(...)
 
+
+def dict_app() -> FastAPI:
+    """The peer: the same route shape, a dict instead of actors."""
     app = FastAPI()
     values: dict[str, bytes] = {}
 
@@ -92,11 +95,20 @@ def serve_uvicorn(port: int) -> None:
         body = b'{"key":' + orjson.dumps(key) + b',"value":' + raw + b"}"
         return Response(body, media_type="application/json")
 
+    # Plain builtins in the signature: Serve may pickle this function by value,
+    # and then names in (postponed) annotations would not resolve.
     @app.put("/cache/keys/{key:path}")
-    async def set_key(key: str, request: Request) -> dict[str, Any]:
-        values[key] = orjson.dumps((await request.json())["value"])
+    async def set_key(key: str, body: dict = REQUIRED_BODY) -> dict:  # type: ignore[type-arg]
+        values[key] = orjson.dumps(body["value"])
         return {"key": key, "stored": True}
 
+    return app
+
+
+def serve_uvicorn(port: int) -> None:
+    import uvicorn
+
+    app = dict_app()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False
     )
@@ -133,6 +145,7 @@ def serve_realm(variant: str, port: int) -> None:
 
 def _serve_realm(variant: str, port: int, private: str) -> None:
     from actors.settings import Settings
+    from apps.common import ingress_options
 
     settings = Settings(
         namespace="realm-bench-http",
@@ -143,17 +156,23 @@ def _serve_realm(variant: str, port: int, private: str) -> None:
         http_port=port,
         cache_http_near_cache=True,  # the default: the ingress keeps a near cache
     )
-    if variant == "haproxy":
-        if not serve_app.use_haproxy(settings, private_dir=private):
-            raise SystemExit("haproxy variant: no HAProxy binary found")
-    else:
+    wants_haproxy = variant != "python_proxy"
+    if not wants_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
+    if serve_app.configure_ingress(settings, private_dir=private) != wants_haproxy:
+        raise SystemExit(f"{variant} variant: no HAProxy binary found")
     with harness.ray_session(namespace=settings.namespace):
         from ray import serve
 
         try:
-            harness.progress(f"{variant} server: Ray up, deploying Realm on port {port}")
-            serve_app.deploy(settings)
+            harness.progress(f"{variant} server: Ray up, deploying on port {port}")
+            if variant == "serve_noop":
+                serve.start(http_options={"host": settings.http_host, "port": port})
+                ingress: Any = serve.deployment(serve.ingress(dict_app)())
+                noop = ingress.options(**ingress_options(settings)).bind()
+                serve.run(noop, name="noop", route_prefix="/")
+            else:
+                serve_app.deploy(settings)
             _announce_ready(port)
             _wait_for_sigterm()
         finally:
@@ -344,6 +363,13 @@ def main(argv: list[str] | None = None) -> None:
                 ratio = round(metrics[variant]["throughput_ops_s"] / base, 3)
                 ratios[f"{variant}/uvicorn"] = ratio
                 goals[f"{variant}/uvicorn >= {GOAL_RATIO}"] = ratio >= GOAL_RATIO
+        if "serve_noop" in metrics:
+            ratios["serve_noop/uvicorn"] = round(
+                metrics["serve_noop"]["throughput_ops_s"] / base, 3
+            )
+    if "serve_noop" in metrics and "haproxy" in metrics:
+        ceiling = metrics["serve_noop"]["throughput_ops_s"]
+        ratios["haproxy/serve_noop"] = round(metrics["haproxy"]["throughput_ops_s"] / ceiling, 3)
     for label, met in goals.items():
         ratio = ratios[label.split()[0]]
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'} ({ratio})")

@@ -13,7 +13,7 @@ import ray
 import redis
 
 from actors.settings import Settings
-from serve_app import SERVICES, deploy, free_port, use_haproxy
+from serve_app import SERVICES, configure_ingress, deploy, free_port
 from tests.conftest import REDIS_URL, ROOT
 
 
@@ -24,7 +24,7 @@ def ray_runtime() -> Iterator[None]:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     # The ingress `make run` uses (read when Serve starts), kept apart from any
     # other Serve on this machine.
-    use_haproxy(Settings(), private_dir=tempfile.mkdtemp(prefix="rt-"))
+    configure_ingress(Settings(), private_dir=tempfile.mkdtemp(prefix="rt-"))
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -7,7 +7,6 @@ Concurrency is driven with tasks and ``settle()`` yields; time moves only by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from actors.errors import (
     ValueTooLarge,
 )
 from actors.settings import Settings
+from tests.unit.conftest import cancel, settle
 
 LEASE_S = 2.0
 LOAD_TIMEOUT_S = 30.0
@@ -36,23 +36,6 @@ SMALL = {
     "max_value_bytes": 512,
     "max_batch_keys": 4,
 }
-
-
-async def settle() -> None:
-    """Let started tasks run up to the point where they wait."""
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-async def cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

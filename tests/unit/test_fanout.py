@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
 
 import pytest
 
 from actors.clock import FakeClock
 from actors.fanout import Mailboxes
+from tests.unit.conftest import cancel, settle
 
 POLL_S = 10.0
-
-
-async def settle() -> None:
-    """Let started tasks run up to the point where they wait."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -11,11 +11,6 @@ LEASE_S = 2.0
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def near(clock: FakeClock) -> NearCache:
     return NearCache(clock, max_entries=3)
 

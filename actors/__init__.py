@@ -1,0 +1,45 @@
+"""Realm's actors: the shared runtime, and one module per service.
+
+Runtime
+    settings    ``Settings`` read from ``REALM_*`` variables
+    errors      ``RealmError`` and its tree
+    clock       ``Clock``, ``SystemClock``, ``FakeClock``
+    store       ``Store``, ``SQLiteStore``, ``RedisStore``, ``open_store``
+    journal     ``Journal`` (group commit), ``Durable`` (event-sourced actor state)
+    supervision ``Restart`` presets, ``remote_actor``, ``get_or_create``, ``call``,
+                ``ActorRef``, ``report_start``
+    fanout      ``Mailboxes``: per-follower long-poll with acknowledgements
+    hashing     ``Rendezvous`` hashing
+    eviction    ``LRU`` and ``LFU`` orders
+
+Services
+    cache         ``CacheShard`` / ``CacheShardActor`` (service 4)
+    cache_client  ``CacheClient`` with the near cache
+"""
+
+from actors.clock import Clock, FakeClock, SystemClock
+from actors.errors import RealmError
+from actors.journal import Durable, Journal
+from actors.settings import Settings
+from actors.store import RedisStore, SQLiteStore, Store, open_store
+from actors.supervision import ActorRef, Restart, call, get_or_create, remote_actor, report_start
+
+__all__ = [
+    "ActorRef",
+    "Clock",
+    "Durable",
+    "FakeClock",
+    "Journal",
+    "RealmError",
+    "RedisStore",
+    "Restart",
+    "SQLiteStore",
+    "Settings",
+    "Store",
+    "SystemClock",
+    "call",
+    "get_or_create",
+    "open_store",
+    "remote_actor",
+    "report_start",
+]

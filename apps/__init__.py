@@ -1,0 +1,10 @@
+"""Realm's HTTP fronts: shared pieces, and one module per service.
+
+Shared
+    common  ``service_app`` (FastAPI factory), ``ingress_options`` (replica options)
+    errors  ``install_error_handlers``: one error envelope for every failure
+    limits  ``BodyLimit``: request body size limit answered in the envelope
+
+Services (each has ``build(settings) -> serve Application``)
+    cache   ``/cache`` (service 4)
+"""

@@ -15,10 +15,12 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 
+from actors.batching import Coalescer
 from actors.cache import CacheShardActor, check_batch, check_key, check_value, shard_name
 from actors.clock import Clock, SystemClock
 from actors.errors import InvalidInput
@@ -119,6 +121,18 @@ class CacheClient:
             else None
         )
         self._pollers: dict[int, asyncio.Task[None]] = {}
+        #: Reads in flight to one shard are coalesced into batched mget calls.
+        self._readers = [
+            Coalescer(partial(self._read_shard, index), max_batch=settings.max_batch_keys)
+            for index in range(len(self.shards))
+        ]
+
+    async def _read_shard(self, index: int, keys: list[str]) -> list[tuple[bytes | None, float]]:
+        follower = None if self.near is None else self.follower
+        answers: list[tuple[bytes | None, float]] = await self.shards[index].call(
+            "mget", keys, follower
+        )
+        return answers
 
     @classmethod
     def connect(cls, settings: Settings | None = None, *, near_cache: bool = False) -> CacheClient:
@@ -145,51 +159,57 @@ class CacheClient:
     async def get_raw(self, key: str) -> bytes | None:
         """The value's JSON bytes, or None."""
         check_key(key, self.settings)
-        index, shard = self._shard(key)
-        if self.near is None:
-            value, _ = await shard.call("get", key)
-            return value
-        found = self.near.lookup(key)
-        if found is not None:
-            return found
-        self._follow(index)
-        since, started = self.near.generation, self.clock.now()
-        value, lease = await shard.call("get", key, self.follower)
-        if value is not None and lease > 0:
-            self.near.offer(key, value, started + lease, since)
-        return value
+        if self.near is not None:
+            found = self.near.lookup(key)
+            if found is not None:
+                return found
+        return (await self._fetch([key]))[0]
 
     async def get(self, key: str, default: Any = None) -> Any:
         raw = await self.get_raw(key)
         return default if raw is None else decode(raw)
 
     async def mget_raw(self, keys: Sequence[str]) -> list[bytes | None]:
-        """Values (JSON bytes or None) in the order of ``keys``; one call per shard, in parallel."""
+        """Values (JSON bytes or None) in the order of ``keys``."""
         keys = list(keys)
         check_batch(len(keys), self.settings)
         for key in keys:
             check_key(key, self.settings)
         results: list[bytes | None] = [None] * len(keys)
-        positions = list(range(len(keys)))  # of the keys still to fetch
+        missing = list(range(len(keys)))
         if self.near is not None:
             for i, key in enumerate(keys):
                 results[i] = self.near.lookup(key)
-            positions = [i for i in positions if results[i] is None]
-        groups = self.ring.split(keys[i] for i in positions)
-        follower = None if self.near is None else self.follower
-        since, started = (self.near.generation if self.near else 0), self.clock.now()
+            missing = [i for i in missing if results[i] is None]
+        for i, value in zip(missing, await self._fetch([keys[i] for i in missing]), strict=True):
+            results[i] = value
+        return results
+
+    async def _fetch(self, keys: list[str]) -> list[bytes | None]:
+        """Read ``keys`` from their shards: a coalesced call per shard, all in parallel.
+
+        With a near cache, each value read comes with a lease and is kept
+        until it ends (counted from before the request left, so the copy
+        never outlives the shard's lease), unless the key was invalidated
+        meanwhile."""
+        results: list[bytes | None] = [None] * len(keys)
+        since = self.near.generation if self.near is not None else 0
+        started = self.clock.now()
 
         async def fetch(index: int, members: list[int]) -> None:
-            if follower is not None:
+            if self.near is not None:
                 self._follow(index)
-            batch = [keys[positions[m]] for m in members]
-            answers = await self.shards[index].call("mget", batch, follower)
+            answers = await self._readers[index].submit([keys[m] for m in members])
             for member, (value, lease) in zip(members, answers, strict=True):
-                results[positions[member]] = value
+                results[member] = value
                 if self.near is not None and value is not None and lease > 0:
-                    self.near.offer(keys[positions[member]], value, started + lease, since)
+                    self.near.offer(keys[member], value, started + lease, since)
 
-        await asyncio.gather(*(fetch(index, members) for index, members in groups.items()))
+        groups = self.ring.split(keys)
+        if len(groups) == 1:
+            await fetch(*groups.popitem())
+        else:
+            await asyncio.gather(*(fetch(index, members) for index, members in groups.items()))
         return results
 
     async def mget(self, keys: Sequence[str]) -> dict[str, Any]:

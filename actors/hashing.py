@@ -9,8 +9,12 @@ same in every process.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import xxhash
+
+#: Keys whose owner each ``Rendezvous`` remembers.
+OWNERS_REMEMBERED = 1 << 16
 
 
 class Rendezvous:
@@ -19,9 +23,14 @@ class Rendezvous:
             raise ValueError("at least one shard")
         self.shard_count = shard_count
         self._seeds = [xxhash.xxh3_64_intdigest(f"shard-{i}".encode()) for i in range(shard_count)]
+        #: Hot keys repeat: remembering owners costs a dict lookup instead of N hashes.
+        self._remembered = lru_cache(maxsize=OWNERS_REMEMBERED)(self._owner)
 
     def owner(self, key: str) -> int:
         """Index of the shard that owns ``key``."""
+        return self._remembered(key)
+
+    def _owner(self, key: str) -> int:
         if self.shard_count == 1:
             return 0
         data = key.encode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import random
 import shutil
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         address=args.address,
         namespace=settings.namespace,
         include_dashboard=False,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     store = settings.store_url or f"SQLite in {settings.data_dir}"
     print(f"Realm on Ray {ray.__version__}, store: {store}, ingress: {proxy}")

@@ -3,10 +3,10 @@
 Every variant runs from this driver's event loop with --concurrency workers in flight;
 both sides return the stored JSON bytes undecoded (Realm ``get_raw``/``mget_raw``).
   redis_get        redis-py GET, keys taken in turn from --keys preloaded keys
-  redis_mget       redis-py MGET of --batch-size keys
+  redis_mget_<n>   redis-py MGET of n keys, for each n in --batch-sizes
   realm_get        CacheClient.get_raw without near cache, keys in turn
   realm_near_get   CacheClient.get_raw with near cache, one hot key
-  realm_mget       CacheClient.mget_raw of --batch-size keys, without near cache
+  realm_mget_<n>   CacheClient.mget_raw of n keys, without near cache
 
 Realm runs --shards CacheShard actors on a fresh local Ray; Redis is the server on
 127.0.0.1:6379, its keys under ``bench:cache_client:`` (deleted at the end).
@@ -20,6 +20,7 @@ import itertools
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--shards", type=int, default=4, help="Realm cache shards")
     parser.add_argument("--keys", type=int, default=1000, help="preloaded keys")
-    parser.add_argument("--batch-size", type=int, default=100, help="keys per MGET / mget")
+    parser.add_argument(
+        "--batch-sizes", default="100,1000", help="comma-separated keys per MGET / mget"
+    )
 
 
 def value_of(i: int) -> bytes:
@@ -57,7 +60,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
 
     names = [f"k{i}" for i in range(args.keys)]
     values = [value_of(i) for i in range(args.keys)]
-    batch = names[: args.batch_size]
+    sizes = [int(n) for n in args.batch_sizes.split(",")]
     hot = names[0]
     redis_keys = [REDIS_PREFIX + n for n in names]
     realm_keys = [REALM_PREFIX + n for n in names]
@@ -77,14 +80,14 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         for start in range(0, args.keys, step):
             chosen = range(start, min(start + step, args.keys))
             await plain.mset({realm_keys[i]: orjson.loads(values[i]) for i in chosen})
-        redis_batch = [REDIS_PREFIX + n for n in batch]
-        realm_batch = [REALM_PREFIX + n for n in batch]
-        expected = values[: args.batch_size]
+        redis_batch = {n: redis_keys[:n] for n in sizes}
+        realm_batch = {n: realm_keys[:n] for n in sizes}
+        expected = values[: sizes[0]]
         checks = {
-            "redis mget": await r.mget(redis_batch),
-            "realm mget": await plain.mget_raw(realm_batch),
-            "realm get": [await plain.get_raw(k) for k in realm_batch],
-            "realm near get": [await near.get_raw(k) for k in realm_batch],
+            "redis mget": await r.mget(redis_batch[sizes[0]]),
+            "realm mget": await plain.mget_raw(realm_batch[sizes[0]]),
+            "realm get": [await plain.get_raw(k) for k in realm_batch[sizes[0]]],
+            "realm near get": [await near.get_raw(k) for k in realm_batch[sizes[0]]],
         }
         for label, got in checks.items():
             # Realm stores what orjson makes of the decoded value: the same bytes here.
@@ -97,13 +100,14 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         hot_key = REALM_PREFIX + hot
         variants: dict[str, dict[str, Any]] = {
             "redis_get": dict(op=lambda: r.get(next(redis_cycle))),
-            "redis_mget": dict(op=lambda: r.mget(redis_batch), ops_per_call=args.batch_size),
             "realm_get": dict(op=lambda: plain.get_raw(next(realm_cycle))),
             "realm_near_get": dict(op=lambda: near.get_raw(hot_key)),
-            "realm_mget": dict(
-                op=lambda: plain.mget_raw(realm_batch), ops_per_call=args.batch_size
-            ),
         }
+        for n in sizes:
+            variants[f"redis_mget_{n}"] = dict(op=partial(r.mget, redis_batch[n]), ops_per_call=n)
+            variants[f"realm_mget_{n}"] = dict(
+                op=partial(plain.mget_raw, realm_batch[n]), ops_per_call=n
+            )
         samplers = {}
         for name, kw in variants.items():
             harness.progress(f"{name}: {args.duration_s:g} s, {args.concurrency} in flight")
@@ -133,8 +137,8 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
 
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=5.0, concurrency=16, extra=_add_flags)
-    if args.keys < args.batch_size:
-        raise SystemExit("--keys must be at least --batch-size")
+    if args.keys < max(int(n) for n in args.batch_sizes.split(",")):
+        raise SystemExit("--keys must be at least the largest batch size")
     load_at_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
     harness.progress("starting Ray")
     with harness.ray_session(namespace=NAMESPACE):
@@ -142,14 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {name: s.metrics() for name, s in samplers.items()}
     ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
     ratios = {
-        "realm_mget/redis_mget keys": round(ops["realm_mget"] / ops["redis_mget"], 3),
         "realm_near_get/redis_get": round(ops["realm_near_get"] / ops["redis_get"], 2),
         "realm_get/redis_get": round(ops["realm_get"] / ops["redis_get"], 3),
     }
-    goals = {
-        "realm_mget/redis_mget keys >= 1": ratios["realm_mget/redis_mget keys"] >= 1,
-        "realm_near_get/redis_get >= 10": ratios["realm_near_get/redis_get"] >= 10,
-    }
+    goals = {"realm_near_get/redis_get >= 10": ratios["realm_near_get/redis_get"] >= 10}
+    for n in (int(n) for n in args.batch_sizes.split(",")):
+        label = f"realm_mget_{n}/redis_mget_{n} keys"
+        ratios[label] = round(ops[f"realm_mget_{n}"] / ops[f"redis_mget_{n}"], 3)
+        goals[f"{label} >= 1"] = ratios[label] >= 1
     for label, met in goals.items():
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
     harness.write_result(

@@ -98,7 +98,7 @@ def dict_app() -> FastAPI:
     # Plain builtins in the signature: Serve may pickle this function by value,
     # and then names in (postponed) annotations would not resolve.
     @app.put("/cache/keys/{key:path}")
-    async def set_key(key: str, body: dict = REQUIRED_BODY) -> dict:  # type: ignore[type-arg]
+    async def set_key(key: str, body: dict = REQUIRED_BODY) -> dict:
         values[key] = orjson.dumps(body["value"])
         return {"key": key, "stored": True}
 
@@ -113,10 +113,13 @@ def serve_uvicorn(port: int) -> None:
         app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
+
     # uvicorn binds in serve(); announce once it has started.
-    threading.Thread(
-        target=lambda: (_wait_started(server), _announce_ready(port)), daemon=True
-    ).start()
+    def announce_when_started() -> None:
+        _wait_started(server)
+        _announce_ready(port)
+
+    threading.Thread(target=announce_when_started, daemon=True).start()
     server.run()  # returns on SIGTERM/SIGINT
 
 

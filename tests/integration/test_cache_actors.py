@@ -166,3 +166,35 @@ async def test_a_near_cache_drops_copies_from_a_restarted_shard(clients):
     # no copy granted by the old incarnation can outlive a new write.
     await writer.set("k", "after")
     assert await reader.get("k") == "after"
+
+
+@ray.remote(num_cpus=0)
+def write_from_a_task(settings: Settings, key: str, value: Any) -> Any:
+    async def work() -> Any:
+        cache = CacheClient.connect(settings)
+        await cache.set(key, value)
+        return await cache.get(key)
+
+    return asyncio.run(work())
+
+
+@ray.remote(num_cpus=0)
+class Reader:
+    """Another actor reading through its own near cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cache = CacheClient.connect(settings, near_cache=True)
+
+    async def read(self, key: str) -> Any:
+        return await self.cache.get(key)
+
+
+async def test_the_client_works_from_ray_tasks_and_actors(clients, cache_settings):
+    reader = Reader.remote(cache_settings)
+    assert await write_from_a_task.remote(cache_settings, "shared", {"v": 1}) == {"v": 1}
+    assert await reader.read.remote("shared") == {"v": 1}
+    # A write from a task invalidates the near copy held in the other actor.
+    assert await write_from_a_task.remote(cache_settings, "shared", {"v": 2}) == {"v": 2}
+    assert await reader.read.remote("shared") == {"v": 2}
+    assert await clients().get("shared") == {"v": 2}
+    ray.kill(reader)

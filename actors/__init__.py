@@ -9,12 +9,15 @@ Runtime
     supervision ``Restart`` presets, ``remote_actor``, ``get_or_create``, ``call``,
                 ``ActorRef``, ``report_start``
     fanout      ``Mailboxes``: per-follower long-poll with acknowledgements
+    leases      ``Leases``: owner side of lease-based near caching
+    near_cache  ``NearCache``: client side (local copies, following owners)
+    batching    ``Coalescer``: concurrent requests become batched actor calls
     hashing     ``Rendezvous`` hashing
     eviction    ``LRU`` and ``LFU`` orders
 
 Services
     cache         ``CacheShard`` / ``CacheShardActor`` (service 4)
-    cache_client  ``CacheClient`` with the near cache
+    cache_client  ``CacheClient`` (routing, batching, near cache)
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

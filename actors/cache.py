@@ -11,7 +11,7 @@ known and HTTP answers need no re-encoding.
   one loader; the others wait here for its result or its error.
 - Near-cache coherence by leases: a client that asks with a follower id may
   keep the value until its lease ends. A write to the key invalidates every
-  holder (through ``fanout.Mailboxes``) and is acknowledged only when each has
+  holder (``actors.leases``) and is acknowledged only when each has
   confirmed or its lease has run out, so a reader never sees a stale value
   after a write is acknowledged, and a holder that stopped answering delays a
   writer by at most one lease. A restarted shard has forgotten its holders, so
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,17 +43,13 @@ from actors.errors import (
     ValueTooLarge,
 )
 from actors.eviction import eviction_order
-from actors.fanout import Mailboxes, first_of
+from actors.fanout import first_of
+from actors.leases import POLL_TIMEOUT_S, Leases
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-#: How long a near-cache follower's long-poll waits before answering empty.
-POLL_TIMEOUT_S = 10.0
-#: A follower silent for this long (plus one lease) is gone.
-FOLLOWER_IDLE_S = 3 * POLL_TIMEOUT_S
 
 
 def check_key(key: str, settings: Settings) -> None:
@@ -99,7 +94,6 @@ class ShardStats:
     expirations: int = 0
     loads: int = 0
     load_errors: int = 0
-    invalidations: int = 0
     restarts: int = 0
 
 
@@ -117,11 +111,8 @@ class CacheShard:
         self._expiry: list[tuple[float, str]] = []
         self._bytes = 0
         self._flights: dict[str, _Flight] = {}
-        self._holders: dict[str, dict[str, float]] = {}  #: key -> follower -> lease deadline
-        self._followers = Mailboxes(self.clock)
-        self._writes_open_at = 0.0
+        self.leases = Leases(self.clock, lease_s=settings.cache_near_lease_s)
         self.stats_ = ShardStats()
-        self.incarnation = uuid.uuid4().hex
         self.node_id: str | None = None  #: the Ray node it runs on, when it is an actor
 
     # --- entries -------------------------------------------------------
@@ -182,10 +173,7 @@ class CacheShard:
         if len(self._expiry) > 2 * len(self._entries) + 1024:  # drop stale heap items
             self._expiry = [(e.expires_at, k) for k, e in self._entries.items() if e.expires_at]
             heapq.heapify(self._expiry)
-        for key in [k for k, holders in self._holders.items() if max(holders.values()) <= now]:
-            del self._holders[key]
-        # A follower that stopped polling holds no lease any more: forget it.
-        self._followers.drop_idle(FOLLOWER_IDLE_S + self.settings.cache_near_lease_s)
+        self.leases.sweep()
         self.stats_.expirations += removed
         return removed
 
@@ -200,13 +188,8 @@ class CacheShard:
         self._order.touch(key)
         if follower is None:
             return entry.value, 0.0
-        now = self.clock.now()
-        lease = self.settings.cache_near_lease_s
-        if entry.expires_at is not None:
-            lease = min(lease, entry.expires_at - now)
-        self._holders.setdefault(key, {})[follower] = now + lease
-        self._followers.register(follower)
-        return entry.value, lease
+        expires_in = None if entry.expires_at is None else entry.expires_at - self.clock.now()
+        return entry.value, self.leases.grant(key, follower, expires_in_s=expires_in)
 
     async def get(self, key: str, follower: str | None = None) -> tuple[bytes | None, float]:
         """The value (or None) and, for a follower, how long it may keep it."""
@@ -228,23 +211,11 @@ class CacheShard:
     # --- writes --------------------------------------------------------
 
     async def _before_write(self) -> None:
-        wait = self._writes_open_at - self.clock.now()
-        if wait > 0:
-            await self.clock.sleep(wait)
+        await self.leases.before_write()
 
     async def _invalidate(self, keys: list[str]) -> None:
-        """Tell every holder of ``keys`` to drop them.
-
-        Returns once each has confirmed, or its lease has run out."""
-        now, waits = self.clock.now(), list[Awaitable[Any]]()
-        for key in keys:
-            for follower, deadline in self._holders.pop(key, {}).items():
-                if deadline > now and follower in self._followers:
-                    seq = self._followers.post(follower, key)
-                    waits.append(self._followers.wait_acked(follower, seq, deadline=deadline))
-                    self.stats_.invalidations += 1
-                elif deadline > now:  # it never polled: wait out its lease
-                    waits.append(self.clock.sleep(deadline - now))
+        """Return once every near-cache holder of ``keys`` has dropped them."""
+        waits = self.leases.invalidate(keys)
         if waits:
             await asyncio.gather(*waits)
 
@@ -309,7 +280,7 @@ class CacheShard:
         self._order = eviction_order(self.settings.cache_eviction)
         self._expiry.clear()
         self._bytes = 0
-        await self._invalidate(list(self._holders))
+        await self._invalidate(self.leases.held_keys())
         return count
 
     # --- single flight -------------------------------------------------
@@ -369,25 +340,16 @@ class CacheShard:
         incarnation: str | None = None,
         timeout_s: float = POLL_TIMEOUT_S,
     ) -> tuple[str, list[tuple[int, str]]]:
-        """Long-poll: acknowledge up to ``after`` and return later invalidations.
-
-        Answers with this incarnation's id: a cursor from another incarnation
-        acknowledges nothing, and the follower learns the shard restarted.
-        """
-        if incarnation != self.incarnation:
-            after = 0
-        messages = await self._followers.pull(follower, after=after, timeout_s=timeout_s)
-        return self.incarnation, messages
+        """A near-cache follower's long-poll (see ``actors.leases``)."""
+        return await self.leases.poll(follower, after, incarnation, timeout_s)
 
     async def forget_follower(self, follower: str) -> None:
-        self._followers.drop(follower)
-        for holders in self._holders.values():
-            holders.pop(follower, None)
+        self.leases.forget(follower)
 
     # --- stats ---------------------------------------------------------
 
     async def ping(self) -> str:
-        return self.incarnation
+        return self.leases.incarnation
 
     async def stats(self) -> dict[str, Any]:
         s = self.stats_
@@ -405,8 +367,8 @@ class CacheShard:
             "loads": s.loads,
             "load_errors": s.load_errors,
             "load_waiters": sum(flight.waiters for flight in self._flights.values()),
-            "invalidations": s.invalidations,
-            "near_followers": len(self._followers),
+            "invalidations": self.leases.invalidations,
+            "near_followers": self.leases.followers(),
             "restarts": s.restarts,
         }
 
@@ -428,8 +390,7 @@ class _CacheShardProcess(CacheShard):
         self.stats_.restarts = await report_start(store, name)
         await store.close()
         if self.stats_.restarts:
-            # Leases granted by the previous incarnation may still be held.
-            self._writes_open_at = self.clock.now() + settings.cache_near_lease_s
+            self.leases.hold_writes()  # copies granted before the crash may still be held
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:

@@ -1,19 +1,16 @@
 """The cache's Python client, usable from any Ray task, actor or Serve replica.
 
 It routes each key to its shard by rendezvous hashing, splits batches per
-shard and sends the parts in parallel, and can keep a near cache: a small
-local LRU whose entries are leases granted by the owning shard. The client
-follows every shard it holds leases from (one long-poll each) and drops a key
-as soon as its shard says it changed; an entry is never used past its lease.
+shard and sends the parts in parallel, coalesces concurrent reads to one shard
+into one call (``actors.batching``), and can keep a near cache
+(``actors.near_cache``): local copies that are leases granted by the owning
+shard, dropped as soon as a write to them anywhere is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
-import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -25,10 +22,9 @@ from actors.cache import CacheShardActor, check_batch, check_key, check_value, s
 from actors.clock import Clock, SystemClock
 from actors.errors import InvalidInput
 from actors.hashing import Rendezvous
+from actors.near_cache import NearCache
 from actors.settings import Settings
 from actors.supervision import ActorRef
-
-log = logging.getLogger(__name__)
 
 _MISSING = object()
 
@@ -44,63 +40,6 @@ def decode(data: bytes) -> Any:
     return orjson.loads(data)
 
 
-class NearCache:
-    """Local copies of values, each valid until its lease deadline.
-
-    ``generation`` guards against a race: a value fetched before an
-    invalidation of its key arrived must not be kept when its answer lands
-    after it. Callers note ``generation`` before fetching and pass it to
-    ``offer``; any invalidation of the key since then refuses the offer.
-    """
-
-    def __init__(self, clock: Clock, *, max_entries: int) -> None:
-        self.clock = clock
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._invalidated_at: dict[str, int] = {}
-        self._cleared_at = 0
-        self.generation = 0
-        self.hits = 0
-        self.misses = 0
-
-    def lookup(self, key: str) -> bytes | None:
-        found = self._entries.get(key)
-        if found is None or found[1] <= self.clock.now():
-            if found is not None:
-                del self._entries[key]
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return found[0]
-
-    def offer(self, key: str, value: bytes, deadline: float, since: int) -> None:
-        if self._cleared_at > since or self._invalidated_at.get(key, -1) > since:
-            return
-        if deadline <= self.clock.now():
-            return
-        self._entries[key] = (value, deadline)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def invalidate(self, key: str) -> None:
-        self.generation += 1
-        self._entries.pop(key, None)
-        self._invalidated_at[key] = self.generation
-        if len(self._invalidated_at) > 4 * self.max_entries:
-            self.clear()  # bounded memory; clearing is always safe
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._cleared_at = self.generation
-        self._entries.clear()
-        self._invalidated_at.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class CacheClient:
     def __init__(
         self,
@@ -114,13 +53,11 @@ class CacheClient:
         self.shards = list(shards)
         self.ring = Rendezvous(len(self.shards))
         self.clock = clock or SystemClock()
-        self.follower = uuid.uuid4().hex
         self.near = (
-            NearCache(self.clock, max_entries=settings.cache_near_max_entries)
+            NearCache(self.clock, max_entries=settings.cache_near_max_entries, owners=self.shards)
             if near_cache
             else None
         )
-        self._pollers: dict[int, asyncio.Task[None]] = {}
         #: Reads in flight to one shard are coalesced into batched mget calls.
         self._readers = [
             Coalescer(partial(self._read_shard, index), max_batch=settings.max_batch_keys)
@@ -128,7 +65,7 @@ class CacheClient:
         ]
 
     async def _read_shard(self, index: int, keys: list[str]) -> list[tuple[bytes | None, float]]:
-        follower = None if self.near is None else self.follower
+        follower = None if self.near is None else self.near.follower
         answers: list[tuple[bytes | None, float]] = await self.shards[index].call(
             "mget", keys, follower
         )
@@ -198,7 +135,7 @@ class CacheClient:
 
         async def fetch(index: int, members: list[int]) -> None:
             if self.near is not None:
-                self._follow(index)
+                self.near.follow(index)
             answers = await self._readers[index].submit([keys[m] for m in members])
             for member, (value, lease) in zip(members, answers, strict=True):
                 results[member] = value
@@ -324,59 +261,16 @@ class CacheClient:
             for name, value in one.items():
                 if isinstance(value, int):
                     total[name] = total.get(name, 0) + value
-        near = None
-        if self.near is not None:
-            near = {"entries": len(self.near), "hits": self.near.hits, "misses": self.near.misses}
+        near = None if self.near is None else self.near.stats()
         return {"shards": shards, "total": total, "near": near}
-
-    def _follow(self, index: int) -> None:
-        task = self._pollers.get(index)
-        if task is None or task.done():
-            self._pollers[index] = asyncio.create_task(self._poll(index))
-
-    async def _poll(self, index: int) -> None:
-        """Follow one shard's invalidations for as long as this client lives."""
-        assert self.near is not None
-        shard, after, incarnation, backoff = self.shards[index], 0, None, 0.0
-        while True:
-            try:
-                seen, messages = await shard.call(
-                    "poll_invalidations", self.follower, after, incarnation
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the shard is gone or restarting
-                if not backoff:
-                    log.warning("near cache lost shard %d (%r); dropping copies", index, error)
-                self.near.clear()
-                after, incarnation = 0, None
-                backoff = min(max(backoff * 2, 0.25), 5.0)
-                await asyncio.sleep(backoff)
-                continue
-            backoff = 0.0
-            if seen != incarnation:
-                if incarnation is not None:
-                    self.near.clear()  # the shard restarted: its leases are gone
-                incarnation, after = seen, 0
-            for seq, key in messages:
-                self.near.invalidate(key)
-                after = seq
 
     async def close(self) -> None:
         """Stop following shards and let them forget this client's leases."""
-        for task in self._pollers.values():
-            task.cancel()
-        self._pollers.clear()
         if self.near is not None:
-            self.near.clear()
-            await asyncio.gather(
-                *(shard.call("forget_follower", self.follower) for shard in self.shards),
-                return_exceptions=True,
-            )
+            await self.near.close()
 
     def __repr__(self) -> str:
-        near = "off" if self.near is None else f"{len(self.near)} entries"
-        return f"<CacheClient shards={len(self.shards)} near={near} follower={self.follower[:8]}>"
+        return f"<CacheClient shards={len(self.shards)} near={self.near!r}>"
 
 
 def _check_ttl(ttl_s: float | None) -> None:
@@ -384,4 +278,4 @@ def _check_ttl(ttl_s: float | None) -> None:
         raise InvalidInput("ttl_s must be a positive number of seconds", ttl_s=ttl_s)
 
 
-__all__ = ["CacheClient", "NearCache", "decode", "encode"]
+__all__ = ["CacheClient", "decode", "encode"]

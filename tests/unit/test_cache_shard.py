@@ -371,7 +371,7 @@ async def test_a_write_waits_for_the_holder_to_acknowledge(shard: CacheShard) ->
     await settle()
     assert not writer.done()
     incarnation, messages = await shard.poll_invalidations("f", 0, None)
-    assert (incarnation, messages) == (shard.incarnation, [(1, "k")])
+    assert (incarnation, messages) == (shard.leases.incarnation, [(1, "k")])
     await settle()
     assert not writer.done()  # received is not acknowledged
     poller = asyncio.create_task(shard.poll_invalidations("f", 1, incarnation))
@@ -434,7 +434,7 @@ async def test_a_cursor_from_another_incarnation_acknowledges_nothing(
     writer = asyncio.create_task(shard.set("k", b"new"))
     await settle()
     incarnation, messages = await shard.poll_invalidations("f", 1, "some-older-incarnation")
-    assert (incarnation, messages) == (shard.incarnation, [(1, "k")])
+    assert (incarnation, messages) == (shard.leases.incarnation, [(1, "k")])
     await settle()
     assert not writer.done()
     await shard.forget_follower("f")
@@ -463,7 +463,7 @@ async def test_reads_without_a_follower_hold_no_lease(shard: CacheShard) -> None
 async def test_a_restarted_shard_takes_writes_only_after_one_lease(
     shard: CacheShard, clock: FakeClock
 ) -> None:
-    shard._writes_open_at = clock.now() + LEASE_S  # what a restarted shard process sets
+    shard.leases.hold_writes()  # what a restarted shard process does
     writers = [
         asyncio.create_task(shard.set("k", b"1")),
         asyncio.create_task(shard.delete("k")),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.cache_client import NearCache
 from actors.clock import FakeClock
+from actors.near_cache import NearCache
 
 LEASE_S = 2.0
 

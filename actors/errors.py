@@ -114,6 +114,45 @@ class LoadTimedOut(RealmError):
     status = 504
 
 
+class Unauthorized(RealmError):
+    """Missing, malformed, unknown, expired or revoked credentials."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong username or password."""
+
+    code = "invalid_credentials"
+
+
+class Forbidden(RealmError):
+    """The caller may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class TooManyAttempts(RealmError):
+    """Too many failed attempts; retry after ``retry_after_s``."""
+
+    code = "too_many_attempts"
+    status = 429
+
+
+class UsernameTaken(Conflict):
+    """That username is taken."""
+
+    code = "username_taken"
+
+
+class InvalidResetToken(InvalidInput):
+    """The password-reset token is unknown, used or expired."""
+
+    code = "invalid_reset_token"
+
+
 # --- server-side faults (5xx) ---------------------------------------------
 
 

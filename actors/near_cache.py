@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from actors.clock import Clock
 from actors.supervision import ActorRef
@@ -36,14 +37,14 @@ class NearCache:
         self.owners = list(owners)
         self.follower = uuid.uuid4().hex  #: this cache's id at the owners
         self._pollers: dict[int, asyncio.Task[None]] = {}
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._invalidated_at: dict[str, int] = {}
         self._cleared_at = 0
         self.generation = 0
         self.hits = 0
         self.misses = 0
 
-    def lookup(self, key: str) -> bytes | None:
+    def lookup(self, key: str) -> Any:
         found = self._entries.get(key)
         if found is None or found[1] <= self.clock.now():
             if found is not None:
@@ -54,7 +55,7 @@ class NearCache:
         self.hits += 1
         return found[0]
 
-    def offer(self, key: str, value: bytes, deadline: float, since: int) -> None:
+    def offer(self, key: str, value: Any, deadline: float, since: int) -> None:
         if self._cleared_at > since or self._invalidated_at.get(key, -1) > since:
             return
         if deadline <= self.clock.now():

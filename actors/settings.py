@@ -66,6 +66,35 @@ class Settings(BaseSettings):
     max_value_bytes: int = Field(1 * MiB, ge=1)
     max_batch_keys: int = Field(1_000, ge=1)
 
+    # --- auth (service 6) --------------------------------------------------
+    auth_session_shards: int = Field(2, ge=1, le=256)
+    #: A session ends after this long without use...
+    auth_idle_timeout_s: float = Field(1800.0, gt=0)
+    #: ...and this long after login, whatever its use.
+    auth_absolute_timeout_s: float = Field(7 * 86400.0, gt=0)
+    #: How stale a session's last-use time may get before a check refreshes it.
+    auth_touch_interval_s: float = Field(60.0, gt=0)
+    #: Longest a replica trusts its copy of a session without hearing from its shard.
+    auth_session_lease_s: float = Field(2.0, gt=0)
+    #: argon2id cost (OWASP's minimum: 19 MiB, 2 passes, 1 lane).
+    auth_argon2_memory_kib: int = Field(19_456, ge=8)
+    auth_argon2_time_cost: int = Field(2, ge=1)
+    auth_argon2_parallelism: int = Field(1, ge=1)
+    auth_min_password_chars: int = Field(8, ge=1)
+    #: Longer passwords are refused before hashing (a 1 MB password is not a minute of work).
+    auth_max_password_bytes: int = Field(1024, ge=8)
+    auth_max_username_chars: int = Field(64, ge=1)
+    #: Failed logins allowed (per username and per client address) before a lockout.
+    auth_max_failures: int = Field(5, ge=1)
+    #: Wait after the first failed login; it doubles with each further failure.
+    auth_backoff_base_s: float = Field(1.0, ge=0)
+    auth_lockout_s: float = Field(900.0, gt=0)
+    auth_reset_token_ttl_s: float = Field(900.0, gt=0)
+    #: A user registering with this name gets the admin role (empty: nobody).
+    auth_admin_username: str = ""
+    #: Development only: password-reset tokens are also written to the log.
+    auth_dev_mode: bool = False
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

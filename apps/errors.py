@@ -10,6 +10,7 @@ details withheld). Routes never build an ``HTTPException`` themselves.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,7 +36,12 @@ _HTTP_CODES = {
 
 def envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(jsonable_encoder(body), status_code=status)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 429 and isinstance(details, dict) and "retry_after_s" in details:
+        headers["Retry-After"] = str(max(1, math.ceil(details["retry_after_s"])))
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
 async def _realm_error(request: Request, error: Exception) -> JSONResponse:

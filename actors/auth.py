@@ -208,6 +208,15 @@ class UserStore(Durable):
         user = User(secrets.token_hex(8), name, password_hash, roles, self.clock.time())
         return await self.execute("create_user", key=key, user=asdict(user))
 
+    async def begin_login(self, username: str, address: str = "") -> dict[str, Any] | None:
+        """One call to start a login: refuse it if throttled, else the account's
+        credentials (None if there is none), marked if it has failures to clear."""
+        await self.check_throttle(username, address)
+        account = await self.credentials(username)
+        if account is not None:
+            account["has_failures"] = f"user:{normalize_username(username)}" in self._failures
+        return account
+
     async def credentials(self, username: str) -> dict[str, Any] | None:
         """The account's id, hash, roles and state, for the caller to check a password."""
         user_id = self.state.by_name.get(normalize_username(username))

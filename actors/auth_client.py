@@ -143,8 +143,7 @@ class AuthClient:
     ) -> dict[str, Any]:
         """A new session for good credentials. Unknown users and wrong passwords
         get the same answer after the same work; failures are throttled."""
-        await self.users.call("check_throttle", username, address)
-        account = await self.users.call("credentials", username)
+        account = await self.users.call("begin_login", username, address)
         good = await self._verify(
             account["password_hash"] if account else self._decoy_hash, password
         )
@@ -153,7 +152,8 @@ class AuthClient:
             raise InvalidCredentials()
         if account["disabled"]:
             raise Forbidden("this account is disabled")
-        await self.users.call("login_succeeded", username, address)
+        if account["has_failures"]:
+            await self.users.call("login_succeeded", username, address)
         session_id, secret, token = new_token()
         now = self.clock.time()
         session = Session(

@@ -19,6 +19,7 @@ BENCHMARKS = [
     "benchmarks.engine_limit",
     "benchmarks.http_overhead",
     "benchmarks.cache_client",
+    "benchmarks.auth",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

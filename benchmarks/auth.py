@@ -1,0 +1,162 @@
+"""Auth: logins per second at the argon2id settings used, and token checks per second.
+
+Variants, all from this driver's event loop:
+  argon2_verify   the peer for logins: argon2-cffi ``verify`` alone, at the same
+                  settings, in worker threads (the work a login cannot avoid)
+  realm_login     ``AuthClient.login``: throttle check, account lookup, argon2id
+                  verify off the loop, session journaled on its shard
+  redis_session   the peer for token checks: a session kept in Redis, checked
+                  per request with a redis-py GET plus the same SHA-256 compare
+  realm_check     a token checked through ``apps.auth_dependency.current_user``
+                  (the dependency every service uses), on a Starlette request
+
+Goals (from the issue): logins >= 15 per core; token checks >= 5,000/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness  # sets loopback-only Ray before ray is imported
+
+CLAIM = (
+    "Issue (auth): logins/s at the argon2id settings used >= 15 per core; token checks/s "
+    "through the dependency >= 5,000/s."
+)
+NAMESPACE = "realm-bench-auth"
+REDIS_KEY = "bench:auth:session"
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--login-concurrency", type=int, default=4)
+
+
+async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
+    import redis.asyncio as aioredis
+    from starlette.requests import Request
+
+    from actors.auth import USERS_NAME, session_shard_name
+    from actors.auth_client import AuthClient
+    from actors.settings import Settings
+    from actors.supervision import kill_named
+    from apps.auth_dependency import current_user
+
+    data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-auth-"))
+    settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
+    client = AuthClient(settings)
+    r = aioredis.Redis.from_url(args.redis_url)
+    samplers: dict[str, harness.Sampler] = {}
+    try:
+        await client.start()
+        password = "correct horse battery"
+        await client.register("bench", password)
+        login = await client.login("bench", password)
+        token = login["token"]
+        scope: dict[str, Any] = {
+            "type": "http",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+            "app": None,
+        }
+
+        class _App:  # what current_user reads from the request
+            class state:
+                auth_client = client
+
+        scope["app"] = _App
+        assert (await current_user(Request(scope))).username == "bench"
+
+        secret_hash = hashlib.sha256(token.encode()).hexdigest()
+        await r.set(REDIS_KEY, secret_hash)
+
+        async def redis_check() -> None:
+            stored = await r.get(REDIS_KEY)
+            digest = hashlib.sha256(token.encode()).hexdigest().encode()
+            if not isinstance(stored, bytes) or not hmac.compare_digest(stored, digest):
+                raise AssertionError("redis session check failed")
+
+        password_hash = client.hasher.hash(password)
+        variants: dict[str, dict[str, Any]] = {
+            "argon2_verify": dict(
+                op=lambda: asyncio.to_thread(client.hasher.verify, password_hash, password),
+                concurrency=args.login_concurrency,
+            ),
+            "realm_login": dict(
+                op=lambda: client.login("bench", password), concurrency=args.login_concurrency
+            ),
+            "redis_session": dict(op=redis_check, concurrency=args.concurrency),
+            "realm_check": dict(
+                op=lambda: current_user(Request(scope)), concurrency=args.concurrency
+            ),
+        }
+        for name, kw in variants.items():
+            harness.progress(f"{name}: {args.duration_s:g} s, {kw['concurrency']} in flight")
+            samplers[name] = await harness.run_workload(duration_s=args.duration_s, warmup=5, **kw)
+            m = samplers[name].metrics()
+            harness.progress(
+                f"{name}: {m['throughput_ops_s']:,.0f}/s, p50 {m['p50_ms']:.2f} ms, "
+                f"p99 {m['p99_ms']:.2f} ms"
+            )
+    finally:
+        await client.close()
+        await r.delete(REDIS_KEY)
+        await r.aclose()
+        kill_named(USERS_NAME, namespace=NAMESPACE)
+        for i in range(settings.auth_session_shards):
+            kill_named(session_shard_name(i), namespace=NAMESPACE)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return samplers
+
+
+def _argon2_settings() -> dict[str, int]:
+    from actors.settings import Settings
+
+    settings = Settings()
+    return {
+        "memory_kib": settings.auth_argon2_memory_kib,
+        "time_cost": settings.auth_argon2_time_cost,
+        "parallelism": settings.auth_argon2_parallelism,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(__doc__ or "", argv, duration_s=5.0, concurrency=16, extra=_add_flags)
+    cores = os.cpu_count() or 1
+    with harness.ray_session(namespace=NAMESPACE):
+        samplers = asyncio.run(measure(args))
+    metrics = {name: s.metrics() for name, s in samplers.items()}
+    ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
+    logins_per_core = ops["realm_login"] / cores
+    ratios = {
+        "realm_login/argon2_verify": round(ops["realm_login"] / ops["argon2_verify"], 3),
+        "realm_login per core": round(logins_per_core, 1),
+        "realm_check/redis_session": round(ops["realm_check"] / ops["redis_session"], 2),
+    }
+    goals = {
+        "logins >= 15 per core": logins_per_core >= 15,
+        "token checks >= 5,000/s": ops["realm_check"] >= 5_000,
+    }
+    for label, met in goals.items():
+        harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
+    harness.write_result(
+        "auth",
+        {
+            "claim": CLAIM,
+            "params": vars(args) | {"cores": cores, "argon2id": _argon2_settings()},
+            "variants": metrics,
+            "ratios": ratios,
+            "goals": goals,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -55,10 +55,22 @@ def cache_app(args: dict[str, Any] | None = None) -> Application:
     return _build_cache(Settings(**(args or {})))
 
 
-#: Every built service. Not yet built: game, queue, chat, pubsub, auth,
-#: scheduler, ledger, monitor, logs, resources, push.
+def _build_auth(settings: Settings) -> Application:
+    from apps import auth
+
+    return auth.build(settings)
+
+
+def auth_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the auth application, for ``serve deploy``/``serve run``."""
+    return _build_auth(Settings(**(args or {})))
+
+
+#: Every built service. Not yet built: game, queue, chat, pubsub, scheduler,
+#: ledger, monitor, logs, resources, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
+    Service("auth", "/auth", "serve_app:auth_app", _build_auth, "users, sessions and login"),
 ]
 
 

@@ -90,6 +90,7 @@ def http_settings(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -
         data_dir=tmp_path_factory.mktemp("http-data"),
         http_port=free_port(),
         max_body_bytes=3 * 1024 * 1024,
+        auth_admin_username="root",
     )
 
 

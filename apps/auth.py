@@ -1,0 +1,226 @@
+"""HTTP front of auth (service 6), under ``/auth``.
+
+Accounts, login sessions (bearer tokens), password change and reset, and a
+few admin routes. The ingress is an ``AuthClient``: it hashes and checks
+passwords off the event loop, and checks tokens against a near cache of
+session records, so a revoked token is refused on every replica once its
+revocation is acknowledged. Other services require a user the same way, with
+``apps.auth_dependency``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import Application
+
+from actors.auth_client import AuthClient
+from actors.settings import Settings
+from apps.auth_dependency import AdminUser, CurrentUser, install_auth
+from apps.common import ingress_options, service_app
+
+log = logging.getLogger(__name__)
+
+#: The model's bound only keeps absurd input out; the client enforces the real rule
+#: (``REALM_AUTH_MAX_USERNAME_CHARS`` and the allowed characters).
+Username = Annotated[str, Field(min_length=1, max_length=256)]
+#: Passwords are plain strings here: the client refuses one over
+#: ``REALM_AUTH_MAX_PASSWORD_BYTES`` (413) or too short (422) before any hashing.
+Password = str
+
+
+class Credentials(BaseModel):
+    username: Username
+    password: Password
+
+
+class User(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    disabled: bool
+    created_at: float = Field(..., description="Unix time.")
+
+
+class Session(BaseModel):
+    id: str
+    user_id: str
+    device: str = Field(..., description="The User-Agent the session logged in with.")
+    address: str = Field(..., description="The client address it logged in from.")
+    created_at: float
+    last_seen_at: float
+    expires_at: float = Field(..., description="Unix time; use slides the idle expiry.")
+
+
+class LoggedIn(BaseModel):
+    token: str = Field(..., description="Send as `Authorization: Bearer <token>`.")
+    token_type: Literal["bearer"] = "bearer"
+    session: Session
+    user: User
+
+
+class Me(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    session_id: str
+
+
+class Sessions(BaseModel):
+    sessions: list[Session]
+
+
+class Ended(BaseModel):
+    ended: int
+
+
+class PasswordChange(BaseModel):
+    current_password: Password
+    new_password: Password
+
+
+class PasswordChanged(BaseModel):
+    ended_other_sessions: int
+
+
+class ResetRequest(BaseModel):
+    username: Username
+
+
+class Accepted(BaseModel):
+    accepted: bool = True
+
+
+class ResetConfirm(BaseModel):
+    token: str = Field(..., min_length=1, max_length=256)
+    new_password: Password
+
+
+class Users(BaseModel):
+    total: int
+    users: list[User]
+
+
+class ResetToken(BaseModel):
+    token: str
+    expires_in_s: float
+
+
+def make_app(client: AuthClient, settings: Settings) -> FastAPI:
+    app = service_app(
+        title="auth",
+        description="Accounts, bearer-token sessions, password change and reset, login throttling.",
+        settings=settings,
+    )
+    install_auth(app, client)
+
+    # --- accounts and sessions -------------------------------------------
+
+    @app.post("/register", status_code=201, responses={409: {}, 413: {}, 422: {}})
+    async def register(body: Credentials) -> User:
+        return User(**await client.register(body.username, body.password))
+
+    @app.post("/login", responses={401: {}, 403: {}, 429: {}})
+    async def login(body: Credentials, request: Request) -> LoggedIn:
+        answer = await client.login(
+            body.username,
+            body.password,
+            device=request.headers.get("user-agent", ""),
+            address=request.client.host if request.client else "",
+        )
+        return LoggedIn(**answer)
+
+    @app.post("/logout", status_code=204, responses={401: {}})
+    async def logout(user: CurrentUser) -> None:
+        await client.logout(user)
+
+    @app.post("/logout-everywhere", responses={401: {}})
+    async def logout_everywhere(user: CurrentUser) -> Ended:
+        return Ended(ended=await client.logout_everywhere(user))
+
+    @app.get("/me", responses={401: {}})
+    async def me(user: CurrentUser) -> Me:
+        return Me(
+            id=user.user_id,
+            username=user.username,
+            roles=list(user.roles),
+            session_id=user.session_id,
+        )
+
+    @app.get("/sessions", responses={401: {}})
+    async def sessions(user: CurrentUser) -> Sessions:
+        found: list[Any] = await client.sessions(user.user_id)
+        return Sessions(sessions=found)
+
+    @app.delete("/sessions/{session_id}", status_code=204, responses={401: {}, 404: {}})
+    async def revoke(session_id: str, user: CurrentUser) -> None:
+        await client.revoke(user, session_id)
+
+    # --- passwords -----------------------------------------------------------
+
+    @app.post("/password", responses={401: {}, 413: {}, 422: {}})
+    async def change_password(body: PasswordChange, user: CurrentUser) -> PasswordChanged:
+        ended = await client.change_password(user, body.current_password, body.new_password)
+        return PasswordChanged(ended_other_sessions=ended)
+
+    @app.post("/password-reset/request", status_code=202)
+    async def request_reset(body: ResetRequest) -> Accepted:
+        """Always accepted, whether or not the account exists (no user enumeration).
+        The token goes to the user out of band (development mode: the log)."""
+        token = await client.request_reset(body.username)
+        if token is not None and settings.auth_dev_mode:
+            log.warning("password reset token for %r (dev mode): %s", body.username, token)
+        return Accepted()
+
+    @app.post("/password-reset/confirm", status_code=204, responses={413: {}, 422: {}})
+    async def confirm_reset(body: ResetConfirm) -> None:
+        await client.confirm_reset(body.token, body.new_password)
+
+    # --- administration ------------------------------------------------------
+
+    @app.get("/admin/users", responses={401: {}, 403: {}})
+    async def list_users(
+        _: AdminUser,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Users:
+        return Users(**await client.list_users(offset, limit))
+
+    @app.post("/admin/users/{user_id}/disable", responses={401: {}, 403: {}, 404: {}})
+    async def disable(user_id: str, _: AdminUser) -> User:
+        return User(**await client.set_disabled(user_id, True))
+
+    @app.post("/admin/users/{user_id}/enable", responses={401: {}, 403: {}, 404: {}})
+    async def enable(user_id: str, _: AdminUser) -> User:
+        return User(**await client.set_disabled(user_id, False))
+
+    @app.post("/admin/users/{user_id}/reset-token", responses={401: {}, 403: {}, 404: {}})
+    async def reset_token(user_id: str, _: AdminUser) -> ResetToken:
+        token = await client.reset_token_for(user_id)
+        return ResetToken(token=token, expires_in_s=settings.auth_reset_token_ttl_s)
+
+    return app
+
+
+@serve.deployment
+@serve.ingress()
+class AuthIngress:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        self.settings = settings
+        self.client = AuthClient(settings)
+        await self.client.start()  # the replica is ready once every auth actor answers
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_app(self.client, self.settings)
+
+    async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
+        await self.client.close()
+
+
+def build(settings: Settings) -> Application:
+    deployment: Any = AuthIngress  # a serve.Deployment; its stubs lose the type
+    return deployment.options(**ingress_options(settings)).bind(settings)

@@ -1,0 +1,183 @@
+"""The auth client against real UserStore and SessionStore actors.
+
+Sessions are durable (they survive killed actors, on both stores), and a
+revocation acknowledged anywhere is seen at once by every client's near cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import ray
+
+from actors.auth import USERS_NAME, session_shard_name
+from actors.auth_client import AuthClient
+from actors.errors import Forbidden, Unauthorized
+from actors.settings import Settings
+from actors.store import open_store
+from actors.supervision import ActorRef
+from tests.integration.conftest import store_overrides
+
+PASSWORD = "correct horse battery"
+#: Cheap argon2 and a short lease: these tests are about state, not cost.
+FAST: dict[str, Any] = {
+    "auth_argon2_memory_kib": 64,
+    "auth_argon2_time_cost": 1,
+    "auth_session_lease_s": 1.0,
+    "auth_session_shards": 3,
+}
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[Settings], AuthClient]]:
+    made: list[AuthClient] = []
+
+    def make(settings: Settings) -> AuthClient:
+        client = AuthClient(settings)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def started(client: AuthClient) -> AuthClient:
+    await client.start()
+    return client
+
+
+async def restarts(settings: Settings, ref: ActorRef) -> int:
+    """How often the actor behind ``ref`` has restarted, as it reported to the store."""
+    store = open_store(settings)
+    try:
+        return await store.incr(f"restarts:{ref.name}:{ref.handle._actor_id.hex()}", 0)
+    finally:
+        await store.close()
+
+
+async def test_sessions_and_accounts_survive_killed_actors(ray_settings, store_kind, clients):
+    # Given users with live sessions, on stores that snapshot often (so
+    # recovery uses snapshot + replay)
+    settings = ray_settings(snapshot_every=3, **FAST, **store_overrides(store_kind))
+    client = await started(clients(settings))
+    names = [f"user{i}" for i in range(6)]
+    for name in names:
+        await client.register(name, PASSWORD)
+    logged_in = [await client.login(name, PASSWORD) for name in names]
+    ended = logged_in.pop()
+    await client.logout(await client.authenticate(ended["token"]))
+    principals = [await client.authenticate(answer["token"]) for answer in logged_in]
+
+    # When the user store and every session shard are killed (Ray restarts them)
+    refs = [client.users, *client.shards]
+    for ref in refs:
+        ray.kill(ref.handle, no_restart=False)
+
+    # Then the users can still log in, and every earlier token still authenticates,
+    # through this client and through a new one with nothing cached
+    fresh = await started(clients(settings))
+    for name in names:
+        assert (await fresh.login(name, PASSWORD))["user"]["username"] == name
+    for answer, principal in zip(logged_in, principals, strict=True):
+        assert await client.authenticate(answer["token"]) == principal
+        assert await fresh.authenticate(answer["token"]) == principal
+    # And the logged-out session stays ended
+    for checker in (client, fresh):
+        with pytest.raises(Unauthorized):
+            await checker.authenticate(ended["token"])
+    # And each actor really was restarted
+    assert [ref.name for ref in refs] == [USERS_NAME, *map(session_shard_name, range(3))]
+    assert [await restarts(settings, ref) for ref in refs] == [1] * len(refs)
+
+
+async def test_a_logout_reaches_another_clients_near_cache_at_once(ray_settings, clients):
+    # Given two clients (say two ingress replicas), and A holding a session near
+    settings = ray_settings(**FAST)
+    a, b = await started(clients(settings)), await started(clients(settings))
+    await a.register("ada", PASSWORD)
+    for _ in range(10):
+        token = (await b.login("ada", PASSWORD))["token"]
+        principal = await a.authenticate(token)
+        assert await a.authenticate(token) == principal  # served from A's near cache
+        # When B logs the session out
+        await b.logout(await b.authenticate(token))
+        # Then the very next check on A refuses it
+        with pytest.raises(Unauthorized):
+            await a.authenticate(token)
+    assert a.near.hits >= 10
+
+
+async def test_disabling_a_user_ends_their_sessions_everywhere_at_once(ray_settings, clients):
+    settings = ray_settings(**FAST)
+    admin, a, b = [await started(clients(settings)) for _ in range(3)]
+    ada = await admin.register("ada", PASSWORD)
+    await admin.register("bob", PASSWORD)
+    # Given ada logged in several times (sessions on several shards), held by two clients
+    tokens = [(await admin.login("ada", PASSWORD))["token"] for _ in range(6)]
+    assert len({a.ring.owner(t.partition(".")[0]) for t in tokens}) > 1
+    bobs = (await admin.login("bob", PASSWORD))["token"]
+    for client in (a, b):
+        for token in [*tokens, bobs]:
+            await client.authenticate(token)
+            await client.authenticate(token)
+    assert a.near.hits >= len(tokens) + 1
+
+    # When an admin disables ada
+    assert (await admin.set_disabled(ada["id"], True))["disabled"] is True
+
+    # Then no client accepts any of her tokens, and she cannot log in
+    for client in (a, b):
+        for token in tokens:
+            with pytest.raises(Unauthorized):
+                await client.authenticate(token)
+        assert (await client.authenticate(bobs)).username == "bob"
+    with pytest.raises(Forbidden):
+        await a.login("ada", PASSWORD)
+    assert await admin.sessions(ada["id"]) == []
+
+    # And enabling her again lets her log in, without reviving the old sessions
+    await admin.set_disabled(ada["id"], False)
+    token = (await a.login("ada", PASSWORD))["token"]
+    assert (await b.authenticate(token)).user_id == ada["id"]
+    with pytest.raises(Unauthorized):
+        await b.authenticate(tokens[0])
+
+
+USERS = 40
+KILL_AFTER_LOGINS = 10
+
+
+async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, store_kind, clients):
+    # Given many users, on the store under test
+    settings = ray_settings(**FAST, **store_overrides(store_kind))
+    client = await started(clients(settings))
+    names = [f"user{i}" for i in range(USERS)]
+    await asyncio.gather(*(client.register(name, PASSWORD) for name in names))
+
+    # When they all log in at once and a session shard is killed mid-way
+    tasks = [asyncio.ensure_future(client.login(name, PASSWORD)) for name in names]
+    for done, finished in enumerate(asyncio.as_completed(tasks), 1):
+        await finished
+        if done == KILL_AFTER_LOGINS:
+            in_flight = sum(not task.done() for task in tasks)
+            ray.kill(client.shards[0].handle, no_restart=False)
+            break
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Then every login that returned a token authenticates afterwards
+    logged_in = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert not failed, failed[:3]
+    fresh = await started(clients(settings))
+    for answer in logged_in:
+        for checker in (client, fresh):
+            principal = await checker.authenticate(answer["token"])
+            assert principal.username == answer["user"]["username"]
+    on_victim = [r for r in logged_in if client.ring.owner(r["session"]["id"]) == 0]
+    assert on_victim, "no session lives on the killed shard"
+    assert in_flight > 0, "the kill came after the logins, not in the middle of them"
+    assert await restarts(settings, client.shards[0]) == 1

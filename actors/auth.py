@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -40,6 +41,8 @@ from actors.leases import POLL_TIMEOUT_S, Leases
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
+
+log = logging.getLogger(__name__)
 
 
 class Role(str, Enum):
@@ -126,9 +129,16 @@ def secret_matches(session: Session, secret: str) -> bool:
 # --- users ------------------------------------------------------------------
 
 
+#: An address is locked after this many times ``auth_max_failures`` failures.
+ADDRESS_LOCKOUT_FACTOR = 4
+#: Outstanding reset tokens per account; a further request replaces the oldest.
+RESET_TOKENS_KEPT = 3
+
+
 @dataclass
 class _Failures:
     count: int = 0
+    last_at: float = 0.0  #: wall time of the last failure
     next_try_at: float = 0.0  #: wall time before which another try is refused
 
 
@@ -169,6 +179,9 @@ class UserStore(Durable):
 
     def apply_create_reset(self, token_hash: str, user_id: str, expires_at: float) -> None:
         self._user(user_id)
+        mine = [h for h, (uid, _) in self.state.resets.items() if uid == user_id]
+        for oldest in mine[: max(0, len(mine) - RESET_TOKENS_KEPT + 1)]:
+            del self.state.resets[oldest]
         self.state.resets[token_hash] = (user_id, expires_at)
 
     def apply_use_reset(self, token_hash: str, password_hash: str, at: float) -> str:
@@ -208,22 +221,17 @@ class UserStore(Durable):
         user = User(secrets.token_hex(8), name, password_hash, roles, self.clock.time())
         return await self.execute("create_user", key=key, user=asdict(user))
 
-    async def begin_login(self, username: str, address: str = "") -> dict[str, Any] | None:
-        """One call to start a login: refuse it if throttled, else the account's
-        credentials (None if there is none), marked if it has failures to clear."""
-        await self.check_throttle(username, address)
-        account = await self.credentials(username)
-        if account is not None:
-            account["has_failures"] = f"user:{normalize_username(username)}" in self._failures
-        return account
-
     async def credentials(self, username: str) -> dict[str, Any] | None:
         """The account's id, hash, roles and state, for the caller to check a password."""
         user_id = self.state.by_name.get(normalize_username(username))
         if user_id is None:
             return None
         user = self.state.users[user_id]
-        return {**user.public(), "password_hash": user.password_hash}
+        return {
+            **user.public(),
+            "password_hash": user.password_hash,
+            "password_changed_at": user.password_changed_at,
+        }
 
     async def user(self, user_id: str) -> dict[str, Any]:
         return self._user(user_id).public()
@@ -258,6 +266,12 @@ class UserStore(Durable):
         )
         return token
 
+    async def check_reset(self, token: str) -> None:
+        """Raise ``InvalidResetToken`` unless ``token`` could be used now."""
+        found = self.state.resets.get(hash_secret(token))
+        if found is None or found[1] <= self.clock.time():
+            raise InvalidResetToken()
+
     async def use_reset(self, token: str, password_hash: str, *, key: str | None = None) -> str:
         user_id: str = await self.execute(
             "use_reset",
@@ -269,6 +283,14 @@ class UserStore(Durable):
         return user_id
 
     # throttling (ephemeral)
+    #
+    # Every attempt counts as a failure from the moment it begins (so parallel
+    # guesses cannot all slip past the check) until ``finish_login`` undoes it.
+    # Per username: the first failure costs ``auth_backoff_base_s``, each next
+    # one doubles it, ``auth_max_failures`` lock the name for ``auth_lockout_s``.
+    # Per address (many users may share one): the first ``auth_max_failures``
+    # cost nothing, then the same doubling, and four times as many lock it.
+    # Counts are forgotten after ``auth_lockout_s`` without a failure.
 
     def _throttle_keys(self, username: str, address: str) -> list[str]:
         keys = [f"user:{normalize_username(username)}"]
@@ -276,8 +298,34 @@ class UserStore(Durable):
             keys.append(f"addr:{address}")
         return keys
 
+    def _delay(self, key: str, count: int) -> float:
+        limit, base = self.settings.auth_max_failures, self.settings.auth_backoff_base_s
+        if key.startswith("addr:"):
+            if count <= limit:
+                return 0.0
+            if count >= ADDRESS_LOCKOUT_FACTOR * limit:
+                return self.settings.auth_lockout_s
+            return base * 2 ** (count - limit - 1)
+        if count >= limit:
+            return self.settings.auth_lockout_s
+        return base * 2 ** (count - 1)
+
+    def _count(self, key: str, by: int, now: float) -> float:
+        failures = self._failures.get(key)
+        if failures is None or now - failures.last_at > self.settings.auth_lockout_s:
+            failures = _Failures()  # a quiet window forgives
+        failures.count = max(0, failures.count + by)
+        if failures.count == 0:
+            self._failures.pop(key, None)
+            return 0.0
+        failures.last_at = now
+        delay = self._delay(key, failures.count)
+        failures.next_try_at = now + delay if by > 0 else min(failures.next_try_at, now + delay)
+        self._failures[key] = failures
+        return delay
+
     async def check_throttle(self, username: str, address: str = "") -> None:
-        """Refuse a login attempt that comes too soon after failures."""
+        """Refuse an attempt that comes too soon after failures."""
         now = self.clock.time()
         waits = [
             self._failures[k].next_try_at - now
@@ -290,26 +338,36 @@ class UserStore(Durable):
 
     async def login_failed(self, username: str, address: str = "") -> float:
         """Count a failure; returns how long the next attempt must wait."""
-        now, wait = self.clock.time(), 0.0
-        for key in self._throttle_keys(username, address):
-            failures = self._failures.setdefault(key, _Failures())
-            failures.count += 1
-            if failures.count >= self.settings.auth_max_failures:
-                delay = self.settings.auth_lockout_s
-            else:
-                delay = self.settings.auth_backoff_base_s * 2 ** (failures.count - 1)
-            failures.next_try_at = now + delay
-            wait = max(wait, delay)
+        now = self.clock.time()
+        wait = max(self._count(key, +1, now) for key in self._throttle_keys(username, address))
         self._forget_old_failures(now)
         return wait
 
     async def login_succeeded(self, username: str, address: str = "") -> None:
+        """Undo the attempt ``begin_login`` counted: the username is in good standing."""
+        now = self.clock.time()
         self._failures.pop(f"user:{normalize_username(username)}", None)
+        if address:
+            self._count(f"addr:{address}", -1, now)
+
+    async def begin_login(self, username: str, address: str = "") -> dict[str, Any] | None:
+        """Start an attempt: refuse it if throttled, else count it as a failure
+        until ``finish_login`` and return the account's credentials (None if none)."""
+        await self.check_throttle(username, address)
+        await self.login_failed(username, address)
+        return await self.credentials(username)
+
+    async def finish_login(self, username: str, address: str, user_id: str) -> dict[str, Any]:
+        """The password was right: undo the attempt's count, and return the
+        account's state now (the caller refuses if it changed meanwhile)."""
+        await self.login_succeeded(username, address)
+        user = self._user(user_id)
+        return {"disabled": user.disabled, "password_changed_at": user.password_changed_at}
 
     def _forget_old_failures(self, now: float) -> None:
         if len(self._failures) > 100_000:  # bounded memory under a spray of names
             quiet = now - self.settings.auth_lockout_s
-            self._failures = {k: f for k, f in self._failures.items() if f.next_try_at > quiet}
+            self._failures = {k: f for k, f in self._failures.items() if f.last_at > quiet}
 
     def __repr__(self) -> str:
         return f"<UserStore users={len(self.state.users)} throttled={len(self._failures)}>"
@@ -397,6 +455,9 @@ class SessionStore(Durable):
 
     async def end(self, session_ids: list[str]) -> int:
         """End sessions; returns once no replica can accept them any more."""
+        session_ids = [s for s in session_ids if s in self.sessions]
+        if not session_ids:
+            return 0  # nothing live, so no copy of it can be held either
         await self.leases.before_write()
         ended: int = await self.execute("end", session_ids=session_ids)
         await self._invalidate(session_ids)
@@ -481,7 +542,10 @@ class _SessionStoreProcess(SessionStore):
     async def _sweep_forever(self) -> None:
         while True:
             await self.clock.sleep(SESSION_SWEEP_S)
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:  # the store may be away for a moment; next time then
+                log.exception("session sweep failed")
 
 
 #: Durable: restarted after any crash; calls in flight are retried (idempotent by key

@@ -13,6 +13,7 @@ import asyncio
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -41,6 +42,7 @@ from actors.errors import (
     NotFound,
     TooLarge,
     Unauthorized,
+    WrongPassword,
 )
 from actors.hashing import Rendezvous
 from actors.near_cache import NearCache
@@ -88,6 +90,7 @@ class AuthClient:
             memory_cost=settings.auth_argon2_memory_kib,
             parallelism=settings.auth_argon2_parallelism,
         )
+        self._background: set[asyncio.Task[None]] = set()
         #: Checked against when the user does not exist, so both take as long.
         self._decoy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
@@ -142,18 +145,14 @@ class AuthClient:
         self, username: str, password: str, *, device: str = "", address: str = ""
     ) -> dict[str, Any]:
         """A new session for good credentials. Unknown users and wrong passwords
-        get the same answer after the same work; failures are throttled."""
+        get the same answer after the same work; attempts are throttled."""
         account = await self.users.call("begin_login", username, address)
-        good = await self._verify(
-            account["password_hash"] if account else self._decoy_hash, password
-        )
-        if account is None or not good:
-            await self.users.call("login_failed", username, address)
-            raise InvalidCredentials()
+        password_hash = account["password_hash"] if account else self._decoy_hash
+        if not await self._verify(password_hash, password) or account is None:
+            raise InvalidCredentials()  # the attempt stays counted as a failure
         if account["disabled"]:
+            await self.users.call("finish_login", username, address, account["id"])
             raise Forbidden("this account is disabled")
-        if account["has_failures"]:
-            await self.users.call("login_succeeded", username, address)
         session_id, secret, token = new_token()
         now = self.clock.time()
         session = Session(
@@ -169,7 +168,14 @@ class AuthClient:
             device=device[:200],
             address=address[:100],
         )
-        public = await self._shard(session_id).call("create", asdict(session))
+        shard = self._shard(session_id)
+        public = await shard.call("create", asdict(session))
+        # Checked again after the session exists: a disable, password change or
+        # reset that ended the user's sessions meanwhile must end this one too.
+        state = await self.users.call("finish_login", username, address, account["id"])
+        if state["disabled"] or state["password_changed_at"] != account["password_changed_at"]:
+            await shard.call("end", [session_id])
+            raise Forbidden("the account changed during login; log in again")
         user = {key: account[key] for key in ("id", "username", "roles", "disabled", "created_at")}
         return {"token": token, "session": public, "user": user}
 
@@ -234,11 +240,13 @@ class AuthClient:
     # --- passwords ----------------------------------------------------------
 
     async def change_password(self, principal: Principal, current: str, new: str) -> int:
-        """Change the caller's password; every other session of theirs ends."""
-        account = await self.users.call("credentials", principal.username)
+        """Change the caller's password (throttled like a login); every other
+        session of theirs ends."""
+        self._check_password(new)
+        account = await self.users.call("begin_login", principal.username, "")
         if account is None or not await self._verify(account["password_hash"], current):
-            await self.users.call("login_failed", principal.username, "")
-            raise InvalidCredentials("the current password is wrong")
+            raise WrongPassword()
+        await self.users.call("finish_login", principal.username, "", principal.user_id)
         await self.users.call("set_password", principal.user_id, await self._hash(new))
         return await self._end_for_user(principal.user_id, keep=principal.session_id)
 
@@ -253,8 +261,23 @@ class AuthClient:
         assert token is not None
         return token
 
+    def request_reset_soon(self, username: str, deliver: Callable[[str], None]) -> None:
+        """Make a reset token in the background and hand it to ``deliver``: the
+        caller answers at once, in the same time whether the account exists."""
+
+        async def work() -> None:
+            token = await self.request_reset(username)
+            if token is not None:
+                deliver(token)
+
+        task = asyncio.create_task(work())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def confirm_reset(self, token: str, new_password: str) -> None:
         """Set a new password with a reset token; every session of the user ends."""
+        self._check_password(new_password)
+        await self.users.call("check_reset", token)  # before any argon2 work
         password_hash = await self._hash(new_password)
         user_id = await self.users.call("use_reset", token, password_hash, key=uuid.uuid4().hex)
         await self._end_for_user(user_id)

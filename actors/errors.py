@@ -135,7 +135,7 @@ class Forbidden(RealmError):
 
 
 class TooManyAttempts(RealmError):
-    """Too many failed attempts; retry after ``retry_after_s``."""
+    """Too many failed attempts; retry later (see retry_after_s)."""
 
     code = "too_many_attempts"
     status = 429
@@ -145,6 +145,12 @@ class UsernameTaken(Conflict):
     """That username is taken."""
 
     code = "username_taken"
+
+
+class WrongPassword(Forbidden):
+    """The current password is wrong."""
+
+    code = "wrong_password"
 
 
 class InvalidResetToken(InvalidInput):

@@ -175,8 +175,7 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
-class JournalConflict(RealmError):
+class JournalConflict(Unavailable):
     """Another writer appended to this journal: this actor incarnation is stale."""
 
     code = "journal_conflict"
-    status = 503

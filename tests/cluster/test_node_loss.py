@@ -14,6 +14,8 @@ from collections import Counter
 
 import ray
 
+from actors.auth import USERS_NAME, SessionStoreActor, UserStoreActor, session_shard_name
+from actors.auth_client import AuthClient
 from actors.cache import CacheShardActor, shard_name
 from actors.cache_client import CacheClient
 from actors.settings import Settings
@@ -98,3 +100,37 @@ async def test_acknowledged_writes_survive_the_loss_of_their_node(cluster, worke
     assert after["node_id"] == replacement.node_id
     assert after["restarts"] == 1
     ray.kill(tally, no_restart=True)
+
+
+async def test_no_user_or_session_is_lost_with_the_node_of_the_auth_actors(
+    cluster, worker_node, tmp_path
+):
+    # Given every auth actor on a worker node, journaling to Redis
+    worker = worker_node()
+    settings = isolated_settings(
+        tmp_path, store_url=REDIS_URL, auth_session_shards=2, auth_argon2_memory_kib=1024
+    )
+    get_or_create(UserStoreActor, USERS_NAME, settings, namespace=settings.namespace,
+                  **ON_MARKED_NODE)  # fmt: skip
+    for name in map(session_shard_name, range(2)):
+        get_or_create(SessionStoreActor, name, settings, name, namespace=settings.namespace,
+                      **ON_MARKED_NODE)  # fmt: skip
+    auth = AuthClient(settings)
+    await auth.start()
+    users = [f"user{i}" for i in range(6)]
+    for name in users:
+        await auth.register(name, "a long enough password")
+    tokens = [(await auth.login(name, "a long enough password"))["token"] for name in users]
+
+    # When the node is removed and a replacement joins
+    remove_and_wait(cluster, worker)
+    worker_node()
+
+    # Then every session still authenticates (through a fresh client, so no
+    # near copy helps) and every user can log in again
+    fresh = AuthClient(settings)
+    for name, token in zip(users, tokens, strict=True):
+        assert (await fresh.authenticate(token)).username == name
+        assert (await fresh.login(name, "a long enough password"))["token"]
+    await auth.close()
+    await fresh.close()

@@ -18,6 +18,8 @@ Runtime
 Services
     cache         ``CacheShard`` / ``CacheShardActor`` (service 4)
     cache_client  ``CacheClient`` (routing, batching, near cache)
+    auth          ``UserStore``, ``SessionStore`` (service 6)
+    auth_client   ``AuthClient``, ``Principal``
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

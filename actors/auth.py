@@ -37,7 +37,7 @@ from actors.errors import (
     UsernameTaken,
 )
 from actors.journal import Durable
-from actors.leases import POLL_TIMEOUT_S, Leases
+from actors.leases import LeaseOwner, Leases
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
@@ -376,7 +376,7 @@ class UserStore(Durable):
 # --- sessions ---------------------------------------------------------------
 
 
-class SessionStore(Durable):
+class SessionStore(LeaseOwner, Durable):
     """One shard of sessions (journaled), with near-cache leases for replicas."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
@@ -476,26 +476,6 @@ class SessionStore(Durable):
         expired = [s.id for s in self.sessions.values() if s.expires_at() <= now]
         self.leases.sweep()
         return await self.end(expired) if expired else 0
-
-    async def _invalidate(self, session_ids: list[str]) -> None:
-        waits = self.leases.invalidate(session_ids)
-        if waits:
-            await asyncio.gather(*waits)
-
-    async def poll_invalidations(
-        self,
-        follower: str,
-        after: int,
-        incarnation: str | None = None,
-        timeout_s: float = POLL_TIMEOUT_S,
-    ) -> tuple[str, list[tuple[int, str]]]:
-        return await self.leases.poll(follower, after, incarnation, timeout_s)
-
-    async def forget_follower(self, follower: str) -> None:
-        self.leases.forget(follower)
-
-    async def ping(self) -> str:
-        return self.leases.incarnation
 
     def __repr__(self) -> str:
         return f"<SessionStore sessions={len(self.sessions)} users={len(self.by_user)}>"

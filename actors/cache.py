@@ -44,7 +44,7 @@ from actors.errors import (
 )
 from actors.eviction import eviction_order
 from actors.fanout import first_of
-from actors.leases import POLL_TIMEOUT_S, Leases
+from actors.leases import LeaseOwner, Leases
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
@@ -97,7 +97,7 @@ class ShardStats:
     restarts: int = 0
 
 
-class CacheShard:
+class CacheShard(LeaseOwner):
     """The state and rules of one shard; ``CacheShardActor`` runs it as a Ray actor."""
 
     def __init__(
@@ -213,12 +213,6 @@ class CacheShard:
     async def _before_write(self) -> None:
         await self.leases.before_write()
 
-    async def _invalidate(self, keys: list[str]) -> None:
-        """Return once every near-cache holder of ``keys`` has dropped them."""
-        waits = self.leases.invalidate(keys)
-        if waits:
-            await asyncio.gather(*waits)
-
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         await self._before_write()
         self._store(key, value, self._expires_at(ttl_s))
@@ -331,25 +325,7 @@ class CacheShard:
         flight.result.set_result(value)
         return True
 
-    # --- near-cache followers -----------------------------------------
-
-    async def poll_invalidations(
-        self,
-        follower: str,
-        after: int,
-        incarnation: str | None = None,
-        timeout_s: float = POLL_TIMEOUT_S,
-    ) -> tuple[str, list[tuple[int, str]]]:
-        """A near-cache follower's long-poll (see ``actors.leases``)."""
-        return await self.leases.poll(follower, after, incarnation, timeout_s)
-
-    async def forget_follower(self, follower: str) -> None:
-        self.leases.forget(follower)
-
     # --- stats ---------------------------------------------------------
-
-    async def ping(self) -> str:
-        return self.leases.incarnation
 
     async def stats(self) -> dict[str, Any]:
         s = self.stats_

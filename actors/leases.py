@@ -18,6 +18,7 @@ The client side is ``actors.near_cache``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -108,3 +109,31 @@ class Leases:
             f"<Leases keys={len(self._holders)} followers={len(self._followers)} "
             f"invalidations={self.invalidations}>"
         )
+
+
+class LeaseOwner:
+    """The actor methods of an owner of ``Leases`` (mixed into the actor class)."""
+
+    leases: Leases
+
+    async def _invalidate(self, keys: list[str]) -> None:
+        """Return once every near-cache holder of ``keys`` has dropped them."""
+        waits = self.leases.invalidate(keys)
+        if waits:
+            await asyncio.gather(*waits)
+
+    async def poll_invalidations(
+        self,
+        follower: str,
+        after: int,
+        incarnation: str | None = None,
+        timeout_s: float = POLL_TIMEOUT_S,
+    ) -> tuple[str, list[tuple[int, str]]]:
+        """A near-cache follower's long-poll."""
+        return await self.leases.poll(follower, after, incarnation, timeout_s)
+
+    async def forget_follower(self, follower: str) -> None:
+        self.leases.forget(follower)
+
+    async def ping(self) -> str:
+        return self.leases.incarnation

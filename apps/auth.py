@@ -21,7 +21,7 @@ from ray.serve import Application
 from actors.auth_client import AuthClient
 from actors.settings import Settings
 from apps.auth_dependency import AdminUser, CurrentUser, install_auth
-from apps.common import ingress_options, service_app
+from apps.common import ClientIngress, ingress_application, service_app
 
 log = logging.getLogger(__name__)
 
@@ -212,19 +212,10 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
 
 @serve.deployment
 @serve.ingress()
-class AuthIngress:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        self.settings = settings
-        self.client = AuthClient(settings)
-        await self.client.start()  # the replica is ready once every auth actor answers
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_app(self.client, self.settings)
-
-    async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
-        await self.client.close()
+class AuthIngress(ClientIngress):
+    make_client = AuthClient
+    make_app = staticmethod(make_app)
 
 
 def build(settings: Settings) -> Application:
-    deployment: Any = AuthIngress  # a serve.Deployment; its stubs lose the type
-    return deployment.options(**ingress_options(settings)).bind(settings)
+    return ingress_application(AuthIngress, settings)

@@ -19,7 +19,7 @@ from ray.serve import Application
 from actors.cache_client import CacheClient
 from actors.errors import KeyNotFound
 from actors.settings import Settings
-from apps.common import ingress_options, service_app
+from apps.common import ClientIngress, ingress_application, service_app
 
 TtlS = Field(None, gt=0, description="Seconds to live; omitted or null: no expiry.")
 
@@ -146,19 +146,13 @@ def make_app(client: CacheClient, settings: Settings) -> FastAPI:
 
 @serve.deployment
 @serve.ingress()
-class CacheIngress:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        self.settings = settings
-        self.client = CacheClient.connect(settings, near_cache=settings.cache_http_near_cache)
-        await self.client.start()  # the replica is ready once every shard answers
+class CacheIngress(ClientIngress):
+    @staticmethod
+    def make_client(settings: Settings) -> CacheClient:
+        return CacheClient.connect(settings, near_cache=settings.cache_http_near_cache)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_app(self.client, self.settings)
-
-    async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
-        await self.client.close()
+    make_app = staticmethod(make_app)
 
 
 def build(settings: Settings) -> Application:
-    deployment: Any = CacheIngress  # a serve.Deployment; its stubs lose the type
-    return deployment.options(**ingress_options(settings)).bind(settings)
+    return ingress_application(CacheIngress, settings)

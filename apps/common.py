@@ -1,10 +1,13 @@
-"""What every service's HTTP front shares: the app factory and replica options."""
+"""What every service's HTTP front shares: the app factory, the ingress base and
+replica options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from ray.serve import Application
 
 from actors.settings import Settings
 from apps.errors import install_error_handlers
@@ -38,3 +41,34 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": 0},
     }
+
+
+class ClientIngress:
+    """Base of a service's Serve ingress: a replica holding one service client.
+
+    A subclass names how to make its client (``make_client(settings)``, an
+    object with ``start()`` and ``close()``) and its app
+    (``make_app(client, settings)``), and is decorated with
+    ``@serve.deployment`` and ``@serve.ingress()``. The replica is ready once
+    the client has started (every actor behind it answers), builds its app
+    then, and closes the client on graceful shutdown.
+    """
+
+    make_client: Callable[[Settings], Any]
+    make_app: Callable[[Any, Settings], FastAPI]
+
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        self.settings = settings
+        self.client = type(self).make_client(settings)
+        await self.client.start()
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return type(self).make_app(self.client, self.settings)
+
+    async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
+        await self.client.close()
+
+
+def ingress_application(ingress: Any, settings: Settings) -> Application:
+    """The Serve application of an ingress deployment, with Realm's replica options."""
+    return ingress.options(**ingress_options(settings)).bind(settings)

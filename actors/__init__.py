@@ -20,6 +20,8 @@ Services
     cache_client  ``CacheClient`` (routing, batching, near cache)
     auth          ``UserStore``, ``SessionStore`` (service 6)
     auth_client   ``AuthClient``, ``Principal``
+    topics        ``check_topic``, ``check_pattern``, ``matches``, ``SubscriptionIndex``
+    pubsub        ``Broker`` logic (service 5; no actor or HTTP front yet)
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

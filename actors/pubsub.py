@@ -1,0 +1,219 @@
+"""Pub/sub (service 5): the broker's logic, as a plain class.
+
+A ``Broker`` owns a set of topics (the client routes each topic to one broker).
+Per topic it numbers messages from 1 and keeps a bounded history, by count
+and by age, so a subscriber that reconnects can resume from the last sequence
+number it saw and learn whether it missed anything (``complete``). Publishing
+is journaled (``Durable``): sequence numbers and history survive a restart.
+
+Delivery to live subscribers goes through followers, one per Serve replica:
+a replica registers the patterns its clients want (``follow``), and every
+published message is posted once to the mailbox of each follower with a
+matching pattern, which the replica long-polls (``pull``). A message is posted
+only once its journal record is committed, so no subscriber sees a sequence
+number that a crash could hand out again. Followers are not durable: a pull
+from a follower the broker does not know (it restarted, or dropped the
+follower as idle) raises ``NotFound``, and the replica follows again and pulls
+from cursor 0.
+
+Trimming by age uses the publish's own timestamp when publishing (so replay
+is deterministic) and the clock when reading; both only drop messages older
+than ``history_max_age_s``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.clock import Clock, SystemClock
+from actors.errors import InvalidInput, NotFound, TooLarge
+from actors.fanout import Mailboxes
+from actors.journal import Durable
+from actors.topics import SubscriptionIndex, check_pattern, check_topic
+
+#: Messages kept per topic for resuming subscribers.
+HISTORY_MAX = 1_000
+#: Seconds a message stays in a topic's history; None keeps it until pushed out by count.
+HISTORY_MAX_AGE_S: float | None = 3_600.0
+#: Largest payload: a message is copied into every follower's mailbox and the journal.
+MAX_PAYLOAD_BYTES = 1 << 20
+#: Messages a follower may leave unpulled before the oldest are dropped.
+MAX_PENDING_PER_FOLLOWER = 100_000
+
+#: A message as kept in history: (seq, at, payload).
+Stored = tuple[int, float, bytes]
+#: A message as posted to followers: (topic, seq, at, payload).
+Delivery = tuple[str, int, float, bytes]
+
+
+@dataclass
+class _Topic:
+    last_seq: int = 0  #: sequence number of the last message published
+    history: deque[Stored] = field(default_factory=deque)  #: contiguous, oldest first
+
+    def first_kept(self) -> int:
+        return self.history[0][0] if self.history else self.last_seq + 1
+
+
+class Broker(Durable):
+    """Topics with sequence numbers and bounded history; fan-out to followers."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        history_max: int = HISTORY_MAX,
+        history_max_age_s: float | None = HISTORY_MAX_AGE_S,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        max_pending: int = MAX_PENDING_PER_FOLLOWER,
+    ) -> None:
+        if history_max < 0 or max_payload_bytes < 0:
+            raise ValueError("history_max and max_payload_bytes must not be negative")
+        self.clock = clock or SystemClock()
+        self.history_max = history_max
+        self.history_max_age_s = history_max_age_s
+        self.max_payload_bytes = max_payload_bytes
+        self.topics: dict[str, _Topic] = {}
+        self.index = SubscriptionIndex()
+        self.mailboxes = Mailboxes(self.clock, max_pending=max_pending)
+        #: Applied but not yet posted: (topic, seq) -> (followers, message), in journal order.
+        self._outbox: OrderedDict[tuple[str, int], tuple[set[str], Delivery]] = OrderedDict()
+        self.delivered = 0  #: mailbox posts by this incarnation
+
+    # state changes (deterministic; replayed on recovery)
+
+    def apply_publish(self, topic: str, payload: bytes, at: float) -> tuple[int, float]:
+        check_topic(topic)
+        if not isinstance(payload, bytes):
+            raise InvalidInput("a payload must be bytes", type=type(payload).__name__)
+        if len(payload) > self.max_payload_bytes:
+            raise TooLarge(
+                "the payload is over the size limit",
+                size=len(payload),
+                limit=self.max_payload_bytes,
+            )
+        state = self.topics.setdefault(topic, _Topic())
+        state.last_seq += 1
+        seq = state.last_seq
+        state.history.append((seq, at, payload))
+        while len(state.history) > self.history_max:
+            state.history.popleft()
+        self._trim_by_age(state, at)
+        followers = self.index.match(topic)  # none while replaying: they follow after open
+        if followers:
+            self._outbox[(topic, seq)] = (followers, (topic, seq, at, payload))
+        return seq, at
+
+    def snapshot_state(self) -> dict[str, _Topic]:
+        return self.topics
+
+    def restore_state(self, state: dict[str, _Topic]) -> None:
+        self.topics = state
+
+    def _trim_by_age(self, state: _Topic, now: float) -> None:
+        if self.history_max_age_s is None:
+            return
+        cutoff = now - self.history_max_age_s
+        while state.history and state.history[0][1] < cutoff:
+            state.history.popleft()
+
+    # publishing and reading
+
+    async def publish(
+        self, topic: str, payload: bytes, *, key: str | None = None
+    ) -> tuple[int, float]:
+        """Publish; answers ``(seq, at)`` once journaled (a repeated ``key`` answers again)."""
+        seq, at = await self.execute(
+            "publish", key=key, topic=topic, payload=payload, at=self.clock.time()
+        )
+        self._deliver_through(topic, seq)
+        return seq, at
+
+    def _deliver_through(self, topic: str, seq: int) -> None:
+        """Post everything applied up to ``(topic, seq)``, which is committed, so all before it is.
+
+        Whichever publisher of a group commit resumes first posts for the whole
+        group, in journal order; the others (and repeats of a key) find their
+        message already posted.
+        """
+        if (topic, seq) not in self._outbox:
+            return
+        while self._outbox:
+            position, (followers, message) = self._outbox.popitem(last=False)
+            for follower in followers:
+                if follower in self.mailboxes:  # it may have unfollowed meanwhile
+                    self.mailboxes.post(follower, message)
+                    self.delivered += 1
+            if position == (topic, seq):
+                return
+
+    async def history(self, topic: str, after_seq: int = 0, *, limit: int = 100) -> dict[str, Any]:
+        """Messages after ``after_seq`` (oldest first, at most ``limit``).
+
+        ``complete`` says whether history still reaches back to ``after_seq + 1``:
+        if not, messages between the cursor and the first one returned were trimmed.
+        ``last_seq`` is the topic's latest sequence number (0 if never published).
+        """
+        check_topic(topic)
+        if not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidInput("after_seq must be an integer >= 0", after_seq=after_seq)
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput("limit must be an integer >= 1", limit=limit)
+        state = self.topics.get(topic)
+        if state is None:
+            return {"messages": [], "complete": True, "last_seq": 0}
+        self._trim_by_age(state, self.clock.time())
+        first = state.first_kept()
+        start = max(0, after_seq + 1 - first)
+        messages = list(itertools.islice(state.history, start, start + limit))
+        return {
+            "messages": messages,
+            "complete": after_seq + 1 >= first,
+            "last_seq": state.last_seq,
+        }
+
+    async def last_seq(self, topic: str) -> int:
+        check_topic(topic)
+        state = self.topics.get(topic)
+        return 0 if state is None else state.last_seq
+
+    # followers (one per Serve replica; not durable)
+
+    def follow(self, follower: str, patterns: list[str]) -> None:
+        """Make ``patterns`` the follower's whole set (replacing any earlier set)."""
+        for pattern in patterns:
+            check_pattern(pattern)
+        self.index.remove_subscriber(follower)
+        for pattern in patterns:
+            self.index.add(pattern, follower)
+        self.mailboxes.register(follower)
+
+    def unfollow(self, follower: str) -> None:
+        """Forget the follower: its patterns, its mailbox, and its waiting pull."""
+        self.index.remove_subscriber(follower)
+        self.mailboxes.drop(follower)
+
+    async def pull(
+        self, follower: str, *, after: int, timeout_s: float
+    ) -> list[tuple[int, Delivery]]:
+        """Acknowledge up to ``after``; return later deliveries, waiting up to ``timeout_s``."""
+        if follower not in self.mailboxes:
+            raise NotFound("not following: follow again and pull from 0", follower=follower)
+        return await self.mailboxes.pull(follower, after=after, timeout_s=timeout_s)
+
+    def drop_idle(self, idle_s: float) -> list[str]:
+        """Unfollow followers that have not pulled for ``idle_s`` (a replica that died)."""
+        idle = self.mailboxes.drop_idle(idle_s)
+        for follower in idle:
+            self.index.remove_subscriber(follower)
+        return idle
+
+    def __repr__(self) -> str:
+        return (
+            f"<Broker topics={len(self.topics)} "
+            f"delivered={self.delivered} followers={len(self.mailboxes)} "
+            f"subscriptions={len(self.index)}>"
+        )

@@ -1,0 +1,295 @@
+"""Broker run directly (no Ray) on a FakeClock and a real SQLite store.
+
+Recovery is a second Broker opened on the same store and stream, as a
+restarted actor would be. Long polls are tasks driven with ``settle()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from actors.clock import FakeClock
+from actors.errors import InvalidInput, NotFound, TooLarge
+from actors.pubsub import Broker
+from actors.store import SQLiteStore
+from tests.unit.conftest import cancel, settle
+
+HISTORY_MAX = 5
+MAX_AGE_S = 60.0
+MAX_PAYLOAD = 64
+POLL_S = 10.0
+
+OpenBroker = Callable[..., Awaitable[Broker]]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "pubsub.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def open_broker(clock: FakeClock, store: SQLiteStore) -> OpenBroker:
+    """A Broker recovered from ``store`` (a second call is a restarted actor)."""
+
+    async def open_(*, snapshot_every: int = 10_000) -> Broker:
+        broker = Broker(
+            clock=clock,
+            history_max=HISTORY_MAX,
+            history_max_age_s=MAX_AGE_S,
+            max_payload_bytes=MAX_PAYLOAD,
+        )
+        failures: list[BaseException] = []
+        await broker.open(store, "pubsub-0", snapshot_every=snapshot_every,
+                          on_failure=failures.append)  # fmt: skip
+        return broker
+
+    return open_
+
+
+@pytest.fixture
+async def broker(open_broker: OpenBroker) -> Broker:
+    return await open_broker()
+
+
+def seqs(page: dict) -> list[int]:
+    return [seq for seq, _, _ in page["messages"]]
+
+
+# --- sequence numbers and history --------------------------------------------
+
+
+async def test_sequence_numbers_are_per_topic(broker: Broker, clock: FakeClock) -> None:
+    assert await broker.publish("a.b", b"1") == (1, clock.time())
+    assert (await broker.publish("a.b", b"2"))[0] == 2
+    assert (await broker.publish("a.c", b"x"))[0] == 1
+    assert await broker.last_seq("a.b") == 2
+    assert await broker.last_seq("never.published") == 0
+
+
+async def test_history_returns_messages_after_the_cursor(broker: Broker, clock: FakeClock) -> None:
+    for i in range(1, 4):
+        await broker.publish("t", b"m%d" % i)
+        clock.advance(1)
+    page = await broker.history("t", 1)
+    assert page["messages"] == [(2, clock.time() - 2, b"m2"), (3, clock.time() - 1, b"m3")]
+    assert page["complete"] is True and page["last_seq"] == 3
+    assert seqs(await broker.history("t", 0, limit=2)) == [1, 2]
+    caught_up = await broker.history("t", 3)
+    assert caught_up == {"messages": [], "complete": True, "last_seq": 3}
+
+
+async def test_history_of_an_unknown_topic_is_empty_and_complete(broker: Broker) -> None:
+    assert await broker.history("nobody.here") == {
+        "messages": [],
+        "complete": True,
+        "last_seq": 0,
+    }
+
+
+async def test_history_is_bounded_by_count(broker: Broker) -> None:
+    for i in range(HISTORY_MAX + 3):
+        await broker.publish("t", bytes([i]))
+    page = await broker.history("t", 0)
+    assert seqs(page) == [4, 5, 6, 7, 8]
+    assert page["last_seq"] == HISTORY_MAX + 3
+
+
+async def test_history_is_bounded_by_age_on_publish_and_on_read(
+    broker: Broker, clock: FakeClock
+) -> None:
+    await broker.publish("t", b"old")
+    clock.advance(MAX_AGE_S / 2)
+    await broker.publish("t", b"middle")
+    clock.advance(MAX_AGE_S / 2 + 1)
+    await broker.publish("t", b"new")  # trims "old" as it publishes
+    assert len(broker.topics["t"].history) == 2
+    assert seqs(await broker.history("t", 0)) == [2, 3]
+    clock.advance(MAX_AGE_S)  # "middle" is now too old; reading trims it
+    assert seqs(await broker.history("t", 0)) == [3]
+    assert len(broker.topics["t"].history) == 1
+    clock.advance(MAX_AGE_S)
+    page = await broker.history("t", 0)
+    assert page == {"messages": [], "complete": False, "last_seq": 3}
+
+
+async def test_resume_is_complete_only_if_nothing_after_the_cursor_was_trimmed(
+    broker: Broker,
+) -> None:
+    for i in range(HISTORY_MAX + 2):  # 1..7 published, 3..7 kept
+        await broker.publish("t", bytes([i]))
+    assert (await broker.history("t", 2))["complete"] is True  # 3 is the first kept
+    assert (await broker.history("t", 5))["complete"] is True
+    gap = await broker.history("t", 1)  # 2 was trimmed
+    assert gap["complete"] is False and seqs(gap) == [3, 4, 5, 6, 7]
+    assert (await broker.history("t", 0))["complete"] is False
+
+
+async def test_invalid_publishes_and_reads_are_refused_and_change_nothing(
+    broker: Broker,
+) -> None:
+    with pytest.raises(TooLarge) as refused:
+        await broker.publish("t", b"x" * (MAX_PAYLOAD + 1))
+    assert refused.value.details == {"size": MAX_PAYLOAD + 1, "limit": MAX_PAYLOAD}
+    with pytest.raises(InvalidInput):
+        await broker.publish("t.*", b"x")
+    with pytest.raises(InvalidInput):
+        await broker.publish("t", "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        await broker.history("t", -1)
+    with pytest.raises(InvalidInput):
+        await broker.history("t", 0, limit=0)
+    with pytest.raises(InvalidInput):
+        await broker.history("t.>")
+    assert await broker.publish("t", b"x" * MAX_PAYLOAD) == (1, broker.clock.time())
+    assert broker.journal.committed == 1
+
+
+# --- durability -----------------------------------------------------------------
+
+
+async def test_a_repeated_key_publishes_once(broker: Broker) -> None:
+    first = await broker.publish("t", b"once", key="k1")
+    again = await broker.publish("t", b"once", key="k1")
+    both = await asyncio.gather(
+        broker.publish("t", b"twice", key="k2"), broker.publish("t", b"twice", key="k2")
+    )
+    assert first == again and first[0] == 1
+    assert both[0] == both[1] and both[0][0] == 2
+    assert (await broker.history("t"))["last_seq"] == 2
+
+
+@pytest.mark.parametrize("snapshot_every", [10_000, 3])
+async def test_a_restarted_broker_has_the_same_seqs_and_history(
+    open_broker: OpenBroker, clock: FakeClock, snapshot_every: int
+) -> None:
+    broker = await open_broker(snapshot_every=snapshot_every)
+    await asyncio.gather(*(broker.publish("a", bytes([i])) for i in range(HISTORY_MAX + 2)))
+    for i in range(3):
+        await broker.publish("b", bytes([i]), key=f"b{i}")
+        clock.advance(1)
+    if broker._snapshot_task is not None:
+        await broker._snapshot_task
+    before = {t: await broker.history(t) for t in ("a", "b")}
+
+    restarted = await open_broker(snapshot_every=snapshot_every)
+    assert {t: await restarted.history(t) for t in ("a", "b")} == before
+    assert await restarted.publish("b", b"retry", key="b2") == (3, before["b"]["messages"][2][1])
+    assert (await restarted.publish("a", b"next"))[0] == HISTORY_MAX + 3
+
+
+# --- followers --------------------------------------------------------------------
+
+
+async def test_a_follower_with_overlapping_patterns_gets_each_message_once(
+    broker: Broker, clock: FakeClock
+) -> None:
+    broker.follow("replica-1", ["orders.>", "orders.*", "orders.eu", "*.eu"])
+    await broker.publish("orders.eu", b"one")
+    await broker.publish("orders.eu.created", b"two")
+    at = clock.time()
+    assert await broker.pull("replica-1", after=0, timeout_s=POLL_S) == [
+        (1, ("orders.eu", 1, at, b"one")),
+        (2, ("orders.eu.created", 1, at, b"two")),
+    ]
+
+
+async def test_followers_get_only_matching_topics(broker: Broker) -> None:
+    broker.follow("r1", ["a.*"])
+    broker.follow("r2", ["b.>"])
+    for topic in ("a.x", "b.x.y", "a.x.y", "c"):
+        await broker.publish(topic, topic.encode())
+    r1 = await broker.pull("r1", after=0, timeout_s=POLL_S)
+    r2 = await broker.pull("r2", after=0, timeout_s=POLL_S)
+    assert [message[0] for _, message in r1] == ["a.x"]
+    assert [message[0] for _, message in r2] == ["b.x.y"]
+
+
+async def test_follow_replaces_the_patterns(broker: Broker) -> None:
+    broker.follow("r", ["a"])
+    broker.follow("r", ["b"])
+    await broker.publish("a", b"-")
+    await broker.publish("b", b"+")
+    assert [m[0] for _, m in await broker.pull("r", after=0, timeout_s=POLL_S)] == ["b"]
+    with pytest.raises(InvalidInput):
+        broker.follow("r", ["c", "bad..pattern"])
+    assert broker.index.patterns("r") == {"b"}  # a refused follow changes nothing
+
+
+async def test_a_long_poll_wakes_on_publish_and_acknowledges_by_cursor(broker: Broker) -> None:
+    broker.follow("r", [">"])
+    puller = asyncio.create_task(broker.pull("r", after=0, timeout_s=POLL_S))
+    await settle()
+    assert not puller.done()
+    await broker.publish("t", b"1")
+    first = await puller
+    assert [(n, m[1]) for n, m in first] == [(1, 1)]
+    await broker.publish("t", b"2")
+    await broker.publish("t", b"3")
+    # Pulling with cursor 1 acknowledges message 1: it does not come back.
+    second = await broker.pull("r", after=first[-1][0], timeout_s=POLL_S)
+    assert [m[3] for _, m in second] == [b"2", b"3"]
+    assert await broker.pull("r", after=2, timeout_s=POLL_S) == second[1:]
+
+
+async def test_a_long_poll_times_out_empty(broker: Broker, clock: FakeClock) -> None:
+    broker.follow("r", ["t"])
+    puller = asyncio.create_task(broker.pull("r", after=0, timeout_s=POLL_S))
+    await settle()
+    await broker.publish("other", b"x")
+    await settle()
+    assert not puller.done()
+    clock.advance(POLL_S)
+    assert await puller == []
+
+
+async def test_concurrent_publishes_reach_followers_in_sequence_order(broker: Broker) -> None:
+    broker.follow("r", ["t.*"])
+    await asyncio.gather(*(broker.publish(f"t.{i % 2}", bytes([i])) for i in range(20)))
+    assert broker.journal.commits < 20  # group commit: one publisher posted for the others
+    got = await broker.pull("r", after=0, timeout_s=POLL_S)
+    assert [n for n, _ in got] == list(range(1, 21))
+    assert [m[3] for _, m in got] == [bytes([i]) for i in range(20)]
+    for topic in ("t.0", "t.1"):
+        assert [m[1] for _, m in got if m[0] == topic] == list(range(1, 11))
+    # a repeated key delivers nothing more
+    await broker.publish("t.0", b"k", key="k")
+    await broker.publish("t.0", b"k", key="k")
+    assert len(await broker.pull("r", after=20, timeout_s=POLL_S)) == 1
+
+
+async def test_unfollow_and_unknown_followers(broker: Broker) -> None:
+    with pytest.raises(NotFound):
+        await broker.pull("stranger", after=0, timeout_s=POLL_S)
+    broker.follow("r", [">"])
+    puller = asyncio.create_task(broker.pull("r", after=0, timeout_s=POLL_S))
+    await settle()
+    broker.unfollow("r")
+    assert await puller == []  # the waiting pull is released
+    await broker.publish("t", b"x")
+    assert "r" not in broker.mailboxes and len(broker.index) == 0
+    with pytest.raises(NotFound):
+        await broker.pull("r", after=0, timeout_s=POLL_S)
+
+
+async def test_followers_are_not_recovered_and_idle_ones_are_dropped(
+    open_broker: OpenBroker, clock: FakeClock
+) -> None:
+    broker = await open_broker()
+    broker.follow("r", [">"])
+    broker.follow("quiet", [">"])
+    await broker.publish("t", b"x")
+    restarted = await open_broker()
+    with pytest.raises(NotFound):
+        await restarted.pull("r", after=1, timeout_s=POLL_S)  # it must follow again
+    clock.advance(5)
+    puller = asyncio.create_task(broker.pull("r", after=1, timeout_s=POLL_S))
+    await settle()
+    assert broker.drop_idle(3) == ["quiet"]
+    assert broker.index.subscribers() == ["r"]
+    await cancel(puller)

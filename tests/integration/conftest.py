@@ -80,6 +80,10 @@ def store_overrides(kind: str) -> dict[str, Any]:
     return {"store_url": REDIS_URL} if kind == "redis" else {"store_url": ""}
 
 
+#: The login backoff the HTTP tests' deployment uses.
+BACKOFF_BASE_S = 30.0
+
+
 @pytest.fixture(scope="session")
 def http_settings(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the services deployed for HTTP tests (small body limit)."""
@@ -91,6 +95,8 @@ def http_settings(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -
         http_port=free_port(),
         max_body_bytes=3 * 1024 * 1024,
         auth_admin_username="root",
+        # Long enough that "right after a failure" holds on a loaded machine.
+        auth_backoff_base_s=BACKOFF_BASE_S,
     )
 
 

@@ -21,7 +21,8 @@ Services
     auth          ``UserStore``, ``SessionStore`` (service 6)
     auth_client   ``AuthClient``, ``Principal``
     topics        ``check_topic``, ``check_pattern``, ``matches``, ``SubscriptionIndex``
-    pubsub        ``Broker`` logic (service 5; no actor or HTTP front yet)
+    pubsub        ``Broker`` and ``BrokerActor`` (service 5; no HTTP front yet)
+    pubsub_client ``PubSubClient``, ``Subscription``: publish and subscribe from Python
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

@@ -23,6 +23,7 @@ than ``history_max_age_s``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from actors.clock import Clock, SystemClock
 from actors.errors import InvalidInput, NotFound, TooLarge
 from actors.fanout import Mailboxes
 from actors.journal import Durable
+from actors.settings import Settings
+from actors.store import open_store
+from actors.supervision import Restart, remote_actor, report_start
 from actors.topics import SubscriptionIndex, check_pattern, check_topic
 
 #: Messages kept per topic for resuming subscribers.
@@ -217,3 +221,40 @@ class Broker(Durable):
             f"delivered={self.delivered} followers={len(self.mailboxes)} "
             f"subscriptions={len(self.index)}>"
         )
+
+
+# --- the actor --------------------------------------------------------------
+
+#: How often a broker forgets followers that stopped pulling, and after how long.
+FOLLOWER_SWEEP_S = 30.0
+FOLLOWER_IDLE_S = 90.0
+
+
+def broker_name(index: int) -> str:
+    return f"pubsub-broker-{index}"
+
+
+class _BrokerProcess(Broker):
+    async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+        super().__init__(
+            history_max=settings.pubsub_history_max,
+            history_max_age_s=settings.pubsub_history_max_age_s,
+        )
+        store = open_store(settings)
+        await self.open(
+            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
+        )
+        await report_start(store, name)
+        self._sweeper = asyncio.create_task(self._drop_idle_forever())
+
+    async def _drop_idle_forever(self) -> None:
+        while True:
+            await self.clock.sleep(FOLLOWER_SWEEP_S)
+            self.drop_idle(FOLLOWER_IDLE_S)
+
+    async def ping(self) -> int:
+        return len(self.topics)
+
+
+#: Durable history; publishes in flight at a crash are retried (idempotent by key).
+BrokerActor = remote_actor(_BrokerProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD")

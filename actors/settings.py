@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     #: Development only: password-reset tokens are also written to the log.
     auth_dev_mode: bool = False
 
+    # --- pub/sub (service 5) ------------------------------------------------
+    pubsub_brokers: int = Field(2, ge=1, le=256)
+    #: Messages kept per topic for resuming subscribers, and for how long.
+    pubsub_history_max: int = Field(1_000, ge=0)
+    pubsub_history_max_age_s: float = Field(3_600.0, gt=0)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

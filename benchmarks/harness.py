@@ -185,15 +185,30 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
 
     names = list(doc["variants"])
     values = [doc["variants"][n]["throughput_ops_s"] for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     bars = ax.bar(names, values, color="tab:blue")
+    ax.tick_params(axis="x", labelrotation=20)
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=2)
     if min(values) > 0 and max(values) / min(values) > 50:
         ax.set_yscale("log")  # batched and single-call throughputs differ by orders of magnitude
     ax.set_ylabel("throughput (ops/s)")
     ax.margins(y=0.15)
-    ratios = ", ".join(f"{k} = {v:,.1f}x" for k, v in doc["ratios"].items())
+    # One ratio a line, with enough digits for ratios below 1 (0.043, not 0.0).
+    ratios = "\n".join(f"{k} = {v:,.3g}" for k, v in doc["ratios"].items())
     machine = doc["machine"]
-    ax.set_title(f"{doc['name']}: {ratios}\n{machine['nproc']} cores, ray {machine['ray']}")
+    ax.set_title(
+        f"{doc['name']} ({machine['nproc']} cores, ray {machine['ray']})\n{ratios}", fontsize=9
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot() -> None:
+    """Draw every committed result's PNG again from its JSON."""
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        _plot(json.loads(path.read_text()), path.with_suffix(".png"))
+        progress(f"replotted {path.with_suffix('.png').name}")
+
+
+if __name__ == "__main__":
+    replot()

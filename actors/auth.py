@@ -19,16 +19,14 @@ replaying the journal gives the same state.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import logging
 import secrets
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from actors.clock import Clock, SystemClock
+from actors.clock import Clock, SystemClock, every
 from actors.errors import (
     InvalidResetToken,
     NotFound,
@@ -41,8 +39,6 @@ from actors.leases import LeaseOwner, Leases
 from actors.settings import Settings
 from actors.store import open_store
 from actors.supervision import Restart, remote_actor, report_start
-
-log = logging.getLogger(__name__)
 
 
 class Role(str, Enum):
@@ -517,15 +513,7 @@ class _SessionStoreProcess(SessionStore):
         )
         if await report_start(store, name):
             self.leases.hold_writes()  # copies granted before the crash may still be held
-        self._sweeper = asyncio.create_task(self._sweep_forever())
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await self.clock.sleep(SESSION_SWEEP_S)
-            try:
-                await self.sweep()
-            except Exception:  # the store may be away for a moment; next time then
-                log.exception("session sweep failed")
+        self._sweeper = every(self.clock, SESSION_SWEEP_S, self.sweep)
 
 
 #: Durable: restarted after any crash; calls in flight are retried (idempotent by key

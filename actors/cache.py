@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import ray
 
-from actors.clock import Clock, SystemClock
+from actors.clock import Clock, SystemClock, every
 from actors.errors import (
     BatchTooLarge,
     InvalidInput,
@@ -367,12 +367,7 @@ class _CacheShardProcess(CacheShard):
         await store.close()
         if self.stats_.restarts:
             self.leases.hold_writes()  # copies granted before the crash may still be held
-        self._sweeper = asyncio.create_task(self._sweep_forever())
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await self.clock.sleep(self.settings.cache_sweep_interval_s)
-            self.sweep()
+        self._sweeper = every(self.clock, settings.cache_sweep_interval_s, self.sweep)
 
 
 #: Not durable, so restarting is all a shard needs; calls in flight are retried.

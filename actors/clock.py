@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
+import logging
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Clock(Protocol):
@@ -69,3 +74,20 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"<FakeClock now={self._now} sleepers={len(self._sleepers)}>"
+
+
+def every(clock: Clock, interval_s: float, action: Callable[[], Any]) -> asyncio.Task[None]:
+    """Run ``action`` (plain or async) every ``interval_s`` for as long as the loop
+    lives; a failure is logged and the next turn comes as usual."""
+
+    async def loop() -> None:
+        while True:
+            await clock.sleep(interval_s)
+            try:
+                result = action()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # e.g. the store away for a moment: next time then
+                log.exception("periodic %s failed", getattr(action, "__qualname__", action))
+
+    return asyncio.create_task(loop())

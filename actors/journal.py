@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from actors.errors import JournalConflict, RealmError, StoreUnavailable
+from actors.errors import RealmError, StoreUnavailable
 from actors.store import Store
 
 log = logging.getLogger(__name__)
@@ -235,4 +235,4 @@ async def _with_patience(fn: Callable[[], Any]) -> Any:
             delay = min(delay * 2, 5.0)
 
 
-__all__ = ["Durable", "Journal", "JournalConflict", "crash_process"]
+__all__ = ["Durable", "Journal", "crash_process"]

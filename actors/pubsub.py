@@ -23,13 +23,12 @@ than ``history_max_age_s``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.clock import Clock, SystemClock
+from actors.clock import Clock, SystemClock, every
 from actors.errors import InvalidInput, NotFound, TooLarge
 from actors.fanout import Mailboxes
 from actors.journal import Durable
@@ -245,12 +244,7 @@ class _BrokerProcess(Broker):
             store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
         )
         await report_start(store, name)
-        self._sweeper = asyncio.create_task(self._drop_idle_forever())
-
-    async def _drop_idle_forever(self) -> None:
-        while True:
-            await self.clock.sleep(FOLLOWER_SWEEP_S)
-            self.drop_idle(FOLLOWER_IDLE_S)
+        self._sweeper = every(self.clock, FOLLOWER_SWEEP_S, lambda: self.drop_idle(FOLLOWER_IDLE_S))
 
     async def ping(self) -> int:
         return len(self.topics)

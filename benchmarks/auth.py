@@ -104,14 +104,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
                 op=lambda: current_user(Request(scope)), concurrency=args.concurrency
             ),
         }
-        for name, kw in variants.items():
-            harness.progress(f"{name}: {args.duration_s:g} s, {kw['concurrency']} in flight")
-            samplers[name] = await harness.run_workload(duration_s=args.duration_s, warmup=5, **kw)
-            m = samplers[name].metrics()
-            harness.progress(
-                f"{name}: {m['throughput_ops_s']:,.0f}/s, p50 {m['p50_ms']:.2f} ms, "
-                f"p99 {m['p99_ms']:.2f} ms"
-            )
+        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=5)
     finally:
         await client.close()
         await r.delete(REDIS_KEY)

@@ -108,17 +108,9 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
             variants[f"realm_mget_{n}"] = dict(
                 op=partial(plain.mget_raw, realm_batch[n]), ops_per_call=n
             )
-        samplers = {}
-        for name, kw in variants.items():
-            harness.progress(f"{name}: {args.duration_s:g} s, {args.concurrency} in flight")
-            samplers[name] = await harness.run_workload(
-                duration_s=args.duration_s, concurrency=args.concurrency, warmup=50, **kw
-            )
-            m = samplers[name].metrics()
-            harness.progress(
-                f"{name}: {m['calls_per_s']:,.0f} calls/s, {m['throughput_ops_s']:,.0f} keys/s, "
-                f"p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms"
-            )
+        for kw in variants.values():
+            kw.setdefault("concurrency", args.concurrency)
+        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=50)
         stats = await near.stats()
         extra = {"near_cache": stats["near"], "shard_totals": stats["total"]}
         harness.progress(f"near cache of realm_near_get: {stats['near']}")

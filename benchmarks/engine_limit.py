@@ -53,15 +53,7 @@ async def measure(ray: Any, args: argparse.Namespace) -> dict[str, harness.Sampl
             op=lambda: actor.noop_batch.remote(batch), concurrency=1, ops_per_call=args.batch_size
         ),
     }
-    samplers = {}
-    for name, kw in variants.items():
-        harness.progress(f"{name}: {args.duration_s:g} s, {kw['concurrency']} in flight")
-        samplers[name] = await harness.run_workload(duration_s=args.duration_s, warmup=50, **kw)
-        m = samplers[name].metrics()
-        harness.progress(
-            f"{name}: {m['calls_per_s']:,.0f} calls/s, {m['throughput_ops_s']:,.0f} ops/s, "
-            f"p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms"
-        )
+    samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=50)
     ray.kill(actor)
     return samplers
 

@@ -102,6 +102,23 @@ async def run_workload(
     return sampler
 
 
+async def run_variants(
+    variants: dict[str, dict[str, Any]], *, duration_s: float, warmup: int
+) -> dict[str, Sampler]:
+    """``run_workload`` for each variant (its keyword arguments), one after the
+    other, with a progress line before and after each."""
+    samplers = {}
+    for name, kw in variants.items():
+        progress(f"{name}: {duration_s:g} s, {kw.get('concurrency', 1)} in flight")
+        samplers[name] = await run_workload(duration_s=duration_s, warmup=warmup, **kw)
+        m = samplers[name].metrics()
+        progress(
+            f"{name}: {m['calls_per_s']:,.0f} calls/s, {m['throughput_ops_s']:,.0f} ops/s, "
+            f"p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms"
+        )
+    return samplers
+
+
 def parse_args(
     description: str,
     argv: list[str] | None = None,

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from ray.serve import Application
 
+from actors.auth_client import AuthClient
 from actors.settings import Settings
+from apps.auth_dependency import install_auth
 from apps.errors import install_error_handlers
 from apps.limits import BodyLimit
 
@@ -52,21 +54,33 @@ class ClientIngress:
     ``@serve.deployment`` and ``@serve.ingress()``. The replica is ready once
     the client has started (every actor behind it answers), builds its app
     then, and closes the client on graceful shutdown.
+
+    With ``requires_user = True`` the replica also holds an ``AuthClient`` and
+    installs it, so routes can take ``CurrentUser``/``AdminUser``.
     """
 
     make_client: Callable[[Settings], Any]
     make_app: Callable[[Any, Settings], FastAPI]
+    requires_user: bool = False
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         self.settings = settings
         self.client = type(self).make_client(settings)
+        self.auth = AuthClient(settings) if self.requires_user else None
         await self.client.start()
+        if self.auth is not None:
+            await self.auth.start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return type(self).make_app(self.client, self.settings)
+        app = type(self).make_app(self.client, self.settings)
+        if self.auth is not None:
+            install_auth(app, self.auth)
+        return app
 
     async def __del__(self) -> None:  # Serve awaits it on graceful shutdown
         await self.client.close()
+        if self.auth is not None:
+            await self.auth.close()
 
 
 def ingress_application(ingress: Any, settings: Settings) -> Application:

@@ -110,3 +110,27 @@ def base_url(http_settings: Settings) -> Iterator[str]:
     for service in SERVICES:  # replicas first, so none re-creates an actor
         serve.delete(service.name)
     _kill_namespace(http_settings.namespace)
+
+
+async def sign_up(base_url: str, username: str | None = None) -> dict[str, str]:
+    """Register a new user through ``/auth`` and log in; their Bearer headers."""
+    import httpx
+
+    username = username or f"user-{uuid.uuid4().hex[:12]}"
+    password = "correct horse battery staple"
+    # A fresh client address each time, so no test is throttled by another's logins.
+    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    async with httpx.AsyncClient(
+        base_url=f"{base_url}/auth", timeout=30, headers={"x-forwarded-for": address}
+    ) as auth:
+        created = await auth.post("/register", json={"username": username, "password": password})
+        assert created.status_code == 201, created.text
+        answer = await auth.post("/login", json={"username": username, "password": password})
+        assert answer.status_code == 200, answer.text
+    return {"authorization": f"Bearer {answer.json()['token']}"}
+
+
+@pytest.fixture(scope="session")
+async def user_headers(base_url: str) -> dict[str, str]:
+    """Bearer headers of one user, shared by the session's HTTP tests."""
+    return await sign_up(base_url)

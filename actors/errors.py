@@ -114,6 +114,13 @@ class LoadTimedOut(RealmError):
     status = 504
 
 
+class NoReply(RealmError):
+    """Nobody answered a pub/sub request in time."""
+
+    code = "no_reply"
+    status = 504
+
+
 class Unauthorized(RealmError):
     """Missing, malformed, unknown, expired or revoked credentials."""
 
@@ -179,3 +186,68 @@ class JournalConflict(Unavailable):
     """Another writer appended to this journal: this actor incarnation is stale."""
 
     code = "journal_conflict"
+
+
+# --- resources (service 11) ------------------------------------------------
+
+
+class PoolNotFound(NotFound):
+    """No such resource pool."""
+
+    code = "pool_not_found"
+
+
+class GroupNotFound(NotFound):
+    """No such group of pools."""
+
+    code = "group_not_found"
+
+
+class PoolExists(Conflict):
+    """A pool (or group) of that name exists with a different definition."""
+
+    code = "pool_exists"
+
+
+class LeaseNotFound(NotFound):
+    """No lease with that fencing token in this pool."""
+
+    code = "lease_not_found"
+
+
+class LeaseExpired(Conflict):
+    """The lease has ended (expired or released); acquire again."""
+
+    code = "lease_expired"
+
+
+class NotLeaseHolder(Forbidden):
+    """The lease belongs to another owner."""
+
+    code = "not_lease_holder"
+
+
+class AcquireTimedOut(Conflict):
+    """The resource was not granted before the wait ran out."""
+
+    code = "acquire_timed_out"
+
+
+class AcquireCancelled(Conflict):
+    """The wait was cancelled before the resource was granted."""
+
+    code = "acquire_cancelled"
+
+
+class QuotaExceeded(RealmError):
+    """The owner holds (or waits for) as many grants of this pool as its quota allows."""
+
+    code = "quota_exceeded"
+    status = 429
+
+
+class QueueFull(RealmError):
+    """The pool's wait queue is full."""
+
+    code = "queue_full"
+    status = 429

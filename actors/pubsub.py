@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors.clock import Clock, SystemClock, every
 from actors.errors import InvalidInput, NotFound, TooLarge
@@ -45,20 +45,50 @@ HISTORY_MAX_AGE_S: float | None = 3_600.0
 MAX_PAYLOAD_BYTES = 1 << 20
 #: Messages a follower may leave unpulled before the oldest are dropped.
 MAX_PENDING_PER_FOLLOWER = 100_000
+#: Longest queue-group name.
+MAX_GROUP_CHARS = 64
 
-#: A message as kept in history: (seq, at, payload).
-Stored = tuple[int, float, bytes]
-#: A message as posted to followers: (topic, seq, at, payload).
-Delivery = tuple[str, int, float, bytes]
+
+class Message(NamedTuple):
+    """A published message. ``seq`` is 0 for an ephemeral one (not numbered, not kept)."""
+
+    topic: str
+    seq: int
+    at: float
+    payload: bytes
+    reply_to: str | None = None
+
+
+#: What a follower pulls: the message, and the queue groups it was chosen to serve.
+Delivery = tuple[Message, tuple[str, ...]]
+#: A follower's subscriptions: (pattern, queue group or None).
+Interest = tuple[str, str | None]
+
+
+def check_group(group: object) -> str | None:
+    if group is None:
+        return None
+    if not isinstance(group, str) or not group or len(group) > MAX_GROUP_CHARS:
+        raise InvalidInput(
+            f"a queue group is a non-empty string of at most {MAX_GROUP_CHARS} characters",
+            group=repr(group)[:100],
+        )
+    if any(c.isspace() or not c.isprintable() for c in group):
+        raise InvalidInput("a queue group must not contain whitespace", group=group)
+    return group
+
+
+def _group_member(group: str, follower: str) -> str:
+    return f"{group}\x00{follower}"
 
 
 @dataclass
 class _Topic:
     last_seq: int = 0  #: sequence number of the last message published
-    history: deque[Stored] = field(default_factory=deque)  #: contiguous, oldest first
+    history: deque[Message] = field(default_factory=deque)  #: contiguous, oldest first
 
     def first_kept(self) -> int:
-        return self.history[0][0] if self.history else self.last_seq + 1
+        return self.history[0].seq if self.history else self.last_seq + 1
 
 
 class Broker(Durable):
@@ -80,16 +110,22 @@ class Broker(Durable):
         self.history_max_age_s = history_max_age_s
         self.max_payload_bytes = max_payload_bytes
         self.topics: dict[str, _Topic] = {}
-        self.index = SubscriptionIndex()
+        self.index = SubscriptionIndex()  #: plain subscriptions: pattern -> followers
+        self.groups = SubscriptionIndex()  #: queue groups: pattern -> "group\0follower"
+        self._turn: dict[str, int] = {}  #: queue group -> round-robin counter
         self.mailboxes = Mailboxes(self.clock, max_pending=max_pending)
-        #: Applied but not yet posted: (topic, seq) -> (followers, message), in journal order.
-        self._outbox: OrderedDict[tuple[str, int], tuple[set[str], Delivery]] = OrderedDict()
+        #: Applied but not yet posted: (topic, seq) -> (addressees, message), in journal order.
+        self._outbox: OrderedDict[tuple[str, int], tuple[dict[str, tuple[str, ...]], Message]] = (
+            OrderedDict()
+        )
         self.delivered = 0  #: mailbox posts by this incarnation
 
     # state changes (deterministic; replayed on recovery)
 
-    def apply_publish(self, topic: str, payload: bytes, at: float) -> tuple[int, float]:
+    def _check_message(self, topic: str, payload: bytes, reply_to: str | None) -> None:
         check_topic(topic)
+        if reply_to is not None:
+            check_topic(reply_to)
         if not isinstance(payload, bytes):
             raise InvalidInput("a payload must be bytes", type=type(payload).__name__)
         if len(payload) > self.max_payload_bytes:
@@ -98,17 +134,22 @@ class Broker(Durable):
                 size=len(payload),
                 limit=self.max_payload_bytes,
             )
+
+    def apply_publish(
+        self, topic: str, payload: bytes, at: float, reply_to: str | None = None
+    ) -> tuple[int, float]:
+        self._check_message(topic, payload, reply_to)
         state = self.topics.setdefault(topic, _Topic())
         state.last_seq += 1
-        seq = state.last_seq
-        state.history.append((seq, at, payload))
+        message = Message(topic, state.last_seq, at, payload, reply_to)
+        state.history.append(message)
         while len(state.history) > self.history_max:
             state.history.popleft()
         self._trim_by_age(state, at)
-        followers = self.index.match(topic)  # none while replaying: they follow after open
-        if followers:
-            self._outbox[(topic, seq)] = (followers, (topic, seq, at, payload))
-        return seq, at
+        addressees = self._addressees(topic)  # none while replaying: they follow after open
+        if addressees:
+            self._outbox[(topic, message.seq)] = (addressees, message)
+        return message.seq, at
 
     def snapshot_state(self) -> dict[str, _Topic]:
         return self.topics
@@ -120,20 +161,67 @@ class Broker(Durable):
         if self.history_max_age_s is None:
             return
         cutoff = now - self.history_max_age_s
-        while state.history and state.history[0][1] < cutoff:
+        while state.history and state.history[0].at < cutoff:
             state.history.popleft()
+
+    def _addressees(self, topic: str) -> dict[str, tuple[str, ...]]:
+        """Followers to post ``topic``'s message to, each with the queue groups it serves.
+
+        Every follower with a plain subscription gets it; each queue group
+        with members on any follower is served by one of those followers,
+        in turn.
+        """
+        addressees: dict[str, tuple[str, ...]] = dict.fromkeys(self.index.match(topic), ())
+        members: dict[str, list[str]] = {}
+        for member in self.groups.match(topic):
+            group, _, follower = member.partition("\x00")
+            members.setdefault(group, []).append(follower)
+        for group, followers in members.items():
+            followers.sort()
+            turn = self._turn.get(group, 0)
+            self._turn[group] = turn + 1
+            chosen = followers[turn % len(followers)]
+            addressees[chosen] = (*addressees.get(chosen, ()), group)
+        return addressees
 
     # publishing and reading
 
     async def publish(
-        self, topic: str, payload: bytes, *, key: str | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        reply_to: str | None = None,
+        ephemeral: bool = False,
     ) -> tuple[int, float]:
-        """Publish; answers ``(seq, at)`` once journaled (a repeated ``key`` answers again)."""
+        """Publish; answers ``(seq, at)`` once journaled (a repeated ``key`` answers again).
+
+        An ephemeral message (a reply to a request) is not numbered, kept or
+        journaled: it goes to the followers at once and answers ``(0, at)``.
+        """
+        if ephemeral:
+            self._check_message(topic, payload, reply_to)
+            at = self.clock.time()
+            message = Message(topic, 0, at, payload, reply_to)
+            self._post(self._addressees(topic), message)
+            return 0, at
         seq, at = await self.execute(
-            "publish", key=key, topic=topic, payload=payload, at=self.clock.time()
+            "publish",
+            key=key,
+            topic=topic,
+            payload=payload,
+            at=self.clock.time(),
+            reply_to=reply_to,
         )
         self._deliver_through(topic, seq)
         return seq, at
+
+    def _post(self, addressees: dict[str, tuple[str, ...]], message: Message) -> None:
+        for follower, groups in addressees.items():
+            if follower in self.mailboxes:  # it may have unfollowed meanwhile
+                self.mailboxes.post(follower, (message, groups))
+                self.delivered += 1
 
     def _deliver_through(self, topic: str, seq: int) -> None:
         """Post everything applied up to ``(topic, seq)``, which is committed, so all before it is.
@@ -145,11 +233,8 @@ class Broker(Durable):
         if (topic, seq) not in self._outbox:
             return
         while self._outbox:
-            position, (followers, message) = self._outbox.popitem(last=False)
-            for follower in followers:
-                if follower in self.mailboxes:  # it may have unfollowed meanwhile
-                    self.mailboxes.post(follower, message)
-                    self.delivered += 1
+            position, (addressees, message) = self._outbox.popitem(last=False)
+            self._post(addressees, message)
             if position == (topic, seq):
                 return
 
@@ -185,18 +270,31 @@ class Broker(Durable):
 
     # followers (one per Serve replica; not durable)
 
-    def follow(self, follower: str, patterns: list[str]) -> None:
-        """Make ``patterns`` the follower's whole set (replacing any earlier set)."""
-        for pattern in patterns:
+    def follow(self, follower: str, interests: list[Interest] | list[str]) -> None:
+        """Make ``interests`` the follower's whole set (replacing any earlier set).
+
+        An interest is a pattern, or ``(pattern, group)`` for a queue group.
+        """
+        pairs = [(i, None) if isinstance(i, str) else (i[0], check_group(i[1])) for i in interests]
+        for pattern, _ in pairs:
             check_pattern(pattern)
-        self.index.remove_subscriber(follower)
-        for pattern in patterns:
-            self.index.add(pattern, follower)
+        self._forget(follower)
+        for pattern, group in pairs:
+            if group is None:
+                self.index.add(pattern, follower)
+            else:
+                self.groups.add(pattern, _group_member(group, follower))
         self.mailboxes.register(follower)
+
+    def _forget(self, follower: str) -> None:
+        self.index.remove_subscriber(follower)
+        suffix = _group_member("", follower)
+        for member in [m for m in self.groups.subscribers() if m.endswith(suffix)]:
+            self.groups.remove_subscriber(member)
 
     def unfollow(self, follower: str) -> None:
         """Forget the follower: its patterns, its mailbox, and its waiting pull."""
-        self.index.remove_subscriber(follower)
+        self._forget(follower)
         self.mailboxes.drop(follower)
 
     async def pull(
@@ -211,14 +309,14 @@ class Broker(Durable):
         """Unfollow followers that have not pulled for ``idle_s`` (a replica that died)."""
         idle = self.mailboxes.drop_idle(idle_s)
         for follower in idle:
-            self.index.remove_subscriber(follower)
+            self._forget(follower)
         return idle
 
     def __repr__(self) -> str:
         return (
             f"<Broker topics={len(self.topics)} "
             f"delivered={self.delivered} followers={len(self.mailboxes)} "
-            f"subscriptions={len(self.index)}>"
+            f"subscriptions={len(self.index) + len(self.groups)}>"
         )
 
 

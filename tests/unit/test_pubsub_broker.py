@@ -14,7 +14,7 @@ import pytest
 
 from actors.clock import FakeClock
 from actors.errors import InvalidInput, NotFound, TooLarge
-from actors.pubsub import Broker
+from actors.pubsub import Broker, Message
 from actors.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
@@ -58,7 +58,7 @@ async def broker(open_broker: OpenBroker) -> Broker:
 
 
 def seqs(page: dict) -> list[int]:
-    return [seq for seq, _, _ in page["messages"]]
+    return [message.seq for message in page["messages"]]
 
 
 # --- sequence numbers and history --------------------------------------------
@@ -77,7 +77,10 @@ async def test_history_returns_messages_after_the_cursor(broker: Broker, clock: 
         await broker.publish("t", b"m%d" % i)
         clock.advance(1)
     page = await broker.history("t", 1)
-    assert page["messages"] == [(2, clock.time() - 2, b"m2"), (3, clock.time() - 1, b"m3")]
+    assert page["messages"] == [
+        Message("t", 2, clock.time() - 2, b"m2"),
+        Message("t", 3, clock.time() - 1, b"m3"),
+    ]
     assert page["complete"] is True and page["last_seq"] == 3
     assert seqs(await broker.history("t", 0, limit=2)) == [1, 2]
     caught_up = await broker.history("t", 3)
@@ -179,7 +182,7 @@ async def test_a_restarted_broker_has_the_same_seqs_and_history(
 
     restarted = await open_broker(snapshot_every=snapshot_every)
     assert {t: await restarted.history(t) for t in ("a", "b")} == before
-    assert await restarted.publish("b", b"retry", key="b2") == (3, before["b"]["messages"][2][1])
+    assert await restarted.publish("b", b"retry", key="b2") == (3, before["b"]["messages"][2].at)
     assert (await restarted.publish("a", b"next"))[0] == HISTORY_MAX + 3
 
 
@@ -194,8 +197,8 @@ async def test_a_follower_with_overlapping_patterns_gets_each_message_once(
     await broker.publish("orders.eu.created", b"two")
     at = clock.time()
     assert await broker.pull("replica-1", after=0, timeout_s=POLL_S) == [
-        (1, ("orders.eu", 1, at, b"one")),
-        (2, ("orders.eu.created", 1, at, b"two")),
+        (1, (Message("orders.eu", 1, at, b"one"), ())),
+        (2, (Message("orders.eu.created", 1, at, b"two"), ())),
     ]
 
 
@@ -206,8 +209,8 @@ async def test_followers_get_only_matching_topics(broker: Broker) -> None:
         await broker.publish(topic, topic.encode())
     r1 = await broker.pull("r1", after=0, timeout_s=POLL_S)
     r2 = await broker.pull("r2", after=0, timeout_s=POLL_S)
-    assert [message[0] for _, message in r1] == ["a.x"]
-    assert [message[0] for _, message in r2] == ["b.x.y"]
+    assert [message.topic for _, (message, _) in r1] == ["a.x"]
+    assert [message.topic for _, (message, _) in r2] == ["b.x.y"]
 
 
 async def test_follow_replaces_the_patterns(broker: Broker) -> None:
@@ -215,7 +218,7 @@ async def test_follow_replaces_the_patterns(broker: Broker) -> None:
     broker.follow("r", ["b"])
     await broker.publish("a", b"-")
     await broker.publish("b", b"+")
-    assert [m[0] for _, m in await broker.pull("r", after=0, timeout_s=POLL_S)] == ["b"]
+    assert [m.topic for _, (m, _) in await broker.pull("r", after=0, timeout_s=POLL_S)] == ["b"]
     with pytest.raises(InvalidInput):
         broker.follow("r", ["c", "bad..pattern"])
     assert broker.index.patterns("r") == {"b"}  # a refused follow changes nothing
@@ -228,12 +231,12 @@ async def test_a_long_poll_wakes_on_publish_and_acknowledges_by_cursor(broker: B
     assert not puller.done()
     await broker.publish("t", b"1")
     first = await puller
-    assert [(n, m[1]) for n, m in first] == [(1, 1)]
+    assert [(n, m.seq) for n, (m, _) in first] == [(1, 1)]
     await broker.publish("t", b"2")
     await broker.publish("t", b"3")
     # Pulling with cursor 1 acknowledges message 1: it does not come back.
     second = await broker.pull("r", after=first[-1][0], timeout_s=POLL_S)
-    assert [m[3] for _, m in second] == [b"2", b"3"]
+    assert [m.payload for _, (m, _) in second] == [b"2", b"3"]
     assert await broker.pull("r", after=2, timeout_s=POLL_S) == second[1:]
 
 
@@ -254,9 +257,9 @@ async def test_concurrent_publishes_reach_followers_in_sequence_order(broker: Br
     assert broker.journal.commits < 20  # group commit: one publisher posted for the others
     got = await broker.pull("r", after=0, timeout_s=POLL_S)
     assert [n for n, _ in got] == list(range(1, 21))
-    assert [m[3] for _, m in got] == [bytes([i]) for i in range(20)]
+    assert [m.payload for _, (m, _) in got] == [bytes([i]) for i in range(20)]
     for topic in ("t.0", "t.1"):
-        assert [m[1] for _, m in got if m[0] == topic] == list(range(1, 11))
+        assert [m.seq for _, (m, _) in got if m.topic == topic] == list(range(1, 11))
     # a repeated key delivers nothing more
     await broker.publish("t.0", b"k", key="k")
     await broker.publish("t.0", b"k", key="k")
@@ -293,3 +296,58 @@ async def test_followers_are_not_recovered_and_idle_ones_are_dropped(
     assert broker.drop_idle(3) == ["quiet"]
     assert broker.index.subscribers() == ["r"]
     await cancel(puller)
+
+
+# --- queue groups, ephemeral messages, replies --------------------------------
+
+
+async def test_a_queue_group_is_served_by_one_follower_per_message_in_turn(
+    broker: Broker,
+) -> None:
+    broker.follow("r1", [("jobs.*", "workers"), "audit.>"])
+    broker.follow("r2", [("jobs.>", "workers")])
+    broker.follow("r3", ["jobs.*"])  # a plain subscriber gets every message
+    for i in range(6):
+        await broker.publish(f"jobs.{i}", bytes([i]))
+    pulled = {r: await broker.pull(r, after=0, timeout_s=POLL_S) for r in ("r1", "r2", "r3")}
+    served = {r: [m.topic for _, (m, g) in got if g == ("workers",)] for r, got in pulled.items()}
+    assert sorted(served["r1"] + served["r2"]) == [f"jobs.{i}" for i in range(6)]
+    assert len(served["r1"]) == len(served["r2"]) == 3  # in turn
+    assert [g for _, (_, g) in pulled["r3"]] == [()] * 6
+
+
+async def test_group_interests_are_replaced_and_forgotten_like_patterns(broker: Broker) -> None:
+    broker.follow("r", [("a", "g")])
+    broker.follow("r", [("b", "g")])
+    await broker.publish("a", b"-")
+    await broker.publish("b", b"+")
+    assert [m.topic for _, (m, _) in await broker.pull("r", after=0, timeout_s=POLL_S)] == ["b"]
+    with pytest.raises(InvalidInput):
+        broker.follow("r", [("c", "has space")])
+    broker.unfollow("r")
+    assert len(broker.groups) == 0
+
+
+async def test_ephemeral_messages_are_delivered_but_not_numbered_or_kept(
+    broker: Broker,
+) -> None:
+    broker.follow("r", ["_inbox.>"])
+    assert (await broker.publish("_inbox.x.1", b"reply", ephemeral=True))[0] == 0
+    [(_, (message, _))] = await broker.pull("r", after=0, timeout_s=POLL_S)
+    assert message.seq == 0 and message.payload == b"reply"
+    assert await broker.history("_inbox.x.1") == {"messages": [], "complete": True, "last_seq": 0}
+    assert broker.journal.committed == 0
+    with pytest.raises(TooLarge):
+        await broker.publish("_inbox.x.1", b"x" * (MAX_PAYLOAD + 1), ephemeral=True)
+
+
+async def test_a_reply_topic_travels_with_the_message_and_survives_a_restart(
+    open_broker: OpenBroker,
+) -> None:
+    broker = await open_broker()
+    await broker.publish("svc.time", b"?", reply_to="_inbox.c.1")
+    with pytest.raises(InvalidInput):
+        await broker.publish("svc.time", b"?", reply_to="bad..topic")
+    restarted = await open_broker()
+    [message] = (await restarted.history("svc.time"))["messages"]
+    assert message.reply_to == "_inbox.c.1" and message.seq == 1

@@ -251,3 +251,30 @@ class QueueFull(RealmError):
 
     code = "queue_full"
     status = 429
+
+
+# --- task queue (service 2) -----------------------------------------------
+
+
+class JobNotFound(NotFound):
+    """No such job in this queue (it may have been pruned)."""
+
+    code = "job_not_found"
+
+
+class UnknownHandler(InvalidInput):
+    """The handler does not import, is not callable, or is outside the allowed modules."""
+
+    code = "unknown_handler"
+
+
+class JobArgsTooLarge(TooLarge):
+    """The job's JSON arguments are over the size limit."""
+
+    code = "job_args_too_large"
+
+
+class JobStateConflict(Conflict):
+    """The job is not in a state that allows this (e.g. retrying a job that is not dead)."""
+
+    code = "job_state_conflict"

@@ -101,6 +101,38 @@ class Settings(BaseSettings):
     pubsub_history_max: int = Field(1_000, ge=0)
     pubsub_history_max_age_s: float = Field(3_600.0, gt=0)
 
+    # --- task queue (service 2) ---------------------------------------------
+    #: Comma-separated module prefixes a job's handler must come from: an enqueue
+    #: names code to run, so only these modules may be named.
+    queue_handler_modules: str = "actors.job_handlers"
+    #: Worker actors per queue (placed by Ray, SPREAD over nodes).
+    queue_workers: int = Field(2, ge=1, le=256)
+    #: Jobs running at once per queue, unless the queue is configured otherwise...
+    queue_concurrency: int = Field(64, ge=1)
+    #: ...and over all queues together (a shared slot actor hands them out).
+    queue_global_concurrency: int = Field(1_024, ge=1)
+    #: Most jobs handed to a worker in one call (batching keeps per-job cost low).
+    queue_batch_max: int = Field(256, ge=1)
+    #: A running job's lease; a worker renews it every ``queue_heartbeat_s``.
+    queue_visibility_timeout_s: float = Field(30.0, gt=0)
+    queue_heartbeat_s: float = Field(5.0, gt=0)
+    #: Attempts before a job is dead-lettered, unless the job says.
+    queue_max_attempts: int = Field(5, ge=1, le=1_000)
+    #: A run longer than this is cancelled and counts as a failed attempt, unless the job says.
+    queue_job_timeout_s: float = Field(300.0, gt=0)
+    #: Retry n waits between half and all of min(base * 2^(n-1), max).
+    queue_backoff_base_s: float = Field(1.0, ge=0)
+    queue_backoff_max_s: float = Field(300.0, ge=0)
+    #: Succeeded and cancelled jobs (and their results) are kept this long, dead ones longer.
+    queue_result_ttl_s: float = Field(3_600.0, gt=0)
+    queue_dead_ttl_s: float = Field(7 * 86_400.0, gt=0)
+    #: A unique key holds its job for this long after the enqueue, unless the job says.
+    queue_unique_for_s: float = Field(3_600.0, gt=0)
+    queue_max_args_bytes: int = Field(64 * 1024, ge=2)
+    queue_max_result_bytes: int = Field(1 * MiB, ge=2)
+    #: Most jobs in one enqueue batch.
+    queue_max_batch_jobs: int = Field(1_000, ge=1)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -66,11 +66,29 @@ def auth_app(args: dict[str, Any] | None = None) -> Application:
     return _build_auth(Settings(**(args or {})))
 
 
+def _build_resources(settings: Settings) -> Application:
+    from apps import resources
+
+    return resources.build(settings)
+
+
+def resources_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the resources application, for ``serve deploy``/``serve run``."""
+    return _build_resources(Settings(**(args or {})))
+
+
 #: Every built service. Not yet built: game, queue, chat, pubsub, scheduler,
-#: ledger, monitor, logs, resources, push.
+#: ledger, monitor, logs, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
     Service("auth", "/auth", "serve_app:auth_app", _build_auth, "users, sessions and login"),
+    Service(
+        "resources",
+        "/resources",
+        "serve_app:resources_app",
+        _build_resources,
+        "leased mutexes and semaphores with fencing tokens",
+    ),
 ]
 
 

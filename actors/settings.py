@@ -101,6 +101,20 @@ class Settings(BaseSettings):
     pubsub_history_max: int = Field(1_000, ge=0)
     pubsub_history_max_age_s: float = Field(3_600.0, gt=0)
 
+    # --- resources (service 11) ---------------------------------------------
+    #: Resource-pool actors; pools (and groups) are spread over them by hashing.
+    resources_shards: int = Field(2, ge=1, le=256)
+    #: Lease TTL when neither the request nor the pool names one.
+    resources_default_ttl_s: float = Field(30.0, gt=0)
+    #: Longest TTL a lease may ask for (a dead holder blocks others at most this long).
+    resources_max_ttl_s: float = Field(3_600.0, gt=0)
+    #: Longest an acquire may wait (long-poll or WebSocket).
+    resources_max_wait_s: float = Field(300.0, ge=0)
+    #: Waiters queued per pool before acquires are refused (429), unless the pool says.
+    resources_max_waiters: int = Field(10_000, ge=1)
+    #: How often a pool actor ends expired leases and wakes waiters for them.
+    resources_sweep_interval_s: float = Field(0.05, gt=0)
+
     # --- task queue (service 2) ---------------------------------------------
     #: Comma-separated module prefixes a job's handler must come from: an enqueue
     #: names code to run, so only these modules may be named.

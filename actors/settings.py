@@ -147,6 +147,23 @@ class Settings(BaseSettings):
     #: Most jobs in one enqueue batch.
     queue_max_batch_jobs: int = Field(1_000, ge=1)
 
+    # --- ledger (service 8) -------------------------------------------------
+    #: Ledger shard actors; accounts are spread over them by rendezvous hashing
+    #: of the account id (fixed for a deployment: changing it moves accounts).
+    ledger_shards: int = Field(4, ge=1, le=256)
+    #: Two-phase-commit coordinator actors; a cross-shard transfer goes to the
+    #: one its (first) transfer id hashes to.
+    ledger_coordinators: int = Field(2, ge=1, le=256)
+    #: Most accounts or transfers in one batch request.
+    ledger_max_batch: int = Field(1_000, ge=1, le=100_000)
+    #: Most history entries in one page.
+    ledger_history_page_max: int = Field(1_000, ge=1)
+    #: How often shards (and coordinators) void pending transfers whose timeout passed.
+    ledger_pending_sweep_s: float = Field(1.0, gt=0)
+    #: A shard asks the coordinator about a transaction it prepared this long
+    #: ago and heard nothing more of; a coordinator re-drives stalled ones as often.
+    ledger_in_doubt_after_s: float = Field(5.0, gt=0)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

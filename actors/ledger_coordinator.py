@@ -1,0 +1,472 @@
+"""Ledger (service 8): two-phase commit across shards, run by ``TxCoordinator``s.
+
+A unit of transfers (one transfer, or a linked chain) whose accounts live on
+more than one shard goes to the coordinator its first transfer id hashes to.
+The coordinator keeps a durable decision log (its journal) and runs:
+
+1. ``begin``: log the intent (the unit, a fresh transaction id ``<unit>#<nonce>``);
+2. ``prepare`` every involved shard in parallel (each reserves its legs durably);
+3. ``decide``: log commit if every shard prepared, else abort (with the first
+   refusal, which is what the client is told);
+4. tell every involved shard to ``commit`` or ``abort``, retrying until each
+   answers; 5. ``finish``: log the outcome (for a commit, the transfers with the
+   balances each shard answered), which a repeat of the unit gets back.
+
+Recovery rules. A coordinator that restarts decides ``abort`` for every
+transaction it had begun and not decided (presumed abort: no shard can have
+committed it, since commit is only sent after the decision is logged), then
+drives every decided and unfinished transaction to its end again. A periodic
+sweep re-drives any transaction whose driver stopped (a shard unreachable for
+a while). A shard that holds a prepared transaction for long asks the
+coordinator (``resolve``) and applies the answer itself; an unknown or
+superseded transaction id is answered abort.
+
+Exactly once: a unit is identified by its first transfer id. A repeat with the
+same body answers the logged result of a committed unit, waits for one under
+way, and starts a new attempt (new transaction id) only once an earlier
+attempt has been aborted on every shard. A different body is ``id_conflict``.
+Refusals (``insufficient_funds``...) are not final, as in TigerBeetle: a later
+repeat is tried again.
+
+Pending transfers that span shards and have a timeout are expired here: once
+the timeout has passed the coordinator that created them runs a void of them
+through the same 2PC (a post racing it fails on one side and aborts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Any, Protocol
+
+from actors.batching import Coalescer
+from actors.clock import Clock, SystemClock, every
+from actors.errors import (
+    IdConflict,
+    PendingTransferClosed,
+    PendingTransferNotFound,
+    RealmError,
+    Unavailable,
+)
+from actors.journal import Durable
+from actors.ledger import BOTH, CREDIT, DEBIT, Leg
+from actors.ledger_model import Kind, TransferSpec, UnitResult, error_result
+
+log = logging.getLogger(__name__)
+
+#: Finished transactions whose outcome is kept to answer repeats.
+FINISHED_KEPT = 200_000
+#: Attempts at telling one shard a decision before the driver gives up for now
+#: (the sweep picks the transaction up again).
+TELL_ATTEMPTS = 6
+
+
+class TxState(str, Enum):
+    #: Intent logged, prepares under way. Recovery aborts it (presumed abort).
+    PREPARING = "preparing"
+    #: Commit decided and logged; shards are being told.
+    COMMITTING = "committing"
+    #: Abort decided and logged; shards are being told.
+    ABORTING = "aborting"
+    #: Every shard committed; the result answers repeats.
+    COMMITTED = "committed"
+    #: Every shard released; a repeat starts a new attempt.
+    ABORTED = "aborted"
+
+
+FINAL = (TxState.COMMITTED, TxState.ABORTED)
+
+
+@dataclass
+class Entry:
+    unit: list[TransferSpec]
+    txid: str
+    state: TxState
+    began_at: float
+    #: (index in the unit, error) of the refusal that aborted it.
+    error: tuple[int, RealmError] | None = None
+    result: list[dict[str, Any]] | None = None
+
+
+class ShardPort(Protocol):
+    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]: ...
+    async def commit(self, txids: list[str]) -> list[Any]: ...
+    async def abort(self, txids: list[str]) -> list[Any]: ...
+
+
+def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, list[Leg]]:
+    """The unit's legs per shard: a transfer is one leg where both accounts share
+    a shard, else a debit leg and a credit leg."""
+    legs: dict[int, list[Leg]] = {}
+    for index, spec in enumerate(unit):
+        debit, credit = route(spec.debit_account_id), route(spec.credit_account_id)
+        if debit == credit:
+            legs.setdefault(debit, []).append((index, spec, BOTH))
+        else:
+            legs.setdefault(debit, []).append((index, spec, (DEBIT,)))
+            legs.setdefault(credit, []).append((index, spec, (CREDIT,)))
+    return legs
+
+
+def merge_answers(unit: list[TransferSpec], parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One answer per transfer from the shards' answers (each knows its own sides)."""
+    merged = []
+    for spec in unit:
+        answer: dict[str, Any] = {"transfer": None, "debit_account": None, "credit_account": None}
+        for part in parts:
+            got = part.get(spec.id)
+            if got is None:
+                continue
+            if answer["transfer"] is None or got["debit_account"] is not None:
+                answer["transfer"] = dict(got["transfer"])
+            for side in ("debit_account", "credit_account"):
+                if got[side] is not None:
+                    answer[side] = got[side]
+        merged.append(answer)
+    return merged
+
+
+class TxCoordinator(Durable):
+    """The decision log and the 2PC driver; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        shards: Sequence[ShardPort],
+        route: Callable[[str], int],
+        *,
+        clock: Clock | None = None,
+        finished_kept: int = FINISHED_KEPT,
+    ) -> None:
+        self.name = name
+        self.shards = list(shards)
+        self.route = route
+        self.clock = clock or SystemClock()
+        self.finished_kept = finished_kept
+        #: unit id (its first transfer id) -> entry; finished ones oldest first.
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        #: cross-shard pending transfers with a timeout: id -> (expires at, the pending transfer)
+        self.expiring: dict[str, tuple[float, TransferSpec]] = {}
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self.committed = self.aborted = 0  #: by this incarnation
+
+    # --- the log ---------------------------------------------------------------
+
+    def snapshot_state(self) -> tuple[Any, ...]:
+        return (list(self.entries.items()), self.expiring)
+
+    def restore_state(self, state: tuple[Any, ...]) -> None:
+        entries, self.expiring = state
+        self.entries = OrderedDict(entries)
+
+    def apply_begin(self, uid: str, unit: list[TransferSpec], txid: str, at: float) -> None:
+        entry = self.entries.get(uid)
+        assert entry is None or entry.state is TxState.ABORTED, "begin over a live attempt"
+        self.entries.pop(uid, None)
+        self.entries[uid] = Entry(unit, txid, TxState.PREPARING, at)
+
+    def apply_decide(
+        self, uid: str, txid: str, commit: bool, error: tuple[int, RealmError] | None
+    ) -> None:
+        entry = self.entries[uid]
+        if entry.txid != txid or entry.state is not TxState.PREPARING:
+            return  # decided already (recovery and a driver raced): the first decision holds
+        entry.state = TxState.COMMITTING if commit else TxState.ABORTING
+        entry.error = error
+
+    def apply_finish(self, uid: str, txid: str, result: Any, at: float) -> None:
+        entry = self.entries[uid]
+        if entry.txid != txid or entry.state in FINAL:
+            return
+        if entry.state is TxState.COMMITTING:
+            entry.state, entry.result = TxState.COMMITTED, result
+            for spec in entry.unit:
+                cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
+                if spec.kind is Kind.PENDING and spec.timeout_s and cross:
+                    self.expiring[spec.id] = (at + spec.timeout_s, spec)
+        else:
+            entry.state = TxState.ABORTED
+        self.entries.move_to_end(uid)
+        while len(self.entries) > self.finished_kept:
+            oldest = next(iter(self.entries))
+            if self.entries[oldest].state not in FINAL:
+                break
+            del self.entries[oldest]
+
+    def apply_expired(self, pending_id: str) -> None:
+        self.expiring.pop(pending_id, None)
+
+    # --- running units ---------------------------------------------------------
+
+    async def run(self, units: list[list[TransferSpec]]) -> list[UnitResult]:
+        """Run each unit through 2PC; per unit ``("ok", answers)`` or
+        ``("error", index, error)``."""
+        return list(await asyncio.gather(*(self._run_unit(unit) for unit in units)))
+
+    async def _run_unit(self, unit: list[TransferSpec]) -> UnitResult:
+        uid = unit[0].id
+        mine: str | None = None
+        while True:
+            entry = self.entries.get(uid)
+            if entry is not None and entry.unit != unit:
+                return error_result(0, IdConflict("the transfer id is already used", id=uid), unit)
+            if entry is not None and entry.state is TxState.COMMITTED:
+                assert entry.result is not None
+                return ("ok", entry.result)
+            if entry is not None and entry.state is TxState.ABORTED and entry.txid == mine:
+                assert entry.error is not None
+                index, error = entry.error
+                return error_result(index, error, unit)
+            if entry is None or entry.state is TxState.ABORTED:
+                mine = f"{uid}#{uuid.uuid4().hex[:16]}"
+                await self.execute("begin", uid=uid, unit=unit, txid=mine, at=self.clock.time())
+            try:
+                await asyncio.shield(self._driver(uid))
+            except RealmError as error:
+                # The decision could not reach every shard yet: the outcome is
+                # unknown to the caller (the sweep will finish it).
+                return ("error", 0, error)
+            entry = self.entries[uid]
+            if entry.state is TxState.ABORTED and mine is None:
+                assert entry.error is not None
+                if isinstance(entry.error[1], Unavailable):
+                    continue  # aborted by a fault, not refused: try it ourselves
+                mine = entry.txid  # a refusal of the same unit answers us too
+
+    def _driver(self, uid: str) -> asyncio.Task[None]:
+        task = self._drivers.get(uid)
+        if task is None or task.done():
+            task = self._drivers[uid] = asyncio.ensure_future(self._drive(uid))
+            task.add_done_callback(partial(self._forget_driver, uid))
+        return task
+
+    def _forget_driver(self, uid: str, task: asyncio.Task[None]) -> None:
+        if self._drivers.get(uid) is task:
+            del self._drivers[uid]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: transaction %s stalled: %r", self.name, uid, task.exception())
+
+    async def _drive(self, uid: str) -> None:
+        entry = self.entries[uid]
+        txid = entry.txid
+        legs = legs_of(entry.unit, self.route)
+        if entry.state is TxState.PREPARING:
+            answers = await asyncio.gather(
+                *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
+            )
+            refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
+            error = refusals[0] if refusals else None
+            await self.execute("decide", uid=uid, txid=txid, commit=error is None, error=error)
+        if entry.state is TxState.COMMITTING:
+            parts = await asyncio.gather(*(self._tell(shard, "commit", txid) for shard in legs))
+            result = merge_answers(entry.unit, parts)
+            await self.execute("finish", uid=uid, txid=txid, result=result, at=self.clock.time())
+            self.committed += 1
+        elif entry.state is TxState.ABORTING:
+            await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
+            await self.execute("finish", uid=uid, txid=txid, result=None, at=self.clock.time())
+            self.aborted += 1
+
+    async def _prepare_on(self, shard: int, txid: str, legs: list[Leg]) -> Any:
+        try:
+            answers = await self.shards[shard].prepare([(txid, self.name, legs)])
+        except RealmError as error:
+            return ("error", legs[0][0], error)
+        except Exception as error:  # the shard is away: abort
+            return ("error", legs[0][0], Unavailable("a ledger shard did not answer", shard=shard,
+                                                      cause=repr(error)))  # fmt: skip
+        return answers[0]
+
+    async def _tell(self, shard: int, method: str, txid: str) -> Any:
+        delay = 0.05
+        for attempt in range(TELL_ATTEMPTS):
+            try:
+                answers = await getattr(self.shards[shard], method)([txid])
+            except Exception as error:
+                if attempt == TELL_ATTEMPTS - 1:
+                    raise Unavailable(
+                        "a ledger shard has not taken the decision yet; it will",
+                        shard=shard, txid=txid, cause=repr(error),
+                    ) from None  # fmt: skip
+                await self.clock.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
+            answer = answers[0]
+            if isinstance(answer, RealmError):
+                raise answer
+            return answer
+        raise AssertionError("unreachable")
+
+    # --- recovery ----------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a restart: abort what was never decided (presumed abort), then
+        drive every unfinished transaction to its end. Returns how many."""
+        undecided = [(u, e.txid) for u, e in self.entries.items() if e.state is TxState.PREPARING]
+        presumed = (0, Unavailable("the coordinator restarted before deciding; retry"))
+        await asyncio.gather(
+            *(self.execute("decide", uid=u, txid=t, commit=False, error=presumed)
+              for u, t in undecided)
+        )  # fmt: skip
+        return self.sweep()
+
+    def sweep(self) -> int:
+        """Start a driver for every unfinished transaction that has none."""
+        started = 0
+        for uid, entry in list(self.entries.items()):
+            if entry.state not in FINAL and uid not in self._drivers:
+                self._driver(uid)
+                started += 1
+        return started
+
+    async def resolve(self, txids: list[str]) -> list[str]:
+        """How each transaction ended, for a shard in doubt: "commit", "abort" or
+        "pending" (still being decided)."""
+        outcomes = []
+        for txid in txids:
+            uid = txid.rpartition("#")[0]
+            entry = self.entries.get(uid)
+            if entry is None or entry.txid != txid:
+                outcomes.append("abort")  # never begun here, or an attempt since replaced
+            elif entry.state in (TxState.COMMITTING, TxState.COMMITTED):
+                outcomes.append("commit")
+            elif entry.state in (TxState.ABORTING, TxState.ABORTED):
+                outcomes.append("abort")
+            else:
+                self._driver(uid)
+                outcomes.append("pending")
+        return outcomes
+
+    # --- pending timeouts of cross-shard pending transfers --------------------
+
+    async def expire_due(self) -> list[str]:
+        """Void the cross-shard pending transfers created here whose timeout passed."""
+        now = self.clock.time()
+        due = [(pid, spec) for pid, (at, spec) in self.expiring.items() if at <= now]
+        expired = []
+        for pid, spec in due:
+            void = TransferSpec(
+                id=f"{pid}.expiry", debit_account_id=spec.debit_account_id,
+                credit_account_id=spec.credit_account_id, amount=spec.amount,
+                ledger=spec.ledger, kind=Kind.VOID, pending_id=pid, expiry=True,
+            )  # fmt: skip
+            result = await self._run_unit([void])
+            if result[0] == "ok" or isinstance(
+                result[2], PendingTransferClosed | PendingTransferNotFound
+            ):
+                await self.execute("expired", pending_id=pid)
+                expired.append(pid)
+        return expired
+
+    def __repr__(self) -> str:
+        live = sum(e.state not in FINAL for e in self.entries.values())
+        return (
+            f"<TxCoordinator {self.name} entries={len(self.entries)} live={live} "
+            f"committed={self.committed} aborted={self.aborted}>"
+        )
+
+
+# --- the actor ------------------------------------------------------------------
+
+
+def coordinator_name(index: int) -> str:
+    return f"ledger-coordinator-{index}"
+
+
+class RemoteShard:
+    """A shard actor seen through coalescers: concurrent prepares (commits,
+    aborts) to it become one batched call each."""
+
+    def __init__(self, ref: Any, *, max_batch: int) -> None:
+        self.ref = ref
+        self._prepare = Coalescer(partial(ref.call, "prepare"), max_batch=max_batch)
+        self._commit = Coalescer(partial(ref.call, "commit"), max_batch=max_batch)
+        self._abort = Coalescer(partial(ref.call, "abort"), max_batch=max_batch)
+
+    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
+        return await self._prepare.submit(items)
+
+    async def commit(self, txids: list[str]) -> list[Any]:
+        return await self._commit.submit(txids)
+
+    async def abort(self, txids: list[str]) -> list[Any]:
+        return await self._abort.submit(txids)
+
+
+def remote_shards(settings: Any) -> list[RemoteShard]:
+    from actors.ledger import LedgerShardActor, shard_name
+    from actors.supervision import ActorRef
+
+    refs = [
+        ActorRef(LedgerShardActor, shard_name(i), settings, shard_name(i),
+                 namespace=settings.namespace)
+        for i in range(settings.ledger_shards)
+    ]  # fmt: skip
+    return [RemoteShard(ref, max_batch=settings.ledger_max_batch) for ref in refs]
+
+
+class _TxCoordinatorProcess(TxCoordinator):
+    async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
+        from actors.hashing import Rendezvous
+        from actors.store import open_store
+        from actors.supervision import report_start
+
+        super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
+        store = open_store(settings)
+        await self.open(
+            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
+        )
+        self.restarts = await report_start(store, name)
+        self.recovered = await self.recover()
+        if self.recovered:
+            log.warning("%s: driving %d unfinished transactions", name, self.recovered)
+        self._sweeper = every(self.clock, settings.ledger_in_doubt_after_s, self.sweep)
+        self._expirer = every(self.clock, settings.ledger_pending_sweep_s, self.expire_due)
+
+    async def ping(self) -> str:
+        return self.name
+
+    async def info(self) -> dict[str, Any]:
+        import ray
+
+        live = sum(e.state not in FINAL for e in self.entries.values())
+        return {
+            "name": self.name,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "restarts": self.restarts,
+            "recovered": self.recovered,
+            "entries": len(self.entries),
+            "live": live,
+        }
+
+
+def _make_actor() -> Any:
+    from actors.supervision import Restart, remote_actor
+
+    return remote_actor(
+        _TxCoordinatorProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD"
+    )
+
+
+#: Journaled decision log; calls in flight at a crash are retried (idempotent by unit id).
+TxCoordinatorActor = _make_actor()
+
+
+__all__ = [
+    "Entry",
+    "RemoteShard",
+    "ShardPort",
+    "TxCoordinator",
+    "TxCoordinatorActor",
+    "TxState",
+    "coordinator_name",
+    "legs_of",
+    "merge_answers",
+]

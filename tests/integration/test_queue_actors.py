@@ -1,0 +1,156 @@
+"""The task queue on Ray: jobs run on worker actors, and survive killed workers and queues."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import ray
+
+from actors.jobqueue import queue_actor_name
+from actors.queue_client import QueueClient
+from tests.integration.conftest import store_overrides
+
+H = "actors.job_handlers"
+FAST_RETRIES = {"queue_backoff_base_s": 0.05, "queue_backoff_max_s": 0.2}
+
+
+async def until(predicate: Any, *, timeout_s: float = 60.0, every_s: float = 0.05) -> Any:
+    """Poll ``predicate`` (async) until it answers something true; fail after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s (last: {value!r})")
+        await asyncio.sleep(every_s)
+
+
+@pytest.fixture
+async def client(ray_settings):
+    client = QueueClient(ray_settings(**FAST_RETRIES))
+    await client.start()
+    yield client
+    await client.close()
+
+
+async def test_jobs_run_on_workers_and_their_results_come_back(client: QueueClient) -> None:
+    jobs = await asyncio.gather(
+        *(client.enqueue("work", f"{H}:echo", {"i": i}) for i in range(20)),
+        client.enqueue("work", f"{H}:add", {"a": 2, "b": 3}, priority=9),
+        client.enqueue("work", f"{H}:fail", max_attempts=2),
+        client.enqueue("work", f"{H}:fail_until", {"attempt": 2}),
+    )
+    *echoes, added, failing, flaky = jobs
+    assert [await client.result("work", j["id"]) for j in echoes] == [{"i": i} for i in range(20)]
+    assert await client.result("work", added["id"]) == 5
+    dead = await client.wait("work", failing["id"])
+    assert (dead["state"], dead["attempts"]) == ("dead", 2)
+    assert "HandlerFailed: failed on purpose" in dead["error"]
+    done = await client.wait("work", flaky["id"])
+    assert (done["state"], done["attempts"], done["result"]) == ("succeeded", 2, {"attempt": 2})
+    stats = await client.stats("work")
+    assert stats["completed"] == 22 and stats["depth"]["dead"] == 1
+    assert stats["failed"] == 3
+    # the dead job runs again by hand
+    assert await client.retry_dead("work") == [failing["id"]]
+    assert (await client.wait("work", failing["id"]))["state"] == "dead"
+
+
+async def test_a_worker_killed_mid_job_runs_the_job_again(client: QueueClient) -> None:
+    job = await client.enqueue("kill-worker", f"{H}:hang_first", {"seconds": 600})
+    queue = ray.get_actor(queue_actor_name("kill-worker"), namespace=client.settings.namespace)
+
+    async def running_on() -> Any:
+        workers = await queue.workers.remote()
+        index = workers["running"].get(job["id"])
+        return None if index is None else workers["handles"][index]
+
+    worker = await until(running_on)
+    found = await until(lambda: _progress(client, "kill-worker", job["id"]))
+    assert found["progress"] == {"started": 1}
+    ray.kill(worker, no_restart=False)
+    done = await client.wait("kill-worker", job["id"], timeout_s=60)
+    assert (done["state"], done["attempts"]) == ("succeeded", 2)
+    assert done["result"] == {"attempt": 2, "key": job["id"]}
+
+
+async def _progress(client: QueueClient, queue: str, job_id: str) -> Any:
+    job = await client.get(queue, job_id)
+    return job if job["progress"] else None
+
+
+async def test_cancel_a_running_job(client: QueueClient) -> None:
+    job = await client.enqueue("cancel", f"{H}:sleep", {"seconds": 600})
+    await until(lambda: _state_is(client, "cancel", job["id"], "running"))
+    assert (await client.cancel("cancel", job["id"]))["state"] == "cancelled"
+    queue = ray.get_actor(queue_actor_name("cancel"), namespace=client.settings.namespace)
+
+    async def worker_idle() -> bool:
+        workers = await queue.workers.remote()
+        busy = await asyncio.gather(*(h.running.remote() for h in workers["handles"]))
+        return not any(busy)
+
+    await until(worker_idle)  # the worker stopped the job
+    assert (await client.get("cancel", job["id"]))["state"] == "cancelled"
+
+
+async def _state_is(client: QueueClient, queue: str, job_id: str, state: str) -> bool:
+    return bool((await client.get(queue, job_id))["state"] == state)
+
+
+CALLS = 60
+PER_CALL = 5
+KILL_AFTER_ACKS = 20
+
+
+async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(
+    ray_settings, store_kind
+) -> None:
+    # Given a queue on the store under test, snapshotting often
+    settings = ray_settings(snapshot_every=20, **FAST_RETRIES, **store_overrides(store_kind))
+    client = QueueClient(settings)
+    await client.start()
+    await client.stats("burst")  # the actor is up
+    queue = ray.get_actor(queue_actor_name("burst"), namespace=settings.namespace)
+
+    # When many enqueue calls are in flight and the queue actor is killed mid-way
+    batches = [
+        [{"handler": f"{H}:echo", "args": {"i": c * PER_CALL + k}} for k in range(PER_CALL)]
+        for c in range(CALLS)
+    ]
+    tasks = [asyncio.ensure_future(client.enqueue_many("burst", batch)) for batch in batches]
+    acked = 0
+    in_flight = 0
+    for finished in asyncio.as_completed(tasks):
+        await finished
+        acked += 1
+        if acked == KILL_AFTER_ACKS:
+            in_flight = sum(not task.done() for task in tasks)
+            ray.kill(queue, no_restart=False)
+            break
+    answers = await asyncio.gather(*tasks, return_exceptions=True)
+    results = [job for answer in answers if isinstance(answer, list) for job in answer]
+
+    # Then every acknowledged job is there exactly once
+    acknowledged = {job["id"] for job in results}
+    assert len(acknowledged) >= KILL_AFTER_ACKS * PER_CALL
+    jobs: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"next_offset": 0}
+    while page["next_offset"] is not None:
+        page = await client.list("burst", offset=page["next_offset"], limit=1000)
+        jobs += page["jobs"]
+    counts = Counter(job["args"]["i"] for job in jobs)
+    assert [i for i, n in counts.items() if n > 1] == [], "a job was enqueued twice"
+    assert set(acknowledged) <= {job["id"] for job in jobs}
+    assert in_flight > 0, "the kill came after the burst, not during it"
+    # and they run to the end on the new incarnation
+    for job_id in sorted(acknowledged)[::25]:
+        assert (await client.wait("burst", job_id, timeout_s=60))["state"] == "succeeded"
+    restarts = (await queue.workers.remote())["restarts"]
+    assert restarts == 1
+    await client.close()

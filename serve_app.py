@@ -77,7 +77,18 @@ def resources_app(args: dict[str, Any] | None = None) -> Application:
     return _build_resources(Settings(**(args or {})))
 
 
-#: Every built service. Not yet built: game, queue, chat, pubsub, scheduler,
+def _build_queue(settings: Settings) -> Application:
+    from apps import queue
+
+    return queue.build(settings)
+
+
+def queue_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the task queue application, for ``serve deploy``/``serve run``."""
+    return _build_queue(Settings(**(args or {})))
+
+
+#: Every built service. Not yet built: game, chat, pubsub, scheduler,
 #: ledger, monitor, logs, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
@@ -89,6 +100,7 @@ SERVICES: list[Service] = [
         _build_resources,
         "leased mutexes and semaphores with fencing tokens",
     ),
+    Service("queue", "/queue", "serve_app:queue_app", _build_queue, "durable job queues"),
 ]
 
 

@@ -124,11 +124,9 @@ async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(
         for c in range(CALLS)
     ]
     tasks = [asyncio.ensure_future(client.enqueue_many("burst", batch)) for batch in batches]
-    acked = 0
     in_flight = 0
-    for finished in asyncio.as_completed(tasks):
+    for acked, finished in enumerate(asyncio.as_completed(tasks), 1):
         await finished
-        acked += 1
         if acked == KILL_AFTER_ACKS:
             in_flight = sum(not task.done() for task in tasks)
             ray.kill(queue, no_restart=False)

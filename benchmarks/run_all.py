@@ -20,6 +20,7 @@ BENCHMARKS = [
     "benchmarks.http_overhead",
     "benchmarks.cache_client",
     "benchmarks.auth",
+    "benchmarks.resources",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

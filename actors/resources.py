@@ -638,11 +638,14 @@ class ResourcePool(Durable):
                 self._held(pool, token, owner)  # raises if unknown or someone else's
                 live.append(token)
         if live:
-            released = await self.execute(
+            # Hand the units on before the commit: the grants are journaled after
+            # this release, so the next holder's grant is never acknowledged first.
+            released, committed = self._apply_now(
                 "release", pool=pool, tokens=live, owner=owner, at=self.clock.time()
             )
-            answers.update({lease["token"]: lease for lease in released})
             self._dispatch(pool)
+            await committed
+            answers.update({lease["token"]: lease for lease in released})
         return [answers[token] for token in tokens]
 
     async def release_owner(self, owner: str) -> int:
@@ -667,17 +670,18 @@ class ResourcePool(Durable):
         now = self.clock.time()
         if not self._deadlines or self._deadlines[0][0] > now:
             return []
-        expired: list[dict[str, Any]] = self._apply_now("expire", at=now)
+        expired, committed = self._apply_now("expire", at=now)
+        committed.add_done_callback(lambda f: f.cancelled() or f.exception())
         for pool in {lease["pool"] for lease in expired}:
             self._dispatch(pool)
         return expired
 
-    def _apply_now(self, op: str, **args: Any) -> Any:
-        """``execute`` without the wait: apply and append now, commit in journal order."""
+    def _apply_now(self, op: str, **args: Any) -> tuple[Any, asyncio.Future[int]]:
+        """``execute`` split in two: apply and append now; the future resolves at commit.
+        (Records commit in order, so whatever is appended after it commits after it.)"""
         result = self._apply(op, args, None)
         _, committed = self.journal.append(pickle.dumps((op, args, None), protocol=5))
-        committed.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return result
+        return result, committed
 
     def validate(self, pool: str, tokens: list[int]) -> list[dict[str, Any]]:
         """For each token: is it its unit's current grant, before its deadline? All

@@ -147,6 +147,8 @@ class _Pool:
     created_at: float
     next_token: int = 1
     units: dict[int, Lease] = field(default_factory=dict)  #: unit -> its current lease
+    tokens: dict[int, int] = field(default_factory=dict)  #: token -> unit, of held leases
+    free: list[int] = field(default_factory=list)  #: free units, a min-heap
     usage: Usage = field(default_factory=Usage)
     owners: dict[str, Usage] = field(default_factory=dict)
 
@@ -288,7 +290,9 @@ class ResourcePool(Durable):
                     existing=existing.spec.public(),
                 )
             return existing.spec.public()
-        self.pools[pool_spec.name] = _Pool(pool_spec, created_at=at)
+        self.pools[pool_spec.name] = _Pool(
+            pool_spec, created_at=at, free=list(range(pool_spec.capacity))
+        )
         return pool_spec.public()
 
     def apply_create_group(self, name: str, pools: list[str]) -> dict[str, Any]:
@@ -304,10 +308,11 @@ class ResourcePool(Durable):
         state = self._pool(pool)
         if state.free_units() < 1:  # the caller checked; replay never gets here
             raise AcquireTimedOut("no free unit", pool=pool)
-        unit = next(u for u in range(state.spec.capacity) if u not in state.units)
+        unit = heapq.heappop(state.free)  # the lowest free unit
         lease = Lease(pool, unit, state.next_token, owner, at, at + ttl_s, ttl_s)
         state.next_token += 1
         state.units[unit] = lease
+        state.tokens[lease.token] = unit
         state.usage.count_grant(waited_s)
         state.owners.setdefault(owner, Usage()).count_grant(waited_s)
         heapq.heappush(self._deadlines, (lease.expires_at, pool, lease.token))
@@ -370,7 +375,8 @@ class ResourcePool(Durable):
         state = self.pools.get(pool)
         if state is None:
             return None
-        return next((lease for lease in state.units.values() if lease.token == token), None)
+        unit = state.tokens.get(token)
+        return None if unit is None else state.units[unit]
 
     def _held(self, pool: str, token: int, owner: str | None) -> Lease:
         state = self._pool(pool)
@@ -386,6 +392,8 @@ class ResourcePool(Durable):
     def _end(self, lease: Lease, how: LeaseState, at: float) -> None:
         state = self.pools[lease.pool]
         del state.units[lease.unit]
+        del state.tokens[lease.token]
+        heapq.heappush(state.free, lease.unit)
         lease.state, lease.ended_at = how, at
         usage = state.owners.setdefault(lease.owner, Usage())
         if how is LeaseState.RELEASED:

@@ -498,3 +498,19 @@ async def test_stats_count_per_pool_and_owner(rp: ResourcePool, clock: FakeClock
         "max_waited_s": 0.0, "held": 0, "waiting": 0,
     }  # fmt: skip
     assert list(rp.stats("sem", owner="c")[0]["owners"]) == ["c"]
+
+
+def test_only_an_admin_acts_for_another_owner() -> None:
+    from actors.auth_client import Principal
+    from actors.errors import Forbidden
+    from apps.resources import holder_check, owner_for
+
+    user = Principal("u1", "ada", ("user",), "s1")
+    admin = Principal("u2", "root", ("user", "admin"), "s2")
+    assert owner_for(user, None) == owner_for(user, "u1") == "u1"
+    with pytest.raises(Forbidden):
+        owner_for(user, "u2")
+    assert owner_for(admin, "job-7") == "job-7"
+    assert (holder_check(user), holder_check(admin)) == ("u1", None)
+    with pytest.raises(InvalidInput):
+        pick_least_loaded([])

@@ -23,6 +23,9 @@ Services
     topics        ``check_topic``, ``check_pattern``, ``matches``, ``SubscriptionIndex``
     pubsub        ``Broker`` and ``BrokerActor`` (service 5; no HTTP front yet)
     pubsub_client ``PubSubClient``, ``Subscription``: publish and subscribe from Python
+    resources     ``ResourcePool`` / ``ResourcePoolActor`` (service 11): leases, fencing
+                  tokens, fair queues, quotas
+    resources_client ``ResourcesClient`` (routing, waits with deadlines, groups)
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

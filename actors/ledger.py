@@ -186,7 +186,7 @@ class _Txn:
         self, stored: Stored, amount: int, side: str, *, kind: str | None = None, ts: int = 0
     ) -> None:
         spec, account_id = stored.spec, self.side_account_id(stored.spec, side)
-        a = self.accounts[account_id]
+        a = self.account(account_id)
         entry = (
             ts or stored.timestamp,
             spec.id,
@@ -328,10 +328,21 @@ class LedgerShard(Durable):
         return existing
 
     def _reserve(
-        self, txn: _Txn, spec: TransferSpec, sides: tuple[str, ...], *, pending: bool
+        self,
+        txn: _Txn,
+        spec: TransferSpec,
+        sides: tuple[str, ...],
+        *,
+        pending: bool,
+        earlier: dict[tuple[str, str], int] | None = None,
     ) -> None:
-        """Check a new movement of ``spec.amount`` and add it (to pending, or posted)."""
+        """Check a new movement of ``spec.amount`` and add it (to pending, or posted).
+
+        ``earlier``: what earlier legs of the same transaction reserved to be
+        posted, by (account, side); the rules count it as posted, so a linked
+        chain behaves the same whether it spans shards or not."""
         amount = spec.amount
+        earlier = {} if earlier is None else earlier
         for side in sides:
             account = txn.account(txn.side_account_id(spec, side))
             if account.spec.ledger != spec.ledger:
@@ -343,10 +354,14 @@ class LedgerShard(Durable):
             account = txn.account(txn.side_account_id(spec, side))
             if side == DEBIT:
                 if account.spec.debits_must_not_exceed_credits and (
-                    account.debits_pending + account.debits_posted + amount > account.credits_posted
+                    account.debits_pending + account.debits_posted + amount
+                    > account.credits_posted + earlier.get((account.spec.id, CREDIT), 0)
                 ):
                     available = (
-                        account.credits_posted - account.debits_pending - account.debits_posted
+                        account.credits_posted
+                        + earlier.get((account.spec.id, CREDIT), 0)
+                        - account.debits_pending
+                        - account.debits_posted
                     )
                     raise InsufficientFunds(
                         account_id=account.spec.id, available=available, amount=amount
@@ -359,10 +374,13 @@ class LedgerShard(Durable):
             else:
                 if account.spec.credits_must_not_exceed_debits and (
                     account.credits_pending + account.credits_posted + amount
-                    > account.debits_posted
+                    > account.debits_posted + earlier.get((account.spec.id, DEBIT), 0)
                 ):
                     available = (
-                        account.debits_posted - account.credits_pending - account.credits_posted
+                        account.debits_posted
+                        + earlier.get((account.spec.id, DEBIT), 0)
+                        - account.credits_pending
+                        - account.credits_posted
                     )
                     raise ExceedsDebits(
                         account_id=account.spec.id, available=available, amount=amount
@@ -399,7 +417,8 @@ class LedgerShard(Durable):
             raise PendingTransferNotFound(pending_id=spec.pending_id)
         if pending.state != "pending":
             raise PendingTransferClosed(pending_id=spec.pending_id, state=pending.state)
-        if pending.expires_at and at_ns + EXPIRY_SLACK_NS >= pending.expires_at:
+        late = pending.expires_at and at_ns + EXPIRY_SLACK_NS >= pending.expires_at
+        if late and not spec.expiry:
             raise PendingTransferClosed(pending_id=spec.pending_id, state="expired")
         if pending.locked_by is not None and pending.locked_by != txid:
             raise PendingTransferBusy(pending_id=spec.pending_id)
@@ -564,12 +583,17 @@ class LedgerShard(Durable):
             return ("error", legs[0][0] if legs else 0, TransactionAborted(txid=txid))
         txn = _Txn(self)
         at_ns = int(at * 1e9)
+        earlier: dict[tuple[str, str], int] = {}
         for index, spec, sides in legs:
             try:
                 if self._claim_id(txn, spec, txid) is not None:
                     raise IdConflict("the transfer id is already used", id=spec.id)
                 if spec.kind in (Kind.POSTED, Kind.PENDING):
-                    self._reserve(txn, spec, sides, pending=True)
+                    self._reserve(txn, spec, sides, pending=True, earlier=earlier)
+                    if spec.kind is Kind.POSTED:
+                        for side in sides:
+                            key = (txn.side_account_id(spec, side), side)
+                            earlier[key] = earlier.get(key, 0) + spec.amount
                 else:
                     pending = self._pending_for(txn, spec, sides, at_ns, txid)
                     pending.locked_by = txid

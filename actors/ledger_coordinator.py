@@ -215,12 +215,13 @@ class TxCoordinator(Durable):
         mine: str | None = None
         while True:
             entry = self.entries.get(uid)
-            if entry is not None and entry.unit != unit:
+            if entry is not None and entry.unit != unit and entry.state is not TxState.ABORTED:
                 return error_result(0, IdConflict("the transfer id is already used", id=uid), unit)
             if entry is not None and entry.state is TxState.COMMITTED:
                 assert entry.result is not None
                 return ("ok", entry.result)
             if entry is not None and entry.state is TxState.ABORTED and entry.txid == mine:
+                # our own attempt was refused
                 assert entry.error is not None
                 index, error = entry.error
                 return error_result(index, error, unit)

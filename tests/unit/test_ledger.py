@@ -358,7 +358,9 @@ async def test_a_restarted_shard_has_every_acknowledged_change(open_shard, clock
     assert await balances(again, "alice") == (0, 0, 7, 50)
     assert await balances(again, "bank") == (10, 50, 0, 0)
     assert [txid for txid, _ in await again.in_doubt()] == ["tx#1"]
-    assert (await one(again, t("t0", "bank", "alice", 10)))["credit_account"]["credits_posted"] == 10
+    assert (await one(again, t("t0", "bank", "alice", 10)))["credit_account"][
+        "credits_posted"
+    ] == 10
     clock.advance(60)
     assert await again.expire_due() == ["p"]
 

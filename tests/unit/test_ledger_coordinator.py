@@ -1,0 +1,340 @@
+"""TxCoordinator run directly (no Ray) over two in-process LedgerShards, a
+FakeClock and a real SQLite store: the 2PC state machine, its refusals and
+idempotency, and recovery decisions after a coordinator "crash" (a second
+coordinator opened on the same log while the first is stuck mid-transaction)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.clock import FakeClock
+from actors.errors import (
+    IdConflict,
+    InsufficientFunds,
+    LedgerMismatch,
+    LinkedEventFailed,
+    PendingTransferClosed,
+    Unavailable,
+)
+from actors.ledger import LedgerShard
+from actors.ledger_coordinator import TxCoordinator, TxState, legs_of
+from actors.ledger_model import AccountSpec, Kind, TransferSpec, unit_outcomes
+from actors.store import SQLiteStore
+from tests.unit.test_ledger import stopped
+
+
+def route(account_id: str) -> int:
+    """Accounts named a... live on shard 0, b... on shard 1."""
+    return 0 if account_id.startswith("a") else 1
+
+
+class Port:
+    """A shard as the coordinator sees it, with faults on demand: a method can
+    be held (it waits until released) or made to fail."""
+
+    def __init__(self, shard: LedgerShard) -> None:
+        self.shard = shard
+        self.hold: dict[str, asyncio.Event] = {}
+        self.fail: set[str] = set()
+        self.calls: list[str] = []
+
+    async def _call(self, method: str, arg: Any) -> Any:
+        self.calls.append(method)
+        if method in self.hold:
+            await self.hold[method].wait()
+        if method in self.fail:
+            raise ConnectionError(f"{method} lost")
+        return await getattr(self.shard, method)(arg)
+
+    async def prepare(self, items: Any) -> Any:
+        return await self._call("prepare", items)
+
+    async def commit(self, txids: Any) -> Any:
+        return await self._call("commit", txids)
+
+    async def abort(self, txids: Any) -> Any:
+        return await self._call("abort", txids)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def shards(clock: FakeClock, store: SQLiteStore) -> list[LedgerShard]:
+    made = []
+    for i in range(2):
+        shard = LedgerShard(clock=clock, name=f"s{i}")
+        await shard.open(store, f"s{i}", on_failure=lambda e: None)
+        made.append(shard)
+    accounts = [
+        AccountSpec("a-bank", 1),
+        AccountSpec("a-alice", 1, debits_must_not_exceed_credits=True),
+        AccountSpec("b-bob", 1, debits_must_not_exceed_credits=True),
+        AccountSpec("b-bank", 1),
+        AccountSpec("b-euro", 2),
+    ]
+    for spec in accounts:
+        await made[route(spec.id)].create_accounts([spec])
+    return made
+
+
+@pytest.fixture
+def ports(shards: list[LedgerShard]) -> list[Port]:
+    return [Port(shard) for shard in shards]
+
+
+async def open_coordinator(
+    ports: list[Port], store: SQLiteStore, clock: FakeClock, *, recover: bool = True
+) -> TxCoordinator:
+    coordinator = TxCoordinator("c0", ports, route, clock=clock)
+    await coordinator.open(store, "c0", on_failure=lambda e: None)
+    if recover:
+        await coordinator.recover()
+    return coordinator
+
+
+@pytest.fixture
+async def coordinator(ports, store, clock) -> TxCoordinator:
+    return await open_coordinator(ports, store, clock)
+
+
+def t(id: str, debit: str, credit: str, amount: int, **kw: Any) -> TransferSpec:
+    return TransferSpec(id, debit, credit, amount, kw.pop("ledger", 1), **kw)
+
+
+async def run(coordinator: TxCoordinator, *unit: TransferSpec) -> list[Any]:
+    (result,) = await coordinator.run([list(unit)])
+    return unit_outcomes(list(unit), result)
+
+
+async def balances(shards: list[LedgerShard], account_id: str) -> tuple[int, int, int, int]:
+    (a,) = await shards[route(account_id)].get_accounts([account_id])
+    return a["debits_pending"], a["debits_posted"], a["credits_pending"], a["credits_posted"]
+
+
+async def fund_alice(coordinator: TxCoordinator, amount: int) -> None:
+    (answer,) = await run(coordinator, t(f"fund-{amount}", "b-bank", "a-alice", amount))
+    assert not isinstance(answer, Exception), answer
+
+
+async def until(condition: Any) -> None:
+    """Wait for ``condition()`` (sync or async) to hold; the SQLite store commits
+    on a thread, so steps of a transaction take a little real time."""
+    for _ in range(500):
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def test_legs_split_a_transfer_across_shards_or_keep_it_whole():
+    unit = [t("x", "a-1", "b-1", 5, linked=True), t("y", "a-1", "a-2", 5)]
+    legs = legs_of(unit, route)
+    assert [(i, sides) for i, _, sides in legs[0]] == [(0, ("debit",)), (1, ("debit", "credit"))]
+    assert [(i, sides) for i, _, sides in legs[1]] == [(0, ("credit",))]
+
+
+async def test_a_cross_shard_transfer_commits_on_both_and_answers_both_balances(
+    coordinator, shards
+):
+    await fund_alice(coordinator, 100)
+    (answer,) = await run(coordinator, t("x1", "a-alice", "b-bob", 40))
+    assert answer["debit_account"]["id"] == "a-alice"
+    assert answer["debit_account"]["debits_posted"] == 40
+    assert answer["credit_account"]["credits_posted"] == 40
+    assert answer["transfer"]["state"] == "posted"
+    assert await balances(shards, "a-alice") == (0, 40, 0, 100)
+    assert await balances(shards, "b-bob") == (0, 0, 0, 40)
+    assert coordinator.entries["x1"].state is TxState.COMMITTED
+    assert [await s.in_doubt() for s in shards] == [[], []]
+
+
+async def test_a_refusal_on_one_shard_aborts_and_releases_the_other(coordinator, shards, ports):
+    await fund_alice(coordinator, 10)
+    (refused,) = await run(coordinator, t("x1", "b-bob", "a-alice", 5))
+    assert isinstance(refused, InsufficientFunds)
+    assert refused.details["account_id"] == "b-bob"
+    assert await balances(shards, "a-alice") == (0, 0, 0, 10)  # its credit reservation released
+    assert "abort" in ports[0].calls and "abort" in ports[1].calls
+    (mismatch,) = await run(coordinator, t("x2", "a-alice", "b-euro", 5))
+    assert isinstance(mismatch, LedgerMismatch)
+    assert await balances(shards, "a-alice") == (0, 0, 0, 10)
+    # refusals are not final: once bob has money the same transfer goes through
+    await run(coordinator, t("fund-bob", "a-bank", "b-bob", 5))
+    (answer,) = await run(coordinator, t("x1", "b-bob", "a-alice", 5))
+    assert answer["credit_account"]["credits_posted"] == 15
+
+
+async def test_the_same_unit_answers_the_first_result_and_another_body_conflicts(
+    coordinator, shards
+):
+    await fund_alice(coordinator, 100)
+    first = await run(coordinator, t("x1", "a-alice", "b-bob", 40))
+    await run(coordinator, t("x2", "a-alice", "b-bob", 1))
+    assert await run(coordinator, t("x1", "a-alice", "b-bob", 40)) == first
+    (conflict,) = await run(coordinator, t("x1", "a-alice", "b-bob", 41))
+    assert isinstance(conflict, IdConflict)
+    assert await balances(shards, "b-bob") == (0, 0, 0, 41)
+    # concurrent repeats of one unit apply it once
+    unit = t("x3", "a-alice", "b-bob", 2)
+    answers = await asyncio.gather(*(run(coordinator, unit) for _ in range(5)))
+    assert all(a == answers[0] for a in answers)
+    assert await balances(shards, "b-bob") == (0, 0, 0, 43)
+
+
+async def test_a_linked_chain_across_shards_is_all_or_nothing(coordinator, shards):
+    await fund_alice(coordinator, 10)
+    chain = [
+        t("c1", "a-alice", "b-bob", 10, linked=True),
+        t("c2", "b-bob", "a-bank", 10, linked=True),
+        t("c3", "b-bob", "a-bank", 1),
+    ]
+    first, second, third = await run(coordinator, *chain)
+    assert isinstance(first, LinkedEventFailed) and isinstance(second, LinkedEventFailed)
+    assert isinstance(third, InsufficientFunds)
+    for account in ("a-alice", "b-bob", "a-bank"):
+        assert (await balances(shards, account))[0::2] == (0, 0)  # nothing left reserved
+    assert await balances(shards, "b-bob") == (0, 0, 0, 0)
+    answers = await run(coordinator, *chain[:2], t("c3", "a-bank", "b-bob", 1))
+    assert [a["transfer"]["id"] for a in answers] == ["c1", "c2", "c3"]
+    assert await balances(shards, "b-bob") == (0, 10, 0, 11)
+
+
+async def test_cross_shard_pending_post_void_and_timeout(coordinator, shards, clock):
+    await fund_alice(coordinator, 100)
+    await run(coordinator, t("p1", "a-alice", "b-bob", 30, kind=Kind.PENDING))
+    assert await balances(shards, "a-alice") == (30, 0, 0, 100)
+    assert await balances(shards, "b-bob") == (0, 0, 30, 0)
+    (posted,) = await run(
+        coordinator, t("post1", "a-alice", "b-bob", 20, kind=Kind.POST, pending_id="p1")
+    )
+    assert posted["credit_account"]["credits_posted"] == 20
+    assert await balances(shards, "a-alice") == (0, 20, 0, 100)
+    (again,) = await run(
+        coordinator, t("void1", "a-alice", "b-bob", 30, kind=Kind.VOID, pending_id="p1")
+    )
+    assert isinstance(again, PendingTransferClosed)
+
+    # a pending transfer with a timeout is voided by the coordinator that made it
+    await run(coordinator, t("p2", "a-alice", "b-bob", 50, kind=Kind.PENDING, timeout_s=30))
+    clock.advance(29)
+    assert await coordinator.expire_due() == []
+    clock.advance(2)
+    assert await coordinator.expire_due() == ["p2"]
+    assert await balances(shards, "a-alice") == (0, 20, 0, 100)
+    assert await balances(shards, "b-bob") == (0, 0, 0, 20)
+    for shard in shards:
+        assert (await shard.get_transfers(["p2"]))[0]["state"] == "expired"
+    assert coordinator.expiring == {}
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+async def test_presumed_abort_when_the_coordinator_dies_before_deciding(
+    ports, store, clock, shards
+):
+    # Given a transaction prepared on shard 0 while shard 1's prepare hangs
+    first = await open_coordinator(ports, store, clock)
+    await fund_alice(first, 100)
+    ports[1].hold["prepare"] = asyncio.Event()
+    stuck = asyncio.ensure_future(first.run([[t("x1", "a-alice", "b-bob", 40)]]))
+    await until(lambda: shards[0].in_doubt())
+    assert await balances(shards, "a-alice") == (40, 0, 0, 100)
+    assert first.entries["x1"].state is TxState.PREPARING
+
+    # When the coordinator restarts (a new one on the same log)
+    await stopped(first)
+    ports[1].hold.clear()
+    again = await open_coordinator(ports, store, clock)
+    await asyncio.gather(*again._drivers.values())
+
+    # Then it aborted the undecided transaction everywhere (presumed abort)
+    assert again.entries["x1"].state is TxState.ABORTED
+    assert await balances(shards, "a-alice") == (0, 0, 0, 100)
+    assert await shards[0].in_doubt() == []
+    # and a retry of the same transfer (Ray retries calls in flight) runs anew, once
+    (answer,) = await run(again, t("x1", "a-alice", "b-bob", 40))
+    assert answer["credit_account"]["credits_posted"] == 40
+    assert await balances(shards, "a-alice") == (0, 40, 0, 100)
+    stuck.cancel()
+
+
+async def test_commit_after_restart_once_the_decision_is_logged(ports, store, clock, shards):
+    # Given a commit decision logged while shard 1's commit hangs
+    first = await open_coordinator(ports, store, clock)
+    await fund_alice(first, 100)
+    ports[1].calls.clear()
+    ports[1].hold["commit"] = asyncio.Event()
+    stuck = asyncio.ensure_future(first.run([[t("x1", "a-alice", "b-bob", 40)]]))
+    await until(lambda: "commit" in ports[1].calls)
+    assert first.entries["x1"].state is TxState.COMMITTING
+
+    # When the coordinator restarts
+    await stopped(first)
+    ports[1].hold.clear()
+    again = await open_coordinator(ports, store, clock)
+    await asyncio.gather(*again._drivers.values())
+
+    # Then the transfer is committed on both shards, exactly once
+    assert again.entries["x1"].state is TxState.COMMITTED
+    assert await balances(shards, "a-alice") == (0, 40, 0, 100)
+    assert await balances(shards, "b-bob") == (0, 0, 0, 40)
+    (answer,) = await run(again, t("x1", "a-alice", "b-bob", 40))
+    assert answer["credit_account"]["credits_posted"] == 40
+    assert await balances(shards, "b-bob") == (0, 0, 0, 40)
+    stuck.cancel()
+
+
+async def test_an_unreachable_shard_leaves_the_outcome_to_the_sweep(
+    coordinator, ports, shards, clock
+):
+    await fund_alice(coordinator, 100)
+    ports[1].fail.add("commit")
+    task = asyncio.ensure_future(run(coordinator, t("x1", "a-alice", "b-bob", 40)))
+    for _ in range(500):  # the driver backs off on the fake clock
+        if task.done():
+            break
+        await asyncio.sleep(0.01)
+        clock.advance(5)
+    (unknown,) = await task
+    assert isinstance(unknown, Unavailable)  # the caller cannot know yet...
+    assert coordinator.entries["x1"].state is TxState.COMMITTING
+    ports[1].fail.clear()
+    assert coordinator.sweep() == 1  # ...and the sweep finishes it
+    await asyncio.gather(*coordinator._drivers.values())
+    assert await balances(shards, "b-bob") == (0, 0, 0, 40)
+
+
+async def test_a_shard_in_doubt_learns_the_outcome_from_the_coordinator(coordinator, ports, shards):
+    await fund_alice(coordinator, 100)
+    ports[1].calls.clear()
+    ports[0].hold["commit"] = asyncio.Event()
+    ports[1].hold["commit"] = asyncio.Event()
+    task = asyncio.ensure_future(run(coordinator, t("x1", "a-alice", "b-bob", 40)))
+    await until(lambda: "commit" in ports[1].calls)
+    ((txid, name),) = await shards[1].in_doubt()
+    assert name == "c0"
+    assert await coordinator.resolve([txid, "x9#unknown", "x1#older-attempt"]) == [
+        "commit",
+        "abort",
+        "abort",
+    ]
+    await shards[1].commit([txid])  # what the shard actor does with "commit"
+    for port in ports:
+        port.hold["commit"].set()
+    (answer,) = await task
+    assert answer["credit_account"]["credits_posted"] == 40
+    assert await balances(shards, "b-bob") == (0, 0, 0, 40)

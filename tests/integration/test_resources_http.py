@@ -205,3 +205,16 @@ async def until(fetch, condition, attempts: int = 200):
             return value
         await asyncio.sleep(0.05)
     raise AssertionError("condition never held")
+
+
+async def test_a_long_poll_whose_client_goes_away_leaves_the_queue(http, base_url, user_headers):
+    name = await make_pool(http)
+    held = (await http.post(f"/pools/{name}/acquire", json={})).json()
+    gone = httpx.AsyncClient(base_url=f"{base_url}/resources", timeout=60, headers=user_headers)
+    poll = asyncio.ensure_future(gone.post(f"/pools/{name}/acquire", json={"timeout_s": 60}))
+    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
+    poll.cancel()
+    await gone.aclose()
+    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 0)
+    await http.delete(f"/pools/{name}/leases/{held['token']}")
+    assert (await http.get(f"/pools/{name}")).json()["held"] == 0

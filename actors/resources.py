@@ -556,7 +556,8 @@ class ResourcePool(Durable):
             await asyncio.wait({waiter.turn, timer}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # cancelled: give the place, or the promised unit, back
             timer.cancel()
-            if waiter.turn.done() and not waiter.turn.cancelled():
+            turn = waiter.turn
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
                 queue.promised -= 1
                 self._dispatch(queue.pool)
             else:

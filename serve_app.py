@@ -88,8 +88,19 @@ def queue_app(args: dict[str, Any] | None = None) -> Application:
     return _build_queue(Settings(**(args or {})))
 
 
+def _build_ledger(settings: Settings) -> Application:
+    from apps import ledger
+
+    return ledger.build(settings)
+
+
+def ledger_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the ledger application, for ``serve deploy``/``serve run``."""
+    return _build_ledger(Settings(**(args or {})))
+
+
 #: Every built service. Not yet built: game, chat, pubsub, scheduler,
-#: ledger, monitor, logs, push.
+#: monitor, logs, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
     Service("auth", "/auth", "serve_app:auth_app", _build_auth, "users, sessions and login"),
@@ -101,6 +112,7 @@ SERVICES: list[Service] = [
         "leased mutexes and semaphores with fencing tokens",
     ),
     Service("queue", "/queue", "serve_app:queue_app", _build_queue, "durable job queues"),
+    Service("ledger", "/ledger", "serve_app:ledger_app", _build_ledger, "double-entry ledger"),
 ]
 
 

@@ -1,0 +1,55 @@
+"""The ledger's actors under fire, on both stores: a shard and a coordinator
+are killed in the middle of concurrent cross-shard transfers; afterwards the
+books balance (see ``ledger_audit``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import ray
+
+from actors.ledger import shard_name
+from actors.ledger_client import LedgerClient
+from actors.ledger_coordinator import coordinator_name
+from tests.integration.conftest import store_overrides
+from tests.integration.ledger_audit import audit, open_books, random_transfers
+
+TRANSFERS = 160
+
+
+async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_settings, store_kind):
+    # Given two shards, one coordinator and funded customers on both shards
+    settings = ray_settings(
+        ledger_shards=2, ledger_coordinators=1, ledger_in_doubt_after_s=1.0,
+        snapshot_every=50, **store_overrides(store_kind),
+    )  # fmt: skip
+    client = LedgerClient(settings)
+    await client.start()
+    books = await open_books(client, "bank", customers=8)
+    assert len({client.shard_of(name) for name in books.customers}) == 2
+
+    # When many transfers (most across shards) run while a shard, then the
+    # coordinator, are killed
+    specs = random_transfers(books, TRANSFERS, seed=7)
+    tasks = {spec.id: asyncio.ensure_future(client.create_transfers([spec])) for spec in specs}
+    done = 0
+    for finished in asyncio.as_completed(list(tasks.values())):
+        await finished
+        done += 1
+        if done == 30:
+            ray.kill(ray.get_actor(shard_name(1), namespace=settings.namespace), no_restart=False)
+        if done == 70:
+            coordinator = ray.get_actor(coordinator_name(0), namespace=settings.namespace)
+            ray.kill(coordinator, no_restart=False)
+            in_flight = sum(not task.done() for task in tasks.values())
+            break
+    for transfer_id, task in tasks.items():
+        (outcome,) = await task
+        books.record(transfer_id, outcome)
+
+    # Then the books balance: acknowledged once, refused never, money conserved
+    counts = await audit(client, books)
+    assert in_flight > 0
+    assert counts["acknowledged"] > 0 and counts["refused"] > 0
+    print(store_kind, counts)
+    await client.close()

@@ -1,0 +1,226 @@
+"""The ledger over HTTP (``/ledger``, deployed with every service): each route,
+its refusals in the error envelope, and bad input refused with 4xx while
+nothing changes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+MAX_AMOUNT = 2**63 - 1
+
+
+@pytest.fixture
+async def ledger(base_url, user_headers):
+    async with httpx.AsyncClient(
+        base_url=f"{base_url}/ledger", headers=user_headers, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def books(ledger) -> dict[str, str]:
+    """A bank, alice and bob (who may not overdraw), with 100 for alice."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"bank": f"{tag}-bank", "alice": f"{tag}-alice", "bob": f"{tag}-bob"}
+    flags = ["debits_must_not_exceed_credits"]
+    answer = await ledger.post(
+        "/accounts",
+        json={
+            "accounts": [
+                {"id": names["bank"], "ledger": 1},
+                {"id": names["alice"], "ledger": 1, "flags": flags},
+                {"id": names["bob"], "ledger": 1, "flags": flags},
+            ]
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    assert all(r["account"] for r in answer.json()["results"])
+    funded = await transfer(ledger, f"{tag}-fund", names["bank"], names["alice"], 100)
+    assert funded.status_code == 201, funded.text
+    return names | {"tag": tag}
+
+
+async def transfer(ledger, id: str, debit: str, credit: str, amount: Any, **kw: Any):
+    body = {"id": id, "debit_account_id": debit, "credit_account_id": credit,
+            "amount": amount, "ledger": 1, **kw}  # fmt: skip
+    return await ledger.post("/transfers", json=body)
+
+
+async def balance(ledger, account_id: str) -> tuple[int, int, int, int]:
+    answer = await ledger.get(f"/accounts/{account_id}")
+    assert answer.status_code == 200, answer.text
+    a = answer.json()
+    return a["debits_pending"], a["debits_posted"], a["credits_pending"], a["credits_posted"]
+
+
+def error_code(answer: httpx.Response) -> str:
+    return str(answer.json()["error"]["code"])
+
+
+async def test_a_transfer_answers_both_balances_and_repeats_answer_the_same(ledger, books):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    first = await transfer(ledger, f"{tag}-t1", alice, bob, 30)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["debit_account"] == {"id": alice, "debits_pending": 0, "debits_posted": 30,
+                                     "credits_pending": 0, "credits_posted": 100}  # fmt: skip
+    assert body["credit_account"]["credits_posted"] == 30
+    again = await transfer(ledger, f"{tag}-t1", alice, bob, 30)
+    assert again.status_code == 201 and again.json() == body
+    conflict = await transfer(ledger, f"{tag}-t1", alice, bob, 31)
+    assert conflict.status_code == 409 and error_code(conflict) == "id_conflict"
+    assert await balance(ledger, bob) == (0, 0, 0, 30)
+    got = await ledger.get(f"/transfers/{tag}-t1")
+    assert got.status_code == 200 and got.json()["amount"] == 30
+
+
+async def test_refusals_have_their_own_codes_and_change_nothing(ledger, books):
+    tag, bank, alice, bob = books["tag"], books["bank"], books["alice"], books["bob"]
+    poor = await transfer(ledger, f"{tag}-t1", bob, alice, 1)
+    assert poor.status_code == 422 and error_code(poor) == "insufficient_funds"
+    missing = await transfer(ledger, f"{tag}-t2", alice, f"{tag}-nobody", 1)
+    assert missing.status_code == 404 and error_code(missing) == "account_not_found"
+    await ledger.post("/accounts", json={"accounts": [{"id": f"{tag}-eur", "ledger": 2}]})
+    mismatch = await transfer(ledger, f"{tag}-t3", alice, f"{tag}-eur", 1)
+    assert mismatch.status_code == 422 and error_code(mismatch) == "ledger_mismatch"
+    assert (await ledger.get(f"/accounts/{tag}-nobody")).status_code == 404
+    assert (await ledger.get(f"/transfers/{tag}-t1")).status_code == 404
+    assert await balance(ledger, alice) == (0, 0, 0, 100)
+    assert await balance(ledger, bob) == (0, 0, 0, 0)
+    assert await balance(ledger, bank) == (0, 100, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": 1.5},
+        {"amount": "5"},
+        {"amount": 0},
+        {"amount": -1},
+        {"amount": MAX_AMOUNT + 1},
+        {"amount": True},
+        {"ledger": 0},
+        {"id": "has space"},
+        {"id": "x" * 129},
+        {"debit_account_id": None},
+        {"flags": ["sideways"]},
+        {"flags": ["pending", "void_pending_transfer"]},
+        {"flags": ["linked"]},
+        {"timeout_s": 5},
+        {"credit_account_id": "SAME"},
+        {"pending_id": "p1"},
+    ],
+)
+async def test_bad_transfers_are_refused_with_422_and_change_nothing(ledger, books, change):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    body = {"id": f"{tag}-bad", "debit_account_id": alice, "credit_account_id": bob,
+            "amount": 5, "ledger": 1} | change  # fmt: skip
+    if body.get("credit_account_id") == "SAME":
+        body["credit_account_id"] = alice
+    answer = await ledger.post("/transfers", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "invalid_input"
+    assert await balance(ledger, alice) == (0, 0, 0, 100)
+    assert await balance(ledger, bob) == (0, 0, 0, 0)
+
+
+async def test_bad_batches_and_accounts_are_refused_whole(ledger, books):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    good = {"id": f"{tag}-g", "debit_account_id": alice, "credit_account_id": bob,
+            "amount": 5, "ledger": 1}  # fmt: skip
+    bad = good | {"id": f"{tag}-b", "amount": 2.5}
+    answer = await ledger.post("/transfers/batch", json={"transfers": [good, bad]})
+    assert answer.status_code == 422
+    open_chain = good | {"flags": ["linked"]}
+    answer = await ledger.post("/transfers/batch", json={"transfers": [open_chain]})
+    assert answer.status_code == 422
+    assert (await ledger.post("/transfers/batch", json={"transfers": []})).status_code == 422
+    many = [good | {"id": f"{tag}-m{i}"} for i in range(1_001)]
+    answer = await ledger.post("/transfers/batch", json={"transfers": many})
+    assert answer.status_code == 413 and error_code(answer) == "batch_too_large"
+    for account in (
+        {"id": f"{tag}-x", "ledger": 1.0},
+        {"id": f"{tag}-x", "ledger": 1, "flags": list(("debits_must_not_exceed_credits",
+                                                       "credits_must_not_exceed_debits"))},
+        {"id": "", "ledger": 1},
+    ):  # fmt: skip
+        answer = await ledger.post("/accounts", json={"accounts": [account]})
+        assert answer.status_code == 422, answer.text
+    assert (await ledger.get(f"/accounts/{tag}-x")).status_code == 404
+    assert (await ledger.get(f"/transfers/{tag}-g")).status_code == 404
+    assert await balance(ledger, alice) == (0, 0, 0, 100)
+
+
+async def test_a_batch_answers_per_transfer_and_chains_are_all_or_nothing(ledger, books):
+    tag, bank, alice, bob = books["tag"], books["bank"], books["alice"], books["bob"]
+
+    def t(id: str, debit: str, credit: str, amount: int, *flags: str) -> dict[str, Any]:
+        return {"id": f"{tag}-{id}", "debit_account_id": debit, "credit_account_id": credit,
+                "amount": amount, "ledger": 1, "flags": list(flags)}  # fmt: skip
+
+    answer = await ledger.post(
+        "/transfers/batch",
+        json={
+            "transfers": [
+                t("a", alice, bob, 10),
+                t("b", alice, bob, 50, "linked"),
+                t("c", bob, bank, 61),  # bob cannot pay 61: the chain fails
+                t("d", bank, bob, 1),
+            ]
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert results[0]["credit_account"]["credits_posted"] == 10
+    assert results[1]["error"]["code"] == "linked_event_failed"
+    assert results[2]["error"]["code"] == "insufficient_funds"
+    assert results[3]["transfer"]["id"] == f"{tag}-d"
+    assert await balance(ledger, bob) == (0, 0, 0, 11)
+    assert await balance(ledger, alice) == (0, 10, 0, 100)
+
+
+async def test_pending_post_void_and_history(ledger, books):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    pending = await transfer(ledger, f"{tag}-p1", alice, bob, 40, flags=["pending"])
+    assert pending.status_code == 201, pending.text
+    assert pending.json()["transfer"]["state"] == "pending"
+    assert await balance(ledger, alice) == (40, 0, 0, 100)
+    posted = await ledger.post(
+        f"/transfers/{tag}-p1/post", json={"id": f"{tag}-post", "amount": 25}
+    )
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["credit_account"]["credits_posted"] == 25
+    assert (await ledger.get(f"/transfers/{tag}-p1")).json()["state"] == "posted"
+    again = await ledger.post(f"/transfers/{tag}-p1/void", json={"id": f"{tag}-void"})
+    assert again.status_code == 409 and error_code(again) == "pending_transfer_closed"
+    assert await balance(ledger, alice) == (0, 25, 0, 100)
+
+    await transfer(ledger, f"{tag}-p2", alice, bob, 10, flags=["pending"])
+    voided = await ledger.post(f"/transfers/{tag}-p2/void", json={"id": f"{tag}-void2"})
+    assert voided.status_code == 201, voided.text
+    assert await balance(ledger, alice) == (0, 25, 0, 100)
+    nothing = await ledger.post(f"/transfers/{tag}-nope/post", json={"id": f"{tag}-post3"})
+    assert nothing.status_code == 404 and error_code(nothing) == "pending_transfer_not_found"
+
+    page = await ledger.get(f"/accounts/{alice}/history", params={"limit": 2})
+    assert page.status_code == 200, page.text
+    first = page.json()
+    assert [e["transfer_id"] for e in first["entries"]] == [f"{tag}-fund", f"{tag}-p1"]
+    rest = await ledger.get(
+        f"/accounts/{alice}/history", params={"after_ns": first["next_after_ns"], "limit": 100}
+    )
+    ids = [e["transfer_id"] for e in rest.json()["entries"]]
+    assert ids == [f"{tag}-post", f"{tag}-p2", f"{tag}-void2"]
+    assert rest.json()["next_after_ns"] is None
+    too_long = await ledger.get(f"/accounts/{alice}/history", params={"limit": 100_000})
+    assert too_long.status_code == 422
+
+
+async def test_the_ledger_requires_a_user(base_url):
+    async with httpx.AsyncClient(base_url=f"{base_url}/ledger", timeout=30) as anonymous:
+        answer = await anonymous.get("/accounts/anything")
+    assert answer.status_code == 401 and error_code(answer) == "unauthorized"

@@ -34,7 +34,7 @@ import re
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, Protocol
 
@@ -62,6 +62,11 @@ THROUGHPUT_WINDOW_S = 60
 #: How often the dispatcher looks for expired leases and prunable jobs.
 LEASE_SCAN_S = 0.5
 PRUNE_EVERY_S = 5.0
+#: Global slots: a short grant is asked again after SLOT_RETRY_S, a surplus is
+#: given back after SLOT_HOLD_S, a steady grant renewed every SLOT_REFRESH_S.
+SLOT_RETRY_S = 0.25
+SLOT_HOLD_S = 2.0
+SLOT_REFRESH_S = 1.0
 #: Longest error text kept per job.
 MAX_ERROR_CHARS = 2_000
 MAX_KEY_CHARS = 256
@@ -248,9 +253,12 @@ class Job:
     expires_at: float | None = None  #: when a finished job is pruned
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = {name: getattr(self, name) for name in JOB_FIELDS}
         doc["state"] = self.state.value
         return doc
+
+
+JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 class WorkerPool(Protocol):
@@ -330,6 +338,8 @@ class JobQueue(Durable):
         self._allowance = math.inf
         self._asking_slots = False
         self._next_slot_ask = 0.0
+        self._slots_short = False
+        self._surplus_since: float | None = None
         self._bucket: TokenBucket | None = None
         self._handed_out: dict[str, int] = {}  #: job id -> attempt handed to a worker
         self._wake = asyncio.Event()
@@ -626,13 +636,16 @@ class JobQueue(Durable):
                     raise
                 answers[i] = error
         if prepared:
+            # Dispatch may start as soon as the jobs are applied, before the commit
+            # acknowledges them: a job lost with an uncommitted enqueue was never
+            # acknowledged, and its lease is journaled after its enqueue.
+            self._wake.set()
             ids = await self.execute("enqueue", key=key, jobs=[p for _, p in prepared], at=now)
             for (i, _), (job_id, duplicate) in zip(prepared, ids, strict=True):
                 job = self.jobs.get(job_id)
                 doc = job.to_dict() if job else {"id": job_id, "queue": self.name, "state": "gone"}
                 doc["duplicate"] = duplicate
                 answers[i] = doc
-            self._wake.set()
         return answers  # type: ignore[return-value]
 
     async def get(self, job_id: str) -> dict[str, Any]:
@@ -904,12 +917,25 @@ class JobQueue(Durable):
                 self._pool.cancel([job_id for job_id, _ in expired])
 
     def _ask_slots(self, want: int, mono: float) -> None:
-        """Keep the global-slot grant near what the queue can use (one request at a time)."""
+        """Keep the global-slot grant near what the queue can use (one request at a time).
+
+        More is asked for at once, unless the last grant fell short (then every
+        ``SLOT_RETRY_S``); a surplus is given back after ``SLOT_HOLD_S``, so a
+        queue between bursts keeps its slots; a steady grant is renewed every
+        ``SLOT_REFRESH_S``, so it shrinks to a fair share when others wait.
+        """
         if self._slots is None or self._asking_slots:
             return
-        if want == self._allowance and (want == 0 or mono < self._next_slot_ask + 0.75):
-            return  # steady: re-ask now and then, so a share shrinks when others wait
-        if want > self._allowance and mono < self._next_slot_ask:
+        if want > self._allowance:
+            self._surplus_since = None
+            if self._slots_short and mono < self._next_slot_ask:
+                return
+        elif want < self._allowance:
+            if self._surplus_since is None:
+                self._surplus_since = mono
+            if mono - self._surplus_since < SLOT_HOLD_S:
+                return
+        elif want == 0 or mono < self._next_slot_ask + SLOT_REFRESH_S:
             return
         self._asking_slots = True
         slots = self._slots
@@ -917,11 +943,14 @@ class JobQueue(Durable):
         async def ask() -> None:
             try:
                 self._allowance = await slots.set_demand(self.name, want)
+                self._slots_short = self._allowance < want
+                self._surplus_since = None
             except Exception as error:
                 log.warning("queue %s: slot request failed: %r", self.name, error)
+                self._slots_short = True
             finally:
                 self._asking_slots = False
-                self._next_slot_ask = self.clock.now() + 0.25
+                self._next_slot_ask = self.clock.now() + SLOT_RETRY_S
                 self._wake.set()
 
         task = asyncio.ensure_future(ask())

@@ -21,6 +21,7 @@ BENCHMARKS = [
     "benchmarks.cache_client",
     "benchmarks.auth",
     "benchmarks.resources",
+    "benchmarks.queue",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,6 +26,11 @@ Services
     resources     ``ResourcePool`` / ``ResourcePoolActor`` (service 11): leases, fencing
                   tokens, fair queues, quotas
     resources_client ``ResourcesClient`` (routing, waits with deadlines, groups)
+    jobqueue      ``JobQueue`` / ``JobQueueActor`` (service 2): durable jobs, leases,
+                  retries, dead letters, the dispatcher
+    job_workers   ``JobWorker`` actors, ``RayWorkerPool``, ``JobSlots`` (global concurrency)
+    job_handlers  sample job handlers (``noop``, ``echo``, ``sleep``, ``fail``, ...)
+    queue_client  ``QueueClient``: enqueue, get, list, cancel, retry, stats, wait
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

@@ -280,6 +280,33 @@ class JobStateConflict(Conflict):
     code = "job_state_conflict"
 
 
+# --- scheduler (service 7) -------------------------------------------------
+
+
+class ScheduleNotFound(NotFound):
+    """No such schedule (or it belongs to someone else)."""
+
+    code = "schedule_not_found"
+
+
+class BadCron(InvalidInput):
+    """The cron expression is not valid (five fields, or six with seconds first)."""
+
+    code = "bad_cron"
+
+
+class UnknownTimeZone(InvalidInput):
+    """The time zone is not an IANA zone name (such as Europe/Paris)."""
+
+    code = "unknown_time_zone"
+
+
+class UnknownTarget(InvalidInput):
+    """The schedule's target type is not one the scheduler knows."""
+
+    code = "unknown_target"
+
+
 # --- ledger (service 8) ----------------------------------------------------
 
 

@@ -100,20 +100,19 @@ class Settings(BaseSettings):
     #: Messages kept per topic for resuming subscribers, and for how long.
     pubsub_history_max: int = Field(1_000, ge=0)
     pubsub_history_max_age_s: float = Field(3_600.0, gt=0)
-
-    # --- resources (service 11) ---------------------------------------------
-    #: Resource-pool actors; pools (and groups) are spread over them by hashing.
-    resources_shards: int = Field(2, ge=1, le=256)
-    #: Lease TTL when neither the request nor the pool names one.
-    resources_default_ttl_s: float = Field(30.0, gt=0)
-    #: Longest TTL a lease may ask for (a dead holder blocks others at most this long).
-    resources_max_ttl_s: float = Field(3_600.0, gt=0)
-    #: Longest an acquire may wait (long-poll or WebSocket).
-    resources_max_wait_s: float = Field(300.0, ge=0)
-    #: Waiters queued per pool before acquires are refused (429), unless the pool says.
-    resources_max_waiters: int = Field(10_000, ge=1)
-    #: How often a pool actor ends expired leases and wakes waiters for them.
-    resources_sweep_interval_s: float = Field(0.05, gt=0)
+    #: Largest message payload (the JSON-encoded ``data`` over HTTP and WebSocket).
+    pubsub_max_payload_bytes: int = Field(1 * MiB, ge=64)
+    #: Messages waiting to be sent to one WebSocket or SSE client; a client
+    #: that falls further behind is disconnected as a slow consumer.
+    pubsub_send_buffer: int = Field(1_000, ge=1)
+    #: Subscriptions one WebSocket connection may hold.
+    pubsub_max_subscriptions: int = Field(100, ge=1)
+    #: Seconds between keepalives on an idle SSE stream (and session re-checks).
+    pubsub_keepalive_s: float = Field(15.0, gt=0)
+    #: ``module:function`` called as ``f(user, action, subject) -> bool`` (action
+    #: ``publish`` with a topic, or ``subscribe`` with a pattern) after the
+    #: built-in rules; empty: the built-in rules only.
+    pubsub_acl_hook: str = ""
 
     # --- task queue (service 2) ---------------------------------------------
     #: Comma-separated module prefixes a job's handler must come from: an enqueue
@@ -146,6 +145,36 @@ class Settings(BaseSettings):
     queue_max_result_bytes: int = Field(1 * MiB, ge=2)
     #: Most jobs in one enqueue batch.
     queue_max_batch_jobs: int = Field(1_000, ge=1)
+
+    # --- resources (service 11) ---------------------------------------------
+    #: Resource-pool actors; pools (and groups) are spread over them by hashing.
+    resources_shards: int = Field(2, ge=1, le=256)
+    #: Lease TTL when neither the request nor the pool names one.
+    resources_default_ttl_s: float = Field(30.0, gt=0)
+    #: Longest TTL a lease may ask for (a dead holder blocks others at most this long).
+    resources_max_ttl_s: float = Field(3_600.0, gt=0)
+    #: Longest an acquire may wait (long-poll or WebSocket).
+    resources_max_wait_s: float = Field(300.0, ge=0)
+    #: Waiters queued per pool before acquires are refused (429), unless the pool says.
+    resources_max_waiters: int = Field(10_000, ge=1)
+    #: How often a pool actor ends expired leases and wakes waiters for them.
+    resources_sweep_interval_s: float = Field(0.05, gt=0)
+
+    # --- scheduler (service 7) ----------------------------------------------
+    #: Scheduler partition actors; schedules are spread over them by hashing
+    #: (fixed for a deployment: changing it moves schedules to other owners).
+    scheduler_partitions: int = Field(2, ge=1, le=256)
+    #: A firing is decided and journaled this long before it is due, so the
+    #: hand-off to its target at the due time waits for no store write.
+    scheduler_decide_ahead_ms: int = Field(250, ge=0, le=60_000)
+    #: Runs kept per schedule in its history.
+    scheduler_history_max: int = Field(100, ge=1, le=10_000)
+    #: Most missed runs one catch-up fires under the fire-all misfire policy.
+    scheduler_max_catchup: int = Field(100, ge=1, le=10_000)
+    #: Longest wait between attempts to hand a firing to a target that failed.
+    scheduler_retry_max_s: float = Field(30.0, gt=0)
+    #: Largest target payload (a queue job's args, a pub/sub payload) as JSON.
+    scheduler_max_payload_bytes: int = Field(64 * 1024, ge=2)
 
     # --- ledger (service 8) -------------------------------------------------
     #: Ledger shard actors; accounts are spread over them by rendezvous hashing

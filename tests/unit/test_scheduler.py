@@ -1,0 +1,497 @@
+"""Scheduler partitions run directly (no Ray) on a FakeClock and a real SQLite store.
+
+A restart is a second Scheduler opened on the same store and stream after the
+first one stopped, as a restarted actor would be. The fake target remembers
+every hand-off and, like the task queue, makes one job per idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from actors.clock import FakeClock
+from actors.errors import (
+    BadCron,
+    InvalidInput,
+    JobArgsTooLarge,
+    ScheduleNotFound,
+    Unavailable,
+    UnknownHandler,
+    UnknownTarget,
+    UnknownTimeZone,
+)
+from actors.scheduler import Misfire, Scheduler, jitter_ms, plan
+from actors.scheduler_targets import QueueTarget, check_handler
+from actors.settings import Settings
+from actors.store import SQLiteStore
+from actors.triggers import Every, to_ms
+from tests.unit.conftest import settle
+
+#: 2026-03-07 12:00:00 UTC, a Saturday.
+T0 = datetime(2026, 3, 7, 12, 0, tzinfo=timezone.utc).timestamp()
+AHEAD_MS = 250
+
+
+def noop_handler(**_: Any) -> None:
+    """A handler the queue-target tests may name (this module is allowed there)."""
+
+
+class FakeTarget:
+    kind: ClassVar[str] = "fake"
+    tracks_runs: ClassVar[bool] = True
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, float]] = []  #: (key, wall time) of every hand-off
+        self.jobs: dict[str, dict[str, Any]] = {}  #: one job per key
+        self.states: dict[str, str] = {}
+        self.failures = 0  #: the next this-many hand-offs fail as unavailable
+        self.hang: asyncio.Event | None = None  #: hand-offs wait for this, if set
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"type": self.kind, "queue": spec.get("queue", "q")}
+
+    async def fire(self, spec: dict[str, Any], *, key: str) -> dict[str, Any]:
+        self.calls.append((key, self.clock.time()))
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("queue away")
+        job = self.jobs.setdefault(key, {"queue": spec["queue"], "job_id": f"job-{len(self.jobs)}"})
+        return dict(job)
+
+    async def status(self, spec: dict[str, Any], ref: dict[str, Any]) -> str | None:
+        return self.states.get(ref["job_id"], "succeeded")
+
+    async def close(self) -> None: ...
+
+
+class UntrackedTarget(FakeTarget):
+    kind: ClassVar[str] = "untracked"
+    tracks_runs: ClassVar[bool] = False
+
+
+OpenScheduler = Callable[..., Awaitable[Scheduler]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=0.0, wall_offset=T0)
+
+
+@pytest.fixture
+def target(clock: FakeClock) -> FakeTarget:
+    return FakeTarget(clock)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "scheduler.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def open_scheduler(
+    clock: FakeClock, store: SQLiteStore, target: FakeTarget
+) -> AsyncIterator[OpenScheduler]:
+    opened: list[Scheduler] = []
+
+    async def open_(**options: Any) -> Scheduler:
+        scheduler = Scheduler(
+            targets={"fake": target, "untracked": UntrackedTarget(clock)},
+            clock=clock,
+            decide_ahead_ms=AHEAD_MS,
+            **options,
+        )
+        await scheduler.open(store, "scheduler-0", on_failure=lambda error: None)
+        scheduler.start()
+        opened.append(scheduler)
+        return scheduler
+
+    yield open_
+    for scheduler in opened:
+        await scheduler.stop()
+
+
+@pytest.fixture
+async def scheduler(open_scheduler: OpenScheduler) -> Scheduler:
+    return await open_scheduler()
+
+
+async def quiesce(scheduler: Scheduler) -> None:
+    """Let every timer that is due, and everything it starts, run to the end."""
+    for _ in range(30):
+        await settle()
+        await scheduler.drain()
+
+
+async def advance(clock: FakeClock, scheduler: Scheduler, seconds: float, step: float = 0.1):
+    """Move time forward in steps, letting due timers run at each."""
+    end = clock.now() + seconds
+    while clock.now() < end - 1e-9:
+        # A microsecond more than the step: a timer armed for exactly the step's
+        # end must not miss it by a float rounding.
+        clock.advance(min(step, end - clock.now()) + 1e-6)
+        await quiesce(scheduler)
+
+
+def spec(**fields: Any) -> dict[str, Any]:
+    return {"target": {"type": "fake"}, **fields}
+
+
+def fired_dues(target: FakeTarget, schedule_id: str) -> list[int]:
+    return sorted(int(key.split(":")[1]) for key in target.jobs if key.startswith(schedule_id))
+
+
+# --- firing -------------------------------------------------------------------
+
+
+async def test_interval_fires_once_per_due_time_with_its_key(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    view = await scheduler.create("s1", "ada", spec(every_s=10))
+    assert view["state"] == "active" and view["every_s"] == 10
+    await advance(clock, scheduler, 35)
+    anchor = to_ms(datetime.fromtimestamp(T0, timezone.utc)) + 10_000
+    assert [key for key, _ in target.calls] == [f"s1:{anchor + k * 10_000}" for k in range(3)]
+    runs = await scheduler.history("s1", "ada")
+    assert [run["outcome"] for run in runs] == ["fired"] * 3
+    assert all(0 <= run["lateness_ms"] <= 100 for run in runs)
+    assert runs[0]["ref"]["job_id"] == "job-2"  # newest first
+
+
+async def test_cron_schedule_fires_at_the_wall_clock_time(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("c", "ada", spec(cron="*/30 * * * * *", timezone="Europe/Paris"))
+    await advance(clock, scheduler, 91, step=0.5)
+    assert [due % 60_000 for due in fired_dues(target, "c")] == [30_000, 0, 30_000]
+
+
+async def test_one_shot_fires_once_then_completes(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("o", "ada", spec(at="2026-03-07T12:00:05Z"))
+    assert len(await scheduler.upcoming("o", "ada")) == 1
+    await advance(clock, scheduler, 20, step=1)
+    assert len(target.calls) == 1
+    view = await scheduler.get("o", "ada")
+    assert view["state"] == "completed" and view["fired"] == 1
+    assert await scheduler.upcoming("o", "ada") == []
+
+
+async def test_a_firing_is_decided_ahead_and_handed_over_at_its_due_time(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("o", None, spec(at="2026-03-07T12:00:05Z"))
+    await advance(clock, scheduler, 4.9, step=0.05)  # 100 ms before: decided, not handed
+    assert target.calls == [] and scheduler.schedules["o"].pending
+    await advance(clock, scheduler, 0.11, step=0.05)
+    assert [at for _, at in target.calls] == [pytest.approx(T0 + 5, abs=0.02)]
+
+
+async def test_target_unavailable_is_retried_with_the_same_key(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    target.failures = 3
+    await scheduler.create("o", None, spec(at="2026-03-07T12:00:01Z"))
+    await advance(clock, scheduler, 10, step=0.1)
+    assert len(target.calls) == 4 and len({key for key, _ in target.calls}) == 1
+    assert len(target.jobs) == 1
+    assert [run["outcome"] for run in await scheduler.history("o")] == ["fired"]
+
+
+# --- restarts -------------------------------------------------------------------
+
+
+async def test_restart_neither_fires_twice_nor_skips(
+    clock: FakeClock, open_scheduler: OpenScheduler, target: FakeTarget
+):
+    first = await open_scheduler()
+    await first.create("s", None, spec(every_s=5))
+    await advance(clock, first, 12)  # two fired
+    await first.stop()
+    second = await open_scheduler()  # recovers from the journal
+    await advance(clock, second, 3.5)  # the third (due at 15 s) fires once
+    dues = fired_dues(target, "s")
+    assert len(target.calls) == len(dues) == 3
+    assert [b - a for a, b in itertools.pairwise(dues)] == [5_000, 5_000]
+
+
+async def test_crash_after_the_hand_off_before_it_was_recorded_makes_one_job(
+    clock: FakeClock, open_scheduler: OpenScheduler, target: FakeTarget
+):
+    first = await open_scheduler()
+    await first.create("s", None, spec(at="2026-03-07T12:00:02Z"))
+    target.hang = asyncio.Event()
+    clock.advance(2.0)
+    for _ in range(20):
+        await settle()
+        await asyncio.sleep(0.01)  # the decision's commit (real I/O)
+        if target.calls:
+            break
+    assert len(target.calls) == 1  # handed over, the target has not answered
+    await first.stop()  # crash: "done" is never journaled
+    target.hang.set()
+    target.hang = None
+    target.jobs.setdefault(target.calls[0][0], {"queue": "q", "job_id": "job-0"})  # it landed
+    second = await open_scheduler()
+    await quiesce(second)
+    assert len(target.calls) == 2 and target.calls[0][0] == target.calls[1][0]
+    assert len(target.jobs) == 1
+    runs = await second.history("s")
+    assert [(run["outcome"], run["ref"]["job_id"]) for run in runs] == [("fired", "job-0")]
+
+
+@pytest.mark.parametrize(
+    ("misfire", "fired", "missed"),
+    [("skip", 0, 6), ("fire_once", 1, 5), ("fire_all", 6, 0)],
+)
+async def test_misfire_policy_after_an_outage(
+    clock: FakeClock,
+    open_scheduler: OpenScheduler,
+    target: FakeTarget,
+    misfire: str,
+    fired: int,
+    missed: int,
+):
+    first = await open_scheduler()
+    await first.create("s", None, spec(every_s=10, misfire=misfire, misfire_grace_s=5))
+    await advance(clock, first, 10.5)  # the run at 10 s fires
+    await first.stop()
+    clock.advance(67)  # down over the runs at 20..70 s (all over 5 s late)
+    second = await open_scheduler()
+    await quiesce(second)
+    assert len(target.jobs) == 1 + fired
+    runs = await second.history("s")
+    assert sum(run["outcome"] == "fired" for run in runs) == 1 + fired
+    assert sum(run.get("count", 0) for run in runs if run["outcome"] == "missed") == missed
+    if misfire == "fire_once":  # the latest missed run is the one fired
+        assert max(fired_dues(target, "s")) % 100_000 == 70_000 % 100_000
+    await advance(clock, second, 10)  # then back on the timetable: the run at 80 s
+    assert len(target.jobs) == 2 + fired
+
+
+async def test_a_late_run_within_grace_fires(
+    clock: FakeClock, open_scheduler: OpenScheduler, target: FakeTarget
+):
+    first = await open_scheduler()
+    await first.create("s", None, spec(every_s=10, misfire="skip", misfire_grace_s=30))
+    await first.stop()
+    clock.advance(25)  # the run at 10 s is 15 s late, the one at 20 s 5 s late
+    second = await open_scheduler()
+    await quiesce(second)
+    runs = await second.history("s")
+    assert [run["outcome"] for run in runs] == ["fired", "fired"]
+    assert sorted(run["lateness_ms"] for run in runs) == [5_000, 15_000]
+
+
+def test_plan_walks_a_long_outage_without_hanging():
+    trigger = Every(1_000, 0)
+    decided = plan(
+        trigger,
+        1_000,
+        fire_at=lambda d: d,
+        now_ms=10_000_000_000,
+        horizon_ms=10_000_000_250,
+        grace_ms=0,
+        misfire=Misfire.FIRE_ONCE,
+        max_catchup=10,
+    )
+    assert len(decided.fire) == 1 and decided.missed_uncounted
+    assert decided.next_due is not None and decided.next_due > 10_000_000_000
+
+
+def test_plan_fire_all_is_capped():
+    decided = plan(
+        Every(1_000, 0),
+        1_000,
+        fire_at=lambda d: d,
+        now_ms=50_500,
+        horizon_ms=50_750,
+        grace_ms=0,
+        misfire=Misfire.FIRE_ALL,
+        max_catchup=10,
+    )
+    assert decided.fire == list(range(41_000, 51_000, 1_000))
+    assert len(decided.missed) == 40 and decided.next_due == 51_000
+
+
+# --- policies -------------------------------------------------------------------
+
+
+async def test_overlap_skip_while_the_previous_job_runs(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("s", None, spec(every_s=10, overlap="skip"))
+    await advance(clock, scheduler, 10.5)
+    target.states["job-0"] = "running"
+    await advance(clock, scheduler, 10)
+    target.states["job-0"] = "succeeded"
+    await advance(clock, scheduler, 10)
+    outcomes = [run["outcome"] for run in reversed(await scheduler.history("s"))]
+    assert outcomes == ["fired", "skipped_overlap", "fired"]
+    assert len(target.jobs) == 2
+
+
+async def test_overlap_allow_fires_anyway(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("s", None, spec(every_s=10))
+    await advance(clock, scheduler, 10.5)
+    target.states["job-0"] = "running"
+    await advance(clock, scheduler, 10)
+    assert len(target.jobs) == 2
+
+
+async def test_jitter_is_deterministic_and_within_bounds(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    offsets = [jitter_ms("s", due, 2.0) for due in range(0, 100_000, 1_000)]
+    assert offsets == [jitter_ms("s", due, 2.0) for due in range(0, 100_000, 1_000)]
+    assert all(0 <= o <= 2_000 for o in offsets) and len(set(offsets)) > 50
+    assert jitter_ms("s", 5, 0) == 0
+    await scheduler.create("s", None, spec(every_s=10, jitter_s=2))
+    upcoming = await scheduler.upcoming("s", count=3)
+    await advance(clock, scheduler, 32.5, step=0.05)
+    handed = [round(at * 1000) for _, at in target.calls]
+    expected = [round(datetime.fromisoformat(u["fire_at"]).timestamp() * 1000) for u in upcoming]
+    assert all(0 <= h - e < 60 for h, e in zip(handed, expected, strict=True))
+
+
+async def test_pause_stops_firing_and_resume_does_not_catch_up(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("s", "ada", spec(every_s=10))
+    await advance(clock, scheduler, 10.5)
+    assert (await scheduler.pause("s", "ada"))["state"] == "paused"
+    assert await scheduler.upcoming("s", "ada") == []
+    await advance(clock, scheduler, 40, step=1)
+    assert len(target.jobs) == 1
+    await scheduler.resume("s", "ada")
+    await advance(clock, scheduler, 10.5)
+    assert len(target.jobs) == 2  # only the next one after resuming
+
+
+async def test_update_retimes_and_delete_stops(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("s", "ada", spec(every_s=10, name="a"))
+    view = await scheduler.update("s", "ada", {"name": "b"})
+    assert view["name"] == "b" and view["every_s"] == 10
+    await scheduler.update("s", "ada", {"every_s": 3})
+    await advance(clock, scheduler, 10)
+    assert len(target.jobs) == 3
+    await scheduler.update("s", "ada", {"cron": "0 0 1 1 *"})
+    upcoming = await scheduler.upcoming("s", "ada", count=2)
+    assert [u["due_at"][:10] for u in upcoming] == ["2027-01-01", "2028-01-01"]
+    assert await scheduler.delete("s", "ada")
+    await advance(clock, scheduler, 10, step=1)
+    assert len(target.jobs) == 3
+    with pytest.raises(ScheduleNotFound):
+        await scheduler.get("s", "ada")
+
+
+async def test_schedules_are_private_to_their_owner(scheduler: Scheduler):
+    await scheduler.create("s", "ada", spec(every_s=10))
+    with pytest.raises(ScheduleNotFound):
+        await scheduler.get("s", "bob")
+    with pytest.raises(ScheduleNotFound):
+        await scheduler.delete("s", "bob")
+    assert [v["id"] for v in await scheduler.list_schedules("ada")] == ["s"]
+    assert await scheduler.list_schedules("bob") == []
+
+
+async def test_upcoming_in_the_zone_across_spring_forward(clock: FakeClock, scheduler: Scheduler):
+    await scheduler.create("d", None, spec(cron="30 2 * * *", timezone="America/New_York"))
+    upcoming = await scheduler.upcoming("d", count=3)
+    assert [u["due_at"] for u in upcoming] == [
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-09T02:30:00-04:00",
+        "2026-03-10T02:30:00-04:00",
+    ]
+
+
+async def test_spring_forward_day_fires_once_at_0300(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    await scheduler.create("d", None, spec(cron="30 2 * * *", timezone="America/New_York"))
+    clock.advance(datetime.fromisoformat("2026-03-08T01:59:59-05:00").timestamp() - clock.time())
+    await quiesce(scheduler)
+    await advance(clock, scheduler, 1)  # the wall clock jumps to 03:00 EDT
+    await advance(clock, scheduler, 7_200, step=60)  # and nothing more that day
+    assert [at for _, at in target.calls] == [
+        pytest.approx(datetime.fromisoformat("2026-03-08T03:00:00-04:00").timestamp(), abs=0.01)
+    ]
+
+
+# --- refusals change nothing ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"cron": "61 * * * *"}, BadCron),
+        ({"cron": "* * *"}, BadCron),
+        ({"cron": "0 9 * * *", "timezone": "Mars/Base"}, UnknownTimeZone),
+        ({"every_s": 10, "target": {"type": "carrier-pigeon"}}, UnknownTarget),
+        ({"every_s": 10, "target": "queue"}, InvalidInput),
+        ({"every_s": 0.1}, InvalidInput),
+        ({"every_s": 10, "cron": "* * * * *"}, InvalidInput),
+        ({}, InvalidInput),
+        ({"at": "2020-01-01T00:00:00Z"}, InvalidInput),
+        ({"every_s": 10, "misfire": "sometimes"}, InvalidInput),
+        ({"every_s": 10, "jitter_s": 10}, InvalidInput),
+        ({"every_s": 10, "overlap": "skip", "target": {"type": "untracked"}}, InvalidInput),
+        ({"every_s": 10, "colour": "blue"}, InvalidInput),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_created(
+    scheduler: Scheduler, fields: dict[str, Any], error: type[Exception]
+):
+    with pytest.raises(error):
+        await scheduler.create("bad", None, {"target": {"type": "fake"}, **fields})
+    assert scheduler.schedules == {}
+
+
+def test_queue_target_checks_handler_and_args():
+    settings = Settings(queue_handler_modules="tests.unit.test_scheduler", queue_max_args_bytes=64)
+    target = QueueTarget(settings)
+    good = target.validate({"type": "queue", "queue": "q", "handler": f"{__name__}:noop_handler"})
+    assert good["args"] == {} and good["priority"] == 5
+    handler = f"{__name__}:noop_handler"
+    with pytest.raises(UnknownHandler):
+        check_handler("os:system", settings.queue_handler_modules)
+    with pytest.raises(UnknownHandler):
+        check_handler(f"{__name__}:no_such_function", settings.queue_handler_modules)
+    with pytest.raises(UnknownHandler):
+        check_handler("tests.unit.test_scheduler.nope:f", settings.queue_handler_modules)
+    with pytest.raises(JobArgsTooLarge):
+        target.validate({"queue": "q", "handler": handler, "args": {"x": "y" * 100}})
+    with pytest.raises(InvalidInput):
+        target.validate({"queue": "q", "handler": handler, "priority": 10})
+    with pytest.raises(InvalidInput):
+        target.validate({"queue": "", "handler": handler})
+
+
+async def test_fall_back_day_fires_once_at_the_first_0130(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    clock.advance(datetime.fromisoformat("2026-10-31T12:00:00-04:00").timestamp() - clock.time())
+    await scheduler.create("d", None, spec(cron="30 1 * * *", timezone="America/New_York"))
+    clock.advance(datetime.fromisoformat("2026-11-01T01:29:59-04:00").timestamp() - clock.time())
+    await quiesce(scheduler)
+    await advance(clock, scheduler, 1)  # 01:30 EDT
+    await advance(clock, scheduler, 7_200, step=60)  # 01:30 EST passes too: no second run
+    assert [at for _, at in target.calls] == [
+        pytest.approx(datetime.fromisoformat("2026-11-01T01:30:00-04:00").timestamp(), abs=0.01)
+    ]

@@ -133,17 +133,21 @@ class JobWorker:
             self.ran += 1
             self._running.pop(job_id, None)
 
+    async def heartbeat(self) -> None:
+        """Renew the leases of the running jobs; stop the ones the queue dropped."""
+        if not self._running:
+            return
+        try:
+            dropped = await self._queue.heartbeat.remote(list(self._running))
+        except Exception as error:  # the queue is restarting: it will expire or renew
+            log.warning("heartbeat failed: %r", error)
+            return
+        self.cancel(dropped)
+
     async def _heartbeats(self, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
-            if not self._running:
-                continue
-            try:
-                dropped = await self._queue.heartbeat.remote(list(self._running))
-            except Exception as error:  # the queue is restarting: it will expire or renew
-                log.warning("heartbeat failed: %r", error)
-                continue
-            self.cancel(dropped)
+            await self.heartbeat()
 
 
 #: A worker that dies is restarted; the call in flight fails to the dispatcher.

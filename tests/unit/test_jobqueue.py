@@ -23,7 +23,7 @@ from actors.errors import (
     UnknownHandler,
 )
 from actors.job_workers import JobSlots
-from actors.jobqueue import JobQueue, QueueConfig, Work, backoff_s
+from actors.jobqueue import SLOT_HOLD_S, JobQueue, QueueConfig, Work, backoff_s
 from actors.store import SQLiteStore
 from tests.unit.conftest import settle
 
@@ -617,3 +617,33 @@ async def test_a_queue_asks_for_global_slots_before_dispatching(
     await step(queue)
     assert len(pool.handed()) == 2
     assert slots.held == {"q": 2}
+
+
+async def test_a_queue_keeps_its_slots_between_bursts_then_gives_them_back(
+    open_queue: OpenQueue, pool: FakePool, clock: FakeClock
+) -> None:
+    queue = await open_queue()
+    slots = JobSlots(10)
+    asked: list[int] = []
+
+    class Client:
+        async def set_demand(self, holder: str, want: int) -> int:
+            asked.append(want)
+            return slots.set_demand(holder, want)
+
+    queue.attach(pool, Client())
+    await put(queue)
+    await step(queue)
+    await step(queue)
+    await pool.answer(clock)
+    assert asked == [1]
+    # a job right after the burst goes at once, without asking again
+    await put(queue)
+    await step(queue)
+    assert len(pool.handed()) == 1 and asked == [1]
+    await pool.answer(clock)
+    await step(queue)
+    assert slots.held == {"q": 1}
+    clock.advance(SLOT_HOLD_S)
+    await step(queue)
+    assert asked == [1, 0] and slots.held == {}

@@ -207,6 +207,7 @@ class QueueConfig:
     unique_for_s: float = 3_600.0
     max_args_bytes: int = 64 * 1024
     max_batch_jobs: int = 1_000
+    max_finished_jobs: int = 100_000
     handler_modules: str = "actors.job_handlers"
 
     @classmethod
@@ -224,6 +225,7 @@ class QueueConfig:
             unique_for_s=s.queue_unique_for_s,
             max_args_bytes=s.queue_max_args_bytes,
             max_batch_jobs=s.queue_max_batch_jobs,
+            max_finished_jobs=s.queue_max_finished_jobs,
             handler_modules=s.queue_handler_modules,
         )
 
@@ -530,10 +532,13 @@ class JobQueue(Durable):
         self.counters["discarded"] += len(jobs)
         return [job.id for job in jobs]
 
-    def apply_prune(self, at: float) -> int:
-        """Forget finished jobs whose time is up (and their results)."""
+    def apply_prune(self, at: float, keep: int | None = None) -> int:
+        """Forget finished jobs (and their results) whose time is up, and the ones
+        that expire soonest while more than ``keep`` finished jobs are kept."""
         pruned = 0
-        while self.finished and self.finished[0][0] <= at:
+        while self.finished and (
+            self.finished[0][0] <= at or (keep is not None and self._finished_count() > keep)
+        ):
             expires_at, job_id = heapq.heappop(self.finished)
             job = self.jobs.get(job_id)
             if job is not None and job.state in FINISHED and job.expires_at == expires_at:
@@ -541,6 +546,9 @@ class JobQueue(Durable):
                 pruned += 1
         self.counters["pruned"] += pruned
         return pruned
+
+    def _finished_count(self) -> int:
+        return sum(len(self.by_state[state]) for state in FINISHED)
 
     def apply_pause(self, paused: bool) -> bool:
         self.paused = paused
@@ -834,8 +842,9 @@ class JobQueue(Durable):
             self._expire_leases(now)
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
-            if self.finished and self.finished[0][0] <= now:
-                self._record("prune", at=now)
+            keep = self.config.max_finished_jobs
+            if self.finished and (self.finished[0][0] <= now or self._finished_count() > keep):
+                self._record("prune", at=now, keep=keep)
         next_turn = min(self._next_lease_scan, self._next_prune) - now
         if self.waiting:
             next_turn = min(next_turn, self.waiting[0][0] - now)

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     queue_max_result_bytes: int = Field(1 * MiB, ge=2)
     #: Most jobs in one enqueue batch.
     queue_max_batch_jobs: int = Field(1_000, ge=1)
+    #: Finished jobs kept per queue (in its memory) before the soonest-expiring go early.
+    queue_max_finished_jobs: int = Field(100_000, ge=0)
 
     # --- resources (service 11) ---------------------------------------------
     #: Resource-pool actors; pools (and groups) are spread over them by hashing.

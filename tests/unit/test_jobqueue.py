@@ -647,3 +647,19 @@ async def test_a_queue_keeps_its_slots_between_bursts_then_gives_them_back(
     clock.advance(SLOT_HOLD_S)
     await step(queue)
     assert asked == [1, 0] and slots.held == {}
+
+
+async def test_past_the_cap_the_soonest_expiring_finished_jobs_are_pruned_early(
+    open_queue: OpenQueue, pool: FakePool, clock: FakeClock
+) -> None:
+    queue = await open_queue(pool=pool, max_finished_jobs=2)
+    ids = []
+    for _ in range(4):
+        ids.append((await put(queue))["id"])
+        await step(queue)
+        await pool.answer(clock)
+        clock.advance(1)
+    clock.advance(PRUNE_MARGIN_S)
+    await step(queue)
+    assert sorted(queue.jobs) == sorted(ids[2:])
+    assert (await queue.stats())["counters"]["pruned"] == 2

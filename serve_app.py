@@ -99,7 +99,18 @@ def ledger_app(args: dict[str, Any] | None = None) -> Application:
     return _build_ledger(Settings(**(args or {})))
 
 
-#: Every built service. Not yet built: game, chat, pubsub, scheduler,
+def _build_scheduler(settings: Settings) -> Application:
+    from apps import scheduler
+
+    return scheduler.build(settings)
+
+
+def scheduler_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the scheduler application, for ``serve deploy``/``serve run``."""
+    return _build_scheduler(Settings(**(args or {})))
+
+
+#: Every built service. Not yet built: game, chat, pubsub,
 #: monitor, logs, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
@@ -113,6 +124,13 @@ SERVICES: list[Service] = [
     ),
     Service("queue", "/queue", "serve_app:queue_app", _build_queue, "durable job queues"),
     Service("ledger", "/ledger", "serve_app:ledger_app", _build_ledger, "double-entry ledger"),
+    Service(
+        "scheduler",
+        "/scheduler",
+        "serve_app:scheduler_app",
+        _build_scheduler,
+        "cron, interval and one-shot schedules",
+    ),
 ]
 
 

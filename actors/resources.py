@@ -490,7 +490,8 @@ class ResourcePool(Durable):
             ttl_s if ttl_s is not None else state.spec.ttl_s or self.default_ttl_s, self.max_ttl_s
         )
         now = self.clock.time()
-        if wait_until is not None and wait_until - now > self.max_wait_s:
+        # (a second of slack: the deadline was set on the caller's clock)
+        if wait_until is not None and wait_until - now > self.max_wait_s + 1.0:
             raise InvalidInput(f"an acquire waits at most {self.max_wait_s:g} s")
         result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acquiring[key] = result

@@ -455,7 +455,7 @@ async def test_pool_definitions_are_checked(rp: ResourcePool) -> None:
     with pytest.raises(InvalidInput):
         await take(rp, "lock", "a", ttl_s=0)
     with pytest.raises(InvalidInput):
-        await take(rp, "lock", "a", wait_s=61)
+        await take(rp, "lock", "a", wait_s=62)
     assert rp.journal.assigned == before
     assert rp.describe("lock")["held"] == 0
 

@@ -57,7 +57,7 @@ class SchedulerClient:
         view: dict[str, Any] = await self._partition(schedule_id).call("get", schedule_id, owner)
         return view
 
-    async def list(self, *, owner: str | None = None) -> list[dict[str, Any]]:
+    async def list_schedules(self, *, owner: str | None = None) -> list[dict[str, Any]]:
         """Every schedule (of ``owner``), oldest first."""
         parts = await asyncio.gather(*(p.call("list_schedules", owner) for p in self.partitions))
         return sorted((v for part in parts for v in part), key=lambda v: (v["created_at"], v["id"]))

@@ -45,7 +45,7 @@ class ScheduleFields(BaseModel):
 
 
 class ScheduleIn(ScheduleFields):
-    target: dict[str, Any] = Field(  # type: ignore[assignment]
+    target: dict[str, Any] = Field(
         ..., description="{'type': 'queue', ...} or {'type': 'pubsub', ...}"
     )
     paused: bool = False
@@ -130,7 +130,7 @@ def make_app(client: SchedulerClient, settings: Settings) -> FastAPI:
 
     @app.get("/schedules")
     async def list_schedules(user: CurrentUser) -> Schedules:
-        found = await client.list(owner=user.user_id)
+        found = await client.list_schedules(owner=user.user_id)
         return Schedules(schedules=[ScheduleOut(**view) for view in found])
 
     @app.get("/schedules/{schedule_id}", responses=errors)

@@ -386,3 +386,9 @@ class TransactionAborted(Conflict):
     """The cross-shard transaction was aborted before this shard prepared it."""
 
     code = "transaction_aborted"
+
+
+class TransactionInDoubt(Unavailable):
+    """An earlier attempt of this transfer is prepared and awaits its outcome; retry shortly."""
+
+    code = "transaction_in_doubt"

@@ -56,6 +56,7 @@ from actors.errors import (
     PendingTransferNotFound,
     RealmError,
     TransactionAborted,
+    TransactionInDoubt,
 )
 from actors.journal import Durable
 from actors.ledger_model import (
@@ -323,6 +324,9 @@ class LedgerShard(Durable):
         existing = txn.transfer(spec.id)
         if existing is None:
             return None
+        if existing.state == "prepared" and existing.spec == spec:
+            # an earlier attempt of the same transfer still awaits its outcome
+            raise TransactionInDoubt(transfer_id=spec.id, txid=existing.txid)
         if existing.spec != spec or existing.txid != txid or existing.state == "prepared":
             raise IdConflict("the transfer id is already used", id=spec.id)
         return existing
@@ -764,6 +768,8 @@ class _LedgerShardProcess(LedgerShard):
             "name": self.name,
             "node_id": ray.get_runtime_context().get_node_id(),
             "restarts": self.restarts,
+            "journal_commits": self.journal.commits,
+            "journal_records": self.journal.records,
             **(await self.totals()),
         }
 

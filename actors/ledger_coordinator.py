@@ -4,22 +4,25 @@ A unit of transfers (one transfer, or a linked chain) whose accounts live on
 more than one shard goes to the coordinator its first transfer id hashes to.
 The coordinator keeps a durable decision log (its journal) and runs:
 
-1. ``begin``: log the intent (the unit, a fresh transaction id ``<unit>#<nonce>``);
+1. note the unit in memory under a fresh transaction id ``<unit>#<nonce>``;
 2. ``prepare`` every involved shard in parallel (each reserves its legs durably);
-3. ``decide``: log commit if every shard prepared, else abort (with the first
-   refusal, which is what the client is told);
+3. if every shard prepared, log the commit decision (with the unit) and wait
+   until it is durable; otherwise decide abort, with the first refusal, which
+   is what the client is told (an abort is not logged);
 4. tell every involved shard to ``commit`` or ``abort``, retrying until each
-   answers; 5. ``finish``: log the outcome (for a commit, the transfers with the
-   balances each shard answered), which a repeat of the unit gets back.
+   answers, and answer the client (for a commit, the transfers with the
+   balances each shard answered); 5. log ``finish`` (the answer, which a
+   repeat of the unit gets back) without making anyone wait for it.
 
-Recovery rules. A coordinator that restarts decides ``abort`` for every
-transaction it had begun and not decided (presumed abort: no shard can have
-committed it, since commit is only sent after the decision is logged), then
-drives every decided and unfinished transaction to its end again. A periodic
-sweep re-drives any transaction whose driver stopped (a shard unreachable for
-a while). A shard that holds a prepared transaction for long asks the
-coordinator (``resolve``) and applies the answer itself; an unknown or
-superseded transaction id is answered abort.
+Recovery rules (presumed abort: only commit decisions are logged, so a
+transaction the log does not know was never committed). A coordinator that
+restarts asks every shard which transactions of its own are prepared there
+and aborts those its log has no commit for, then drives every logged commit
+that has not finished to its end again. A periodic sweep re-drives any
+transaction whose driver stopped (a shard unreachable for a while). A shard
+that holds a prepared transaction for long asks the coordinator
+(``resolve``): commit once the decision is durable, abort for an unknown or
+superseded transaction id, and "pending" while it is being decided.
 
 Exactly once: a unit is identified by its first transfer id. A repeat with the
 same body answers the logged result of a committed unit, waits for one under
@@ -69,15 +72,15 @@ TELL_ATTEMPTS = 6
 
 
 class TxState(str, Enum):
-    #: Intent logged, prepares under way. Recovery aborts it (presumed abort).
+    #: Prepares under way (in memory only: a restart forgets it, which is an abort).
     PREPARING = "preparing"
     #: Commit decided and logged; shards are being told.
     COMMITTING = "committing"
-    #: Abort decided and logged; shards are being told.
+    #: Abort decided (not logged); shards are being told.
     ABORTING = "aborting"
     #: Every shard committed; the result answers repeats.
     COMMITTED = "committed"
-    #: Every shard released; a repeat starts a new attempt.
+    #: Every shard released (in memory only); a repeat starts a new attempt.
     ABORTED = "aborted"
 
 
@@ -93,12 +96,15 @@ class Entry:
     #: (index in the unit, error) of the refusal that aborted it.
     error: tuple[int, RealmError] | None = None
     result: list[dict[str, Any]] | None = None
+    #: The commit decision is on disk (only then may anyone be told "commit").
+    durable: bool = False
 
 
 class ShardPort(Protocol):
     async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]: ...
     async def commit(self, txids: list[str]) -> list[Any]: ...
     async def abort(self, txids: list[str]) -> list[Any]: ...
+    async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]: ...
 
 
 def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, list[Leg]]:
@@ -155,6 +161,7 @@ class TxCoordinator(Durable):
         #: cross-shard pending transfers with a timeout: id -> (expires at, the pending transfer)
         self.expiring: dict[str, tuple[float, TransferSpec]] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.committed = self.aborted = 0  #: by this incarnation
 
     # --- the log ---------------------------------------------------------------
@@ -166,33 +173,27 @@ class TxCoordinator(Durable):
         entries, self.expiring = state
         self.entries = OrderedDict(entries)
 
-    def apply_begin(self, uid: str, unit: list[TransferSpec], txid: str, at: float) -> None:
+    def apply_decide(self, uid: str, txid: str, unit: list[TransferSpec], at: float) -> None:
+        """The commit decision (the one record a transaction must have on disk)."""
         entry = self.entries.get(uid)
-        assert entry is None or entry.state is TxState.ABORTED, "begin over a live attempt"
-        self.entries.pop(uid, None)
-        self.entries[uid] = Entry(unit, txid, TxState.PREPARING, at)
-
-    def apply_decide(
-        self, uid: str, txid: str, commit: bool, error: tuple[int, RealmError] | None
-    ) -> None:
-        entry = self.entries[uid]
-        if entry.txid != txid or entry.state is not TxState.PREPARING:
-            return  # decided already (recovery and a driver raced): the first decision holds
-        entry.state = TxState.COMMITTING if commit else TxState.ABORTING
-        entry.error = error
+        if entry is not None and entry.txid == txid:
+            entry.state = TxState.COMMITTING
+        else:  # replaying: the attempt was only in memory until now
+            self.entries[uid] = Entry(unit, txid, TxState.COMMITTING, at)
 
     def apply_finish(self, uid: str, txid: str, result: Any, at: float) -> None:
-        entry = self.entries[uid]
-        if entry.txid != txid or entry.state in FINAL:
+        entry = self.entries.get(uid)
+        if entry is None or entry.txid != txid:
             return
-        if entry.state is TxState.COMMITTING:
-            entry.state, entry.result = TxState.COMMITTED, result
-            for spec in entry.unit:
-                cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
-                if spec.kind is Kind.PENDING and spec.timeout_s and cross:
-                    self.expiring[spec.id] = (at + spec.timeout_s, spec)
-        else:
-            entry.state = TxState.ABORTED
+        entry.state, entry.result = TxState.COMMITTED, result
+        for spec in entry.unit:
+            cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
+            if spec.kind is Kind.PENDING and spec.timeout_s and cross:
+                self.expiring.setdefault(spec.id, (at + spec.timeout_s, spec))
+        self._retire(uid)
+
+    def _retire(self, uid: str) -> None:
+        """Move a finished entry to the young end; forget the oldest finished ones."""
         self.entries.move_to_end(uid)
         while len(self.entries) > self.finished_kept:
             oldest = next(iter(self.entries))
@@ -227,7 +228,8 @@ class TxCoordinator(Durable):
                 return error_result(index, error, unit)
             if entry is None or entry.state is TxState.ABORTED:
                 mine = f"{uid}#{uuid.uuid4().hex[:16]}"
-                await self.execute("begin", uid=uid, unit=unit, txid=mine, at=self.clock.time())
+                self.entries[uid] = Entry(unit, mine, TxState.PREPARING, self.clock.time())
+                self.entries.move_to_end(uid)
             try:
                 await asyncio.shield(self._driver(uid))
             except RealmError as error:
@@ -263,17 +265,30 @@ class TxCoordinator(Durable):
                 *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
             )
             refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
-            error = refusals[0] if refusals else None
-            await self.execute("decide", uid=uid, txid=txid, commit=error is None, error=error)
+            if refusals:
+                entry.state, entry.error = TxState.ABORTING, refusals[0]
+            else:
+                at = self.clock.time()
+                await self.execute("decide", uid=uid, txid=txid, unit=entry.unit, at=at)
+                entry.durable = True
         if entry.state is TxState.COMMITTING:
             parts = await asyncio.gather(*(self._tell(shard, "commit", txid) for shard in legs))
             result = merge_answers(entry.unit, parts)
-            await self.execute("finish", uid=uid, txid=txid, result=result, at=self.clock.time())
+            # Answer now; the finish record only saves repeats a round of commits.
+            at = self.clock.time()
+            self.apply_finish(uid, txid, result, at)
+            self._background(self.execute("finish", uid=uid, txid=txid, result=result, at=at))
             self.committed += 1
         elif entry.state is TxState.ABORTING:
             await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
-            await self.execute("finish", uid=uid, txid=txid, result=None, at=self.clock.time())
+            entry.state = TxState.ABORTED
+            self._retire(uid)
             self.aborted += 1
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _prepare_on(self, shard: int, txid: str, legs: list[Leg]) -> Any:
         try:
@@ -308,15 +323,30 @@ class TxCoordinator(Durable):
     # --- recovery ----------------------------------------------------------------
 
     async def recover(self) -> int:
-        """After a restart: abort what was never decided (presumed abort), then
-        drive every unfinished transaction to its end. Returns how many."""
-        undecided = [(u, e.txid) for u, e in self.entries.items() if e.state is TxState.PREPARING]
+        """After a restart (call once the log is open, before serving): abort on
+        every shard what this coordinator prepared and its log has no commit for
+        (presumed abort), then drive every logged, unfinished commit to its end.
+        Returns how many transactions it resolved or re-drove."""
         presumed = (0, Unavailable("the coordinator restarted before deciding; retry"))
-        await asyncio.gather(
-            *(self.execute("decide", uid=u, txid=t, commit=False, error=presumed)
-              for u, t in undecided)
-        )  # fmt: skip
-        return self.sweep()
+        for entry in self.entries.values():
+            entry.durable = entry.state in (TxState.COMMITTING, TxState.COMMITTED)
+            if entry.state is TxState.PREPARING:  # from a snapshot: never decided
+                entry.state, entry.error = TxState.ABORTING, presumed
+        committed = {e.txid for e in self.entries.values() if e.durable}
+
+        async def abort_strays(shard: int) -> int:
+            try:
+                doubtful = await self.shards[shard].in_doubt(0.0)
+                strays = [t for t, c in doubtful if c == self.name and t not in committed]
+                if strays:
+                    await self.shards[shard].abort(strays)
+                return len(strays)
+            except Exception as error:  # the shard will ask us itself later
+                log.warning("%s: could not check shard %d on recovery: %r", self.name, shard, error)
+                return 0
+
+        aborted = await asyncio.gather(*(abort_strays(i) for i in range(len(self.shards))))
+        return sum(aborted) + self.sweep()
 
     def sweep(self) -> int:
         """Start a driver for every unfinished transaction that has none."""
@@ -336,12 +366,11 @@ class TxCoordinator(Durable):
             entry = self.entries.get(uid)
             if entry is None or entry.txid != txid:
                 outcomes.append("abort")  # never begun here, or an attempt since replaced
-            elif entry.state in (TxState.COMMITTING, TxState.COMMITTED):
+            elif entry.state in (TxState.COMMITTING, TxState.COMMITTED) and entry.durable:
                 outcomes.append("commit")
             elif entry.state in (TxState.ABORTING, TxState.ABORTED):
                 outcomes.append("abort")
             else:
-                self._driver(uid)
                 outcomes.append("pending")
         return outcomes
 
@@ -381,15 +410,39 @@ def coordinator_name(index: int) -> str:
     return f"ledger-coordinator-{index}"
 
 
+class TurnCoalescer(Coalescer[Any, Any]):
+    """A ``Coalescer`` that sends what arrives in one event-loop turn together.
+
+    The units of one ``run`` call reach each phase (prepare, commit) in the same
+    turn; sending the first alone, as a plain coalescer does, would split every
+    batch in two. Waiting for the end of the turn costs no time."""
+
+    _scheduled = False
+
+    def _pump(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._scheduled = False
+        Coalescer._pump(self)
+
+
+#: Batched calls in flight to one shard per phase, from one coordinator.
+SHARD_CALLS_IN_FLIGHT = 2
+
+
 class RemoteShard:
     """A shard actor seen through coalescers: concurrent prepares (commits,
     aborts) to it become one batched call each."""
 
     def __init__(self, ref: Any, *, max_batch: int) -> None:
         self.ref = ref
-        self._prepare = Coalescer(partial(ref.call, "prepare"), max_batch=max_batch)
-        self._commit = Coalescer(partial(ref.call, "commit"), max_batch=max_batch)
-        self._abort = Coalescer(partial(ref.call, "abort"), max_batch=max_batch)
+        options = {"max_batch": max_batch, "max_in_flight": SHARD_CALLS_IN_FLIGHT}
+        self._prepare = TurnCoalescer(partial(ref.call, "prepare"), **options)
+        self._commit = TurnCoalescer(partial(ref.call, "commit"), **options)
+        self._abort = TurnCoalescer(partial(ref.call, "abort"), **options)
 
     async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
         return await self._prepare.submit(items)
@@ -399,6 +452,10 @@ class RemoteShard:
 
     async def abort(self, txids: list[str]) -> list[Any]:
         return await self._abort.submit(txids)
+
+    async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = await self.ref.call("in_doubt", older_than_s)
+        return found
 
 
 def remote_shards(settings: Any) -> list[RemoteShard]:
@@ -445,6 +502,16 @@ class _TxCoordinatorProcess(TxCoordinator):
             "recovered": self.recovered,
             "entries": len(self.entries),
             "live": live,
+            "journal_commits": self.journal.commits,
+            "journal_records": self.journal.records,
+            "shard_calls": {
+                method: sum(getattr(s, f"_{method}").calls for s in self.shards)
+                for method in ("prepare", "commit", "abort")
+            },
+            "shard_requests": {
+                method: sum(getattr(s, f"_{method}").requests for s in self.shards)
+                for method in ("prepare", "commit", "abort")
+            },
         }
 
 

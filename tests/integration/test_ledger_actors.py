@@ -32,10 +32,8 @@ async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_se
     # coordinator, are killed
     specs = random_transfers(books, TRANSFERS, seed=7)
     tasks = {spec.id: asyncio.ensure_future(client.create_transfers([spec])) for spec in specs}
-    done = 0
-    for finished in asyncio.as_completed(list(tasks.values())):
+    for done, finished in enumerate(asyncio.as_completed(list(tasks.values())), 1):
         await finished
-        done += 1
         if done == 30:
             ray.kill(ray.get_actor(shard_name(1), namespace=settings.namespace), no_restart=False)
         if done == 70:

@@ -60,6 +60,9 @@ class Port:
     async def abort(self, txids: Any) -> Any:
         return await self._call("abort", txids)
 
+    async def in_doubt(self, older_than_s: float = 0.0) -> Any:
+        return await self._call("in_doubt", older_than_s)
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
@@ -262,7 +265,7 @@ async def test_presumed_abort_when_the_coordinator_dies_before_deciding(
     await asyncio.gather(*again._drivers.values())
 
     # Then it aborted the undecided transaction everywhere (presumed abort)
-    assert again.entries["x1"].state is TxState.ABORTED
+    assert "x1" not in again.entries  # only commit decisions are logged
     assert await balances(shards, "a-alice") == (0, 0, 0, 100)
     assert await shards[0].in_doubt() == []
     # and a retry of the same transfer (Ray retries calls in flight) runs anew, once

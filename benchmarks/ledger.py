@@ -1,0 +1,273 @@
+"""Ledger: durable transfers/s, same-shard and cross-shard (2PC), single and batched,
+against PostgreSQL doing the same double-entry transfer.
+
+Variants, all from this driver's event loop:
+  postgres            the peer: per transfer one SQL transaction on its own
+                      connection (--concurrency connections): lock both account
+                      rows in id order, check the debit account's balance,
+                      update both, insert the transfer, commit (fsync on)
+  same_shard          LedgerClient.create_transfer, both accounts on one shard
+  cross_shard         LedgerClient.create_transfer, accounts on two shards (2PC
+                      through a coordinator)
+  same_shard_batch    LedgerClient.create_transfers, --batch same-shard transfers a call
+  cross_shard_batch   the same with cross-shard transfers
+
+Realm runs --shards LedgerShard and --coordinators TxCoordinator actors on a
+fresh local Ray with the SQLite store (synchronous=FULL, the default): every
+answer waits for its journal records to be on disk, as PostgreSQL's commit
+does. Accounts may not overdraw (debits_must_not_exceed_credits) and are
+funded so that no transfer is refused. PostgreSQL is the server on
+127.0.0.1:5432; its tables ``bench_ledger_*`` are dropped at the end.
+
+Goals (from the issue): cross-shard >= 0.5 x PostgreSQL; batched >= PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness  # before anything that imports ray
+
+CLAIM = (
+    "Issue 5 (ledger): durable cross-shard transfers/s >= 0.5 x PostgreSQL; batched "
+    "transfers/s >= PostgreSQL (one SQL transaction per transfer)."
+)
+NAMESPACE = "realm-bench-ledger"
+FUNDS = 10**15
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pg-dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--coordinators", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100, help="transfers per batched call")
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--store-url", default="", help="Realm's store: empty for SQLite, or redis://..."
+    )
+    parser.add_argument("--only", default="", help="comma-separated variants to run (default all)")
+
+
+SCHEMA = """
+DROP TABLE IF EXISTS bench_ledger_transfers;
+DROP TABLE IF EXISTS bench_ledger_accounts;
+CREATE TABLE bench_ledger_accounts (
+    id text PRIMARY KEY,
+    debits_posted numeric(39) NOT NULL DEFAULT 0,
+    credits_posted numeric(39) NOT NULL DEFAULT 0
+);
+CREATE TABLE bench_ledger_transfers (
+    id text PRIMARY KEY,
+    debit_account_id text NOT NULL REFERENCES bench_ledger_accounts(id),
+    credit_account_id text NOT NULL REFERENCES bench_ledger_accounts(id),
+    amount bigint NOT NULL CHECK (amount > 0),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(args.pg_dsn, autocommit=True) as setup:
+        await setup.execute(SCHEMA)
+        async with setup.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO bench_ledger_accounts (id, credits_posted) VALUES (%s, %s)",
+                [(a, FUNDS) for a in accounts],
+            )
+    connections = [
+        await psycopg.AsyncConnection.connect(args.pg_dsn) for _ in range(args.concurrency)
+    ]
+    free: asyncio.Queue[Any] = asyncio.Queue()
+    for conn in connections:
+        free.put_nowait(conn)
+    counter = itertools.count()
+    rng = random.Random(args.seed)
+
+    async def transfer() -> None:
+        debit, credit = rng.sample(accounts, 2)
+        amount = rng.randint(1, 100)
+        conn = await free.get()
+        try:
+            async with conn.transaction():
+                rows = await (
+                    await conn.execute(
+                        "SELECT id, credits_posted - debits_posted FROM bench_ledger_accounts "
+                        "WHERE id IN (%s, %s) ORDER BY id FOR UPDATE",
+                        (debit, credit),
+                    )
+                ).fetchall()
+                available = dict(rows)[debit]
+                if available < amount:
+                    raise AssertionError("insufficient funds in the benchmark")
+                await conn.execute(
+                    "UPDATE bench_ledger_accounts SET debits_posted = debits_posted + %s "
+                    "WHERE id = %s",
+                    (amount, debit),
+                )
+                await conn.execute(
+                    "UPDATE bench_ledger_accounts SET credits_posted = credits_posted + %s "
+                    "WHERE id = %s",
+                    (amount, credit),
+                )
+                await conn.execute(
+                    "INSERT INTO bench_ledger_transfers (id, debit_account_id, "
+                    "credit_account_id, amount) VALUES (%s, %s, %s, %s)",
+                    (f"t{next(counter)}", debit, credit, amount),
+                )
+        finally:
+            free.put_nowait(conn)
+
+    try:
+        samplers = await harness.run_variants(
+            {"postgres": dict(op=transfer, concurrency=args.concurrency)},
+            duration_s=args.duration_s,
+            warmup=20,
+        )
+        async with await psycopg.AsyncConnection.connect(args.pg_dsn) as check:
+            row = await (
+                await check.execute(
+                    "SELECT sum(debits_posted) - sum(credits_posted) + %s * count(*) "
+                    "FROM bench_ledger_accounts",
+                    (FUNDS,),
+                )
+            ).fetchone()
+            assert row is not None and row[0] == 0, "postgres books do not balance"
+    finally:
+        for conn in connections:
+            await conn.close()
+        async with await psycopg.AsyncConnection.connect(args.pg_dsn, autocommit=True) as clean:
+            await clean.execute(
+                "DROP TABLE IF EXISTS bench_ledger_transfers; "
+                "DROP TABLE IF EXISTS bench_ledger_accounts;"
+            )
+    return samplers
+
+
+async def realm_variants(args: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+    from actors.ledger import shard_name
+    from actors.ledger_client import LedgerClient
+    from actors.ledger_coordinator import coordinator_name
+    from actors.ledger_model import AccountSpec, TransferSpec
+    from actors.settings import Settings
+    from actors.supervision import kill_named
+
+    data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-ledger-"))
+    settings = Settings(
+        namespace=NAMESPACE,
+        store_url=args.store_url,
+        store_prefix=f"bench-ledger-{random.randrange(1 << 30)}",
+        data_dir=data_dir,
+        ledger_shards=args.shards,
+        ledger_coordinators=args.coordinators,
+    )
+    client = LedgerClient(settings)
+    rng = random.Random(args.seed)
+    counter = itertools.count()
+    try:
+        await client.start()
+        bank = "bench-bank"
+        specs = [AccountSpec(bank, 1)]
+        specs += [AccountSpec(a, 1, debits_must_not_exceed_credits=True) for a in accounts]
+        for i in range(0, len(specs), 500):
+            created = await client.create_accounts(specs[i : i + 500])
+            assert all(isinstance(c, dict) for c in created)
+        funding = [TransferSpec(f"fund-{a}", bank, a, FUNDS, 1) for a in accounts]
+        for i in range(0, len(funding), 500):
+            funded = await client.create_transfers(funding[i : i + 500])
+            assert all(isinstance(f, dict) for f in funded), funded[:3]
+
+        by_shard: dict[int, list[str]] = {}
+        for a in accounts:
+            by_shard.setdefault(client.shard_of(a), []).append(a)
+        shards = list(by_shard)
+
+        def pair(cross: bool) -> tuple[str, str]:
+            if cross:
+                one, other = rng.sample(shards, 2)
+                return rng.choice(by_shard[one]), rng.choice(by_shard[other])
+            debit, credit = rng.sample(by_shard[rng.choice(shards)], 2)
+            return debit, credit
+
+        def spec(cross: bool) -> TransferSpec:
+            debit, credit = pair(cross)
+            return TransferSpec(f"t{next(counter)}", debit, credit, rng.randint(1, 100), 1)
+
+        async def single(cross: bool) -> None:
+            answer = await client.create_transfer(spec(cross))
+            assert answer["transfer"]["state"] == "posted"
+
+        async def batch(cross: bool) -> None:
+            answers = await client.create_transfers([spec(cross) for _ in range(args.batch)])
+            assert all(isinstance(a, dict) for a in answers), answers[:3]
+
+        variants: dict[str, dict[str, Any]] = {
+            "same_shard": dict(op=lambda: single(False), concurrency=args.concurrency),
+            "cross_shard": dict(op=lambda: single(True), concurrency=args.concurrency),
+            "same_shard_batch": dict(
+                op=lambda: batch(False), concurrency=args.batch_concurrency, ops_per_call=args.batch
+            ),
+            "cross_shard_batch": dict(
+                op=lambda: batch(True), concurrency=args.batch_concurrency, ops_per_call=args.batch
+            ),
+        }
+        if args.only:
+            variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=5)
+        totals = (await client.totals())["total"]
+        assert totals["debits_posted"] == totals["credits_posted"], totals
+    finally:
+        await client.close()
+        for i in range(args.shards):
+            kill_named(shard_name(i), namespace=NAMESPACE)
+        for i in range(args.coordinators):
+            kill_named(coordinator_name(i), namespace=NAMESPACE)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return samplers
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(
+        __doc__ or "", argv, duration_s=10.0, concurrency=32, extra=_add_flags
+    )
+    accounts = [f"acct-{i}" for i in range(args.accounts)]
+    samplers = asyncio.run(postgres_variant(args, accounts))
+    with harness.ray_session(namespace=NAMESPACE):
+        samplers |= asyncio.run(realm_variants(args, accounts))
+    metrics = {name: s.metrics() for name, s in samplers.items()}
+    ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
+    pg = ops["postgres"]
+    ratios = {
+        f"{name}/postgres": round(ops[name] / pg, 3)
+        for name in ("same_shard", "cross_shard", "same_shard_batch", "cross_shard_batch")
+    }
+    goals = {
+        "cross_shard >= 0.5 x postgres": ops["cross_shard"] >= 0.5 * pg,
+        "same_shard_batch >= postgres": ops["same_shard_batch"] >= pg,
+        "cross_shard_batch >= postgres": ops["cross_shard_batch"] >= pg,
+    }
+    for label, met in goals.items():
+        harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
+    harness.write_result(
+        "ledger",
+        {
+            "claim": CLAIM,
+            "params": vars(args) | {"store": "sqlite (synchronous=FULL)"},
+            "variants": metrics,
+            "ratios": ratios,
+            "goals": goals,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

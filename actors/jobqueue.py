@@ -996,10 +996,18 @@ class _JobQueueProcess(JobQueue):
         return len(self.jobs)
 
     async def workers(self) -> dict[str, Any]:
-        """The worker actors, which runs which job, and the actor's own restarts."""
+        """The worker actors, which runs which job, the actor's restarts and node."""
+        import ray
+
         handles = self.pool.handles()
         running = {job_id: self.pool.worker_of(job_id) for job_id in self._handed_out}
-        return {"handles": handles, "running": running, "restarts": self.restarts}
+        node_id = ray.get_runtime_context().get_node_id()
+        return {
+            "handles": handles,
+            "running": running,
+            "restarts": self.restarts,
+            "node_id": node_id,
+        }
 
 
 #: Durable jobs; enqueues in flight at a crash are retried (idempotent by key).

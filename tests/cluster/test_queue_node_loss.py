@@ -1,0 +1,89 @@
+"""Remove the node a task queue runs on, in the middle of enqueues and running jobs.
+
+The queue actor is pinned to a worker node (its workers go with it: they share
+its fate). With the Redis store, every acknowledged job is there after the
+queue restarts on a replacement node, exactly once, and every one of them
+runs to the end: the jobs that were running come back when their leases run
+out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import ray
+
+from actors.jobqueue import JobQueueActor, queue_actor_name
+from actors.queue_client import QueueClient
+from actors.settings import Settings
+from actors.supervision import get_or_create
+from tests.cluster.conftest import MARKER, remove_and_wait
+from tests.conftest import REDIS_URL
+
+CALLS = 60
+PER_CALL = 5
+
+
+async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
+    cluster, worker_node, tmp_path
+):
+    # Given a queue on a worker node, journaling to Redis, with short leases
+    worker = worker_node()
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings(
+        namespace=f"cluster-{tag}",
+        store_prefix=f"cluster-{tag}",
+        data_dir=tmp_path,
+        store_url=REDIS_URL,
+        snapshot_every=50,
+        queue_visibility_timeout_s=3.0,
+        queue_heartbeat_s=0.5,
+        queue_backoff_base_s=0.05,
+        queue_backoff_max_s=0.2,
+    )
+    name = queue_actor_name("jobs")
+    queue = get_or_create(JobQueueActor, name, settings, "jobs", namespace=settings.namespace,
+                          resources={MARKER: 0.01})  # fmt: skip
+    client = QueueClient(settings)
+    await client.start()
+    await client.stats("jobs")
+
+    # When the node is removed while enqueues are in flight and jobs run
+    batches = [
+        [
+            {
+                "handler": "actors.job_handlers:sleep",
+                "args": {"seconds": 0.05},
+                "unique_key": f"u{i}",
+            }
+            for i in range(c * PER_CALL, (c + 1) * PER_CALL)
+        ]
+        for c in range(CALLS)
+    ]
+    tasks = [asyncio.ensure_future(client.enqueue_many("jobs", batch)) for batch in batches]
+    for done, finished in enumerate(asyncio.as_completed(tasks), 1):
+        await finished
+        if done == CALLS // 3:
+            in_flight = sum(not task.done() for task in tasks)
+            remove_and_wait(cluster, worker)
+            replacement = worker_node()
+            break
+    answers = await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Then every acknowledged job is there once, and runs to the end
+    acknowledged = {job["id"] for answer in answers if isinstance(answer, list) for job in answer}
+    assert in_flight > 0
+    assert len(acknowledged) >= (CALLS // 3) * PER_CALL
+    jobs: list[dict[str, Any]] = (await client.list("jobs", limit=1_000))["jobs"]
+    assert max(Counter(job["unique_key"] for job in jobs).values()) == 1
+    assert acknowledged <= {job["id"] for job in jobs}
+    for job_id in acknowledged:
+        done_job = await client.wait("jobs", job_id, timeout_s=120)
+        assert done_job["state"] == "succeeded", done_job
+    workers = await queue.workers.remote()
+    assert (workers["restarts"], workers["node_id"]) == (1, replacement.node_id)
+    await client.close()
+    ray.kill(queue, no_restart=True)

@@ -26,6 +26,7 @@ Services
     resources     ``ResourcePool`` / ``ResourcePoolActor`` (service 11): leases, fencing
                   tokens, fair queues, quotas
     resources_client ``ResourcesClient`` (routing, waits with deadlines, groups)
+    job_model     ``JobState``, ``Job``, ``QueueConfig``, ``backoff_s``, handler resolution
     jobqueue      ``JobQueue`` / ``JobQueueActor`` (service 2): durable jobs, leases,
                   retries, dead letters, the dispatcher
     job_workers   ``JobWorker`` actors, ``RayWorkerPool``, ``JobSlots`` (global concurrency)

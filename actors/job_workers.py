@@ -34,7 +34,7 @@ import orjson
 import ray
 from ray.exceptions import RayActorError
 
-from actors.jobqueue import HandlerCache, Outcome, Work
+from actors.job_model import HandlerCache, Outcome, Work
 from actors.settings import Settings
 from actors.supervision import ActorRef, Restart, call, remote_actor
 

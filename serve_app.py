@@ -66,6 +66,17 @@ def auth_app(args: dict[str, Any] | None = None) -> Application:
     return _build_auth(Settings(**(args or {})))
 
 
+def _build_pubsub(settings: Settings) -> Application:
+    from apps import pubsub
+
+    return pubsub.build(settings)
+
+
+def pubsub_app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of the pub/sub application, for ``serve deploy``/``serve run``."""
+    return _build_pubsub(Settings(**(args or {})))
+
+
 def _build_resources(settings: Settings) -> Application:
     from apps import resources
 
@@ -110,11 +121,14 @@ def scheduler_app(args: dict[str, Any] | None = None) -> Application:
     return _build_scheduler(Settings(**(args or {})))
 
 
-#: Every built service. Not yet built: game, chat, pubsub,
+#: Every built service. Not yet built: game, chat,
 #: monitor, logs, push.
 SERVICES: list[Service] = [
     Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
     Service("auth", "/auth", "serve_app:auth_app", _build_auth, "users, sessions and login"),
+    Service(
+        "pubsub", "/pubsub", "serve_app:pubsub_app", _build_pubsub, "topics, WebSocket and SSE"
+    ),
     Service(
         "resources",
         "/resources",

@@ -26,6 +26,7 @@ def ray_runtime() -> Iterator[None]:
     # other Serve on this machine.
     configure_ingress(Settings(), private_dir=tempfile.mkdtemp(prefix="rt-"))
     ray.init(
+        address="local",  # a runtime of its own, never a cluster another process started
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=150 * 1024 * 1024,
@@ -80,6 +81,9 @@ def store_overrides(kind: str) -> dict[str, Any]:
     return {"store_url": REDIS_URL} if kind == "redis" else {"store_url": ""}
 
 
+#: Pub/sub limits of the HTTP tests' deployment.
+PUBSUB_SEND_BUFFER = 64
+PUBSUB_MAX_PAYLOAD = 256 * 1024
 #: The login backoff the HTTP tests' deployment uses.
 BACKOFF_BASE_S = 30.0
 
@@ -97,6 +101,10 @@ def http_settings(ray_runtime: None, tmp_path_factory: pytest.TempPathFactory) -
         auth_admin_username="root",
         # Long enough that "right after a failure" holds on a loaded machine.
         auth_backoff_base_s=BACKOFF_BASE_S,
+        # Small enough that a subscriber that stops reading overflows it soon.
+        pubsub_send_buffer=PUBSUB_SEND_BUFFER,
+        pubsub_max_payload_bytes=PUBSUB_MAX_PAYLOAD,
+        pubsub_keepalive_s=2.0,
     )
 
 

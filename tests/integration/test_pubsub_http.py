@@ -1,0 +1,443 @@
+"""Pub/sub over real HTTP, WebSocket and SSE clients, through Serve's ingress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import ray
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from actors.pubsub import broker_name
+from actors.settings import Settings
+from tests.integration.conftest import PUBSUB_MAX_PAYLOAD, sign_up
+
+DEADLINE_S = 60.0
+
+
+def new_topic(prefix: str = "t") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def http(base_url, user_headers) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=f"{base_url}/pubsub", timeout=30, headers=user_headers
+    ) as client:
+        yield client
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.replace("http://", "ws://") + "/pubsub/ws"
+
+
+@contextlib.asynccontextmanager
+async def ws_client(base_url: str, headers: dict[str, str]) -> AsyncIterator[ClientConnection]:
+    async with connect(ws_url(base_url), additional_headers=headers, max_size=None) as ws:
+        yield ws
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    await ws.send(orjson.dumps(frame).decode())
+
+
+async def receive(ws: ClientConnection, *types: str) -> dict[str, Any]:
+    """The next frame of one of ``types`` (others, such as pongs, are skipped)."""
+    while True:
+        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S))
+        if not types or frame["type"] in types:
+            return frame
+
+
+async def subscribe(ws: ClientConnection, pattern: str, **options: Any) -> None:
+    await send(ws, type="subscribe", pattern=pattern, **options)
+    answer = await receive(ws, "subscribed", "error")
+    assert answer["type"] == "subscribed", answer
+
+
+async def messages(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    return [await receive(ws, "message") for _ in range(count)]
+
+
+async def publish(http: httpx.AsyncClient, topic: str, data: Any, **headers: str) -> int:
+    answer = await http.post("/publish", json={"topic": topic, "data": data}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    seq: int = answer.json()["seq"]
+    return seq
+
+
+def error_code(response: httpx.Response) -> str:
+    return str(response.json()["error"]["code"])
+
+
+# --- HTTP ----------------------------------------------------------------------------
+
+
+async def test_publish_and_history_over_http(http):
+    topic = new_topic()
+    assert [await publish(http, topic, {"n": i}) for i in range(1, 6)] == [1, 2, 3, 4, 5]
+    page = await http.get("/history", params={"topic": topic, "after_seq": 2})
+    body = page.json()
+    assert [(m["seq"], m["data"]) for m in body["messages"]] == [
+        (3, {"n": 3}),
+        (4, {"n": 4}),
+        (5, {"n": 5}),
+    ]
+    assert body["complete"] is True and body["last_seq"] == 5
+    again = await http.post(
+        "/publish", json={"topic": topic, "data": "once"}, headers={"idempotency-key": "k1"}
+    )
+    repeat = await http.post(
+        "/publish", json={"topic": topic, "data": "once"}, headers={"idempotency-key": "k1"}
+    )
+    assert again.json() == repeat.json() and again.json()["seq"] == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"topic": "a.*", "data": 1}, 422, "invalid_input"),
+        ({"topic": "a..b", "data": 1}, 422, "invalid_input"),
+        ({"topic": "", "data": 1}, 422, "invalid_input"),
+        ({"data": 1}, 422, "invalid_input"),
+        ({"topic": "a.b", "data": "x" * (PUBSUB_MAX_PAYLOAD + 1)}, 413, "too_large"),
+    ],
+)
+async def test_bad_publishes_are_refused_and_publish_nothing(http, body, status, code):
+    answer = await http.post("/publish", json=body)
+    assert answer.status_code == status and error_code(answer) == code, answer.text
+    if body.get("topic") == "a.b":
+        page = await http.get("/history", params={"topic": "a.b"})
+        assert page.json()["last_seq"] == 0
+
+
+async def test_missing_and_wrong_tokens_are_refused(base_url):
+    async with httpx.AsyncClient(base_url=f"{base_url}/pubsub", timeout=30) as anonymous:
+        for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic x"}):
+            answer = await anonymous.post(
+                "/publish", json={"topic": "a.b", "data": 1}, headers=headers
+            )
+            assert answer.status_code == 401 and error_code(answer) == "unauthorized"
+        refused = await anonymous.get("/sse", params={"pattern": "a.b", "access_token": "nope"})
+        assert refused.status_code == 401
+    for headers in ({}, {"authorization": "Bearer nope"}):
+        with pytest.raises(websockets.exceptions.InvalidStatus) as denied:
+            async with ws_client(base_url, headers):
+                pass
+        assert denied.value.response.status_code == 401
+
+
+async def test_private_topics_belong_to_their_user(base_url, http, user_headers):
+    me = (await http.get(f"{base_url}/auth/me")).json()["id"]
+    other = await sign_up(base_url)
+    mine = f"user.{me}.inbox"
+    assert await publish(http, mine, "for me") == 1
+    async with httpx.AsyncClient(base_url=f"{base_url}/pubsub", headers=other) as stranger:
+        refused = await stranger.post("/publish", json={"topic": mine, "data": "intrude"})
+        assert refused.status_code == 403 and error_code(refused) == "forbidden"
+        peek = await stranger.get("/history", params={"topic": mine})
+        assert peek.status_code == 403
+    async with ws_client(base_url, other) as spy, ws_client(base_url, user_headers) as owner:
+        await send(spy, type="subscribe", pattern=mine)
+        assert (await receive(spy, "error", "subscribed"))["error"]["code"] == "forbidden"
+        await subscribe(spy, "user.*.inbox")  # allowed, but never shows another's messages
+        await subscribe(spy, "public.>")
+        await subscribe(owner, "user.*.inbox")
+        await publish(http, mine, "private")
+        await publish(http, "public.news", "public")
+        assert (await receive(owner, "message"))["data"] == "private"
+        assert (await receive(spy, "message"))["data"] == "public"
+    assert (await http.get("/history", params={"topic": mine})).json()["last_seq"] == 2
+
+
+# --- WebSocket --------------------------------------------------------------------------
+
+
+async def test_websocket_subscribe_publish_and_bad_frames(base_url, http, user_headers):
+    topic = new_topic("room")
+    async with ws_client(base_url, user_headers) as ws:
+        await subscribe(ws, "room.*", id="rooms")
+        await send(ws, type="publish", ref="p1", topic=topic, data={"hello": "ws"})
+        published = await receive(ws, "published")
+        assert (published["ref"], published["topic"], published["seq"]) == ("p1", topic, 1)
+        assert isinstance(published["at"], float)
+        await publish(http, topic, {"hello": "http"})
+        got = await messages(ws, 2)
+        assert [(m["sub"], m["seq"], m["data"]) for m in got] == [
+            ("rooms", 1, {"hello": "ws"}),
+            ("rooms", 2, {"hello": "http"}),
+        ]
+        for bad in ("not json", '{"type": "dance"}', '{"type": "publish", "topic": "a.>"}'):
+            await ws.send(bad)
+            assert (await receive(ws, "error"))["error"]["code"] == "invalid_input"
+        await send(ws, type="publish", ref="big", topic=topic, data="x" * (PUBSUB_MAX_PAYLOAD + 1))
+        assert (await receive(ws, "error"))["error"]["code"] == "too_large"
+        await send(ws, type="subscribe", id="rooms", pattern="x")
+        assert (await receive(ws, "error"))["error"]["code"] == "conflict"
+        await send(ws, type="ping")
+        assert await receive(ws, "pong") == {"type": "pong"}
+        await send(ws, type="unsubscribe", id="rooms")
+        assert await receive(ws, "unsubscribed") == {"type": "unsubscribed", "id": "rooms"}
+    page = await http.get("/history", params={"topic": topic})
+    assert page.json()["last_seq"] == 2  # the refused frames published nothing
+
+
+async def test_websocket_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
+    base_url, http, user_headers
+):
+    topic = new_topic()
+    async with ws_client(base_url, user_headers) as ws:
+        await subscribe(ws, topic)
+        for i in range(1, 6):
+            await publish(http, topic, i)
+        seen = [m["seq"] for m in await messages(ws, 3)]  # it reads three, then drops
+    for i in range(6, 11):
+        await publish(http, topic, i)
+    async with ws_client(base_url, user_headers) as ws:
+        await subscribe(ws, topic, resume={topic: seen[-1]})
+        await publish(http, topic, 11)
+        seen += [m["seq"] for m in await messages(ws, 8)]
+    assert seen == list(range(1, 12))
+
+
+async def test_a_queue_group_over_websockets_gives_each_message_to_one_member(
+    base_url, http, user_headers
+):
+    topic = new_topic("jobs")
+    async with ws_client(base_url, user_headers) as a, ws_client(base_url, user_headers) as b:
+        await subscribe(a, "jobs.*", group="workers")
+        await subscribe(b, "jobs.*", group="workers")
+        for i in range(20):
+            await publish(http, topic, i)
+        got: list[int] = []
+        enough = asyncio.Event()
+
+        async def collect(ws: ClientConnection) -> None:
+            while True:
+                frame = await receive(ws, "message", "pong")
+                if frame["type"] == "pong":
+                    return
+                got.append(frame["data"])
+                if len(got) >= 20:
+                    enough.set()
+
+        readers = [asyncio.create_task(collect(ws)) for ws in (a, b)]
+        await asyncio.wait_for(enough.wait(), DEADLINE_S)
+        for ws in (a, b):  # a duplicate, were there one, would come before the pong
+            await send(ws, type="ping")
+        await asyncio.wait_for(asyncio.gather(*readers), DEADLINE_S)
+    assert sorted(got) == list(range(20))
+
+
+async def test_request_reply_over_http_answered_by_a_websocket_responder(
+    base_url, http, user_headers
+):
+    service = new_topic("svc")
+    async with ws_client(base_url, user_headers) as responder:
+        await subscribe(responder, service, group="adders")
+        asking = asyncio.create_task(
+            http.post("/request", json={"topic": service, "data": [2, 3], "timeout_s": 30})
+        )
+        request = await receive(responder, "message")
+        assert request["reply_to"].startswith("_inbox.")
+        await send(responder, type="publish", topic=request["reply_to"], data=sum(request["data"]))
+        answer = await asking
+    assert answer.status_code == 200 and answer.json()["data"] == 5
+    nobody = await http.post("/request", json={"topic": new_topic(), "data": 1, "timeout_s": 0.3})
+    assert nobody.status_code == 504 and error_code(nobody) == "no_reply"
+
+
+class StalledClient:
+    """A WebSocket client that stops reading, with small socket buffers.
+
+    (websockets' own client reads ahead into memory without bound, so it
+    cannot play a client that falls behind.) Sans-I/O protocol over a raw
+    socket whose receive buffer is kept small.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(self.uri, max_size=None)
+        self.request = self.protocol.connect()
+        for name, value in headers.items():
+            self.request.headers[name] = value
+
+    async def open(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
+        sock.connect((self.uri.host, self.uri.port))
+        sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=16_384)
+        self.protocol.send_request(self.request)
+        await self._flush()
+        while self.protocol.handshake_exc is None and not self._handshake_done():
+            self.protocol.receive_data(await self.reader.read(4096))
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+
+    def _handshake_done(self) -> bool:
+        return any(isinstance(e, Response) for e in self.protocol.events_received())
+
+    async def _flush(self) -> None:
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+        await self.writer.drain()
+
+    async def send(self, **frame: Any) -> None:
+        self.protocol.send_text(orjson.dumps(frame))
+        await self._flush()
+
+    async def close_code(self) -> int | None:
+        """Read everything the server sent; the code of its close frame (None: no close)."""
+        while data := await asyncio.wait_for(self.reader.read(1 << 20), DEADLINE_S):
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if event.opcode is Opcode.CLOSE:
+                    return Close.parse(event.data).code
+        return None
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+async def test_a_slow_consumer_is_disconnected_and_does_not_stall_others(
+    base_url, http, user_headers
+):
+    topic = new_topic("firehose")
+    # 80 MB: far more than the send buffer plus every socket buffer between the
+    # replica and the client (HAProxy's included, which grow to many MB here).
+    big = "x" * 200_000
+    count = 400
+    slow = StalledClient(ws_url(base_url), user_headers)
+    await slow.open()
+    try:
+        await slow.send(type="subscribe", pattern=topic)
+        async with ws_client(base_url, user_headers) as fast:
+            await subscribe(fast, topic)
+            received = 0
+
+            async def read_fast() -> None:
+                nonlocal received
+                while received < count:
+                    await receive(fast, "message")
+                    received += 1
+
+            reader = asyncio.create_task(read_fast())
+            for start in range(0, count, 20):
+                await asyncio.gather(
+                    *(publish(http, topic, [i, big]) for i in range(start, start + 20))
+                )
+            await asyncio.wait_for(reader, DEADLINE_S)
+        assert received == count
+        assert await slow.close_code() == 4008
+    finally:
+        slow.abort()
+
+
+# --- SSE ---------------------------------------------------------------------------------
+
+
+async def read_events(response: httpx.Response, count: int) -> list[dict[str, Any]]:
+    """Parse ``count`` message events off an SSE stream (EventSource's rules)."""
+    events: list[dict[str, Any]] = []
+    event: dict[str, Any] = {}
+    lines = response.aiter_lines()
+    while len(events) < count:
+        line = await asyncio.wait_for(anext(lines), DEADLINE_S)
+        if not line:
+            if event.get("event") == "message":
+                events.append(event)
+            event = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            event[field] = value.removeprefix(" ")
+    return events
+
+
+async def test_sse_streams_and_resumes_with_last_event_id(base_url, http, user_headers):
+    topic = new_topic("news")
+    stream = f"{base_url}/pubsub/sse"
+    async with httpx.AsyncClient(timeout=DEADLINE_S, headers=user_headers) as sse:
+        async with sse.stream("GET", stream, params={"pattern": topic}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for i in range(1, 4):
+                await publish(http, topic, i)
+            first = await read_events(response, 3)
+        assert [e["id"] for e in first] == ["1", "2", "3"]
+        assert [orjson.loads(e["data"])["data"] for e in first] == [1, 2, 3]
+        for i in range(4, 7):
+            await publish(http, topic, i)
+        resumed = {"last-event-id": first[-1]["id"]}
+        async with sse.stream("GET", stream, params={"pattern": topic}, headers=resumed) as again:
+            await publish(http, topic, 7)
+            rest = await read_events(again, 4)
+        assert [e["id"] for e in rest] == ["4", "5", "6", "7"]
+
+        # A wildcard stream's id is a cursor over the topics it has seen.
+        prefix = new_topic("wild")
+        async with sse.stream("GET", stream, params={"pattern": f"{prefix}.*"}) as response:
+            await publish(http, f"{prefix}.a", "a1")
+            await publish(http, f"{prefix}.b", "b1")
+            seen = await read_events(response, 2)
+        cursor = orjson.loads(seen[-1]["id"])
+        assert cursor == {f"{prefix}.a": 1, f"{prefix}.b": 1}
+        await publish(http, f"{prefix}.a", "a2")
+        resumed = {"last-event-id": seen[-1]["id"]}
+        params = {"pattern": f"{prefix}.*"}
+        async with sse.stream("GET", stream, params=params, headers=resumed) as again:
+            [event] = await read_events(again, 1)
+        assert orjson.loads(event["data"])["data"] == "a2"
+
+        bad = await sse.get(stream, params=params, headers={"last-event-id": "garbage"})
+        assert bad.status_code == 422
+
+
+# --- faults ---------------------------------------------------------------------------
+
+
+async def test_a_broker_killed_mid_stream_loses_nothing_a_subscriber_sees(
+    base_url, http, user_headers, http_settings: Settings
+):
+    topic = new_topic("ticker")
+    total = 60
+    async with ws_client(base_url, user_headers) as ws:
+        await subscribe(ws, topic)
+        seen: list[int] = []
+
+        async def read() -> None:
+            while True:
+                seen.append((await receive(ws, "message"))["seq"])
+
+        reader = asyncio.create_task(read())
+        for i in range(1, total + 1):
+            if i == total // 3:
+                owner = await _owning_broker(topic, http_settings)
+                ray.kill(owner, no_restart=False)
+            await publish(http, topic, i)
+        # What was published before the replica followed the new incarnation
+        # reaches the subscriber when the next live message shows the gap.
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while len(seen) < total and asyncio.get_running_loop().time() < deadline:
+            await publish(http, topic, "tick")
+            await asyncio.sleep(0.2)
+        reader.cancel()
+    assert seen[:total] == list(range(1, total + 1))  # in order, no gap, no duplicate
+    assert len(seen) == len(set(seen))
+
+
+async def _owning_broker(topic: str, settings: Settings) -> Any:
+    from actors.hashing import Rendezvous
+
+    index = Rendezvous(settings.pubsub_brokers).owner(topic)
+    return ray.get_actor(broker_name(index), namespace=settings.namespace)

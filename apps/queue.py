@@ -139,6 +139,7 @@ def make_app(client: QueueClient, settings: Settings) -> FastAPI:
         "backoff, dead letters, priorities, delays, unique jobs, rate limits.",
         settings=settings,
     )
+
     @app.post("/{queue}/jobs", status_code=201)
     async def enqueue(
         queue: QueueName,

@@ -102,6 +102,7 @@ class JobWorker:
     async def _run_one(self, work: Work) -> Outcome:
         job_id, attempt, path, args, timeout_s, idempotency_key, queue = work
         started = time.time()
+        deadline = asyncio.timeout(timeout_s)
         task = asyncio.current_task()
         assert task is not None
         self._running[job_id] = task
@@ -110,7 +111,7 @@ class JobWorker:
             kwargs = dict(args)
             if handler.wants_job:
                 kwargs["job"] = JobContext(job_id, queue, attempt, idempotency_key, self._queue)
-            async with asyncio.timeout(timeout_s):
+            async with deadline:
                 if handler.is_async:
                     result = await handler.fn(**kwargs)
                 else:
@@ -121,8 +122,8 @@ class JobWorker:
                 if size > self._max_result_bytes:
                     raise ValueError(f"the result is {size} bytes, over the limit")
             return (job_id, attempt, True, result, None, started, time.time())
-        except TimeoutError:
-            reason = f"timed out after {timeout_s}s"
+        except TimeoutError as error:
+            reason = f"timed out after {timeout_s}s" if deadline.expired() else repr(error)
             return (job_id, attempt, False, None, reason, started, time.time())
         except asyncio.CancelledError:
             return (job_id, attempt, False, None, "cancelled", started, time.time())

@@ -40,7 +40,7 @@ async def worker() -> Any:
     await JobWorker.__init__(
         worker,
         queue,
-        handler_modules=H,
+        handler_modules=f"{H},{__name__}",
         heartbeat_s=3_600,
         max_result_bytes=100,
         threads=4,
@@ -101,6 +101,18 @@ async def test_cancel_and_heartbeat_drop_running_jobs(worker) -> None:
         ("b", False, "cancelled"),
     ]
     assert await worker.running() == []
+
+
+async def raises_timeout() -> None:
+    """A handler whose own call timed out: not the job's timeout."""
+    raise TimeoutError("upstream did not answer")
+
+
+async def test_a_handler_raising_timeout_error_is_not_a_job_timeout(worker) -> None:
+    worker, _ = worker
+    [outcome] = await worker.run([(*work("a", "noop", {})[:2], f"{__name__}:raises_timeout",
+                                   {}, 60.0, "k", "q")])  # fmt: skip
+    assert outcome[4] == "TimeoutError('upstream did not answer')"
 
 
 def test_handlers_resolve_only_from_allowed_modules() -> None:

@@ -229,7 +229,7 @@ def parse_cursor(pattern: str, last_event_id: str | None) -> dict[str, int]:
     return cursor
 
 
-def format_cursor(pattern: str, cursor: OrderedDict[str, int]) -> str:
+def format_cursor(pattern: str, cursor: dict[str, int]) -> str:
     if is_plain(pattern):
         return str(cursor.get(pattern, 0))
     return orjson.dumps(cursor).decode()

@@ -21,8 +21,9 @@ Services
     auth          ``UserStore``, ``SessionStore`` (service 6)
     auth_client   ``AuthClient``, ``Principal``
     topics        ``check_topic``, ``check_pattern``, ``matches``, ``SubscriptionIndex``
-    pubsub        ``Broker`` and ``BrokerActor`` (service 5; no HTTP front yet)
-    pubsub_client ``PubSubClient``, ``Subscription``: publish and subscribe from Python
+    pubsub        ``Broker``, ``BrokerActor``, ``Message`` (service 5)
+    pubsub_client ``PubSubClient``, ``Subscription``: publish, subscribe (resume, queue
+                  groups), request/reply from Python
     resources     ``ResourcePool`` / ``ResourcePoolActor`` (service 11): leases, fencing
                   tokens, fair queues, quotas
     resources_client ``ResourcesClient`` (routing, waits with deadlines, groups)

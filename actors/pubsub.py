@@ -16,6 +16,12 @@ from a follower the broker does not know (it restarted, or dropped the
 follower as idle) raises ``NotFound``, and the replica follows again and pulls
 from cursor 0.
 
+Queue groups: a follower may register ``(pattern, group)`` interests; of the
+followers with members in a group, the broker posts each message to one, in
+turn, naming the group, and that follower hands it to one local member.
+Ephemeral messages (replies to requests) are posted at once and neither
+numbered, kept nor journaled.
+
 Trimming by age uses the publish's own timestamp when publishing (so replay
 is deterministic) and the clock when reading; both only drop messages older
 than ``history_max_age_s``.
@@ -336,6 +342,7 @@ class _BrokerProcess(Broker):
         super().__init__(
             history_max=settings.pubsub_history_max,
             history_max_age_s=settings.pubsub_history_max_age_s,
+            max_payload_bytes=settings.pubsub_max_payload_bytes,
         )
         store = open_store(settings)
         await self.open(

@@ -147,6 +147,7 @@ class PubSubClient:
         self._inbox: Subscription | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._following = asyncio.Lock()
+        self._followed: list[Interest] | None = None  #: the interests every broker has
 
     async def start(self) -> None:
         await asyncio.gather(*(broker.call("ping") for broker in self.brokers))
@@ -250,9 +251,12 @@ class PubSubClient:
     async def _follow_all(self) -> None:
         async with self._following:  # brokers see the follows in the order made
             interests = self._interests()
+            if interests == self._followed:
+                return  # e.g. one more subscriber to a pattern already followed
             await asyncio.gather(
                 *(b.call("follow", self.follower, interests) for b in self.brokers)
             )
+            self._followed = interests
 
     def _fan_out(self, message: Message, groups: tuple[str, ...]) -> None:
         for subscription_id in self._plain.match(message.topic):
@@ -279,7 +283,8 @@ class PubSubClient:
             except NotFound:  # the broker restarted or forgot us: follow again
                 after = 0
                 try:
-                    await broker.call("follow", self.follower, self._interests())
+                    async with self._following:
+                        await broker.call("follow", self.follower, self._interests())
                 except Exception as error:
                     log.warning("pub/sub could not follow broker %d again (%r)", index, error)
                     await asyncio.sleep(0.25)

@@ -475,19 +475,24 @@ class JobQueue(Durable):
         more = offset + len(page) < total
         return {"jobs": page, "total": total, "next_offset": offset + len(page) if more else None}
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
-        was_running = await self.execute("cancel", job_id=job_id, at=self.clock.time())
+    async def cancel(self, job_id: str, *, key: str | None = None) -> dict[str, Any]:
+        """Cancel a job that has not finished; a repeated ``key`` answers again."""
+        was_running = await self.execute("cancel", key=key, job_id=job_id, at=self.clock.time())
         if was_running and self._pool is not None:
             self._pool.cancel([job_id])
         return self._job(job_id).to_dict()
 
-    async def retry(self, job_ids: list[str] | None = None) -> list[str]:
-        retried: list[str] = await self.execute("retry", job_ids=job_ids, at=self.clock.time())
+    async def retry(self, job_ids: list[str] | None = None, *, key: str | None = None) -> list[str]:
+        retried: list[str] = await self.execute(
+            "retry", key=key, job_ids=job_ids, at=self.clock.time()
+        )
         self._wake.set()
         return retried
 
-    async def discard(self, job_ids: list[str] | None = None) -> list[str]:
-        discarded: list[str] = await self.execute("discard", job_ids=job_ids)
+    async def discard(
+        self, job_ids: list[str] | None = None, *, key: str | None = None
+    ) -> list[str]:
+        discarded: list[str] = await self.execute("discard", key=key, job_ids=job_ids)
         return discarded
 
     async def pause(self) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Each named queue is one ``JobQueueActor`` (``queue-<name>``), found or started
 on first use. Single enqueues that arrive together are coalesced into batched
 actor calls (one in flight per queue; the next carries everything that queued
 meanwhile), so a burst of ``enqueue`` calls costs a few actor calls, not one
-each. Every call that changes state carries a fresh idempotency key, so
-Ray's retry of a call in flight when the queue actor restarted applies once.
+each. Every call that changes jobs carries a fresh call key, so Ray's retry
+of a call in flight when the queue actor restarted applies once (and answers
+as the first did, not with "already cancelled"). Pause, resume and configure
+are idempotent by themselves.
 
     queue = QueueClient(settings)
     await queue.start()
@@ -133,26 +135,30 @@ class QueueClient:
 
     async def cancel(self, queue: str, job_id: str) -> dict[str, Any]:
         """Cancel a job that has not finished (a running one is stopped if it can be)."""
-        job: dict[str, Any] = await self._queue(queue).call("cancel", job_id)
+        job: dict[str, Any] = await self._queue(queue).call("cancel", job_id, key=uuid.uuid4().hex)
         return job
 
     async def retry(self, queue: str, job_id: str) -> dict[str, Any]:
         """Run a dead job again, with fresh attempts."""
-        await self._queue(queue).call("retry", [job_id])
+        await self._queue(queue).call("retry", [job_id], key=uuid.uuid4().hex)
         return await self.get(queue, job_id)
 
     async def retry_dead(
         self, queue: str, job_ids: builtins.list[str] | None = None
     ) -> builtins.list[str]:
         """Retry these dead jobs (all or none), or every dead job; answers their ids."""
-        retried: builtins.list[str] = await self._queue(queue).call("retry", job_ids)
+        retried: builtins.list[str] = await self._queue(queue).call(
+            "retry", job_ids, key=uuid.uuid4().hex
+        )
         return retried
 
     async def discard_dead(
         self, queue: str, job_ids: builtins.list[str] | None = None
     ) -> builtins.list[str]:
         """Forget these dead jobs (all or none), or every dead job; answers their ids."""
-        discarded: builtins.list[str] = await self._queue(queue).call("discard", job_ids)
+        discarded: builtins.list[str] = await self._queue(queue).call(
+            "discard", job_ids, key=uuid.uuid4().hex
+        )
         return discarded
 
     async def stats(self, queue: str) -> dict[str, Any]:

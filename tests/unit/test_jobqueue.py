@@ -663,3 +663,17 @@ async def test_past_the_cap_the_soonest_expiring_finished_jobs_are_pruned_early(
     await step(queue)
     assert sorted(queue.jobs) == sorted(ids[2:])
     assert (await queue.stats())["counters"]["pruned"] == 2
+
+
+async def test_a_repeated_cancel_or_retry_key_answers_as_the_first_did(
+    queue: JobQueue, pool: FakePool, clock: FakeClock
+) -> None:
+    job = await put(queue, max_attempts=1)
+    await step(queue)
+    await pool.answer(clock, ok=False)
+    assert await queue.retry([job["id"]], key="r1") == [job["id"]]
+    assert await queue.retry([job["id"]], key="r1") == [job["id"]]  # not "not dead"
+    assert (await queue.cancel(job["id"], key="c1"))["state"] == "cancelled"
+    assert (await queue.cancel(job["id"], key="c1"))["state"] == "cancelled"
+    with pytest.raises(JobStateConflict):
+        await queue.cancel(job["id"], key="c2")

@@ -116,6 +116,7 @@ class JobQueue(Durable):
         self.handlers = HandlerCache(config.handler_modules)
         # durable state (journaled, snapshotted)
         self.jobs: dict[str, Job] = {}
+        self._snapshot_base = 10_000
         self.by_state: dict[JobState, dict[str, None]] = {s: {} for s in JobState}
         self.ready: list[tuple[int, int, str]] = []  #: heap of (-priority, ready_seq, id)
         self.waiting: list[tuple[float, int, str]] = []  #: heap of (run_at, ready_seq, id)
@@ -155,6 +156,16 @@ class JobQueue(Durable):
         "concurrency", "rate_limit_per_s", "rate_burst", "counters", "wait_samples",
         "run_samples", "done_per_s", "_seq",
     )  # fmt: skip
+
+    @property
+    def snapshot_every(self) -> int:
+        """Journal records between snapshots: at least as many as there are jobs, so
+        a snapshot (which pickles every job) costs O(1) per record, amortized."""
+        return max(self._snapshot_base, len(self.jobs))
+
+    @snapshot_every.setter
+    def snapshot_every(self, value: int) -> None:
+        self._snapshot_base = value
 
     def snapshot_state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._PERSISTED}

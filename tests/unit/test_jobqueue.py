@@ -677,3 +677,13 @@ async def test_a_repeated_cancel_or_retry_key_answers_as_the_first_did(
     assert (await queue.cancel(job["id"], key="c1"))["state"] == "cancelled"
     with pytest.raises(JobStateConflict):
         await queue.cancel(job["id"], key="c2")
+
+
+async def test_snapshots_come_no_more_often_than_once_per_job_count_records(
+    open_queue: OpenQueue,
+) -> None:
+    queue = await open_queue()
+    queue.snapshot_every = 2
+    assert queue.snapshot_every == 2
+    await queue.enqueue([{"handler": NOOP}] * 5)
+    assert queue.snapshot_every == 5  # pickling every job costs O(1) per record

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import itertools
 import logging
@@ -810,6 +811,11 @@ class _SchedulerPartitionProcess(Scheduler):
             store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
         )
         self.restarts = await report_start(store, name)
+        # Everything loaded so far (Ray, the recovered schedules) lives as long as the
+        # process: keep it out of the collector's way, so that a full collection does
+        # not stall a due timer for milliseconds.
+        gc.collect()
+        gc.freeze()
         self.start()
 
     async def ping(self) -> int:

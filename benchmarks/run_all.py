@@ -22,6 +22,7 @@ BENCHMARKS = [
     "benchmarks.auth",
     "benchmarks.resources",
     "benchmarks.queue",
+    "benchmarks.scheduler",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,6 +33,12 @@ Services
     job_workers   ``JobWorker`` actors, ``RayWorkerPool``, ``JobSlots`` (global concurrency)
     job_handlers  sample job handlers (``noop``, ``echo``, ``sleep``, ``fail``, ...)
     queue_client  ``QueueClient``: enqueue, get, list, cancel, retry, stats, wait
+    triggers      ``Cron``, ``Every``, ``Once``: due times in IANA zones, the DST rules
+    scheduler     ``Scheduler`` / ``SchedulerPartitionActor`` (service 7): schedules,
+                  timers, exactly-once firing, misfire and overlap policies
+    scheduler_targets ``Target``, ``QueueTarget``, ``PubSubTarget``, ``register_target``
+    scheduler_client ``SchedulerClient``: create, get, list, update, delete, pause,
+                  resume, upcoming, history
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

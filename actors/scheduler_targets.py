@@ -68,7 +68,7 @@ def _json_size(value: Any, limit: int, error: type[TooLarge], what: str) -> byte
 def check_handler(handler: object, allowed: str) -> str:
     """``package.module:function`` in an allowed module, importable and callable (the
     task queue's own check, so a schedule names only handlers the queue would run)."""
-    from actors.jobqueue import resolve_handler
+    from actors.job_model import resolve_handler
 
     resolve_handler(handler, tuple(m.strip() for m in allowed.split(",") if m.strip()))  # type: ignore[arg-type]
     return str(handler)

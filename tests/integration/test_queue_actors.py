@@ -105,6 +105,7 @@ async def _state_is(client: QueueClient, queue: str, job_id: str, state: str) ->
 
 CALLS = 60
 PER_CALL = 5
+PRODUCERS = 6
 KILL_AFTER_ACKS = 20
 
 
@@ -118,21 +119,26 @@ async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(
     await client.stats("burst")  # the actor is up
     queue = ray.get_actor(queue_actor_name("burst"), namespace=settings.namespace)
 
-    # When many enqueue calls are in flight and the queue actor is killed mid-way
-    batches = [
-        [{"handler": f"{H}:echo", "args": {"i": c * PER_CALL + k}} for k in range(PER_CALL)]
-        for c in range(CALLS)
-    ]
-    tasks = [asyncio.ensure_future(client.enqueue_many("burst", batch)) for batch in batches]
+    # When enqueue calls keep coming from several producers (one call in flight
+    # each) and the queue actor is killed after a third of them was answered
+    acked: list[dict[str, Any]] = []
+    killed = asyncio.Event()
     in_flight = 0
-    for acked, finished in enumerate(asyncio.as_completed(tasks), 1):
-        await finished
-        if acked == KILL_AFTER_ACKS:
-            in_flight = sum(not task.done() for task in tasks)
-            ray.kill(queue, no_restart=False)
-            break
-    answers = await asyncio.gather(*tasks, return_exceptions=True)
-    results = [job for answer in answers if isinstance(answer, list) for job in answer]
+
+    async def producer(first: int) -> None:
+        nonlocal in_flight
+        for c in range(first, CALLS, PRODUCERS):
+            batch = [
+                {"handler": f"{H}:echo", "args": {"i": c * PER_CALL + k}} for k in range(PER_CALL)
+            ]
+            acked.extend(await client.enqueue_many("burst", batch))
+            if len(acked) >= KILL_AFTER_ACKS * PER_CALL and not killed.is_set():
+                killed.set()
+                in_flight = CALLS - len(acked) // PER_CALL  # calls not answered yet
+                ray.kill(queue, no_restart=False)
+
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
+    results = acked
 
     # Then every acknowledged job is there exactly once
     acknowledged = {job["id"] for job in results}
@@ -145,7 +151,8 @@ async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(
     counts = Counter(job["args"]["i"] for job in jobs)
     assert [i for i, n in counts.items() if n > 1] == [], "a job was enqueued twice"
     assert set(acknowledged) <= {job["id"] for job in jobs}
-    assert in_flight > 0, "the kill came after the burst, not during it"
+    assert killed.is_set() and in_flight > 0
+    assert len(acknowledged) == CALLS * PER_CALL  # every call was answered in the end
     # and they run to the end on the new incarnation
     for job_id in sorted(acknowledged)[::25]:
         assert (await client.wait("burst", job_id, timeout_s=60))["state"] == "succeeded"

@@ -25,6 +25,7 @@ from tests.conftest import REDIS_URL
 
 CALLS = 60
 PER_CALL = 5
+PRODUCERS = 6
 
 
 async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
@@ -51,32 +52,32 @@ async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
     await client.start()
     await client.stats("jobs")
 
-    # When the node is removed while enqueues are in flight and jobs run
-    batches = [
-        [
-            {
-                "handler": "actors.job_handlers:sleep",
-                "args": {"seconds": 0.05},
-                "unique_key": f"u{i}",
-            }
-            for i in range(c * PER_CALL, (c + 1) * PER_CALL)
-        ]
-        for c in range(CALLS)
-    ]
-    tasks = [asyncio.ensure_future(client.enqueue_many("jobs", batch)) for batch in batches]
-    for done, finished in enumerate(asyncio.as_completed(tasks), 1):
-        await finished
-        if done == CALLS // 3:
-            in_flight = sum(not task.done() for task in tasks)
-            remove_and_wait(cluster, worker)
-            replacement = worker_node()
-            break
-    answers = await asyncio.gather(*tasks, return_exceptions=True)
+    # When the node is removed while enqueues keep coming and jobs run
+    acked: list[dict[str, Any]] = []
+    removed: list[Any] = []
+    unanswered = 0
+
+    async def producer(first: int) -> None:
+        nonlocal unanswered
+        for c in range(first, CALLS, PRODUCERS):
+            batch = [
+                {"handler": "actors.job_handlers:sleep", "args": {"seconds": 0.05},
+                 "unique_key": f"u{i}"}
+                for i in range(c * PER_CALL, (c + 1) * PER_CALL)
+            ]  # fmt: skip
+            acked.extend(await client.enqueue_many("jobs", batch))
+            if len(acked) >= CALLS // 3 * PER_CALL and not removed:
+                unanswered = CALLS - len(acked) // PER_CALL
+                remove_and_wait(cluster, worker)
+                removed.append(worker_node())
+
+    await asyncio.gather(*(producer(p) for p in range(PRODUCERS)))
+    replacement = removed[0]
 
     # Then every acknowledged job is there once, and runs to the end
-    acknowledged = {job["id"] for answer in answers if isinstance(answer, list) for job in answer}
-    assert in_flight > 0
-    assert len(acknowledged) >= (CALLS // 3) * PER_CALL
+    acknowledged = {job["id"] for job in acked}
+    assert unanswered > 0
+    assert len(acknowledged) == CALLS * PER_CALL
     jobs: list[dict[str, Any]] = (await client.list("jobs", limit=1_000))["jobs"]
     assert max(Counter(job["unique_key"] for job in jobs).values()) == 1
     assert acknowledged <= {job["id"] for job in jobs}

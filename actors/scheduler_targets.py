@@ -12,8 +12,8 @@ partition actor by the factories in ``TARGETS``; ``register_target`` adds one.
 
 - ``queue``: enqueues a job on a named queue of the task queue (service 2)
   with the key as the job's ``idempotency_key``; its status is the job's state.
-- ``pubsub``: publishes the payload (JSON) to a topic (service 5), keyed on the
-  broker, so a repeated hand-off publishes once; no status.
+- ``pubsub``: publishes the payload (JSON) to a topic (service 5) with the key,
+  so a repeated hand-off publishes once; no status.
 """
 
 from __future__ import annotations
@@ -171,11 +171,9 @@ class PubSubTarget:
             client = PubSubClient(self.settings)
             await client.start()
             self._client = client
-        # PubSubClient.publish makes a fresh key per call; the broker behind it
-        # takes the caller's, which makes a repeated hand-off publish once.
-        broker = self._client._broker(spec["topic"])
-        seq, _ = await broker.call(
-            "publish", spec["topic"], orjson.dumps(spec["payload"]), key=f"sched:{key}"
+        # The key makes a repeated hand-off publish once.
+        seq, _ = await self._client.publish(
+            spec["topic"], orjson.dumps(spec["payload"]), key=f"sched:{key}"
         )
         return {"topic": spec["topic"], "seq": seq}
 

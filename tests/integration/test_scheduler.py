@@ -176,3 +176,30 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
     assert set(recorded) <= {job["id"] for job in page["jobs"]}
     assert len(dues) >= 7
     await queues.close()
+
+
+async def test_pubsub_target_publishes_each_firing_once(ray_settings: Callable[..., Settings]):
+    from actors.pubsub_client import PubSubClient
+
+    settings = ray_settings(scheduler_partitions=1)
+    scheduler, bus = SchedulerClient(settings), PubSubClient(settings)
+    await scheduler.start()
+    topic = f"ticks.{uuid.uuid4().hex[:8]}"
+    schedule = await scheduler.create(
+        {"every_s": 1, "target": {"type": "pubsub", "topic": topic, "payload": {"n": 1}}}
+    )
+
+    async def two_published() -> dict[str, Any] | None:
+        page = await bus.history(topic)
+        return page if len(page["messages"]) >= 2 else None
+
+    page = await until(two_published, "two published firings")
+    await scheduler.pause(schedule["id"])
+    runs = fired(await scheduler.history(schedule["id"]))
+    assert [m.payload for m in page["messages"][:2]] == [b'{"n":1}'] * 2
+    # Each recorded run names its own message, and no message was published twice.
+    page = await bus.history(topic)
+    seqs = [m.seq for m in page["messages"]]
+    assert sorted(run["ref"]["seq"] for run in runs) == seqs[: len(runs)]
+    assert len(seqs) <= len(runs) + 1  # at most one hand-off not yet recorded
+    await scheduler.delete(schedule["id"])

@@ -46,6 +46,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-s", type=float, default=10.0, help="timers are due within this")
     parser.add_argument("--lead-s", type=float, default=10.0, help="set-up time before the first")
     parser.add_argument("--target", choices=["queue", "pubsub"], default="queue")
+    parser.add_argument("--partitions", type=int, default=2, help="scheduler partition actors")
     parser.add_argument(
         "--worker-niceness",
         type=int,
@@ -121,7 +122,12 @@ async def run_both(args: argparse.Namespace, offsets: list[int]) -> dict[str, li
     from actors.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-sched-"))
-    settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
+    settings = Settings(
+        namespace=NAMESPACE,
+        store_url="",
+        data_dir=data_dir,
+        scheduler_partitions=args.partitions,
+    )
     client = SchedulerClient(settings)
     try:
         await client.start()

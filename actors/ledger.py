@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import pickle
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -645,9 +646,24 @@ class LedgerShard(Durable):
         return results
 
     async def commit(self, txids: list[str]) -> list[Any]:
-        """Post what each transaction reserved; per txid its answers by transfer id."""
-        results: list[Any] = await self.execute("commit", txids=txids, at=self.clock.time())
+        """Post what each transaction reserved; per txid its answers by transfer id.
+
+        Answers as soon as the commit is applied and queued for the journal,
+        without waiting for the store: the coordinator's decision is durable
+        already, so if this shard crashes before its record is, it comes back
+        with the transaction prepared, asks, and commits it again."""
+        results: list[Any] = self._apply_now("commit", txids=txids, at=self.clock.time())
         return results
+
+    def _apply_now(self, op: str, **args: Any) -> Any:
+        """``Durable.execute`` without waiting for the store (no idempotency key:
+        the operation is idempotent itself). A failed write still crashes the
+        actor, and nothing journaled after it is acknowledged."""
+        result = self._apply(op, args, None)
+        seq, _ = self.journal.append(pickle.dumps((op, args, None), protocol=5))
+        if seq - self._snapshot_seq >= self.snapshot_every:
+            self._take_snapshot(seq)
+        return result
 
     def apply_abort(self, txids: list[str]) -> list[str]:
         results = []
@@ -713,13 +729,22 @@ def shard_name(index: int) -> str:
     return f"ledger-shard-{index}"
 
 
+def ledger_store(settings: Any, name: str) -> Any:
+    """The store of ledger actor ``name``. With SQLite, a file of its own under
+    ``<data_dir>/ledger/``: a cross-shard transfer needs commits by three
+    actors in a row, and actors sharing one file queue for its write lock."""
+    from actors.store import open_store
+
+    if settings.store_url:
+        return open_store(settings)
+    return open_store(settings.model_copy(update={"data_dir": settings.data_dir / "ledger" / name}))
+
+
 class _LedgerShardProcess(LedgerShard):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
-        from actors.store import open_store
-
         super().__init__(name=name)
         self.settings = settings
-        store = open_store(settings)
+        store = ledger_store(settings, name)
         await self.open(
             store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
         )

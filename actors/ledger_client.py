@@ -42,6 +42,9 @@ from actors.ledger_model import (
 from actors.settings import Settings
 from actors.supervision import ActorRef
 
+#: Batched calls in flight to one coordinator: a cross-shard batch takes several
+#: store writes, so waiting for the one in flight would double the latency.
+RUNS_IN_FLIGHT = 1
 #: States that end a pending transfer (a shard that has committed its side of
 #: a post or void shows one while the other may still show "pending").
 CLOSED = ("posted", "voided", "expired")
@@ -72,7 +75,8 @@ class LedgerClient:
             Coalescer(partial(ref.call, "submit"), max_batch=batch) for ref in self.shards
         ]
         self._run = [
-            Coalescer(partial(ref.call, "run"), max_batch=batch) for ref in self.coordinators
+            Coalescer(partial(ref.call, "run"), max_batch=batch, max_in_flight=RUNS_IN_FLIGHT)
+            for ref in self.coordinators
         ]
 
     async def start(self) -> None:

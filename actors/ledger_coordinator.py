@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 
 #: Finished transactions whose outcome is kept to answer repeats.
 FINISHED_KEPT = 200_000
+#: ...and none younger than this, whatever their number: a shard that lost an
+#: unsynced commit record asks about it within seconds (see ``LedgerShard.commit``).
+FINISHED_MIN_AGE_S = 3_600.0
 #: Attempts at telling one shard a decision before the driver gives up for now
 #: (the sweep picks the transaction up again).
 TELL_ATTEMPTS = 6
@@ -98,6 +102,23 @@ class Entry:
     result: list[dict[str, Any]] | None = None
     #: The commit decision is on disk (only then may anyone be told "commit").
     durable: bool = False
+    #: Why the last driver stopped short of the end (a shard away too long).
+    stalled: RealmError | None = None
+
+
+class _Lockstep:
+    """A one-use barrier: ``wait`` returns once ``parties`` callers reached it."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self._arrived = 0
+        self._all = asyncio.Event()
+
+    async def wait(self) -> None:
+        self._arrived += 1
+        if self._arrived >= self.parties:
+            self._all.set()
+        await self._all.wait()
 
 
 class ShardPort(Protocol):
@@ -163,6 +184,8 @@ class TxCoordinator(Durable):
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.committed = self.aborted = 0  #: by this incarnation
+        #: Seconds spent up to the end of each phase, summed over committed transactions.
+        self.phase_s = {"prepare": 0.0, "decide": 0.0, "commit": 0.0}
 
     # --- the log ---------------------------------------------------------------
 
@@ -190,16 +213,16 @@ class TxCoordinator(Durable):
             cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
             if spec.kind is Kind.PENDING and spec.timeout_s and cross:
                 self.expiring.setdefault(spec.id, (at + spec.timeout_s, spec))
-        self._retire(uid)
+        self._retire(uid, at)
 
-    def _retire(self, uid: str) -> None:
+    def _retire(self, uid: str, at: float) -> None:
         """Move a finished entry to the young end; forget the oldest finished ones."""
         self.entries.move_to_end(uid)
         while len(self.entries) > self.finished_kept:
-            oldest = next(iter(self.entries))
-            if self.entries[oldest].state not in FINAL:
+            oldest = self.entries[next(iter(self.entries))]
+            if oldest.state not in FINAL or oldest.began_at > at - FINISHED_MIN_AGE_S:
                 break
-            del self.entries[oldest]
+            del self.entries[oldest.unit[0].id]
 
     def apply_expired(self, pending_id: str) -> None:
         self.expiring.pop(pending_id, None)
@@ -208,12 +231,32 @@ class TxCoordinator(Durable):
 
     async def run(self, units: list[list[TransferSpec]]) -> list[UnitResult]:
         """Run each unit through 2PC; per unit ``("ok", answers)`` or
-        ``("error", index, error)``."""
-        return list(await asyncio.gather(*(self._run_unit(unit) for unit in units)))
+        ``("error", index, error)``.
 
-    async def _run_unit(self, unit: list[TransferSpec]) -> UnitResult:
+        The new units of one call move through the phases in lockstep, so each
+        phase costs one batched call per shard and one store write, whatever
+        the number of units."""
+        fresh: dict[str, str] = {}
+        for unit in units:
+            uid = unit[0].id
+            entry = self.entries.get(uid)
+            if uid not in fresh and (entry is None or entry.state is TxState.ABORTED):
+                fresh[uid] = self._begin(unit)
+        lockstep = (_Lockstep(len(fresh)), _Lockstep(len(fresh))) if len(fresh) > 1 else None
+        for uid in fresh:
+            self._driver(uid, lockstep)
+        return list(
+            await asyncio.gather(*(self._run_unit(u, fresh.pop(u[0].id, None)) for u in units))
+        )
+
+    def _begin(self, unit: list[TransferSpec]) -> str:
+        uid, txid = unit[0].id, f"{unit[0].id}#{uuid.uuid4().hex[:16]}"
+        self.entries[uid] = Entry(unit, txid, TxState.PREPARING, self.clock.time())
+        self.entries.move_to_end(uid)
+        return txid
+
+    async def _run_unit(self, unit: list[TransferSpec], mine: str | None = None) -> UnitResult:
         uid = unit[0].id
-        mine: str | None = None
         while True:
             entry = self.entries.get(uid)
             if entry is not None and entry.unit != unit and entry.state is not TxState.ABORTED:
@@ -227,26 +270,24 @@ class TxCoordinator(Durable):
                 index, error = entry.error
                 return error_result(index, error, unit)
             if entry is None or entry.state is TxState.ABORTED:
-                mine = f"{uid}#{uuid.uuid4().hex[:16]}"
-                self.entries[uid] = Entry(unit, mine, TxState.PREPARING, self.clock.time())
-                self.entries.move_to_end(uid)
-            try:
-                await asyncio.shield(self._driver(uid))
-            except RealmError as error:
+                mine = self._begin(unit)
+            await asyncio.shield(self._driver(uid))
+            entry = self.entries[uid]
+            if entry.state not in FINAL:
                 # The decision could not reach every shard yet: the outcome is
                 # unknown to the caller (the sweep will finish it).
-                return ("error", 0, error)
-            entry = self.entries[uid]
+                assert entry.stalled is not None
+                return ("error", 0, entry.stalled)
             if entry.state is TxState.ABORTED and mine is None:
                 assert entry.error is not None
                 if isinstance(entry.error[1], Unavailable):
                     continue  # aborted by a fault, not refused: try it ourselves
                 mine = entry.txid  # a refusal of the same unit answers us too
 
-    def _driver(self, uid: str) -> asyncio.Task[None]:
+    def _driver(self, uid: str, lockstep: Any = None) -> asyncio.Task[None]:
         task = self._drivers.get(uid)
         if task is None or task.done():
-            task = self._drivers[uid] = asyncio.ensure_future(self._drive(uid))
+            task = self._drivers[uid] = asyncio.ensure_future(self._drive(uid, lockstep))
             task.add_done_callback(partial(self._forget_driver, uid))
         return task
 
@@ -256,23 +297,38 @@ class TxCoordinator(Durable):
         if not task.cancelled() and task.exception() is not None:
             log.warning("%s: transaction %s stalled: %r", self.name, uid, task.exception())
 
-    async def _drive(self, uid: str) -> None:
+    async def _drive(self, uid: str, lockstep: tuple[_Lockstep, _Lockstep] | None) -> None:
+        try:
+            await self._drive_phases(uid, lockstep)
+        except RealmError as error:
+            self.entries[uid].stalled = error
+            log.warning("%s: transaction %s stalled: %r", self.name, uid, error)
+
+    async def _drive_phases(self, uid: str, lockstep: tuple[_Lockstep, _Lockstep] | None) -> None:
         entry = self.entries[uid]
         txid = entry.txid
         legs = legs_of(entry.unit, self.route)
+        started = time.perf_counter()
         if entry.state is TxState.PREPARING:
             answers = await asyncio.gather(
                 *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
             )
             refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
+            if lockstep is not None:
+                await lockstep[0].wait()  # decide together: one store write
             if refusals:
                 entry.state, entry.error = TxState.ABORTING, refusals[0]
             else:
+                self.phase_s["prepare"] += time.perf_counter() - started
                 at = self.clock.time()
                 await self.execute("decide", uid=uid, txid=txid, unit=entry.unit, at=at)
                 entry.durable = True
+                self.phase_s["decide"] += time.perf_counter() - started
+            if lockstep is not None:
+                await lockstep[1].wait()  # tell together: one call per shard
         if entry.state is TxState.COMMITTING:
             parts = await asyncio.gather(*(self._tell(shard, "commit", txid) for shard in legs))
+            self.phase_s["commit"] += time.perf_counter() - started
             result = merge_answers(entry.unit, parts)
             # Answer now; the finish record only saves repeats a round of commits.
             at = self.clock.time()
@@ -282,7 +338,7 @@ class TxCoordinator(Durable):
         elif entry.state is TxState.ABORTING:
             await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
             entry.state = TxState.ABORTED
-            self._retire(uid)
+            self._retire(uid, self.clock.time())
             self.aborted += 1
 
     def _background(self, work: Any) -> None:
@@ -473,11 +529,11 @@ def remote_shards(settings: Any) -> list[RemoteShard]:
 class _TxCoordinatorProcess(TxCoordinator):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
         from actors.hashing import Rendezvous
-        from actors.store import open_store
+        from actors.ledger import ledger_store
         from actors.supervision import report_start
 
         super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
-        store = open_store(settings)
+        store = ledger_store(settings, name)
         await self.open(
             store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
         )
@@ -504,6 +560,10 @@ class _TxCoordinatorProcess(TxCoordinator):
             "live": live,
             "journal_commits": self.journal.commits,
             "journal_records": self.journal.records,
+            "committed": self.committed,
+            "phase_ms": {
+                k: round(1000 * v / max(1, self.committed), 2) for k, v in self.phase_s.items()
+            },
             "shard_calls": {
                 method: sum(getattr(s, f"_{method}").calls for s in self.shards)
                 for method in ("prepare", "commit", "abort")

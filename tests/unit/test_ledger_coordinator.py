@@ -341,3 +341,54 @@ async def test_a_shard_in_doubt_learns_the_outcome_from_the_coordinator(coordina
     (answer,) = await task
     assert answer["credit_account"]["credits_posted"] == 40
     assert await balances(shards, "b-bob") == (0, 0, 0, 40)
+
+
+class BreakableStore:
+    """A store whose appends start failing on demand (a shard dying before its
+    journal record reached the store)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.broken = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append(self, stream: str, expected: int, records: list[bytes]) -> int:
+        if self.broken:
+            raise ConnectionError("the store is gone")
+        return await self.store.append(stream, expected, records)
+
+
+async def test_a_shard_that_lost_an_unsynced_commit_commits_again(shards, store, clock):
+    # Given shard 1 on a store that will lose its writes, and a transfer to it
+    # whose commit is applied there (and answered) but never reaches the store
+    breakable = BreakableStore(store)
+    bob_shard = LedgerShard(clock=clock, name="s1x")
+    await bob_shard.open(breakable, "s1x", on_failure=lambda e: None)  # type: ignore[arg-type]
+    await bob_shard.create_accounts([AccountSpec("b-bob", 1), AccountSpec("b-bank", 1)])
+    ports = [Port(shards[0]), Port(bob_shard)]
+    coordinator = await open_coordinator(ports, store, clock)
+    await fund_alice(coordinator, 100)
+    ports[1].calls.clear()
+    ports[1].hold["commit"] = asyncio.Event()
+    task = asyncio.ensure_future(run(coordinator, t("x1", "a-alice", "b-bob", 40)))
+    await until(lambda: "commit" in ports[1].calls)
+    breakable.broken = True
+    ports[1].hold["commit"].set()
+    (answer,) = await task
+    assert answer["credit_account"]["credits_posted"] == 40
+
+    # When the shard restarts from what the store has: the transfer prepared
+    again = LedgerShard(clock=clock, name="s1x")
+    await again.open(store, "s1x", on_failure=lambda e: None)
+    ((txid, coordinator_of),) = await again.in_doubt()
+    assert coordinator_of == "c0"
+    assert (await again.get_accounts(["b-bob"]))[0]["credits_pending"] == 40
+
+    # Then asking the coordinator (what the shard actor does) commits it again, once
+    (outcome,) = await coordinator.resolve([txid])
+    assert outcome == "commit"
+    await again.commit([txid])
+    assert (await again.get_accounts(["b-bob"]))[0]["credits_posted"] == 40
+    assert (await again.get_accounts(["b-bob"]))[0]["credits_pending"] == 0

@@ -39,6 +39,13 @@ Services
     scheduler_targets ``Target``, ``QueueTarget``, ``PubSubTarget``, ``register_target``
     scheduler_client ``SchedulerClient``: create, get, list, update, delete, pause,
                   resume, upcoming, history
+    ledger_model  ``AccountSpec``, ``TransferSpec``, ``Kind``, ``chains``: the ledger's
+                  domain types and input rules
+    ledger        ``LedgerShard`` / ``LedgerShardActor`` (service 8): accounts,
+                  transfers, pending timeouts, history, the shard side of 2PC
+    ledger_coordinator ``TxCoordinator`` / ``TxCoordinatorActor``: 2PC decision log,
+                  presumed-abort recovery
+    ledger_client ``LedgerClient``: routing same-shard vs 2PC, batching, post/void
 """
 
 from actors.clock import Clock, FakeClock, SystemClock

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "benchmarks.resources",
     "benchmarks.queue",
     "benchmarks.scheduler",
+    "benchmarks.ledger",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

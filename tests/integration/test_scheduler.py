@@ -85,6 +85,17 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
         assert job["idempotency_key"].startswith(f"{sid}:")
 
         assert (await http.post(f"/scheduler/schedules/{sid}/pause")).json()["state"] == "paused"
+        changed = await http.patch(
+            f"/scheduler/schedules/{sid}", json={"cron": "0 9 * * MON", "name": "weekly"}
+        )
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["cron"], changed.json()["every_s"]) == ("0 9 * * MON", None)
+        bad = await http.patch(f"/scheduler/schedules/{sid}", json={"timezone": "Nowhere/Land"})
+        assert bad.json()["error"]["code"] == "unknown_time_zone"
+        resumed = (await http.post(f"/scheduler/schedules/{sid}/resume")).json()
+        assert resumed["state"] == "active" and resumed["name"] == "weekly"
+        assert resumed["next_fire_at"].endswith(("+01:00", "+02:00"))  # Paris, 09:00
+        assert "T09:00:00" in resumed["next_fire_at"]
         listed = (await http.get("/scheduler/schedules")).json()["schedules"]
         assert sid in [s["id"] for s in listed]
         assert (await http.delete(f"/scheduler/schedules/{sid}")).json()["deleted"] is True

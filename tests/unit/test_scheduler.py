@@ -22,13 +22,14 @@ from actors.errors import (
     InvalidInput,
     JobArgsTooLarge,
     ScheduleNotFound,
+    TooLarge,
     Unavailable,
     UnknownHandler,
     UnknownTarget,
     UnknownTimeZone,
 )
 from actors.scheduler import Misfire, Scheduler, jitter_ms, plan
-from actors.scheduler_targets import QueueTarget, check_handler
+from actors.scheduler_targets import PubSubTarget, QueueTarget, check_handler
 from actors.settings import Settings
 from actors.store import SQLiteStore
 from actors.triggers import Every, to_ms
@@ -495,3 +496,18 @@ async def test_fall_back_day_fires_once_at_the_first_0130(
     assert [at for _, at in target.calls] == [
         pytest.approx(datetime.fromisoformat("2026-11-01T01:30:00-04:00").timestamp(), abs=0.01)
     ]
+
+
+def test_pubsub_target_checks_topic_and_payload():
+    target = PubSubTarget(Settings(scheduler_max_payload_bytes=32))
+    good = target.validate({"type": "pubsub", "topic": "a.b", "payload": {"n": 1}})
+    assert good == {"type": "pubsub", "topic": "a.b", "payload": {"n": 1}}
+    assert not target.tracks_runs
+    for bad in (
+        {"topic": "a.*"},
+        {"topic": ""},
+        {"topic": "a.b", "payload": "x" * 64},
+        {"topic": "a.b", "headers": {}},
+    ):
+        with pytest.raises((InvalidInput, TooLarge)):
+            target.validate({"type": "pubsub", **bad})

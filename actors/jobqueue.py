@@ -722,8 +722,9 @@ class JobQueue(Durable):
             reason = f"worker lost: {type(error).__name__}: {error}"
             outcomes = [(w[0], w[1], False, None, reason, now, now) for w in batch]
         finally:
-            for work in batch:
-                self._handed_out.pop(work[0], None)
+            for work in batch:  # unless a later attempt of the job was handed out since
+                if self._handed_out.get(work[0]) == work[1]:
+                    del self._handed_out[work[0]]
         self._record("finish", outcomes=outcomes, at=self.clock.time())
         self._wake.set()
 
@@ -735,6 +736,9 @@ class JobQueue(Durable):
                 expired.append((job_id, job.attempts))
         if expired:
             self._record("expire", leases=expired, at=now)
+            for job_id, attempt in expired:  # a hung worker does not keep the capacity
+                if self._handed_out.get(job_id) == attempt:
+                    del self._handed_out[job_id]
             if self._pool is not None:
                 self._pool.cancel([job_id for job_id, _ in expired])
 

@@ -687,3 +687,25 @@ async def test_snapshots_come_no_more_often_than_once_per_job_count_records(
     assert queue.snapshot_every == 2
     await queue.enqueue([{"handler": NOOP}] * 5)
     assert queue.snapshot_every == 5  # pickling every job costs O(1) per record
+
+
+async def test_a_hung_worker_does_not_keep_the_capacity_after_the_lease(
+    queue: JobQueue, pool: FakePool, clock: FakeClock
+) -> None:
+    await queue.configure(concurrency=1)
+    hung = await put(queue)
+    await step(queue)  # handed out; the worker never answers
+    other = await put(queue)
+    await step(queue)
+    assert [w[0] for w in pool.handed()] == [hung["id"]]
+    clock.advance(VISIBILITY_S + LEASE_SCAN_MARGIN_S)
+    await step(queue)  # the lease ran out: the slot is free again
+    assert [w[0] for w in pool.handed()] == [hung["id"], other["id"]]
+    clock.advance(5)  # past the retry's backoff, within the other's lease
+    await step(queue)  # the hung job's next attempt has to wait for the slot
+    assert len(pool.handed()) == 2
+    _, answered = pool.pending.pop(1)
+    answered.set_result([(other["id"], 1, True, None, None, 0.0, 0.0)])
+    await settle()
+    await step(queue)
+    assert [w[:2] for w in pool.handed()] == [(hung["id"], 1), (hung["id"], 2)]

@@ -215,6 +215,8 @@ def _rebuild_job(*values: Any) -> Job:
 
 
 class WorkerPool(Protocol):
+    size: int  #: workers; a dispatch turn sends each at most one batch
+
     def available(self) -> int:
         """How many more jobs the pool can take now (0 while every worker is down)."""
 

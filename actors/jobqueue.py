@@ -690,7 +690,7 @@ class JobQueue(Durable):
         return taken
 
     def _launch(self, jobs: list[Job], now: float) -> None:
-        if not jobs:
+        if not jobs or self._pool is None:
             return
         if self._bucket is not None:
             self._bucket.take(len(jobs))
@@ -706,7 +706,8 @@ class JobQueue(Durable):
         ]
         for job in jobs:
             self._handed_out[job.id] = job.attempts
-        size = max(1, min(self.config.batch_max, math.ceil(len(work) / 2)))
+        # One batch per worker (fewer calls), unless that is over batch_max.
+        size = max(1, min(self.config.batch_max, math.ceil(len(work) / self._pool.size)))
         for start in range(0, len(work), size):
             task = asyncio.ensure_future(self._run(work[start : start + size]))
             self._tasks.add(task)

@@ -34,6 +34,8 @@ VISIBILITY_S = 30.0
 class FakePool:
     """Holds every batch until the test answers it."""
 
+    size = 2
+
     def __init__(self, capacity: int = 1_000) -> None:
         self.capacity = capacity
         self.pending: list[tuple[list[Work], asyncio.Future[Any]]] = []

@@ -276,8 +276,8 @@ class TxCoordinator(Durable):
             if entry.state not in FINAL:
                 # The decision could not reach every shard yet: the outcome is
                 # unknown to the caller (the sweep will finish it).
-                assert entry.stalled is not None
-                return ("error", 0, entry.stalled)
+                stalled = entry.stalled or Unavailable("the transaction has not finished yet")
+                return ("error", 0, stalled)
             if entry.state is TxState.ABORTED and mine is None:
                 assert entry.error is not None
                 if isinstance(entry.error[1], Unavailable):

@@ -22,7 +22,7 @@ from actors.errors import (
     Unavailable,
 )
 from actors.ledger import LedgerShard
-from actors.ledger_coordinator import TxCoordinator, TxState, legs_of
+from actors.ledger_coordinator import TurnCoalescer, TxCoordinator, TxState, legs_of
 from actors.ledger_model import AccountSpec, Kind, TransferSpec, unit_outcomes
 from actors.store import SQLiteStore
 from tests.unit.test_ledger import stopped
@@ -392,3 +392,31 @@ async def test_a_shard_that_lost_an_unsynced_commit_commits_again(shards, store,
     await again.commit([txid])
     assert (await again.get_accounts(["b-bob"]))[0]["credits_posted"] == 40
     assert (await again.get_accounts(["b-bob"]))[0]["credits_pending"] == 0
+
+
+async def test_the_units_of_one_call_share_their_store_writes(coordinator, shards):
+    await fund_alice(coordinator, 100)
+    await until(lambda: not coordinator._tasks)  # its finish record is written
+    await coordinator.journal.drain()
+    commits, records = coordinator.journal.commits, coordinator.journal.records
+    units = [[t(f"x{i}", "a-alice", "b-bob", 1)] for i in range(10)]
+    results = await coordinator.run(units)
+    assert all(r[0] == "ok" for r in results)
+    await coordinator.journal.drain()
+    # ten commit decisions and ten finish records in a few store writes, not twenty
+    assert coordinator.journal.records - records == 20
+    assert coordinator.journal.commits - commits <= 4
+    assert await balances(shards, "b-bob") == (0, 0, 0, 10)
+
+
+async def test_a_turn_coalescer_sends_one_call_per_turn():
+    sent: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[int]:
+        sent.append(items)
+        return [i * 2 for i in items]
+
+    coalescer = TurnCoalescer(send, max_batch=100)
+    answers = await asyncio.gather(*(coalescer.submit([i]) for i in range(5)))
+    assert answers == [[0], [2], [4], [6], [8]]
+    assert sent == [[0, 1, 2, 3, 4]]

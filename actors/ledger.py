@@ -34,12 +34,13 @@ increasing per shard; history pages and time ranges use them.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 import pickle
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from actors.clock import Clock, SystemClock, every
@@ -170,7 +171,7 @@ class _Txn:
             found = self.shard.accounts.get(account_id)
             if found is None:
                 raise AccountNotFound(account_id=account_id)
-            self.accounts[account_id] = replace(found)
+            self.accounts[account_id] = copy.copy(found)
         return self.accounts[account_id]
 
     def transfer(self, transfer_id: str) -> Stored | None:
@@ -178,7 +179,7 @@ class _Txn:
             return self.transfers[transfer_id]
         found = self.shard.transfers.get(transfer_id)
         if found is not None:
-            self.transfers[transfer_id] = found = replace(found)
+            self.transfers[transfer_id] = found = copy.copy(found)
         return found
 
     def put(self, stored: Stored) -> None:

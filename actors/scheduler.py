@@ -303,6 +303,9 @@ class Scheduler(Durable):
         self._retry_delay_s: dict[tuple[str, int], float] = {}
         self._started = False
         self.handoffs = 0  #: hand-offs by this incarnation
+        #: Decisions committed only after their first fire time (the store was slower
+        #: than ``decide_ahead_ms``): their hand-offs were late by the difference.
+        self.late_decisions = 0
 
     # --- state changes (deterministic; replayed on recovery) --------------
 
@@ -718,11 +721,14 @@ class Scheduler(Durable):
                 misfire=Misfire(schedule.spec["misfire"]),
                 max_catchup=self.max_catchup,
             )
+            fire_at = self.fire_at_ms(schedule, decided.fire[0]) if decided.fire else None
             await self.execute(
                 "decide", schedule_id=schedule_id, from_due=due, fire=decided.fire,
                 missed=decided.missed, uncounted=decided.missed_uncounted,
                 overlapped=overlapped, next_due=decided.next_due, at=self.clock.time(),
             )  # fmt: skip
+            if fire_at is not None and self._now_ms() > fire_at:
+                self.late_decisions += 1
         except Conflict:
             return
         finally:
@@ -764,6 +770,15 @@ class Scheduler(Durable):
         log.warning("hand-off of %s failed (%r); again in %.1f s", schedule_id, failure, delay)
         at_ms = self._now_ms() + round(delay * (0.5 + random.random()) * 1000)
         self._push(at_ms, "hand", schedule_id, due)
+
+    async def stats(self) -> dict[str, int]:
+        return {
+            "schedules": len(self.schedules),
+            "pending": sum(len(s.pending) for s in self.schedules.values()),
+            "timer_events": len(self._events),
+            "handoffs": self.handoffs,
+            "late_decisions": self.late_decisions,
+        }
 
     async def drain(self) -> None:
         """Wait until every decision and hand-off started so far has finished (tests)."""

@@ -105,5 +105,9 @@ class SchedulerClient:
         )
         return found
 
+    async def stats(self) -> list[dict[str, int]]:
+        """Per partition: schedules, pending firings, timer events, hand-offs, late decisions."""
+        return list(await asyncio.gather(*(p.call("stats") for p in self.partitions)))
+
     def __repr__(self) -> str:
         return f"<SchedulerClient partitions={len(self.partitions)}>"

@@ -146,6 +146,7 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
         for number in range(1, args.rounds + 1):
             harness.progress(f"round {number} of {args.rounds}")
             rounds.append(await one_window(args, client, target, offsets_ms(args)))
+            harness.progress(f"realm partitions: {await client.stats()}")
         return rounds
     finally:
         from actors.supervision import kill_named

@@ -8,7 +8,8 @@ Variants, one after the other in one run on this machine:
   realm_batch   the same with ``enqueue_many``, ``--batch`` jobs per call
   celery        Celery 5 with the local Redis as broker (db 5, flushed), a worker
                 started here with ``-c 2`` (prefork: one process per core, like
-                Realm's 2 worker actors), ``apply_async`` from ``--producers`` threads
+                Realm's 2 worker actors), ``apply_async`` from ``--producers``
+                threads of a producer process of its own
 
   *_paced       the same two at a steady ``--paced-rate`` well below either's
                 capacity, so the latency is the path's, not a backlog's
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -195,6 +197,7 @@ def celery_worker(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def _celery_burst(args: argparse.Namespace, r: Any) -> dict[str, Any]:
+    """Celery's producers run in a process of their own, not in this Ray driver."""
     from benchmarks import queue_celery
 
     r.delete(queue_celery.LATENCIES)
@@ -202,6 +205,30 @@ def _celery_burst(args: argparse.Namespace, r: Any) -> dict[str, Any]:
     shares[0] += args.jobs - sum(shares)
     samples = sum(len(range(0, n, SAMPLE_EVERY)) + (1 if (n - 1) % SAMPLE_EVERY else 0)
                   for n in shares)  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    ready, go = context.Event(), context.Event()
+    producer = context.Process(
+        target=_celery_produce, args=(shares, args.celery_broker, ready, go), daemon=True
+    )
+    producer.start()
+    if not ready.wait(timeout=120):
+        raise TimeoutError("the Celery producer process did not start")
+    harness.progress(f"celery: {args.jobs:,} jobs, {args.producers} producer threads")
+    started = time.perf_counter()
+    go.set()
+    _wait_llen(r, queue_celery.LATENCIES, samples, timeout_s=1_200)
+    done_at = time.perf_counter()
+    producer.join(timeout=60)
+    latencies = [float(x) for x in r.lrange(queue_celery.LATENCIES, 0, -1)]
+    metrics = _metrics(args.jobs, done_at - started, latencies)
+    harness.progress(f"celery: {metrics}")
+    return metrics
+
+
+def _celery_produce(shares: list[int], broker: str, ready: Any, go: Any) -> None:
+    """In the producer process: ``apply_async`` from one thread per share, on ``go``."""
+    os.environ["REALM_BENCH_CELERY_BROKER"] = broker
+    from benchmarks import queue_celery
 
     def produce(n: int) -> None:
         for i in range(n):
@@ -210,19 +237,13 @@ def _celery_burst(args: argparse.Namespace, r: Any) -> dict[str, Any]:
             else:
                 queue_celery.noop.apply_async()
 
-    harness.progress(f"celery: {args.jobs:,} jobs, {args.producers} producer threads")
-    started = time.perf_counter()
     threads = [threading.Thread(target=produce, args=(n,)) for n in shares]
+    ready.set()
+    go.wait()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    _wait_llen(r, queue_celery.LATENCIES, samples, timeout_s=1_200)
-    done_at = time.perf_counter()
-    latencies = [float(x) for x in r.lrange(queue_celery.LATENCIES, 0, -1)]
-    metrics = _metrics(args.jobs, done_at - started, latencies)
-    harness.progress(f"celery: {metrics}")
-    return metrics
 
 
 def _celery_paced(args: argparse.Namespace, r: Any) -> dict[str, Any]:

@@ -511,3 +511,20 @@ def test_pubsub_target_checks_topic_and_payload():
     ):
         with pytest.raises((InvalidInput, TooLarge)):
             target.validate({"type": "pubsub", **bad})
+
+
+async def test_a_stale_incarnation_cannot_fire_what_the_owner_fires(
+    clock: FakeClock, open_scheduler: OpenScheduler, target: FakeTarget
+):
+    # Two live incarnations of one partition (a zombie and its replacement):
+    # both decide the same due time, only one decision reaches the journal, and
+    # only a committed decision is ever handed over.
+    first = await open_scheduler()
+    await first.create("s", None, spec(at="2026-03-07T12:00:02Z"))
+    second = await open_scheduler()
+    clock.advance(2.0)
+    for scheduler in (first, second, first, second):
+        await quiesce(scheduler)
+    assert len(target.calls) == 1 and len(target.jobs) == 1
+    # The loser's journal refused the append (in an actor, it would now crash and recover).
+    assert [s.journal._broken is not None for s in (first, second)].count(True) == 1

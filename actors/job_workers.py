@@ -99,6 +99,9 @@ class JobWorker:
     async def running(self) -> list[str]:
         return list(self._running)
 
+    def __repr__(self) -> str:
+        return f"<JobWorker ran={self.ran} running={len(self._running)}>"
+
     async def _run_one(self, work: Work) -> Outcome:
         job_id, attempt, path, args, timeout_s, idempotency_key, queue = work
         started = time.time()
@@ -239,6 +242,12 @@ class RayWorkerPool:
     def worker_of(self, job_id: str) -> int | None:
         return self._where.get(job_id)
 
+    def __repr__(self) -> str:
+        return (
+            f"<RayWorkerPool size={self.size} load={self._load} healthy={self._healthy} "
+            f"lost={self.lost}>"
+        )
+
 
 class JobSlots:
     """Grants shares of the global job concurrency to queues."""
@@ -270,6 +279,11 @@ class JobSlots:
 
     def snapshot(self) -> dict[str, Any]:
         return {"limit": self.limit, "held": dict(self.held), "wanted": dict(self.wanted)}
+
+    def __repr__(self) -> str:
+        return (
+            f"<JobSlots limit={self.limit} held={sum(self.held.values())} holders={len(self.held)}>"
+        )
 
 
 class _JobSlotsProcess(JobSlots):

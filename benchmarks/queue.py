@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     from actors.settings import Settings
     from actors.supervision import kill_named
 
+    load_before = os.getloadavg()
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-queue-"))
     settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
     variants: dict[str, dict[str, Any]] = {}
@@ -331,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
                 "realm_workers": settings.queue_workers,
                 "realm_concurrency": settings.queue_concurrency,
                 "realm_store": "sqlite, synchronous=FULL",
-                "load_before": os.getloadavg(),
+                "load_before": load_before,
+                "load_after": os.getloadavg(),
             },
             "variants": variants,
             "ratios": ratios,

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "benchmarks.http_overhead",
     "benchmarks.cache_client",
     "benchmarks.auth",
+    "benchmarks.pubsub",
     "benchmarks.resources",
     "benchmarks.queue",
     "benchmarks.scheduler",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import random
 import shutil
 import tempfile
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__ or "", argv, duration_s=10.0, concurrency=32, extra=_add_flags
     )
     accounts = [f"acct-{i}" for i in range(args.accounts)]
+    load_before = os.getloadavg()
     samplers = asyncio.run(postgres_variant(args, accounts))
     with harness.ray_session(namespace=NAMESPACE):
         samplers |= asyncio.run(realm_variants(args, accounts))
@@ -275,7 +277,14 @@ def main(argv: list[str] | None = None) -> None:
         "ledger",
         {
             "claim": CLAIM,
-            "params": vars(args) | {"store": "sqlite (synchronous=FULL)"},
+            "params": vars(args)
+            | {
+                "store": "sqlite (synchronous=FULL)",
+                # the machine is shared: Ray's workers run at nice 15, so other
+                # load slows Realm's side more than PostgreSQL's
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+            },
             "variants": metrics,
             "ratios": ratios,
             "goals": goals,

@@ -168,14 +168,15 @@ async def test_a_batch_answers_per_transfer_and_chains_are_all_or_nothing(ledger
             "transfers": [
                 t("a", alice, bob, 10),
                 t("b", alice, bob, 50, "linked"),
-                t("c", bob, bank, 61),  # bob cannot pay 61: the chain fails
+                t("c", bob, bank, 100),  # bob never has 100: the chain fails
                 t("d", bank, bob, 1),
             ]
         },
     )
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
-    assert results[0]["credit_account"]["credits_posted"] == 10
+    # (units of a batch apply in no set order: d may come before a on bob's shard)
+    assert results[0]["credit_account"]["credits_posted"] in (10, 11)
     assert results[1]["error"]["code"] == "linked_event_failed"
     assert results[2]["error"]["code"] == "insufficient_funds"
     assert results[3]["transfer"]["id"] == f"{tag}-d"

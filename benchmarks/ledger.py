@@ -23,6 +23,10 @@ N is each of --concurrency-levels (the same for both sides): a cross-shard
 transfer waits for three actor round trips and two store writes in a row, so
 its throughput grows with the transfers in flight where PostgreSQL's flattens.
 
+The machine is shared and its load swings; so the variants run in --rounds
+interleaved rounds (each a 1/rounds slice of --duration-s), and each variant's
+figure is over all its slices, so PostgreSQL and Realm see the same weather.
+
 Goals (from the issue): cross-shard >= 0.5 x PostgreSQL; batched >= PostgreSQL.
 """
 
@@ -30,11 +34,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import random
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +69,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store-url", default="", help="Realm's store: empty for SQLite, or redis://..."
     )
-    parser.add_argument("--only", default="", help="comma-separated variants to run (default all)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
 
 
 SCHEMA = """
@@ -82,9 +88,13 @@ CREATE TABLE bench_ledger_transfers (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 """
+DROP = "DROP TABLE IF EXISTS bench_ledger_transfers; DROP TABLE IF EXISTS bench_ledger_accounts;"
 
 
-async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def postgres_side(
+    args: argparse.Namespace, accounts: list[str], levels: list[int]
+) -> AsyncIterator[dict[str, dict[str, Any]]]:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(args.pg_dsn, autocommit=True) as setup:
@@ -94,7 +104,6 @@ async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dic
                 "INSERT INTO bench_ledger_accounts (id, credits_posted) VALUES (%s, %s)",
                 [(a, FUNDS) for a in accounts],
             )
-    levels = [int(n) for n in args.concurrency_levels.split(",")]
     connections = [await psycopg.AsyncConnection.connect(args.pg_dsn) for _ in range(max(levels))]
     free: asyncio.Queue[Any] = asyncio.Queue()
     for conn in connections:
@@ -115,8 +124,7 @@ async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dic
                         (debit, credit),
                     )
                 ).fetchall()
-                available = dict(rows)[debit]
-                if available < amount:
+                if dict(rows)[debit] < amount:
                     raise AssertionError("insufficient funds in the benchmark")
                 await conn.execute(
                     "UPDATE bench_ledger_accounts SET debits_posted = debits_posted + %s "
@@ -137,11 +145,7 @@ async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dic
             free.put_nowait(conn)
 
     try:
-        samplers = await harness.run_variants(
-            {f"postgres@{n}": dict(op=transfer, concurrency=n) for n in levels},
-            duration_s=args.duration_s,
-            warmup=20,
-        )
+        yield {f"postgres@{n}": dict(op=transfer, concurrency=n) for n in levels}
         async with await psycopg.AsyncConnection.connect(args.pg_dsn) as check:
             row = await (
                 await check.execute(
@@ -155,14 +159,13 @@ async def postgres_variant(args: argparse.Namespace, accounts: list[str]) -> dic
         for conn in connections:
             await conn.close()
         async with await psycopg.AsyncConnection.connect(args.pg_dsn, autocommit=True) as clean:
-            await clean.execute(
-                "DROP TABLE IF EXISTS bench_ledger_transfers; "
-                "DROP TABLE IF EXISTS bench_ledger_accounts;"
-            )
-    return samplers
+            await clean.execute(DROP)
 
 
-async def realm_variants(args: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def realm_side(
+    args: argparse.Namespace, accounts: list[str], levels: list[int]
+) -> AsyncIterator[dict[str, dict[str, Any]]]:
     from actors.ledger import shard_name
     from actors.ledger_client import LedgerClient
     from actors.ledger_coordinator import coordinator_name
@@ -200,15 +203,12 @@ async def realm_variants(args: argparse.Namespace, accounts: list[str]) -> dict[
             by_shard.setdefault(client.shard_of(a), []).append(a)
         shards = list(by_shard)
 
-        def pair(cross: bool) -> tuple[str, str]:
+        def spec(cross: bool) -> TransferSpec:
             if cross:
                 one, other = rng.sample(shards, 2)
-                return rng.choice(by_shard[one]), rng.choice(by_shard[other])
-            debit, credit = rng.sample(by_shard[rng.choice(shards)], 2)
-            return debit, credit
-
-        def spec(cross: bool) -> TransferSpec:
-            debit, credit = pair(cross)
+                debit, credit = rng.choice(by_shard[one]), rng.choice(by_shard[other])
+            else:
+                debit, credit = rng.sample(by_shard[rng.choice(shards)], 2)
             return TransferSpec(f"t{next(counter)}", debit, credit, rng.randint(1, 100), 1)
 
         async def single(cross: bool) -> None:
@@ -219,22 +219,14 @@ async def realm_variants(args: argparse.Namespace, accounts: list[str]) -> dict[
             answers = await client.create_transfers([spec(cross) for _ in range(args.batch)])
             assert all(isinstance(a, dict) for a in answers), answers[:3]
 
-        levels = [int(n) for n in args.concurrency_levels.split(",")]
         variants: dict[str, dict[str, Any]] = {}
         for n in levels:
             variants[f"same_shard@{n}"] = dict(op=lambda: single(False), concurrency=n)
             variants[f"cross_shard@{n}"] = dict(op=lambda: single(True), concurrency=n)
-        variants |= {
-            "same_shard_batch": dict(
-                op=lambda: batch(False), concurrency=args.batch_concurrency, ops_per_call=args.batch
-            ),
-            "cross_shard_batch": dict(
-                op=lambda: batch(True), concurrency=args.batch_concurrency, ops_per_call=args.batch
-            ),
-        }
-        if args.only:
-            variants = {k: v for k, v in variants.items() if k.split("@")[0] in args.only}
-        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=5)
+        per_call = {"concurrency": args.batch_concurrency, "ops_per_call": args.batch}
+        variants["same_shard_batch"] = dict(op=lambda: batch(False), **per_call)
+        variants["cross_shard_batch"] = dict(op=lambda: batch(True), **per_call)
+        yield variants
         totals = (await client.totals())["total"]
         assert totals["debits_posted"] == totals["credits_posted"], totals
     finally:
@@ -244,18 +236,40 @@ async def realm_variants(args: argparse.Namespace, accounts: list[str]) -> dict[
         for i in range(args.coordinators):
             kill_named(coordinator_name(i), namespace=NAMESPACE)
         shutil.rmtree(data_dir, ignore_errors=True)
-    return samplers
+
+
+async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
+    """Every variant, in interleaved rounds; each variant's samples over all rounds."""
+    accounts = [f"acct-{i}" for i in range(args.accounts)]
+    levels = [int(n) for n in args.concurrency_levels.split(",")]
+    async with (
+        postgres_side(args, accounts, levels) as peer,
+        realm_side(args, accounts, levels) as realm,
+    ):
+        order = [f"postgres@{n}" for n in levels] + list(realm)
+        variants = peer | realm
+        merged: dict[str, harness.Sampler] = {}
+        for round_ in range(args.rounds):
+            harness.progress(f"round {round_ + 1} of {args.rounds}")
+            slices = await harness.run_variants(
+                {name: variants[name] for name in order},
+                duration_s=args.duration_s / args.rounds,
+                warmup=5,
+            )
+            for name, part in slices.items():
+                whole = merged.setdefault(name, harness.Sampler(ops_per_call=part.ops_per_call))
+                whole.latencies_s += part.latencies_s
+                whole.elapsed_s += part.elapsed_s
+    return merged
 
 
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(
-        __doc__ or "", argv, duration_s=10.0, concurrency=32, extra=_add_flags
+        __doc__ or "", argv, duration_s=15.0, concurrency=32, extra=_add_flags
     )
-    accounts = [f"acct-{i}" for i in range(args.accounts)]
     load_before = os.getloadavg()
-    samplers = asyncio.run(postgres_variant(args, accounts))
     with harness.ray_session(namespace=NAMESPACE):
-        samplers |= asyncio.run(realm_variants(args, accounts))
+        samplers = asyncio.run(measure(args))
     metrics = {name: s.metrics() for name, s in samplers.items()}
     ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
     levels = [int(n) for n in args.concurrency_levels.split(",")]
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             "claim": CLAIM,
             "params": vars(args)
             | {
-                "store": "sqlite (synchronous=FULL)",
+                "store": "sqlite (synchronous=FULL)" if not args.store_url else args.store_url,
                 # the machine is shared: Ray's workers run at nice 15, so other
                 # load slows Realm's side more than PostgreSQL's
                 "loadavg_before": load_before,

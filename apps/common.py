@@ -31,16 +31,25 @@ def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
     return app
 
 
-def ingress_options(settings: Settings) -> dict[str, Any]:
+#: Concurrent requests a replica of a streaming ingress takes. Every open
+#: WebSocket, SSE stream or long poll holds one for as long as it lasts, so the
+#: shared REALM_MAX_ONGOING_REQUESTS (256, sized for short requests) would let a
+#: replica hold only that many, and the next would hang in the opening handshake.
+MAX_STREAMS_PER_REPLICA = 10_000
+
+
+def ingress_options(settings: Settings, *, streams: bool = False) -> dict[str, Any]:
     """Serve options for an ingress deployment.
 
     Replicas ask for no CPU (on a small machine a replica's default CPU would
     starve the actors behind it); their requests mostly await actor calls, so
-    one replica can work on many at once.
+    one replica can work on many at once. ``streams``: the ingress holds
+    long-lived connections (see ``MAX_STREAMS_PER_REPLICA``).
     """
+    ongoing = settings.max_ongoing_requests
     return {
         "num_replicas": settings.replicas,
-        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_ongoing_requests": max(ongoing, MAX_STREAMS_PER_REPLICA) if streams else ongoing,
         "ray_actor_options": {"num_cpus": 0},
     }
 
@@ -83,6 +92,6 @@ class ClientIngress:
             await self.auth.close()
 
 
-def ingress_application(ingress: Any, settings: Settings) -> Application:
+def ingress_application(ingress: Any, settings: Settings, *, streams: bool = False) -> Application:
     """The Serve application of an ingress deployment, with Realm's replica options."""
-    return ingress.options(**ingress_options(settings)).bind(settings)
+    return ingress.options(**ingress_options(settings, streams=streams)).bind(settings)

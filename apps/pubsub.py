@@ -59,7 +59,7 @@ from actors.pubsub_client import PubSubClient, SlowConsumer, Subscription
 from actors.settings import Settings
 from actors.topics import MAX_TOPIC_CHARS, ONE, REST, check_pattern
 from apps.auth_dependency import CurrentUser
-from apps.common import ClientIngress, ingress_options, service_app
+from apps.common import ClientIngress, ingress_application, service_app
 from apps.errors import envelope
 from apps.pubsub_acl import Acl, load_hook
 
@@ -75,11 +75,6 @@ CLOSE_TIMEOUT_S = 30.0
 SSE_CURSOR_TOPICS = 64
 #: Longest subscription id or publish ref a client may choose.
 MAX_REF_CHARS = 64
-#: Concurrent requests a replica takes. Every open WebSocket and SSE stream
-#: holds one for as long as it lasts, so the shared REALM_MAX_ONGOING_REQUESTS
-#: (256, sized for short requests) would let a replica hold only that many
-#: subscribers, and the next ones would hang in the opening handshake.
-MAX_STREAMS_PER_REPLICA = 10_000
 
 Topic = Annotated[str, Field(min_length=1, max_length=MAX_TOPIC_CHARS)]
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
@@ -538,7 +533,4 @@ class PubSubIngress(ClientIngress):
 
 
 def build(settings: Settings) -> Application:
-    limit = max(settings.max_ongoing_requests, MAX_STREAMS_PER_REPLICA)
-    options = ingress_options(settings) | {"max_ongoing_requests": limit}
-    deployment: Any = PubSubIngress  # a serve.Deployment, once decorated
-    return deployment.options(**options).bind(settings)
+    return ingress_application(PubSubIngress, settings, streams=True)

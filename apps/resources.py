@@ -314,4 +314,4 @@ class ResourcesIngress(ClientIngress):
 
 
 def build(settings: Settings) -> Application:
-    return ingress_application(ResourcesIngress, settings)
+    return ingress_application(ResourcesIngress, settings, streams=True)

@@ -5,12 +5,14 @@ books balance (see ``ledger_audit``)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import ray
 
 from actors.ledger import shard_name
 from actors.ledger_client import LedgerClient
 from actors.ledger_coordinator import coordinator_name
+from actors.ledger_model import AccountSpec, TransferSpec
 from tests.integration.conftest import store_overrides
 from tests.integration.ledger_audit import audit, open_books, random_transfers
 
@@ -51,3 +53,26 @@ async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_se
     assert counts["acknowledged"] > 0 and counts["refused"] > 0
     print(store_kind, counts)
     await client.close()
+
+
+async def test_a_shard_in_doubt_asks_its_coordinator_and_aborts(ray_settings):
+    # Given a transaction prepared on a shard by a coordinator that never logged
+    # a decision for it (as if it died right after preparing)
+    settings = ray_settings(ledger_shards=2, ledger_coordinators=1, ledger_in_doubt_after_s=0.5)
+    client = LedgerClient(settings)
+    await client.start()
+    bank = next(name for name in (f"acct-{i}" for i in range(20)) if client.shard_of(name) == 0)
+    await client.create_accounts([AccountSpec(bank, 1)])
+    shard = client.shards[0]
+    leg = (0, TransferSpec("stray", bank, "elsewhere", 7, 1), ("debit",))
+    assert await shard.call("prepare", [("stray#1", coordinator_name(0), [leg])]) == [None]
+    assert (await client.get_account(bank))["debits_pending"] == 7
+
+    # When the shard has waited long enough, it asks the coordinator, which
+    # knows no commit for it: then the reservation is released
+    deadline = time.monotonic() + 60
+    while await shard.call("in_doubt", 0.0):
+        assert time.monotonic() < deadline, "the shard never resolved its transaction"
+        await asyncio.sleep(0.2)
+    assert (await client.get_account(bank))["debits_pending"] == 0
+    assert await shard.call("abort", ["stray#1"]) == ["aborted"]

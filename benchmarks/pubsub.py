@@ -575,7 +575,7 @@ async def sign_up(base_url: str) -> str:
 
 def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     from actors.settings import Settings
-    from apps.pubsub import MAX_STREAMS_PER_REPLICA
+    from apps.common import MAX_STREAMS_PER_REPLICA
 
     private = tempfile.mkdtemp(prefix="rb-")  # short: HAProxy's socket paths are limited
     port = serve_app.free_port()

@@ -21,8 +21,11 @@ WebSocket protocol (JSON text frames with a ``type``)::
     -> {"type": "ping"}                              <- {"type": "pong"}
     <- {"type": "error", "ref": "p1", "error": {"code", "message", "details"}}
 
-A bad frame gets an ``error`` frame and changes nothing; the connection stays
-open. Close codes: 4008 slow consumer (the client fell more than
+A frame from the server carries one or more of these JSON messages, one per
+line (newline-delimited, as Centrifugo does): several when the client is
+behind, so a busy connection costs fewer frames. A frame from the client
+carries one. A bad frame gets an ``error`` and changes nothing; the
+connection stays open. Close codes: 4008 slow consumer (the client fell more than
 ``REALM_PUBSUB_SEND_BUFFER`` messages behind; reconnect and resume), 4401 the
 session ended, 1009 a frame over the size limit.
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -75,6 +79,8 @@ CLOSE_TIMEOUT_S = 30.0
 SSE_CURSOR_TOPICS = 64
 #: Longest subscription id or publish ref a client may choose.
 MAX_REF_CHARS = 64
+#: A server frame takes more queued messages while it is under this size.
+MAX_FRAME_BYTES = 64 * 1024
 
 Topic = Annotated[str, Field(min_length=1, max_length=MAX_TOPIC_CHARS)]
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
@@ -97,6 +103,28 @@ def message_body(message: Message) -> dict[str, Any]:
         body["data_base64"] = base64.b64encode(message.payload).decode()
     body["reply_to"] = message.reply_to
     return body
+
+
+@functools.lru_cache(maxsize=64)
+def message_json(message: Message) -> str:
+    """``message_body`` as JSON, made once however many subscribers get the message."""
+    return orjson.dumps(message_body(message)).decode()
+
+
+def message_frame(sub_json: str, message: Message) -> str:
+    """The ``message`` frame for the subscription whose id is ``sub_json`` (JSON)."""
+    return f'{{"type":"message","sub":{sub_json},{message_json(message)[1:]}'
+
+
+async def next_frame(outbox: asyncio.Queue[str]) -> str:
+    """Wait for a queued message; join those queued behind it, one per line, while
+    the frame is under ``MAX_FRAME_BYTES``."""
+    lines = [await outbox.get()]
+    size = len(lines[0])
+    while size < MAX_FRAME_BYTES and not outbox.empty():
+        lines.append(outbox.get_nowait())
+        size += len(lines[-1]) + 1
+    return "\n".join(lines)
 
 
 def check_size(payload: bytes, settings: Settings) -> bytes:
@@ -265,8 +293,11 @@ class Connection:
             self.ended.set()
 
     def send(self, frame: dict[str, Any]) -> None:
+        self.send_json(orjson.dumps(frame).decode())
+
+    def send_json(self, text: str) -> None:
         try:
-            self.outbox.put_nowait(orjson.dumps(frame).decode())
+            self.outbox.put_nowait(text)
         except asyncio.QueueFull:
             self.end(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your last seq")
 
@@ -296,7 +327,7 @@ class Connection:
 
     async def _write(self) -> None:
         while True:
-            await self.ws.send_text(await self.outbox.get())
+            await self.ws.send_text(await next_frame(self.outbox))
 
     async def _recheck_session(self) -> None:
         """A session revoked or expired while connected ends the connection."""
@@ -374,10 +405,11 @@ class Connection:
         self.subscriptions[sub_id] = (subscription, pump)
 
     async def _pump(self, sub_id: str, subscription: Subscription) -> None:
+        sub_json = orjson.dumps(sub_id).decode()
         try:
             async for message in subscription:
                 if self.acl.may_read(self.user, message.topic):
-                    self.send({"type": "message", "sub": sub_id, **message_body(message)})
+                    self.send_json(message_frame(sub_json, message))
         except SlowConsumer:
             self.end(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and resume from your last seq")
 
@@ -517,8 +549,7 @@ async def _events(
                 while len(cursor) > SSE_CURSOR_TOPICS:
                     cursor.popitem(last=False)
                 lines.append(f"id: {format_cursor(pattern, cursor)}\n")
-            data = orjson.dumps(message_body(message)).decode()
-            yield "".join([*lines, "event: message\n", f"data: {data}\n\n"])
+            yield "".join([*lines, "event: message\n", f"data: {message_json(message)}\n\n"])
     finally:
         next_message.cancel()
         await subscription.close()

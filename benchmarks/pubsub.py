@@ -278,7 +278,7 @@ class RealmPeer(Peer):
             await ws.send(
                 orjson.dumps({"type": "subscribe", "id": "s", "pattern": pattern}).decode()
             )
-            answer = orjson.loads(await ws.recv())
+            answer = orjson.loads(await ws.recv())  # nothing else is sent before it
             if answer.get("type") != "subscribed":
                 raise RuntimeError(f"subscribe refused: {answer}")
             return ws
@@ -293,11 +293,12 @@ class RealmPeer(Peer):
 
         try:
             async for raw in ws:
-                frame = orjson.loads(raw)
-                if frame["type"] == "message":
-                    tally.receive(frame["data"])
-                else:
-                    self.errors.append(frame)
+                for line in raw.split("\n"):  # a frame carries one or more messages
+                    frame = orjson.loads(line)
+                    if frame["type"] == "message":
+                        tally.receive(frame["data"])
+                    else:
+                        self.errors.append(frame)
         except ConnectionClosed as closed:
             self.closes.append((closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None)
 
@@ -306,11 +307,12 @@ class RealmPeer(Peer):
 
         with contextlib.suppress(ConnectionClosed):
             async for raw in ws:
-                frame = orjson.loads(raw)
-                if frame["type"] == "published":
-                    self.acks += 1
-                else:
-                    self.errors.append(frame)
+                for line in raw.split("\n"):
+                    frame = orjson.loads(line)
+                    if frame["type"] == "published":
+                        self.acks += 1
+                    else:
+                        self.errors.append(frame)
 
     async def publish(self, data: bytes) -> None:
         await self.publisher.send(

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import socket
 import uuid
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -53,12 +55,21 @@ async def send(ws: ClientConnection, **frame: Any) -> None:
     await ws.send(orjson.dumps(frame).decode())
 
 
+#: Messages received but not yet read, per connection (a frame may carry several).
+_unread: weakref.WeakKeyDictionary[ClientConnection, deque[str]] = weakref.WeakKeyDictionary()
+
+
 async def receive(ws: ClientConnection, *types: str) -> dict[str, Any]:
-    """The next frame of one of ``types`` (others, such as pongs, are skipped)."""
+    """The next message of one of ``types`` (others, such as pongs, are skipped)."""
+    unread = _unread.setdefault(ws, deque())
     while True:
-        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S))
-        if not types or frame["type"] in types:
-            return frame
+        if not unread:
+            frame = await asyncio.wait_for(ws.recv(), DEADLINE_S)
+            assert isinstance(frame, str)
+            unread.extend(frame.split("\n"))
+        message: dict[str, Any] = orjson.loads(unread.popleft())
+        if not types or message["type"] in types:
+            return message
 
 
 async def subscribe(ws: ClientConnection, pattern: str, **options: Any) -> None:

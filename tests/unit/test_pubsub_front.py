@@ -1,12 +1,16 @@
-"""Pub/sub authorization rules and SSE cursors, without Ray."""
+"""Pub/sub front pieces without Ray: authorization rules, SSE cursors, WebSocket frames."""
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import pytest
 
 from actors.auth_client import Principal
 from actors.errors import Forbidden, InvalidInput
-from apps.pubsub import format_cursor, parse_cursor
+from actors.pubsub import Message
+from apps.pubsub import MAX_FRAME_BYTES, format_cursor, message_frame, next_frame, parse_cursor
 from apps.pubsub_acl import Acl, load_hook
 
 ALICE = Principal("u1", "alice", ("user",), "s1")
@@ -93,3 +97,40 @@ def test_sse_cursors_round_trip():
 def test_a_bad_last_event_id_is_invalid_input(last_event_id):
     with pytest.raises(InvalidInput):
         parse_cursor("room.*", last_event_id)
+
+
+# --- WebSocket frames -------------------------------------------------------------
+
+
+async def test_a_frame_carries_what_is_queued_one_message_per_line_up_to_a_size():
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+    small = [orjson.dumps({"n": i}).decode() for i in range(5)]
+    for line in small:
+        outbox.put_nowait(line)
+    assert (await next_frame(outbox)).split("\n") == small
+    big = "x" * (MAX_FRAME_BYTES // 2)
+    for _ in range(5):
+        outbox.put_nowait(big)
+    sizes = [len((await next_frame(outbox)).split("\n")) for _ in range(3)]
+    assert sizes == [2, 2, 1]  # a frame stops taking more once it reaches the size
+    waiting = asyncio.ensure_future(next_frame(outbox))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing queued: it waits
+    outbox.put_nowait("late")
+    assert await waiting == "late"
+
+
+def test_a_message_frame_is_the_body_with_the_subscription_id():
+    message = Message("room.1", 7, 1.5, b'{"hi": [1, 2]}', None)
+    frame = orjson.loads(message_frame(orjson.dumps('s"1').decode(), message))
+    assert frame == {
+        "type": "message",
+        "sub": 's"1',
+        "topic": "room.1",
+        "seq": 7,
+        "at": 1.5,
+        "data": {"hi": [1, 2]},
+        "reply_to": None,
+    }
+    raw = orjson.loads(message_frame('"s"', Message("t", 1, 0.0, b"\xff\x00", "_inbox.a.b")))
+    assert raw["data_base64"] == "/wA=" and "data" not in raw and raw["reply_to"] == "_inbox.a.b"

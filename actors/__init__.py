@@ -7,7 +7,7 @@ Runtime
     store       ``Store``, ``SQLiteStore``, ``RedisStore``, ``open_store``
     journal     ``Journal`` (group commit), ``Durable`` (event-sourced actor state)
     supervision ``Restart`` presets, ``remote_actor``, ``get_or_create``, ``call``,
-                ``ActorRef``, ``report_start``
+                ``ActorRef``, ``report_start``, ``recover`` (a durable actor's start)
     fanout      ``Mailboxes``: per-follower long-poll with acknowledgements
     leases      ``Leases``: owner side of lease-based near caching
     near_cache  ``NearCache``: client side (local copies, following owners)

@@ -37,8 +37,7 @@ from actors.errors import (
 from actors.journal import Durable
 from actors.leases import LeaseOwner, Leases
 from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import Restart, remote_actor, report_start
+from actors.supervision import Restart, recover, remote_actor
 
 
 class Role(str, Enum):
@@ -491,14 +490,7 @@ def session_shard_name(index: int) -> str:
 class _UserStoreProcess(UserStore):
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         super().__init__(settings)
-        store = open_store(settings)
-        await self.open(
-            store,
-            USERS_NAME,
-            snapshot_every=settings.snapshot_every,
-            max_batch=settings.group_commit_max,
-        )
-        self.restarts = await report_start(store, USERS_NAME)
+        self.restarts = await recover(self, settings, USERS_NAME)
 
     async def ping(self) -> int:
         return len(self.state.users)
@@ -507,11 +499,7 @@ class _UserStoreProcess(UserStore):
 class _SessionStoreProcess(SessionStore):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         super().__init__(settings)
-        store = open_store(settings)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        if await report_start(store, name):
+        if await recover(self, settings, name):
             self.leases.hold_writes()  # copies granted before the crash may still be held
         self._sweeper = every(self.clock, SESSION_SWEEP_S, self.sweep)
 

@@ -795,18 +795,10 @@ class JobQueue(Durable):
 class _JobQueueProcess(JobQueue):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         from actors.job_workers import RayWorkerPool, SlotsClient, current_actor
-        from actors.store import open_store
-        from actors.supervision import report_start
+        from actors.supervision import recover
 
         super().__init__(name, QueueConfig.from_settings(settings))
-        store = open_store(settings)
-        await self.open(
-            store,
-            queue_actor_name(name),
-            snapshot_every=settings.snapshot_every,
-            max_batch=settings.group_commit_max,
-        )
-        self.restarts = await report_start(store, queue_actor_name(name))
+        self.restarts = await recover(self, settings, queue_actor_name(name))
         self.pool = RayWorkerPool(settings, current_actor(), on_change=self.wake)
         self.start(self.pool, SlotsClient(settings))
 

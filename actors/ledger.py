@@ -745,13 +745,9 @@ class _LedgerShardProcess(LedgerShard):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
         super().__init__(name=name)
         self.settings = settings
-        store = ledger_store(settings, name)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        from actors.supervision import report_start
+        from actors.supervision import recover
 
-        self.restarts = await report_start(store, name)
+        self.restarts = await recover(self, settings, name, store=ledger_store(settings, name))
         self._expirer = every(self.clock, settings.ledger_pending_sweep_s, self.expire_due)
         self._asker = every(self.clock, settings.ledger_in_doubt_after_s, self.ask_coordinators)
         self._coordinators: dict[str, Any] = {}

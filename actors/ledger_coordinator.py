@@ -530,14 +530,10 @@ class _TxCoordinatorProcess(TxCoordinator):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
         from actors.hashing import Rendezvous
         from actors.ledger import ledger_store
-        from actors.supervision import report_start
+        from actors.supervision import recover
 
         super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
-        store = ledger_store(settings, name)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        self.restarts = await report_start(store, name)
+        self.restarts = await recover(self, settings, name, store=ledger_store(settings, name))
         self.recovered = await self.recover()
         if self.recovered:
             log.warning("%s: driving %d unfinished transactions", name, self.recovered)

@@ -39,8 +39,7 @@ from actors.errors import InvalidInput, NotFound, TooLarge
 from actors.fanout import Mailboxes
 from actors.journal import Durable
 from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import Restart, remote_actor, report_start
+from actors.supervision import Restart, recover, remote_actor
 from actors.topics import SubscriptionIndex, check_pattern, check_topic
 
 #: Messages kept per topic for resuming subscribers.
@@ -344,11 +343,7 @@ class _BrokerProcess(Broker):
             history_max_age_s=settings.pubsub_history_max_age_s,
             max_payload_bytes=settings.pubsub_max_payload_bytes,
         )
-        store = open_store(settings)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        await report_start(store, name)
+        self.restarts = await recover(self, settings, name)
         self._sweeper = every(self.clock, FOLLOWER_SWEEP_S, lambda: self.drop_idle(FOLLOWER_IDLE_S))
 
     async def ping(self) -> int:

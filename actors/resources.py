@@ -62,8 +62,7 @@ from actors.errors import (
 )
 from actors.journal import Durable
 from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import Restart, remote_actor, report_start
+from actors.supervision import Restart, recover, remote_actor
 
 #: Pool and group names: letters, digits and . _ : - (they appear in URLs and keys).
 NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -771,11 +770,7 @@ class _ResourcePoolProcess(ResourcePool):
             max_wait_s=settings.resources_max_wait_s,
             max_waiters=settings.resources_max_waiters,
         )
-        store = open_store(settings)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        self.restarts = await report_start(store, name)
+        self.restarts = await recover(self, settings, name)
         self.expire_due()  # leases whose deadline passed while this actor was down
         self._sweeper = every(self.clock, settings.resources_sweep_interval_s, self.expire_due)
 

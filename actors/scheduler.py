@@ -47,8 +47,7 @@ from actors.errors import Conflict, InvalidInput, RealmError, ScheduleNotFound
 from actors.journal import Durable
 from actors.scheduler_targets import ACTIVE_JOB_STATES, Target, validate_target
 from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import Restart, remote_actor, report_start
+from actors.supervision import Restart, recover, remote_actor
 from actors.triggers import (
     Cron,
     Every,
@@ -821,11 +820,7 @@ class _SchedulerPartitionProcess(Scheduler):
             max_catchup=settings.scheduler_max_catchup,
             retry_max_s=settings.scheduler_retry_max_s,
         )
-        store = open_store(settings)
-        await self.open(
-            store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
-        )
-        self.restarts = await report_start(store, name)
+        self.restarts = await recover(self, settings, name)
         # Everything loaded so far (Ray, the recovered schedules) lives as long as the
         # process: keep it out of the collector's way, so that a full collection does
         # not stall a due timer for milliseconds.

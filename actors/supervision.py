@@ -24,7 +24,9 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from actors.errors import RealmError, Unavailable
-from actors.store import Store
+from actors.journal import Durable
+from actors.settings import Settings
+from actors.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,21 @@ async def report_start(store: Store, name: str) -> int:
     return count
 
 
+async def recover(
+    actor: Durable, settings: Settings, name: str, *, store: Store | None = None
+) -> int:
+    """From a durable actor's ``__init__``: rebuild its state from its journal in
+    the store (``store``, or the one ``settings`` name) and report the start.
+
+    Returns how many times the actor has restarted (0 on its first start).
+    """
+    store = store or open_store(settings)
+    await actor.open(
+        store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
+    )
+    return await report_start(store, name)
+
+
 __all__ = [
     "ActorRef",
     "Restart",
@@ -183,6 +200,7 @@ __all__ = [
     "call",
     "get_or_create",
     "kill_named",
+    "recover",
     "remote_actor",
     "report_start",
     "unwrap",

@@ -26,7 +26,6 @@ import heapq
 import itertools
 import logging
 import math
-import pickle
 import uuid
 from collections import deque
 from typing import Any
@@ -116,7 +115,6 @@ class JobQueue(Durable):
         self.handlers = HandlerCache(config.handler_modules)
         # durable state (journaled, snapshotted)
         self.jobs: dict[str, Job] = {}
-        self._snapshot_base = 10_000
         self.by_state: dict[JobState, dict[str, None]] = {s: {} for s in JobState}
         self.ready: list[tuple[int, int, str]] = []  #: heap of (-priority, ready_seq, id)
         self.waiting: list[tuple[float, int, str]] = []  #: heap of (run_at, ready_seq, id)
@@ -157,15 +155,8 @@ class JobQueue(Durable):
         "run_samples", "done_per_s", "_seq",
     )  # fmt: skip
 
-    @property
-    def snapshot_every(self) -> int:
-        """Journal records between snapshots: at least as many as there are jobs, so
-        a snapshot (which pickles every job) costs O(1) per record, amortized."""
-        return max(self._snapshot_base, len(self.jobs))
-
-    @snapshot_every.setter
-    def snapshot_every(self, value: int) -> None:
-        self._snapshot_base = value
+    def state_size(self) -> int:
+        return len(self.jobs)  # a snapshot pickles every job
 
     def snapshot_state(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._PERSISTED}
@@ -638,11 +629,8 @@ class JobQueue(Durable):
 
     def _record(self, op: str, **args: Any) -> Any:
         """Apply and journal an internal operation that nobody waits on."""
-        result = self._apply(op, args, None)
-        seq, committed = self.journal.append(pickle.dumps((op, args, None), protocol=5))
+        result, committed = self.record(op, **args)
         committed.add_done_callback(lambda f: f.exception())  # failure crashes the actor
-        if seq - self._snapshot_seq >= self.snapshot_every:
-            self._take_snapshot(seq)
         return result
 
     def dispatch(self) -> float:

@@ -167,6 +167,12 @@ class Durable:
     def snapshot_state(self) -> Any:
         raise NotImplementedError
 
+    def state_size(self) -> int:
+        """Roughly how many items a snapshot pickles. Snapshots are taken at most
+        once per that many records (and ``snapshot_every``), so their cost stays
+        O(1) per record however large the state grows."""
+        return 0
+
     def restore_state(self, state: Any) -> None:
         raise NotImplementedError
 
@@ -185,18 +191,28 @@ class Durable:
                 return self._replies[key]
             if key in self._inflight:
                 return await asyncio.shield(self._inflight[key])
-        result = self._apply(op, args, key)  # raises (and changes nothing) to refuse
-        seq, committed = self.journal.append(pickle.dumps((op, args, key), protocol=5))
+        result, committed = self.record(op, key=key, **args)
         if key is not None:
             self._inflight[key] = committed
-        if seq - self._snapshot_seq >= self.snapshot_every:
-            self._take_snapshot(seq)
         try:
             await committed
         finally:
             if key is not None:
                 self._inflight.pop(key, None)
         return result
+
+    def record(
+        self, op: str, *, key: str | None = None, **args: Any
+    ) -> tuple[Any, asyncio.Future[int]]:
+        """Apply ``op`` now and journal it; the result, and a future that resolves
+        once the store has it. For operations nobody waits on, or that may be
+        answered before they are durable because something else already is (a
+        failed commit still crashes the actor, so nothing after it is answered)."""
+        result = self._apply(op, args, key)  # raises (and changes nothing) to refuse
+        seq, committed = self.journal.append(pickle.dumps((op, args, key), protocol=5))
+        if seq - self._snapshot_seq >= max(self.snapshot_every, self.state_size()):
+            self._take_snapshot(seq)
+        return result, committed
 
     def _take_snapshot(self, seq: int) -> None:
         """Serialize the state as of ``seq`` now; store it once ``seq`` is committed."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
-import pickle
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -251,6 +250,9 @@ class LedgerShard(Durable):
             self.expiries,
             self.last_ts,
         )
+
+    def state_size(self) -> int:
+        return len(self.accounts) + 2 * len(self.transfers)  # history: an entry per side
 
     def restore_state(self, state: tuple[Any, ...]) -> None:
         accounts, transfers, history, prepared, resolved, expiries, last_ts = state
@@ -660,10 +662,7 @@ class LedgerShard(Durable):
         """``Durable.execute`` without waiting for the store (no idempotency key:
         the operation is idempotent itself). A failed write still crashes the
         actor, and nothing journaled after it is acknowledged."""
-        result = self._apply(op, args, None)
-        seq, _ = self.journal.append(pickle.dumps((op, args, None), protocol=5))
-        if seq - self._snapshot_seq >= self.snapshot_every:
-            self._take_snapshot(seq)
+        result, _ = self.record(op, **args)
         return result
 
     def apply_abort(self, txids: list[str]) -> list[str]:

@@ -78,6 +78,32 @@ async def test_snapshot_plus_replay_gives_the_same_state(store):
     assert again.balance == 45
 
 
+async def test_a_large_state_is_snapshotted_at_most_once_per_state_size_records(store):
+    class Big(Account):
+        size = 6
+
+        def state_size(self) -> int:
+            return self.size
+
+    account = await Big().start(store, snapshot_every=2)
+    taken = []
+    for _ in range(13):
+        await account.execute("add", amount=1)
+        if account._snapshot_seq not in taken and account._snapshot_seq:
+            taken.append(account._snapshot_seq)
+    assert taken == [6, 12]  # every 6 records, not every 2
+    await account._snapshot_task
+    assert (await Big().start(store)).balance == 13
+
+
+async def test_recorded_operations_are_journaled_without_being_awaited(store):
+    account = await Account().start(store)
+    result, committed = account.record("add", amount=4)
+    assert result == 4 and account.balance == 4 and not committed.done()
+    assert await committed == 1
+    assert (await Account().start(store)).balance == 4
+
+
 async def test_a_repeated_key_is_applied_once_with_the_first_answer(store):
     account = await Account().start(store)
     first = await account.execute("add", amount=5, key="once")

@@ -192,6 +192,9 @@ class TxCoordinator(Durable):
     def snapshot_state(self) -> tuple[Any, ...]:
         return (list(self.entries.items()), self.expiring)
 
+    def state_size(self) -> int:
+        return len(self.entries)
+
     def restore_state(self, state: tuple[Any, ...]) -> None:
         entries, self.expiring = state
         self.entries = OrderedDict(entries)

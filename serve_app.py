@@ -12,6 +12,7 @@ that file is written by ``python serve_app.py --write-config serve_config.yaml``
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import logging
 import os
@@ -21,7 +22,6 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,113 +39,36 @@ from actors.settings import Settings
 class Service:
     name: str
     prefix: str
-    import_path: str  #: builder for ``serve deploy``
-    build: Callable[[Settings], Application]
     summary: str
 
-
-def _build_cache(settings: Settings) -> Application:
-    from apps import cache
-
-    return cache.build(settings)
-
-
-def cache_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the cache application, for ``serve deploy``/``serve run``."""
-    return _build_cache(Settings(**(args or {})))
+    def build(self, settings: Settings) -> Application:
+        """The service's Serve application: ``apps.<name>.build(settings)``."""
+        module = importlib.import_module(f"apps.{self.name}")
+        application: Application = module.build(settings)
+        return application
 
 
-def _build_auth(settings: Settings) -> Application:
-    from apps import auth
-
-    return auth.build(settings)
-
-
-def auth_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the auth application, for ``serve deploy``/``serve run``."""
-    return _build_auth(Settings(**(args or {})))
-
-
-def _build_pubsub(settings: Settings) -> Application:
-    from apps import pubsub
-
-    return pubsub.build(settings)
-
-
-def pubsub_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the pub/sub application, for ``serve deploy``/``serve run``."""
-    return _build_pubsub(Settings(**(args or {})))
-
-
-def _build_resources(settings: Settings) -> Application:
-    from apps import resources
-
-    return resources.build(settings)
-
-
-def resources_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the resources application, for ``serve deploy``/``serve run``."""
-    return _build_resources(Settings(**(args or {})))
-
-
-def _build_queue(settings: Settings) -> Application:
-    from apps import queue
-
-    return queue.build(settings)
-
-
-def queue_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the task queue application, for ``serve deploy``/``serve run``."""
-    return _build_queue(Settings(**(args or {})))
-
-
-def _build_ledger(settings: Settings) -> Application:
-    from apps import ledger
-
-    return ledger.build(settings)
-
-
-def ledger_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the ledger application, for ``serve deploy``/``serve run``."""
-    return _build_ledger(Settings(**(args or {})))
-
-
-def _build_scheduler(settings: Settings) -> Application:
-    from apps import scheduler
-
-    return scheduler.build(settings)
-
-
-def scheduler_app(args: dict[str, Any] | None = None) -> Application:
-    """Builder of the scheduler application, for ``serve deploy``/``serve run``."""
-    return _build_scheduler(Settings(**(args or {})))
-
-
-#: Every built service. Not yet built: game, chat,
-#: monitor, logs, push.
+#: Every built service. Not yet built: game, chat, monitor, logs, push.
 SERVICES: list[Service] = [
-    Service("cache", "/cache", "serve_app:cache_app", _build_cache, "distributed cache"),
-    Service("auth", "/auth", "serve_app:auth_app", _build_auth, "users, sessions and login"),
-    Service(
-        "pubsub", "/pubsub", "serve_app:pubsub_app", _build_pubsub, "topics, WebSocket and SSE"
-    ),
-    Service(
-        "resources",
-        "/resources",
-        "serve_app:resources_app",
-        _build_resources,
-        "leased mutexes and semaphores with fencing tokens",
-    ),
-    Service("queue", "/queue", "serve_app:queue_app", _build_queue, "durable job queues"),
-    Service("ledger", "/ledger", "serve_app:ledger_app", _build_ledger, "double-entry ledger"),
-    Service(
-        "scheduler",
-        "/scheduler",
-        "serve_app:scheduler_app",
-        _build_scheduler,
-        "cron, interval and one-shot schedules",
-    ),
+    Service("cache", "/cache", "distributed cache"),
+    Service("auth", "/auth", "users, sessions and login"),
+    Service("pubsub", "/pubsub", "topics, WebSocket and SSE"),
+    Service("resources", "/resources", "leased mutexes and semaphores with fencing tokens"),
+    Service("queue", "/queue", "durable job queues"),
+    Service("ledger", "/ledger", "double-entry ledger"),
+    Service("scheduler", "/scheduler", "cron, interval and one-shot schedules"),
 ]
+BY_NAME = {service.name: service for service in SERVICES}
+
+
+def app(args: dict[str, Any] | None = None) -> Application:
+    """Builder of one service's application for ``serve deploy``/``serve run``:
+    ``args`` names it (``service``) and may set any ``Settings`` field."""
+    args = dict(args or {})
+    name = args.pop("service", None)
+    if name not in BY_NAME:
+        raise ValueError(f"args.service must be one of {sorted(BY_NAME)}, not {name!r}")
+    return BY_NAME[name].build(Settings(**args))
 
 
 #: Wrapper that keeps every HAProxy listener on loopback (see the file).
@@ -233,7 +156,12 @@ def serve_config(settings: Settings) -> dict[str, Any]:
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.http_host, "port": settings.http_port},
         "applications": [
-            {"name": s.name, "route_prefix": s.prefix, "import_path": s.import_path, "args": {}}
+            {
+                "name": s.name,
+                "route_prefix": s.prefix,
+                "import_path": "serve_app:app",
+                "args": {"service": s.name},
+            }
             for s in SERVICES
         ],
     }

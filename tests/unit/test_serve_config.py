@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -21,12 +24,21 @@ def test_the_config_is_valid_for_serve():
     assert [app.name for app in schema.applications] == [s.name for s in serve_app.SERVICES]
 
 
-def test_every_service_has_a_unique_prefix_and_an_importable_builder():
+def test_every_service_has_a_unique_prefix_and_an_app_module_with_a_builder():
     prefixes = [service.prefix for service in serve_app.SERVICES]
     assert len(set(prefixes)) == len(prefixes)
     for service in serve_app.SERVICES:
-        module, _, name = service.import_path.partition(":")
-        assert module == "serve_app" and callable(getattr(serve_app, name))
+        module = importlib.import_module(f"apps.{service.name}")
+        assert callable(module.build), service.name
+
+
+def test_the_serve_deploy_builder_builds_the_named_service_and_refuses_others():
+    built = serve_app.app({"service": "cache", "cache_shards": 3})
+    assert built._bound_deployment.name == "CacheIngress"
+    assert built._bound_deployment.init_args[0].cache_shards == 3
+    for args in ({}, {"service": "nope"}):
+        with pytest.raises(ValueError, match=r"args\.service"):
+            serve_app.app(args)
 
 
 def test_write_config_writes_the_same_file(tmp_path):

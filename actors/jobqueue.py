@@ -43,7 +43,6 @@ from actors.errors import (
 from actors.job_model import (
     FINISHED,
     WAITING,
-    Handler,
     HandlerCache,
     Job,
     JobState,
@@ -56,7 +55,6 @@ from actors.job_model import (
     backoff_s,
     check_queue_name,
     queue_actor_name,
-    resolve_handler,
 )
 from actors.journal import Durable
 from actors.settings import Settings
@@ -822,21 +820,4 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-__all__ = [
-    "FINISHED",
-    "Handler",
-    "Job",
-    "JobQueue",
-    "JobQueueActor",
-    "JobState",
-    "Outcome",
-    "QueueConfig",
-    "Slots",
-    "TokenBucket",
-    "Work",
-    "WorkerPool",
-    "backoff_s",
-    "check_queue_name",
-    "queue_actor_name",
-    "resolve_handler",
-]
+__all__ = ["JobQueue", "JobQueueActor"]

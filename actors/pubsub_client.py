@@ -140,6 +140,7 @@ class PubSubClient:
         self.ring = Rendezvous(len(self.brokers))
         self.follower = uuid.uuid4().hex
         self._plain = SubscriptionIndex()  #: pattern -> ids of subscriptions with no group
+        self._grouped = SubscriptionIndex()  #: pattern -> ids of queue-group subscriptions
         self._subscriptions: dict[str, Subscription] = {}
         self._turn = 0  #: round robin among local members of a queue group
         self._pollers: list[asyncio.Task[None]] = []
@@ -227,8 +228,7 @@ class PubSubClient:
                 raise InvalidInput("a resume cursor is an integer >= 0", topic=topic, seq=seq)
         subscription = Subscription(self, pattern, max_pending, group)
         self._subscriptions[subscription.id] = subscription
-        if group is None:
-            self._plain.add(pattern, subscription.id)
+        (self._plain if group is None else self._grouped).add(pattern, subscription.id)
         try:
             await self._follow_all()  # live messages queue up from here on...
             await subscription._resume(resume or {})  # ...behind the history
@@ -241,8 +241,8 @@ class PubSubClient:
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.pop(subscription.id, None) is not None:
-            if subscription.group is None:
-                self._plain.remove(subscription.pattern, subscription.id)
+            index = self._plain if subscription.group is None else self._grouped
+            index.remove(subscription.pattern, subscription.id)
             await self._follow_all()
 
     def _interests(self) -> list[Interest]:
@@ -261,12 +261,11 @@ class PubSubClient:
     def _fan_out(self, message: Message, groups: tuple[str, ...]) -> None:
         for subscription_id in self._plain.match(message.topic):
             self._subscriptions[subscription_id]._offer(message)
+        if not groups:
+            return
+        matching = [self._subscriptions[i] for i in self._grouped.match(message.topic)]
         for group in groups:
-            members = [
-                s
-                for s in self._subscriptions.values()
-                if s.group == group and matches(s.pattern, message.topic)
-            ]
+            members = sorted((s for s in matching if s.group == group), key=lambda s: s.id)
             if members:
                 self._turn += 1
                 members[self._turn % len(members)]._offer(message)

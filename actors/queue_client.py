@@ -24,7 +24,8 @@ from typing import Any
 
 from actors.batching import Coalescer
 from actors.errors import InvalidInput, RealmError
-from actors.jobqueue import FINISHED, JobQueueActor, JobState, check_queue_name, queue_actor_name
+from actors.job_model import FINISHED, JobState, check_queue_name, queue_actor_name
+from actors.jobqueue import JobQueueActor
 from actors.settings import Settings
 from actors.supervision import ActorRef
 

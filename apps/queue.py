@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from actors.errors import BatchTooLarge
-from actors.jobqueue import JobState
+from actors.job_model import JobState
 from actors.queue_client import QueueClient
 from actors.settings import Settings
 from apps.auth_dependency import CurrentUser

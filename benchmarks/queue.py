@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.jobs, args.paced_jobs = min(args.jobs, 1_000), min(args.paced_jobs, 200)
         args.rounds = 1
-    from actors.jobqueue import queue_actor_name
+    from actors.job_model import queue_actor_name
     from actors.settings import Settings
     from actors.supervision import kill_named
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import ray
 
-from actors.jobqueue import JobQueueActor, queue_actor_name
+from actors.job_model import queue_actor_name
+from actors.jobqueue import JobQueueActor
 from actors.queue_client import QueueClient
 from actors.settings import Settings
 from actors.supervision import get_or_create

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors.jobqueue import queue_actor_name
+from actors.job_model import queue_actor_name
 from actors.queue_client import QueueClient
 from tests.integration.conftest import store_overrides
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from actors.errors import UnknownHandler
+from actors.job_model import Work, resolve_handler
 from actors.job_workers import JobWorker
-from actors.jobqueue import Work, resolve_handler
 from tests.unit.conftest import cancel, settle
 
 H = "actors.job_handlers"

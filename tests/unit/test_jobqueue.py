@@ -22,8 +22,9 @@ from actors.errors import (
     JobStateConflict,
     UnknownHandler,
 )
+from actors.job_model import QueueConfig, Work, backoff_s
 from actors.job_workers import JobSlots
-from actors.jobqueue import SLOT_HOLD_S, JobQueue, QueueConfig, Work, backoff_s
+from actors.jobqueue import SLOT_HOLD_S, JobQueue
 from actors.store import SQLiteStore
 from tests.unit.conftest import settle
 

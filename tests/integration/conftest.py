@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -142,3 +143,18 @@ async def sign_up(base_url: str, username: str | None = None) -> dict[str, str]:
 async def user_headers(base_url: str) -> dict[str, str]:
     """Bearer headers of one user, shared by the session's HTTP tests."""
     return await sign_up(base_url)
+
+
+async def until(
+    fetch: Callable[[], Any], condition: Callable[[Any], bool], within_s: float = 30.0
+) -> Any:
+    """Poll ``await fetch()`` until ``condition`` holds of its value (a join, not a
+    timing check); fail if it has not within ``within_s``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        value = await fetch()
+        if condition(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.05)

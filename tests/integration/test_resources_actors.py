@@ -10,7 +10,7 @@ import ray
 
 from actors.resources_client import ResourcesClient
 from actors.settings import Settings
-from tests.integration.conftest import store_overrides
+from tests.integration.conftest import store_overrides, until
 
 
 async def test_leases_survive_a_pool_actor_kill(
@@ -24,7 +24,7 @@ async def test_leases_survive_a_pool_actor_kill(
     lock = await client.acquire("lock", "alice")
     sems = [await client.acquire("sem", owner, ttl_s=300) for owner in ("alice", "bob", "bob")]
     waiting = asyncio.ensure_future(client.acquire("lock", "carol", timeout_s=120))
-    await wait_for(lambda: client.get_pool("lock"), lambda pool: pool["waiting"] == 1)
+    await until(lambda: client.get_pool("lock"), lambda pool: pool["waiting"] == 1)
     before = {pool: await client.leases(pool) for pool in ("lock", "sem")}
 
     # When the pool actor is killed (Ray restarts it from the journal)
@@ -40,7 +40,7 @@ async def test_leases_survive_a_pool_actor_kill(
     with_quota = await client.get_pool("sem")
     assert with_quota["quota_per_owner"] == 2 and with_quota["held"] == 3
     # And the waiter (re-sent by Ray to the new incarnation) gets the lock once it is released
-    await wait_for(lambda: client.get_pool("lock"), lambda pool: pool["waiting"] == 1)
+    await until(lambda: client.get_pool("lock"), lambda pool: pool["waiting"] == 1)
     assert not waiting.done()
     released = await client.release("lock", lock["token"], owner="alice")
     assert released["state"] == "released"
@@ -70,13 +70,3 @@ async def test_groups_spread_grants_over_pools_on_several_actors(
     loads = await client.group_loads(group)
     assert [(load["name"], load["held"]) for load in loads] == [(pool, 2) for pool in pools]
     await client.close()
-
-
-async def wait_for(fetch, condition, attempts: int = 200):
-    """Poll an actor until a condition holds (a join, not a timing check)."""
-    for _ in range(attempts):
-        value = await fetch()
-        if condition(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition never held")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.integration.conftest import sign_up
+from tests.integration.conftest import sign_up, until
 
 
 @pytest.fixture
@@ -195,16 +195,6 @@ async def test_a_websocket_follows_a_wait(http, base_url, user_headers):
         async with websockets.connect(url):
             pass
     assert refused.value.response.status_code == 401
-
-
-async def until(fetch, condition, attempts: int = 200):
-    """Poll until a condition holds (a join, not a timing check)."""
-    for _ in range(attempts):
-        value = await fetch()
-        if condition(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition never held")
 
 
 async def test_a_long_poll_whose_client_goes_away_leaves_the_queue(http, base_url, user_headers):

@@ -32,7 +32,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import yaml
 from ray.serve import Application
 
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

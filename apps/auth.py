@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.auth_client import AuthClient
-from actors.settings import Settings
+from actors.auth.client import AuthClient
+from actors.runtime.settings import Settings
 from apps.auth_dependency import AdminUser, CurrentUser, install_auth
 from apps.common import ClientIngress, ingress_application, service_app
 

@@ -13,8 +13,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from actors.auth_client import AuthClient, Principal
-from actors.errors import Forbidden, Unauthorized
+from actors.auth.client import AuthClient, Principal
+from actors.runtime.errors import Forbidden, Unauthorized
 
 
 def install_auth(app: FastAPI, client: AuthClient) -> None:

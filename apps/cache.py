@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.cache_client import CacheClient
-from actors.errors import KeyNotFound
-from actors.settings import Settings
+from actors.cache.client import CacheClient
+from actors.runtime.errors import KeyNotFound
+from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 
 TtlS = Field(None, gt=0, description="Seconds to live; omitted or null: no expiry.")

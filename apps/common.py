@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 from ray.serve import Application
 
-from actors.auth_client import AuthClient
-from actors.settings import Settings
+from actors.auth.client import AuthClient
+from actors.runtime.settings import Settings
 from apps.auth_dependency import install_auth
 from apps.errors import install_error_handlers
 from apps.limits import BodyLimit

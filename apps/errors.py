@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.errors import RealmError
-from actors.supervision import unwrap
+from actors.runtime.errors import RealmError
+from actors.runtime.supervision import unwrap
 
 log = logging.getLogger(__name__)
 

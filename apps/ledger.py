@@ -19,9 +19,8 @@ from pydantic import BaseModel, Field, StrictInt
 from ray import serve
 from ray.serve import Application
 
-from actors.errors import InvalidInput, RealmError
-from actors.ledger_client import LedgerClient
-from actors.ledger_model import (
+from actors.ledger.client import LedgerClient
+from actors.ledger.model import (
     MAX_AMOUNT,
     MAX_CODE,
     MAX_LEDGER,
@@ -30,7 +29,8 @@ from actors.ledger_model import (
     Kind,
     TransferSpec,
 )
-from actors.settings import Settings
+from actors.runtime.errors import InvalidInput, RealmError
+from actors.runtime.settings import Settings
 from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
 

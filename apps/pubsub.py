@@ -56,12 +56,19 @@ from ray import serve
 from ray.serve import Application
 from starlette.websockets import WebSocketState
 
-from actors.auth_client import AuthClient, Principal
-from actors.errors import Conflict, InvalidInput, NotFound, RealmError, TooLarge, Unauthorized
-from actors.pubsub import MAX_GROUP_CHARS, Message
-from actors.pubsub_client import PubSubClient, SlowConsumer, Subscription
-from actors.settings import Settings
-from actors.topics import MAX_TOPIC_CHARS, ONE, REST, check_pattern
+from actors.auth.client import AuthClient, Principal
+from actors.pubsub.broker import MAX_GROUP_CHARS, Message
+from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
+from actors.pubsub.topics import MAX_TOPIC_CHARS, ONE, REST, check_pattern
+from actors.runtime.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RealmError,
+    TooLarge,
+    Unauthorized,
+)
+from actors.runtime.settings import Settings
 from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
 from apps.errors import envelope

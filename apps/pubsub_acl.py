@@ -21,10 +21,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from actors.auth_client import Principal
-from actors.errors import Forbidden
-from actors.pubsub_client import INBOX
-from actors.topics import ONE, REST, check_pattern, check_topic
+from actors.auth.client import Principal
+from actors.pubsub.client import INBOX
+from actors.pubsub.topics import ONE, REST, check_pattern, check_topic
+from actors.runtime.errors import Forbidden
 
 Hook = Callable[[Principal, str, str], bool]
 

@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.errors import BatchTooLarge
-from actors.job_model import JobState
-from actors.queue_client import QueueClient
-from actors.settings import Settings
+from actors.queue.client import QueueClient
+from actors.queue.model import JobState
+from actors.runtime.errors import BatchTooLarge
+from actors.runtime.settings import Settings
 from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
 
@@ -32,8 +32,8 @@ class EnqueueBody(BaseModel):
         ...,
         max_length=256,
         description="`package.module:function` in an allowed module "
-        "(e.g. `actors.job_handlers:echo`).",
-        examples=["actors.job_handlers:echo"],
+        "(e.g. `actors.queue.handlers:echo`).",
+        examples=["actors.queue.handlers:echo"],
     )
     args: dict[str, Any] | None = Field(None, description="Keyword arguments, a JSON object.")
     priority: int = Field(5, ge=0, le=9, description="9 runs first, 0 last.")

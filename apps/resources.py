@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 
-from actors.auth_client import AuthClient, Principal
-from actors.errors import Forbidden, InvalidInput, RealmError, Unauthorized
-from actors.resources_client import ResourcesClient
-from actors.settings import Settings
+from actors.auth.client import AuthClient, Principal
+from actors.resources.client import ResourcesClient
+from actors.runtime.errors import Forbidden, InvalidInput, RealmError, Unauthorized
+from actors.runtime.settings import Settings
 from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
 from apps.errors import envelope

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.scheduler_client import SchedulerClient
-from actors.settings import Settings
+from actors.runtime.settings import Settings
+from actors.scheduler.client import SchedulerClient
 from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
 

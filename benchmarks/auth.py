@@ -46,10 +46,10 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
     import redis.asyncio as aioredis
     from starlette.requests import Request
 
-    from actors.auth import USERS_NAME, session_shard_name
-    from actors.auth_client import AuthClient
-    from actors.settings import Settings
-    from actors.supervision import kill_named
+    from actors.auth.client import AuthClient
+    from actors.auth.stores import USERS_NAME, session_shard_name
+    from actors.runtime.settings import Settings
+    from actors.runtime.supervision import kill_named
     from apps.auth_dependency import current_user
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-auth-"))
@@ -117,7 +117,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
 
 
 def _argon2_settings() -> dict[str, int]:
-    from actors.settings import Settings
+    from actors.runtime.settings import Settings
 
     settings = Settings()
     return {

@@ -53,10 +53,10 @@ def value_of(i: int) -> bytes:
 async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler], dict[str, Any]]:
     import redis.asyncio as aioredis
 
-    from actors.cache import shard_name
-    from actors.cache_client import CacheClient
-    from actors.settings import Settings
-    from actors.supervision import kill_named
+    from actors.cache.client import CacheClient
+    from actors.cache.shard import shard_name
+    from actors.runtime.settings import Settings
+    from actors.runtime.supervision import kill_named
 
     names = [f"k{i}" for i in range(args.keys)]
     values = [value_of(i) for i in range(args.keys)]

@@ -147,7 +147,7 @@ def serve_realm(variant: str, port: int) -> None:
 
 
 def _serve_realm(variant: str, port: int, private: str) -> None:
-    from actors.settings import Settings
+    from actors.runtime.settings import Settings
     from apps.common import ingress_options
 
     settings = Settings(

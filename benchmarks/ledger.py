@@ -166,12 +166,12 @@ async def postgres_side(
 async def realm_side(
     args: argparse.Namespace, accounts: list[str], levels: list[int]
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
-    from actors.ledger import shard_name
-    from actors.ledger_client import LedgerClient
-    from actors.ledger_coordinator import coordinator_name
-    from actors.ledger_model import AccountSpec, TransferSpec
-    from actors.settings import Settings
-    from actors.supervision import kill_named
+    from actors.ledger.client import LedgerClient
+    from actors.ledger.coordinator import coordinator_name
+    from actors.ledger.model import AccountSpec, TransferSpec
+    from actors.ledger.shard import shard_name
+    from actors.runtime.settings import Settings
+    from actors.runtime.supervision import kill_named
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-ledger-"))
     settings = Settings(

@@ -576,7 +576,7 @@ async def sign_up(base_url: str) -> str:
 
 
 def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    from actors.settings import Settings
+    from actors.runtime.settings import Settings
     from apps.common import MAX_STREAMS_PER_REPLICA
 
     private = tempfile.mkdtemp(prefix="rb-")  # short: HAProxy's socket paths are limited

@@ -46,7 +46,7 @@ from benchmarks import harness  # sets loopback-only Ray before ray is imported
 
 CLAIM = "Issue (task queue): no-op jobs end to end >= 2x Celery's throughput (Redis broker)."
 NAMESPACE = "realm-bench-queue"
-NOOP = "actors.job_handlers:noop"
+NOOP = "actors.queue.handlers:noop"
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_EVERY = 100
 
@@ -93,7 +93,7 @@ async def _wait_completed(client: Any, queue: str, count: int, timeout_s: float 
 async def run_realm(
     args: argparse.Namespace, settings: Any, queue: str, batch: int, *, paced: bool = False
 ) -> dict:
-    from actors.queue_client import QueueClient
+    from actors.queue.client import QueueClient
 
     client = QueueClient(settings)
     await client.start()
@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.jobs, args.paced_jobs = min(args.jobs, 1_000), min(args.paced_jobs, 200)
         args.rounds = 1
-    from actors.job_model import queue_actor_name
-    from actors.settings import Settings
-    from actors.supervision import kill_named
+    from actors.queue.model import queue_actor_name
+    from actors.runtime.settings import Settings
+    from actors.runtime.supervision import kill_named
 
     load_before = os.getloadavg()
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-queue-"))

@@ -69,10 +69,10 @@ class Waits:
 async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler], dict[str, Waits]]:
     import redis.asyncio as aioredis
 
-    from actors.resources import shard_name
-    from actors.resources_client import ResourcesClient
-    from actors.settings import Settings
-    from actors.supervision import kill_named
+    from actors.resources.client import ResourcesClient
+    from actors.resources.pool import shard_name
+    from actors.runtime.settings import Settings
+    from actors.runtime.supervision import kill_named
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-resources-"))
     tag = uuid.uuid4().hex[:8]

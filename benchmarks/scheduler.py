@@ -120,8 +120,8 @@ async def run_apscheduler(
 async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
     """Per round: Realm's schedules and APScheduler's jobs for the same due times,
     in one window."""
-    from actors.scheduler_client import SchedulerClient
-    from actors.settings import Settings
+    from actors.runtime.settings import Settings
+    from actors.scheduler.client import SchedulerClient
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-sched-"))
     settings = Settings(
@@ -135,7 +135,7 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
         await client.start()
         target: dict[str, Any]
         if args.target == "queue":
-            target = {"type": "queue", "queue": "bench", "handler": "actors.job_handlers:noop"}
+            target = {"type": "queue", "queue": "bench", "handler": "actors.queue.handlers:noop"}
         else:
             target = {"type": "pubsub", "topic": "bench.timers", "payload": {}}
         # Warm the path (target clients, queue actor, workers) with one firing.
@@ -149,7 +149,7 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
             harness.progress(f"realm partitions: {await client.stats()}")
         return rounds
     finally:
-        from actors.supervision import kill_named
+        from actors.runtime.supervision import kill_named
 
         for i in range(settings.scheduler_partitions):
             kill_named(f"scheduler-{i}", namespace=NAMESPACE)

@@ -13,7 +13,7 @@ import pytest
 # Ray must use 127.0.0.1 for every node it starts, never an outward address.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 
 REDIS_URL = os.environ.get("REALM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent

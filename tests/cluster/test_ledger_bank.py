@@ -17,11 +17,11 @@ from collections import Counter
 
 import ray
 
-from actors.ledger import LedgerShardActor, shard_name
-from actors.ledger_client import LedgerClient
-from actors.ledger_coordinator import TxCoordinatorActor, coordinator_name
-from actors.settings import Settings
-from actors.supervision import call, get_or_create
+from actors.ledger.client import LedgerClient
+from actors.ledger.coordinator import TxCoordinatorActor, coordinator_name
+from actors.ledger.shard import LedgerShardActor, shard_name
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import call, get_or_create
 from tests.cluster.conftest import MARKER, remove_and_wait
 from tests.conftest import REDIS_URL
 from tests.integration.ledger_audit import audit, open_books, random_transfers

@@ -14,12 +14,12 @@ from collections import Counter
 
 import ray
 
-from actors.auth import USERS_NAME, SessionStoreActor, UserStoreActor, session_shard_name
-from actors.auth_client import AuthClient
-from actors.cache import CacheShardActor, shard_name
-from actors.cache_client import CacheClient
-from actors.settings import Settings
-from actors.supervision import call, get_or_create
+from actors.auth.client import AuthClient
+from actors.auth.stores import USERS_NAME, SessionStoreActor, UserStoreActor, session_shard_name
+from actors.cache.client import CacheClient
+from actors.cache.shard import CacheShardActor, shard_name
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import call, get_or_create
 from tests.cluster.conftest import HEAD_MARKER, MARKER, remove_and_wait
 from tests.conftest import REDIS_URL
 from tests.integration.tally import TallyActor

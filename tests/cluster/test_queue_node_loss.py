@@ -16,11 +16,11 @@ from typing import Any
 
 import ray
 
-from actors.job_model import queue_actor_name
-from actors.jobqueue import JobQueueActor
-from actors.queue_client import QueueClient
-from actors.settings import Settings
-from actors.supervision import get_or_create
+from actors.queue.client import QueueClient
+from actors.queue.jobqueue import JobQueueActor
+from actors.queue.model import queue_actor_name
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import get_or_create
 from tests.cluster.conftest import MARKER, remove_and_wait
 from tests.conftest import REDIS_URL
 
@@ -62,7 +62,7 @@ async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
         nonlocal unanswered
         for c in range(first, CALLS, PRODUCERS):
             batch = [
-                {"handler": "actors.job_handlers:sleep", "args": {"seconds": 0.05},
+                {"handler": "actors.queue.handlers:sleep", "args": {"seconds": 0.05},
                  "unique_key": f"u{i}"}
                 for i in range(c * PER_CALL, (c + 1) * PER_CALL)
             ]  # fmt: skip

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import ray
 
-from actors.errors import AcquireTimedOut, LeaseExpired
-from actors.resources import ResourcePoolActor, shard_name
-from actors.resources_client import ResourcesClient
-from actors.settings import Settings
-from actors.supervision import get_or_create
+from actors.resources.client import ResourcesClient
+from actors.resources.pool import ResourcePoolActor, shard_name
+from actors.runtime.errors import AcquireTimedOut, LeaseExpired
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import get_or_create
 from tests.cluster.conftest import MARKER
 from tests.conftest import REDIS_URL
 

@@ -13,7 +13,7 @@ import pytest
 import ray
 import redis
 
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 from serve_app import SERVICES, configure_ingress, deploy, free_port
 from tests.conftest import REDIS_URL, ROOT
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.errors import RealmError, Unavailable
-from actors.ledger_client import LedgerClient
-from actors.ledger_model import AccountSpec, TransferSpec
+from actors.ledger.client import LedgerClient
+from actors.ledger.model import AccountSpec, TransferSpec
+from actors.runtime.errors import RealmError, Unavailable
 
 FUNDING = 1_000
 

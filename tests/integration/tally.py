@@ -7,10 +7,10 @@ from typing import Any
 
 import ray
 
-from actors.journal import Durable
-from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import Restart, remote_actor, report_start
+from actors.runtime.journal import Durable
+from actors.runtime.settings import Settings
+from actors.runtime.store import open_store
+from actors.runtime.supervision import Restart, remote_actor, report_start
 
 
 class Tally(Durable):

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import ray
 
-from actors.auth import USERS_NAME, session_shard_name
-from actors.auth_client import AuthClient
-from actors.errors import Forbidden, Unauthorized
-from actors.settings import Settings
-from actors.store import open_store
-from actors.supervision import ActorRef
+from actors.auth.client import AuthClient
+from actors.auth.stores import USERS_NAME, session_shard_name
+from actors.runtime.errors import Forbidden, Unauthorized
+from actors.runtime.settings import Settings
+from actors.runtime.store import open_store
+from actors.runtime.supervision import ActorRef
 from tests.integration.conftest import store_overrides
 
 PASSWORD = "correct horse battery"

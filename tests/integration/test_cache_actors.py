@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import ray
 
-from actors.cache_client import CacheClient
-from actors.errors import LoaderFailed
-from actors.settings import Settings
+from actors.cache.client import CacheClient
+from actors.runtime.errors import LoaderFailed
+from actors.runtime.settings import Settings
 
 
 @pytest.fixture

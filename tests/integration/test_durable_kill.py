@@ -11,7 +11,7 @@ from collections import Counter
 
 import ray
 
-from actors.supervision import call, get_or_create
+from actors.runtime.supervision import call, get_or_create
 from tests.integration.conftest import store_overrides
 from tests.integration.tally import TallyActor
 

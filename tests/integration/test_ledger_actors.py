@@ -9,10 +9,10 @@ import time
 
 import ray
 
-from actors.ledger import shard_name
-from actors.ledger_client import LedgerClient
-from actors.ledger_coordinator import coordinator_name
-from actors.ledger_model import AccountSpec, TransferSpec
+from actors.ledger.client import LedgerClient
+from actors.ledger.coordinator import coordinator_name
+from actors.ledger.model import AccountSpec, TransferSpec
+from actors.ledger.shard import shard_name
 from tests.integration.conftest import store_overrides
 from tests.integration.ledger_audit import audit, open_books, random_transfers
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import ray
 
-from actors.errors import InvalidInput, NoReply
-from actors.pubsub import Message
-from actors.pubsub_client import PubSubClient, SlowConsumer, Subscription
-from actors.settings import Settings
+from actors.pubsub.broker import Message
+from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
+from actors.runtime.errors import InvalidInput, NoReply
+from actors.runtime.settings import Settings
 
 
 @pytest.fixture

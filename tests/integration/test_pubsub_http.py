@@ -22,8 +22,8 @@ from websockets.frames import Close, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from actors.pubsub import broker_name
-from actors.settings import Settings
+from actors.pubsub.broker import broker_name
+from actors.runtime.settings import Settings
 from tests.integration.conftest import PUBSUB_MAX_PAYLOAD, sign_up
 
 DEADLINE_S = 60.0
@@ -448,7 +448,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing_a_subscriber_sees(
 
 
 async def _owning_broker(topic: str, settings: Settings) -> Any:
-    from actors.hashing import Rendezvous
+    from actors.runtime.hashing import Rendezvous
 
     index = Rendezvous(settings.pubsub_brokers).owner(topic)
     return ray.get_actor(broker_name(index), namespace=settings.namespace)

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import ray
 
-from actors.job_model import queue_actor_name
-from actors.queue_client import QueueClient
+from actors.queue.client import QueueClient
+from actors.queue.model import queue_actor_name
 from tests.integration.conftest import store_overrides
 
-H = "actors.job_handlers"
+H = "actors.queue.handlers"
 FAST_RETRIES = {"queue_backoff_base_s": 0.05, "queue_backoff_max_s": 0.2}
 
 

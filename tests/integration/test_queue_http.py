@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-H = "actors.job_handlers"
+H = "actors.queue.handlers"
 
 
 @pytest.fixture

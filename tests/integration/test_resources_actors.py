@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import ray
 
-from actors.resources_client import ResourcesClient
-from actors.settings import Settings
+from actors.resources.client import ResourcesClient
+from actors.runtime.settings import Settings
 from tests.integration.conftest import store_overrides, until
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import ray
 
-from actors.queue_client import QueueClient
-from actors.scheduler import partition_name
-from actors.scheduler_client import SchedulerClient
-from actors.settings import Settings
+from actors.queue.client import QueueClient
+from actors.runtime.settings import Settings
+from actors.scheduler.client import SchedulerClient
+from actors.scheduler.partition import partition_name
 from tests.integration.conftest import sign_up, store_overrides
 
 DEADLINE_S = 60.0
@@ -56,7 +56,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
                 "target": {
                     "type": "queue",
                     "queue": queue,
-                    "handler": "actors.job_handlers:echo",
+                    "handler": "actors.queue.handlers:echo",
                     "args": {"hello": "world"},
                 },
             },
@@ -104,7 +104,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
 
 async def test_bad_input_is_refused_and_creates_nothing(base_url: str):
     headers = await sign_up(base_url)
-    queue_target = {"type": "queue", "queue": "q", "handler": "actors.job_handlers:noop"}
+    queue_target = {"type": "queue", "queue": "q", "handler": "actors.queue.handlers:noop"}
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"cron": "61 * * * *", "target": queue_target}, 422, "bad_cron"),
         (
@@ -119,7 +119,7 @@ async def test_bad_input_is_refused_and_creates_nothing(base_url: str):
             "unknown_handler",
         ),
         (
-            {"every_s": 10, "target": {**queue_target, "handler": "actors.job_handlers:nope"}},
+            {"every_s": 10, "target": {**queue_target, "handler": "actors.queue.handlers:nope"}},
             422,
             "unknown_handler",
         ),
@@ -155,7 +155,7 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
             "every_s": 1,
             "misfire": "fire_all",
             "misfire_grace_s": 60,
-            "target": {"type": "queue", "queue": queue, "handler": "actors.job_handlers:noop"},
+            "target": {"type": "queue", "queue": queue, "handler": "actors.queue.handlers:noop"},
         }
     )
     sid = schedule["id"]
@@ -190,7 +190,7 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
 
 
 async def test_pubsub_target_publishes_each_firing_once(ray_settings: Callable[..., Settings]):
-    from actors.pubsub_client import PubSubClient
+    from actors.pubsub.client import PubSubClient
 
     settings = ray_settings(scheduler_partitions=1)
     scheduler, bus = SchedulerClient(settings), PubSubClient(settings)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from actors.errors import JournalConflict, StoreUnavailable
-from actors.store import RedisStore, SQLiteStore, Store, open_store
+from actors.runtime.errors import JournalConflict, StoreUnavailable
+from actors.runtime.store import RedisStore, SQLiteStore, Store, open_store
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import store_overrides
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from actors.errors import Unavailable
-from actors.supervision import call, get_or_create
+from actors.runtime.errors import Unavailable
+from actors.runtime.supervision import call, get_or_create
 from serve_app import free_port
 from tests.integration.tally import TallyActor
 

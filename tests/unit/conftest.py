@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.clock import FakeClock
+from actors.runtime.clock import FakeClock
 
 
 async def settle() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from actors.auth import (
+from actors.auth.stores import (
     ADDRESS_LOCKOUT_FACTOR,
     Role,
     Session,
@@ -26,15 +26,15 @@ from actors.auth import (
     parse_token,
     secret_matches,
 )
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     InvalidResetToken,
     TooManyAttempts,
     Unauthorized,
     UsernameTaken,
 )
-from actors.settings import Settings
-from actors.store import SQLiteStore
+from actors.runtime.settings import Settings
+from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
 BASE_S = 1.0

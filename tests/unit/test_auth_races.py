@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from actors.auth import SessionStore, UserStore
-from actors.auth_client import AuthClient
-from actors.clock import FakeClock
-from actors.errors import Forbidden, InvalidCredentials, TooManyAttempts, Unauthorized
-from actors.settings import Settings
-from actors.store import SQLiteStore
+from actors.auth.client import AuthClient
+from actors.auth.stores import SessionStore, UserStore
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import Forbidden, InvalidCredentials, TooManyAttempts, Unauthorized
+from actors.runtime.settings import Settings
+from actors.runtime.store import SQLiteStore
 
 PASSWORD = "correct horse battery"
 

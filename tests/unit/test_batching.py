@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from actors.batching import Coalescer
+from actors.runtime.batching import Coalescer
 from tests.unit.conftest import settle
 
 

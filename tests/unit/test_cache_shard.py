@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from actors.cache import CacheShard
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.cache.shard import CacheShard
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     BatchTooLarge,
     KeyTooLong,
     LoaderFailed,
@@ -22,7 +22,7 @@ from actors.errors import (
     NotAnInteger,
     ValueTooLarge,
 )
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 from tests.unit.conftest import cancel, settle
 
 LEASE_S = 2.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.clock import FakeClock, every
+from actors.runtime.clock import FakeClock, every
 from tests.unit.conftest import cancel, settle
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.eviction import LFU, LRU, EvictionOrder, eviction_order
+from actors.cache.eviction import LFU, LRU, EvictionOrder, eviction_order
 
 
 def filled(order: EvictionOrder, *keys: str) -> EvictionOrder:

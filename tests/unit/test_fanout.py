@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.fanout import Mailboxes
+from actors.runtime.clock import FakeClock
+from actors.runtime.fanout import Mailboxes
 from tests.unit.conftest import cancel, settle
 
 POLL_S = 10.0

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from actors.hashing import Rendezvous
+from actors.runtime.hashing import Rendezvous
 
 KEYS = [f"key-{i}" for i in range(10_000)]
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from actors.errors import UnknownHandler
-from actors.job_model import Work, resolve_handler
-from actors.job_workers import JobWorker
+from actors.queue.model import Work, resolve_handler
+from actors.queue.workers import JobWorker
+from actors.runtime.errors import UnknownHandler
 from tests.unit.conftest import cancel, settle
 
-H = "actors.job_handlers"
+H = "actors.queue.handlers"
 
 
 class _Method:

@@ -14,21 +14,21 @@ from typing import Any
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.queue.jobqueue import SLOT_HOLD_S, JobQueue
+from actors.queue.model import QueueConfig, Work, backoff_s
+from actors.queue.workers import JobSlots
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     InvalidInput,
     JobArgsTooLarge,
     JobNotFound,
     JobStateConflict,
     UnknownHandler,
 )
-from actors.job_model import QueueConfig, Work, backoff_s
-from actors.job_workers import JobSlots
-from actors.jobqueue import SLOT_HOLD_S, JobQueue
-from actors.store import SQLiteStore
+from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import settle
 
-NOOP = "actors.job_handlers:noop"
+NOOP = "actors.queue.handlers:noop"
 VISIBILITY_S = 30.0
 
 
@@ -486,8 +486,8 @@ async def test_list_jobs_by_state_in_pages(queue: JobQueue) -> None:
 @pytest.mark.parametrize(
     ("spec", "error"),
     [
-        ({"handler": "actors.job_handlers:nope"}, UnknownHandler),
-        ({"handler": "actors.job_handlers"}, UnknownHandler),
+        ({"handler": "actors.queue.handlers:nope"}, UnknownHandler),
+        ({"handler": "actors.queue.handlers"}, UnknownHandler),
         ({"handler": "os:system"}, UnknownHandler),  # outside the allowed modules
         ({"handler": "actors.job_handlers_evil:x"}, UnknownHandler),
         ({"handler": NOOP, "priority": 10}, InvalidInput),

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from actors.errors import Conflict, JournalConflict, StoreUnavailable
-from actors.journal import Durable
-from actors.store import SQLiteStore
+from actors.runtime.errors import Conflict, JournalConflict, StoreUnavailable
+from actors.runtime.journal import Durable
+from actors.runtime.store import SQLiteStore
 
 
 class Account(Durable):

@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.ledger.model import (
+    MAX_AMOUNT,
+    AccountSpec,
+    Kind,
+    TransferSpec,
+    chains,
+    unit_outcomes,
+)
+from actors.ledger.shard import BOTH, CREDIT, DEBIT, LedgerShard
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     AccountNotFound,
     BalanceOverflow,
     ExceedsDebits,
@@ -27,16 +36,7 @@ from actors.errors import (
     PendingTransferNotFound,
     TransactionAborted,
 )
-from actors.ledger import BOTH, CREDIT, DEBIT, LedgerShard
-from actors.ledger_model import (
-    MAX_AMOUNT,
-    AccountSpec,
-    Kind,
-    TransferSpec,
-    chains,
-    unit_outcomes,
-)
-from actors.store import SQLiteStore
+from actors.runtime.store import SQLiteStore
 
 OpenShard = Callable[..., Awaitable[LedgerShard]]
 

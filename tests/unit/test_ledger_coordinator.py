@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.ledger.coordinator import TurnCoalescer, TxCoordinator, TxState, legs_of
+from actors.ledger.model import AccountSpec, Kind, TransferSpec, unit_outcomes
+from actors.ledger.shard import LedgerShard
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     IdConflict,
     InsufficientFunds,
     LedgerMismatch,
@@ -21,10 +24,7 @@ from actors.errors import (
     PendingTransferClosed,
     Unavailable,
 )
-from actors.ledger import LedgerShard
-from actors.ledger_coordinator import TurnCoalescer, TxCoordinator, TxState, legs_of
-from actors.ledger_model import AccountSpec, Kind, TransferSpec, unit_outcomes
-from actors.store import SQLiteStore
+from actors.runtime.store import SQLiteStore
 from tests.unit.test_ledger import stopped
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.near_cache import NearCache
+from actors.runtime.clock import FakeClock
+from actors.runtime.near_cache import NearCache
 
 LEASE_S = 2.0
 

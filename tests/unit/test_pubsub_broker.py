@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import InvalidInput, NotFound, TooLarge
-from actors.pubsub import Broker, Message
-from actors.store import SQLiteStore
+from actors.pubsub.broker import Broker, Message
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import InvalidInput, NotFound, TooLarge
+from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
 HISTORY_MAX = 5

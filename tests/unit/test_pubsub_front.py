@@ -7,9 +7,9 @@ import asyncio
 import orjson
 import pytest
 
-from actors.auth_client import Principal
-from actors.errors import Forbidden, InvalidInput
-from actors.pubsub import Message
+from actors.auth.client import Principal
+from actors.pubsub.broker import Message
+from actors.runtime.errors import Forbidden, InvalidInput
 from apps.pubsub import MAX_FRAME_BYTES, format_cursor, message_frame, next_frame, parse_cursor
 from apps.pubsub_acl import Acl, load_hook
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 from tests.conftest import ROOT
 
 

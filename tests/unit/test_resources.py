@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.resources.pool import ResourcePool, pick_least_loaded
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     AcquireCancelled,
     AcquireTimedOut,
     InvalidInput,
@@ -27,8 +28,7 @@ from actors.errors import (
     QueueFull,
     QuotaExceeded,
 )
-from actors.resources import ResourcePool, pick_least_loaded
-from actors.store import SQLiteStore
+from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
 TTL_S = 10.0
@@ -501,8 +501,8 @@ async def test_stats_count_per_pool_and_owner(rp: ResourcePool, clock: FakeClock
 
 
 def test_only_an_admin_acts_for_another_owner() -> None:
-    from actors.auth_client import Principal
-    from actors.errors import Forbidden
+    from actors.auth.client import Principal
+    from actors.runtime.errors import Forbidden
     from apps.resources import holder_check, owner_for
 
     user = Principal("u1", "ada", ("user",), "s1")

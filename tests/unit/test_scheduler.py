@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from actors.clock import FakeClock
-from actors.errors import (
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import (
     BadCron,
     InvalidInput,
     JobArgsTooLarge,
@@ -28,11 +28,11 @@ from actors.errors import (
     UnknownTarget,
     UnknownTimeZone,
 )
-from actors.scheduler import Misfire, Scheduler, jitter_ms, plan
-from actors.scheduler_targets import PubSubTarget, QueueTarget, check_handler
-from actors.settings import Settings
-from actors.store import SQLiteStore
-from actors.triggers import Every, to_ms
+from actors.runtime.settings import Settings
+from actors.runtime.store import SQLiteStore
+from actors.scheduler.partition import Misfire, Scheduler, jitter_ms, plan
+from actors.scheduler.targets import PubSubTarget, QueueTarget, check_handler
+from actors.scheduler.triggers import Every, to_ms
 from tests.unit.conftest import settle
 
 #: 2026-03-07 12:00:00 UTC, a Saturday.

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actors.errors import BadCron, InvalidInput, UnknownTimeZone
-from actors.triggers import (
+from actors.runtime.errors import BadCron, InvalidInput, UnknownTimeZone
+from actors.scheduler.triggers import (
     Cron,
     Every,
     Once,

@@ -9,7 +9,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 import serve_app
-from actors.settings import Settings
+from actors.runtime.settings import Settings
 from tests.conftest import ROOT
 
 

@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from actors.errors import InvalidInput
-from actors.topics import (
+from actors.pubsub.topics import (
     MAX_TOPIC_CHARS,
     MAX_TOPIC_TOKENS,
     SubscriptionIndex,
@@ -15,6 +14,7 @@ from actors.topics import (
     check_topic,
     matches,
 )
+from actors.runtime.errors import InvalidInput
 
 SEMANTICS = [
     # pattern, topic, matches?

@@ -1,0 +1,302 @@
+"""The auth service's Python API, for its own ingress and for every other service.
+
+``AuthClient`` hashes and checks passwords (argon2id, in a worker thread so
+the event loop keeps serving), talks to the ``UserStore`` and the
+``SessionStore`` shards, and checks tokens fast: session records are kept in
+a near cache under leases, so a check is usually a local lookup, and a
+revocation anywhere is acknowledged only once no copy can accept the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from actors.auth.stores import (
+    USERS_NAME,
+    Role,
+    Session,
+    SessionStoreActor,
+    UserStoreActor,
+    hash_secret,
+    new_token,
+    parse_token,
+    secret_matches,
+    session_shard_name,
+)
+from actors.runtime.batching import Coalescer
+from actors.runtime.clock import Clock, SystemClock
+from actors.runtime.errors import (
+    Forbidden,
+    InvalidCredentials,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    WrongPassword,
+)
+from actors.runtime.hashing import Rendezvous
+from actors.runtime.near_cache import NearCache
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import ActorRef
+
+#: Session records one client keeps near.
+SESSIONS_REMEMBERED = 50_000
+#: Usernames: letters, digits and . _ - @ + (after case folding).
+USERNAME = re.compile(r"^[\w.@+-]+$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user behind a valid session token."""
+
+    user_id: str
+    username: str
+    roles: tuple[str, ...]
+    session_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN.value in self.roles
+
+
+class AuthClient:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        namespace = settings.namespace
+        self.users = ActorRef(UserStoreActor, USERS_NAME, settings, namespace=namespace)
+        self.shards = [
+            ActorRef(SessionStoreActor, name, settings, name, namespace=namespace)
+            for name in map(session_shard_name, range(settings.auth_session_shards))
+        ]
+        self.ring = Rendezvous(len(self.shards))
+        self.near = NearCache(self.clock, max_entries=SESSIONS_REMEMBERED, owners=self.shards)
+        self._lookups = [
+            Coalescer(partial(self._lookup_shard, index), max_batch=1_000)
+            for index in range(len(self.shards))
+        ]
+        self.hasher = PasswordHasher(
+            time_cost=settings.auth_argon2_time_cost,
+            memory_cost=settings.auth_argon2_memory_kib,
+            parallelism=settings.auth_argon2_parallelism,
+        )
+        self._background: set[asyncio.Task[None]] = set()
+        #: Checked against when the user does not exist, so both take as long.
+        self._decoy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+
+    async def start(self) -> None:
+        """Start (or find) the auth actors and wait until each answers."""
+        await asyncio.gather(self.users.call("ping"), *(s.call("ping") for s in self.shards))
+
+    # --- passwords -------------------------------------------------------
+
+    def _check_password(self, password: str) -> None:
+        size = len(password.encode())
+        if size > self.settings.auth_max_password_bytes:
+            raise TooLarge(
+                "password is too long", size=size, limit=self.settings.auth_max_password_bytes
+            )
+        if len(password) < self.settings.auth_min_password_chars:
+            raise InvalidInput(
+                "password is too short", minimum=self.settings.auth_min_password_chars
+            )
+
+    async def _hash(self, password: str) -> str:
+        self._check_password(password)
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        if len(password.encode()) > self.settings.auth_max_password_bytes:
+            return False  # never hash an oversized input
+        try:
+            return await asyncio.to_thread(self.hasher.verify, password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _check_username(self, username: str) -> None:
+        name = username.strip()
+        if not 1 <= len(name) <= self.settings.auth_max_username_chars or not USERNAME.match(name):
+            raise InvalidInput(
+                "usernames are 1 to "
+                f"{self.settings.auth_max_username_chars} letters, digits or . _ - @ +"
+            )
+
+    # --- accounts and login ---------------------------------------------
+
+    async def register(self, username: str, password: str) -> dict[str, Any]:
+        self._check_username(username)
+        password_hash = await self._hash(password)
+        user: dict[str, Any] = await self.users.call(
+            "register", username, password_hash, key=uuid.uuid4().hex
+        )
+        return user
+
+    async def login(
+        self, username: str, password: str, *, device: str = "", address: str = ""
+    ) -> dict[str, Any]:
+        """A new session for good credentials. Unknown users and wrong passwords
+        get the same answer after the same work; attempts are throttled."""
+        account = await self.users.call("begin_login", username, address)
+        password_hash = account["password_hash"] if account else self._decoy_hash
+        if not await self._verify(password_hash, password) or account is None:
+            raise InvalidCredentials()  # the attempt stays counted as a failure
+        if account["disabled"]:
+            await self.users.call("finish_login", username, address, account["id"])
+            raise Forbidden("this account is disabled")
+        session_id, secret, token = new_token()
+        now = self.clock.time()
+        session = Session(
+            id=session_id,
+            user_id=account["id"],
+            username=account["username"],
+            roles=list(account["roles"]),
+            secret_hash=hash_secret(secret),
+            created_at=now,
+            last_seen_at=now,
+            idle_timeout_s=self.settings.auth_idle_timeout_s,
+            absolute_expires_at=now + self.settings.auth_absolute_timeout_s,
+            device=device[:200],
+            address=address[:100],
+        )
+        shard = self._shard(session_id)
+        public = await shard.call("create", asdict(session))
+        # Checked again after the session exists: a disable, password change or
+        # reset that ended the user's sessions meanwhile must end this one too.
+        state = await self.users.call("finish_login", username, address, account["id"])
+        if state["disabled"] or state["password_changed_at"] != account["password_changed_at"]:
+            await shard.call("end", [session_id])
+            raise Forbidden("the account changed during login; log in again")
+        user = {key: account[key] for key in ("id", "username", "roles", "disabled", "created_at")}
+        return {"token": token, "session": public, "user": user}
+
+    # --- tokens -------------------------------------------------------------
+
+    def _shard(self, session_id: str) -> ActorRef:
+        return self.shards[self.ring.owner(session_id)]
+
+    async def _lookup_shard(self, index: int, ids: list[str]) -> list[tuple[Session | None, float]]:
+        answers: list[tuple[Session | None, float]] = await self.shards[index].call(
+            "lookup", ids, self.near.follower
+        )
+        return answers
+
+    async def _session(self, session_id: str) -> Session | None:
+        found = self.near.lookup(session_id)
+        if found is not None:
+            return found
+        index = self.ring.owner(session_id)
+        self.near.follow(index)
+        since, started = self.near.generation, self.clock.now()
+        [(session, lease)] = await self._lookups[index].submit([session_id])
+        if session is not None and lease > 0:
+            self.near.offer(session_id, session, started + lease, since)
+        return session
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal behind a bearer token; ``Unauthorized`` if it is not valid now."""
+        session_id, secret = parse_token(token)
+        session = await self._session(session_id)
+        now = self.clock.time()
+        if session is None or not secret_matches(session, secret) or session.expires_at() <= now:
+            raise Unauthorized("invalid or expired session")
+        stale = now - session.last_seen_at >= self.settings.auth_touch_interval_s
+        if stale and await self._shard(session_id).call("touch", session_id) is None:
+            raise Unauthorized("invalid or expired session")
+        return Principal(session.user_id, session.username, tuple(session.roles), session.id)
+
+    # --- sessions -----------------------------------------------------------
+
+    async def logout(self, principal: Principal) -> None:
+        await self._shard(principal.session_id).call("end", [principal.session_id])
+
+    async def _end_for_user(self, user_id: str, keep: str | None = None) -> int:
+        ended = await asyncio.gather(*(s.call("end_for_user", user_id, keep) for s in self.shards))
+        return sum(ended)
+
+    async def logout_everywhere(self, principal: Principal) -> int:
+        return await self._end_for_user(principal.user_id)
+
+    async def sessions(self, user_id: str) -> list[dict[str, Any]]:
+        found = await asyncio.gather(*(s.call("for_user", user_id) for s in self.shards))
+        return sorted((s for part in found for s in part), key=lambda s: s["created_at"])
+
+    async def revoke(self, principal: Principal, session_id: str) -> None:
+        """End one of the caller's sessions (an admin may end anyone's)."""
+        [(session, _)] = await self._shard(session_id).call("lookup", [session_id])
+        if session is None or (session.user_id != principal.user_id and not principal.is_admin):
+            raise NotFound("no such session", session_id=session_id)
+        await self._shard(session_id).call("end", [session_id])
+
+    # --- passwords ----------------------------------------------------------
+
+    async def change_password(self, principal: Principal, current: str, new: str) -> int:
+        """Change the caller's password (throttled like a login); every other
+        session of theirs ends."""
+        self._check_password(new)
+        account = await self.users.call("begin_login", principal.username, "")
+        if account is None or not await self._verify(account["password_hash"], current):
+            raise WrongPassword()
+        await self.users.call("finish_login", principal.username, "", principal.user_id)
+        await self.users.call("set_password", principal.user_id, await self._hash(new))
+        return await self._end_for_user(principal.user_id, keep=principal.session_id)
+
+    async def request_reset(self, username: str) -> str | None:
+        """A reset token for the account (None if there is none: callers must not tell)."""
+        token: str | None = await self.users.call("create_reset", username)
+        return token
+
+    async def reset_token_for(self, user_id: str) -> str:
+        user = await self.users.call("user", user_id)
+        token: str | None = await self.users.call("create_reset", user["username"])
+        assert token is not None
+        return token
+
+    def request_reset_soon(self, username: str, deliver: Callable[[str], None]) -> None:
+        """Make a reset token in the background and hand it to ``deliver``: the
+        caller answers at once, in the same time whether the account exists."""
+
+        async def work() -> None:
+            token = await self.request_reset(username)
+            if token is not None:
+                deliver(token)
+
+        task = asyncio.create_task(work())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def confirm_reset(self, token: str, new_password: str) -> None:
+        """Set a new password with a reset token; every session of the user ends."""
+        self._check_password(new_password)
+        await self.users.call("check_reset", token)  # before any argon2 work
+        password_hash = await self._hash(new_password)
+        user_id = await self.users.call("use_reset", token, password_hash, key=uuid.uuid4().hex)
+        await self._end_for_user(user_id)
+
+    # --- administration -------------------------------------------------------
+
+    async def list_users(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        users: dict[str, Any] = await self.users.call("list_users", offset, limit)
+        return users
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> dict[str, Any]:
+        """Disable (ending every session at once) or enable an account."""
+        user: dict[str, Any] = await self.users.call("set_disabled", user_id, disabled)
+        if disabled:
+            await self._end_for_user(user_id)
+        return user
+
+    async def close(self) -> None:
+        await self.near.close()
+
+    def __repr__(self) -> str:
+        return f"<AuthClient shards={len(self.shards)} near={self.near!r}>"

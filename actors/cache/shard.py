@@ -1,0 +1,380 @@
+"""The distributed cache (service 4): one shard of the key space.
+
+A ``CacheShard`` owns the keys that rendezvous hashing gives it. Values are
+JSON documents kept as their encoded bytes (clients encode), so sizes are
+known and HTTP answers need no re-encoding.
+
+- TTL: checked lazily on every read, and a periodic ``sweep`` removes what
+  nobody reads; both use an injectable clock.
+- Caps on entries and bytes, with LRU (or LFU) eviction.
+- Single-flight ``load_begin``/``load_end``: concurrent misses of one key elect
+  one loader; the others wait here for its result or its error.
+- Near-cache coherence by leases: a client that asks with a follower id may
+  keep the value until its lease ends. A write to the key invalidates every
+  holder (``actors.runtime.leases``) and is acknowledged only when each has
+  confirmed or its lease has run out, so a reader never sees a stale value
+  after a write is acknowledged, and a holder that stopped answering delays a
+  writer by at most one lease. A restarted shard has forgotten its holders, so
+  it takes no writes until one lease has passed.
+
+The cache is not durable by design: a restarted shard starts empty (its
+restarts are counted in the stats); the other shards keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import ray
+
+from actors.cache.eviction import eviction_order
+from actors.runtime.clock import Clock, SystemClock, every
+from actors.runtime.errors import (
+    BatchTooLarge,
+    InvalidInput,
+    KeyTooLong,
+    LoaderFailed,
+    LoadTimedOut,
+    NotAnInteger,
+    ValueTooLarge,
+)
+from actors.runtime.fanout import first_of
+from actors.runtime.leases import LeaseOwner, Leases
+from actors.runtime.settings import Settings
+from actors.runtime.store import open_store
+from actors.runtime.supervision import Restart, remote_actor, report_start
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_key(key: str, settings: Settings) -> None:
+    size = len(key.encode())
+    if size > settings.max_key_bytes:
+        raise KeyTooLong(size=size, limit=settings.max_key_bytes)
+
+
+def check_value(value: bytes, settings: Settings) -> None:
+    if len(value) > settings.max_value_bytes:
+        raise ValueTooLarge(size=len(value), limit=settings.max_value_bytes)
+
+
+def check_batch(count: int, settings: Settings) -> None:
+    if count > settings.max_batch_keys:
+        raise BatchTooLarge(count=count, limit=settings.max_batch_keys)
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: bytes
+    size: int
+    expires_at: float | None
+
+
+@dataclass
+class _Flight:
+    token: str
+    deadline: float
+    result: asyncio.Future[bytes]
+    overtaken: bool = False  #: the key was written while loading: do not store the result
+    waiters: int = 0  #: callers waiting for this load
+
+
+@dataclass
+class ShardStats:
+    hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    deletes: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    loads: int = 0
+    load_errors: int = 0
+    restarts: int = 0
+
+
+class CacheShard(LeaseOwner):
+    """The state and rules of one shard; ``CacheShardActor`` runs it as a Ray actor."""
+
+    def __init__(
+        self, settings: Settings, *, name: str = "cache-shard", clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.clock = clock or SystemClock()
+        self._entries: dict[str, _Entry] = {}
+        self._order = eviction_order(settings.cache_eviction)
+        self._expiry: list[tuple[float, str]] = []
+        self._bytes = 0
+        self._flights: dict[str, _Flight] = {}
+        self.leases = Leases(self.clock, lease_s=settings.cache_near_lease_s)
+        self.stats_ = ShardStats()
+        self.node_id: str | None = None  #: the Ray node it runs on, when it is an actor
+
+    # --- entries -------------------------------------------------------
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry.expires_at is not None
+            and entry.expires_at <= self.clock.now()
+        ):
+            self._remove(key)
+            self.stats_.expirations += 1
+            return None
+        return entry
+
+    def _remove(self, key: str) -> _Entry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+            self._order.remove(key)
+        return entry
+
+    def _store(self, key: str, value: bytes, expires_at: float | None) -> None:
+        check_key(key, self.settings)
+        check_value(value, self.settings)
+        self._remove(key)
+        entry = _Entry(value, len(key.encode()) + len(value), expires_at)
+        # Make room before adding: under LFU the new key has the lowest count,
+        # so evicting after adding would drop the key just written.
+        while self._entries and (
+            len(self._entries) >= self.settings.cache_max_entries
+            or self._bytes + entry.size > self.settings.cache_max_bytes
+        ):
+            self._remove(self._order.victim())
+            self.stats_.evictions += 1
+        self._entries[key] = entry
+        self._bytes += entry.size
+        self._order.add(key)
+        if expires_at is not None:
+            heapq.heappush(self._expiry, (expires_at, key))
+        flight = self._flights.get(key)
+        if flight is not None:
+            flight.overtaken = True
+
+    def _expires_at(self, ttl_s: float | None) -> float | None:
+        return None if ttl_s is None else self.clock.now() + ttl_s
+
+    def sweep(self) -> int:
+        """Remove expired entries; returns how many."""
+        now, removed = self.clock.now(), 0
+        while self._expiry and self._expiry[0][0] <= now:
+            expires_at, key = heapq.heappop(self._expiry)
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires_at == expires_at:
+                self._remove(key)
+                removed += 1
+        if len(self._expiry) > 2 * len(self._entries) + 1024:  # drop stale heap items
+            self._expiry = [(e.expires_at, k) for k, e in self._entries.items() if e.expires_at]
+            heapq.heapify(self._expiry)
+        self.leases.sweep()
+        self.stats_.expirations += removed
+        return removed
+
+    # --- reads ---------------------------------------------------------
+
+    def _read(self, key: str, follower: str | None) -> tuple[bytes | None, float]:
+        entry = self._live(key)
+        if entry is None:
+            self.stats_.misses += 1
+            return None, 0.0
+        self.stats_.hits += 1
+        self._order.touch(key)
+        if follower is None:
+            return entry.value, 0.0
+        expires_in = None if entry.expires_at is None else entry.expires_at - self.clock.now()
+        return entry.value, self.leases.grant(key, follower, expires_in_s=expires_in)
+
+    async def get(self, key: str, follower: str | None = None) -> tuple[bytes | None, float]:
+        """The value (or None) and, for a follower, how long it may keep it."""
+        return self._read(key, follower)
+
+    async def mget(
+        self, keys: list[str], follower: str | None = None
+    ) -> list[tuple[bytes | None, float]]:
+        check_batch(len(keys), self.settings)
+        return [self._read(key, follower) for key in keys]
+
+    async def ttl(self, key: str) -> tuple[bool, float | None]:
+        """Whether the key exists, and its remaining time to live (None: no expiry)."""
+        entry = self._live(key)
+        if entry is None:
+            return False, None
+        return True, None if entry.expires_at is None else entry.expires_at - self.clock.now()
+
+    # --- writes --------------------------------------------------------
+
+    async def _before_write(self) -> None:
+        await self.leases.before_write()
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await self._before_write()
+        self._store(key, value, self._expires_at(ttl_s))
+        self.stats_.sets += 1
+        await self._invalidate([key])
+
+    async def mset(self, items: list[tuple[str, bytes]], ttl_s: float | None = None) -> int:
+        check_batch(len(items), self.settings)
+        for key, value in items:  # all or nothing: check before storing any
+            check_key(key, self.settings)
+            check_value(value, self.settings)
+        await self._before_write()
+        expires_at = self._expires_at(ttl_s)
+        for key, value in items:
+            self._store(key, value, expires_at)
+        self.stats_.sets += len(items)
+        await self._invalidate([key for key, _ in items])
+        return len(items)
+
+    async def delete(self, key: str) -> bool:
+        await self._before_write()
+        if self._flights.get(key):
+            self._flights[key].overtaken = True
+        existed = self._live(key) is not None and self._remove(key) is not None
+        self.stats_.deletes += existed
+        await self._invalidate([key])
+        return existed
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to an integer value (a missing key counts as 0); keeps the TTL."""
+        await self._before_write()
+        entry = self._live(key)
+        current: Any = 0 if entry is None else orjson.loads(entry.value)
+        if isinstance(current, bool) or not isinstance(current, int):
+            raise NotAnInteger(key=key)
+        total = current + by
+        if not INT64_MIN <= total <= INT64_MAX:
+            raise InvalidInput("the result is outside the 64-bit integer range", key=key)
+        self._store(key, orjson.dumps(total), None if entry is None else entry.expires_at)
+        self.stats_.sets += 1
+        await self._invalidate([key])
+        return total
+
+    async def expire(self, key: str, ttl_s: float | None) -> bool:
+        """Set (or with None, remove) the key's time to live; False if there is no such key."""
+        entry = self._live(key)
+        if entry is None:
+            return False
+        entry.expires_at = self._expires_at(ttl_s)
+        if entry.expires_at is not None:
+            heapq.heappush(self._expiry, (entry.expires_at, key))
+        await self._invalidate([key])  # holders' leases may outlive the new TTL
+        return True
+
+    async def clear(self) -> int:
+        await self._before_write()
+        count = len(self._entries)
+        self._entries.clear()
+        self._order = eviction_order(self.settings.cache_eviction)
+        self._expiry.clear()
+        self._bytes = 0
+        await self._invalidate(self.leases.held_keys())
+        return count
+
+    # --- single flight -------------------------------------------------
+
+    async def load_begin(self, key: str) -> tuple[str, Any]:
+        """``("hit", value)`` if cached (or once another caller's load finishes),
+        else ``("load", token)``: the caller runs the loader and calls ``load_end``."""
+        value, _ = self._read(key, None)
+        if value is not None:
+            return "hit", value
+        flight = self._flights.get(key)
+        now = self.clock.now()
+        if flight is None or flight.deadline <= now:
+            flight = _Flight(
+                uuid.uuid4().hex,
+                now + self.settings.cache_load_timeout_s,
+                asyncio.get_running_loop().create_future(),
+            )
+            self._flights[key] = flight
+            self.stats_.loads += 1
+            return "load", flight.token
+        flight.waiters += 1
+        try:
+            await first_of(asyncio.shield(flight.result), self.clock.sleep(flight.deadline - now))
+        finally:
+            flight.waiters -= 1
+        if not flight.result.done():
+            raise LoadTimedOut(key=key, timeout_s=self.settings.cache_load_timeout_s)
+        return "hit", flight.result.result()  # raises the loader's error to every waiter
+
+    async def load_end(
+        self, key: str, token: str, value: bytes | None, error: str | None, ttl_s: float | None
+    ) -> bool:
+        """Finish a load: store ``value`` and wake the waiters, or pass ``error`` to them."""
+        flight = self._flights.get(key)
+        if flight is None or flight.token != token:
+            return False  # timed out and taken over; the result is dropped
+        del self._flights[key]
+        if error is not None or value is None:
+            self.stats_.load_errors += 1
+            flight.result.set_exception(LoaderFailed(error or "loader returned nothing", key=key))
+            flight.result.exception()  # retrieved: waiters may be none
+            return True
+        if not flight.overtaken:
+            await self._before_write()
+            self._store(key, value, self._expires_at(ttl_s))
+            await self._invalidate([key])
+        flight.result.set_result(value)
+        return True
+
+    # --- stats ---------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        s = self.stats_
+        return {
+            "shard": self.name,
+            "node_id": self.node_id,
+            "entries": len(self._entries),
+            "bytes": self._bytes,
+            "hits": s.hits,
+            "misses": s.misses,
+            "sets": s.sets,
+            "deletes": s.deletes,
+            "evictions": s.evictions,
+            "expirations": s.expirations,
+            "loads": s.loads,
+            "load_errors": s.load_errors,
+            "load_waiters": sum(flight.waiters for flight in self._flights.values()),
+            "invalidations": self.leases.invalidations,
+            "near_followers": self.leases.followers(),
+            "restarts": s.restarts,
+        }
+
+    def __repr__(self) -> str:
+        s = self.stats_
+        return (
+            f"<CacheShard {self.name} entries={len(self._entries)} bytes={self._bytes} "
+            f"hits={s.hits} misses={s.misses} evictions={s.evictions} restarts={s.restarts}>"
+        )
+
+
+class _CacheShardProcess(CacheShard):
+    """A ``CacheShard`` in its own actor process: restart hook and sweep loop."""
+
+    async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+        super().__init__(settings, name=name)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        store = open_store(settings)
+        self.stats_.restarts = await report_start(store, name)
+        await store.close()
+        if self.stats_.restarts:
+            self.leases.hold_writes()  # copies granted before the crash may still be held
+        self._sweeper = every(self.clock, settings.cache_sweep_interval_s, self.sweep)
+
+
+#: Not durable, so restarting is all a shard needs; calls in flight are retried.
+CacheShardActor = remote_actor(
+    _CacheShardProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD"
+)
+
+
+def shard_name(index: int) -> str:
+    return f"cache-shard-{index}"

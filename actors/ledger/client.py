@@ -1,0 +1,259 @@
+"""The ledger's Python client (service 8), usable from any Ray task, actor or replica.
+
+It routes by rendezvous hashing of account ids: a unit (a transfer, or a
+linked chain) whose accounts all live on one shard goes straight to that
+shard; one spanning shards goes to the coordinator its first transfer id
+hashes to, which runs two-phase commit. Concurrent units for one shard (or one
+coordinator) are coalesced into one batched call (``actors.runtime.batching``).
+
+A post or void names only its pending transfer: the client looks that up
+first (on every shard, in parallel) and fills in its accounts, ledger and
+amount, so the post is routed like the pending transfer was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any
+
+from actors.ledger.coordinator import TxCoordinatorActor, coordinator_name
+from actors.ledger.model import (
+    AccountSpec,
+    Kind,
+    TransferSpec,
+    UnitResult,
+    chains,
+    check_id,
+    unit_outcomes,
+)
+from actors.ledger.shard import LedgerShardActor, shard_name
+from actors.runtime.batching import Coalescer
+from actors.runtime.errors import (
+    AccountNotFound,
+    BatchTooLarge,
+    InvalidInput,
+    PendingTransferNotFound,
+    RealmError,
+    TransferNotFound,
+    Unavailable,
+)
+from actors.runtime.hashing import Rendezvous
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import ActorRef
+
+#: Batched calls in flight to one coordinator: a cross-shard batch takes several
+#: store writes, so waiting for the one in flight would double the latency.
+RUNS_IN_FLIGHT = 1
+#: States that end a pending transfer (a shard that has committed its side of
+#: a post or void shows one while the other may still show "pending").
+CLOSED = ("posted", "voided", "expired")
+
+
+def _failed(error: BaseException) -> RealmError:
+    if isinstance(error, RealmError):
+        return error
+    return Unavailable("a ledger actor did not answer; the outcome is unknown", cause=repr(error))
+
+
+class LedgerClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        ns = settings.namespace
+        self.shards = [
+            ActorRef(LedgerShardActor, name, settings, name, namespace=ns)
+            for name in map(shard_name, range(settings.ledger_shards))
+        ]
+        self.coordinators = [
+            ActorRef(TxCoordinatorActor, name, settings, name, namespace=ns)
+            for name in map(coordinator_name, range(settings.ledger_coordinators))
+        ]
+        self.ring = Rendezvous(len(self.shards))
+        self.coordinator_ring = Rendezvous(len(self.coordinators))
+        batch = settings.ledger_max_batch
+        self._submit = [
+            Coalescer(partial(ref.call, "submit"), max_batch=batch) for ref in self.shards
+        ]
+        self._run = [
+            Coalescer(partial(ref.call, "run"), max_batch=batch, max_in_flight=RUNS_IN_FLIGHT)
+            for ref in self.coordinators
+        ]
+
+    async def start(self) -> None:
+        """Start (or find) every shard and coordinator; returns once all answer."""
+        await asyncio.gather(*(ref.call("ping") for ref in [*self.shards, *self.coordinators]))
+
+    async def close(self) -> None:
+        pass  # nothing held open: actor handles are dropped with the client
+
+    def shard_of(self, account_id: str) -> int:
+        return self.ring.owner(account_id)
+
+    # --- accounts -----------------------------------------------------------------
+
+    def _check_batch(self, size: int) -> None:
+        if size > self.settings.ledger_max_batch:
+            raise BatchTooLarge(size=size, limit=self.settings.ledger_max_batch)
+        if size == 0:
+            raise InvalidInput("the batch is empty")
+
+    async def create_accounts(self, specs: list[AccountSpec]) -> list[Any]:
+        """Per account, in order: the account, or a ``RealmError`` for that one
+        (``id_conflict``); accounts are independent of each other."""
+        self._check_batch(len(specs))
+        for spec in specs:
+            spec.check()
+        if len({spec.id for spec in specs}) != len(specs):
+            raise InvalidInput("a batch may not repeat an account id", field="id")
+        groups = self.ring.split(spec.id for spec in specs)
+        answers: list[Any] = [None] * len(specs)
+
+        async def one(shard: int, positions: list[int]) -> None:
+            try:
+                got = await self.shards[shard].call(
+                    "create_accounts", [specs[p] for p in positions]
+                )
+            except Exception as error:
+                got = [_failed(error)] * len(positions)
+            for position, answer in zip(positions, got, strict=True):
+                answers[position] = answer
+
+        await asyncio.gather(*(one(shard, positions) for shard, positions in groups.items()))
+        return answers
+
+    async def get_account(self, account_id: str) -> dict[str, Any]:
+        check_id(account_id, "account_id")
+        found = await self.shards[self.shard_of(account_id)].call("get_accounts", [account_id])
+        if found[0] is None:
+            raise AccountNotFound(account_id=account_id)
+        account: dict[str, Any] = found[0]
+        return account
+
+    async def history(
+        self,
+        account_id: str,
+        *,
+        since_ns: int = 0,
+        until_ns: int | None = None,
+        after_ns: int | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        check_id(account_id, "account_id")
+        if not 1 <= limit <= self.settings.ledger_history_page_max:
+            raise InvalidInput(
+                f"limit must be from 1 to {self.settings.ledger_history_page_max}", field="limit"
+            )
+        page: dict[str, Any] = await self.shards[self.shard_of(account_id)].call(
+            "history_of", account_id, since_ns=since_ns, until_ns=until_ns,
+            after_ns=after_ns, limit=limit,
+        )  # fmt: skip
+        return page
+
+    # --- transfers ----------------------------------------------------------------
+
+    async def create_transfer(self, spec: TransferSpec) -> dict[str, Any]:
+        """One transfer (not linked); its answer, or the refusal raised."""
+        if spec.linked:
+            raise InvalidInput("a single transfer may not be linked", field="linked")
+        (outcome,) = await self.create_transfers([spec])
+        if isinstance(outcome, RealmError):
+            raise outcome
+        answer: dict[str, Any] = outcome
+        return answer
+
+    async def create_transfers(self, specs: list[TransferSpec]) -> list[Any]:
+        """Per transfer, in order: ``{"transfer", "debit_account", "credit_account"}``
+        (balances after it) or a ``RealmError``. Linked chains apply all or
+        nothing; other transfers of a batch are independent of each other."""
+        self._check_batch(len(specs))
+        for spec in specs:
+            spec.check()
+        units = chains(specs)
+        results = await asyncio.gather(*(self._unit(unit) for unit in units))
+        return [
+            outcome
+            for unit, result in zip(units, results, strict=True)
+            for outcome in unit_outcomes(unit, result)
+        ]
+
+    async def _unit(self, unit: list[TransferSpec]) -> UnitResult:
+        try:
+            unit = await self._fill_pending(unit)
+        except RealmError as error:
+            return ("error", getattr(error, "index", 0), error)
+        shards = {self.shard_of(spec.debit_account_id) for spec in unit}
+        shards |= {self.shard_of(spec.credit_account_id) for spec in unit}
+        try:
+            if len(shards) == 1:
+                (result,) = await self._submit[shards.pop()].submit([unit])
+            else:
+                coordinator = self.coordinator_ring.owner(unit[0].id)
+                (result,) = await self._run[coordinator].submit([unit])
+        except Exception as error:
+            return ("error", 0, _failed(error))
+        return result
+
+    async def _fill_pending(self, unit: list[TransferSpec]) -> list[TransferSpec]:
+        filled = []
+        for index, spec in enumerate(unit):
+            if spec.kind in (Kind.POST, Kind.VOID):
+                assert spec.pending_id is not None
+                pending = await self._find_transfer(spec.pending_id)
+                if pending is None or "pending" not in pending["flags"]:
+                    error = PendingTransferNotFound(pending_id=spec.pending_id)
+                    error.index = index  # type: ignore[attr-defined]
+                    raise error
+                spec = spec.with_pending(pending)
+            filled.append(spec)
+        return filled
+
+    async def _find_transfer(self, transfer_id: str) -> dict[str, Any] | None:
+        found = await asyncio.gather(
+            *(ref.call("get_transfers", [transfer_id]) for ref in self.shards)
+        )
+        records = [f[0] for f in found if f[0] is not None]
+        if not records:
+            return None
+        records.sort(key=lambda r: "debit" not in r["sides"])  # the debit side's first
+        merged = dict(records[0])
+        closed = [r["state"] for r in records if r["state"] in CLOSED]
+        if merged["state"] == "pending" and closed:
+            merged["state"] = closed[0]
+        merged.pop("sides")
+        return merged
+
+    async def get_transfer(self, transfer_id: str) -> dict[str, Any]:
+        check_id(transfer_id, "transfer_id")
+        found = await self._find_transfer(transfer_id)
+        if found is None:
+            raise TransferNotFound(transfer_id=transfer_id)
+        return found
+
+    async def post_pending(
+        self, pending_id: str, transfer_id: str, amount: int | None = None
+    ) -> dict[str, Any]:
+        """Post a pending transfer (all of it, or ``amount`` of it: the rest is released)."""
+        spec = TransferSpec(
+            id=transfer_id, debit_account_id="", credit_account_id="", amount=amount or 0,
+            ledger=0, kind=Kind.POST, pending_id=pending_id,
+        )  # fmt: skip
+        return await self.create_transfer(spec)
+
+    async def void_pending(self, pending_id: str, transfer_id: str) -> dict[str, Any]:
+        spec = TransferSpec(
+            id=transfer_id, debit_account_id="", credit_account_id="", amount=0, ledger=0,
+            kind=Kind.VOID, pending_id=pending_id,
+        )  # fmt: skip
+        return await self.create_transfer(spec)
+
+    # --- audit --------------------------------------------------------------------
+
+    async def totals(self) -> dict[str, Any]:
+        """Sums of every balance over all shards, plus per-shard figures."""
+        per_shard = await asyncio.gather(*(ref.call("totals") for ref in self.shards))
+        keys = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+        total = {key: sum(s[key] for s in per_shard) for key in (*keys, "accounts", "prepared")}
+        return {"shards": list(per_shard), "total": total}
+
+    def __repr__(self) -> str:
+        return f"<LedgerClient shards={len(self.shards)} coordinators={len(self.coordinators)}>"

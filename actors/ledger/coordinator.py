@@ -1,0 +1,599 @@
+"""Ledger (service 8): two-phase commit across shards, run by ``TxCoordinator``s.
+
+A unit of transfers (one transfer, or a linked chain) whose accounts live on
+more than one shard goes to the coordinator its first transfer id hashes to.
+The coordinator keeps a durable decision log (its journal) and runs:
+
+1. note the unit in memory under a fresh transaction id ``<unit>#<nonce>``;
+2. ``prepare`` every involved shard in parallel (each reserves its legs durably);
+3. if every shard prepared, log the commit decision (with the unit) and wait
+   until it is durable; otherwise decide abort, with the first refusal, which
+   is what the client is told (an abort is not logged);
+4. tell every involved shard to ``commit`` or ``abort``, retrying until each
+   answers, and answer the client (for a commit, the transfers with the
+   balances each shard answered); 5. log ``finish`` (the answer, which a
+   repeat of the unit gets back) without making anyone wait for it.
+
+Recovery rules (presumed abort: only commit decisions are logged, so a
+transaction the log does not know was never committed). A coordinator that
+restarts asks every shard which transactions of its own are prepared there
+and aborts those its log has no commit for, then drives every logged commit
+that has not finished to its end again. A periodic sweep re-drives any
+transaction whose driver stopped (a shard unreachable for a while). A shard
+that holds a prepared transaction for long asks the coordinator
+(``resolve``): commit once the decision is durable, abort for an unknown or
+superseded transaction id, and "pending" while it is being decided.
+
+Exactly once: a unit is identified by its first transfer id. A repeat with the
+same body answers the logged result of a committed unit, waits for one under
+way, and starts a new attempt (new transaction id) only once an earlier
+attempt has been aborted on every shard. A different body is ``id_conflict``.
+Refusals (``insufficient_funds``...) are not final, as in TigerBeetle: a later
+repeat is tried again.
+
+Pending transfers that span shards and have a timeout are expired here: once
+the timeout has passed the coordinator that created them runs a void of them
+through the same 2PC (a post racing it fails on one side and aborts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Any, Protocol
+
+from actors.ledger.model import Kind, TransferSpec, UnitResult, error_result
+from actors.ledger.shard import BOTH, CREDIT, DEBIT, Leg
+from actors.runtime.batching import Coalescer
+from actors.runtime.clock import Clock, SystemClock, every
+from actors.runtime.errors import (
+    IdConflict,
+    PendingTransferClosed,
+    PendingTransferNotFound,
+    RealmError,
+    Unavailable,
+)
+from actors.runtime.journal import Durable
+
+log = logging.getLogger(__name__)
+
+#: Finished transactions whose outcome is kept to answer repeats.
+FINISHED_KEPT = 200_000
+#: ...and none younger than this, whatever their number: a shard that lost an
+#: unsynced commit record asks about it within seconds (see ``LedgerShard.commit``).
+FINISHED_MIN_AGE_S = 3_600.0
+#: Attempts at telling one shard a decision before the driver gives up for now
+#: (the sweep picks the transaction up again).
+TELL_ATTEMPTS = 6
+
+
+class TxState(str, Enum):
+    #: Prepares under way (in memory only: a restart forgets it, which is an abort).
+    PREPARING = "preparing"
+    #: Commit decided and logged; shards are being told.
+    COMMITTING = "committing"
+    #: Abort decided (not logged); shards are being told.
+    ABORTING = "aborting"
+    #: Every shard committed; the result answers repeats.
+    COMMITTED = "committed"
+    #: Every shard released (in memory only); a repeat starts a new attempt.
+    ABORTED = "aborted"
+
+
+FINAL = (TxState.COMMITTED, TxState.ABORTED)
+
+
+@dataclass
+class Entry:
+    unit: list[TransferSpec]
+    txid: str
+    state: TxState
+    began_at: float
+    #: (index in the unit, error) of the refusal that aborted it.
+    error: tuple[int, RealmError] | None = None
+    result: list[dict[str, Any]] | None = None
+    #: The commit decision is on disk (only then may anyone be told "commit").
+    durable: bool = False
+    #: Why the last driver stopped short of the end (a shard away too long).
+    stalled: RealmError | None = None
+
+
+class _Lockstep:
+    """A one-use barrier: ``wait`` returns once ``parties`` callers reached it."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self._arrived = 0
+        self._all = asyncio.Event()
+
+    async def wait(self) -> None:
+        self._arrived += 1
+        if self._arrived >= self.parties:
+            self._all.set()
+        await self._all.wait()
+
+
+class ShardPort(Protocol):
+    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]: ...
+    async def commit(self, txids: list[str]) -> list[Any]: ...
+    async def abort(self, txids: list[str]) -> list[Any]: ...
+    async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]: ...
+
+
+def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, list[Leg]]:
+    """The unit's legs per shard: a transfer is one leg where both accounts share
+    a shard, else a debit leg and a credit leg."""
+    legs: dict[int, list[Leg]] = {}
+    for index, spec in enumerate(unit):
+        debit, credit = route(spec.debit_account_id), route(spec.credit_account_id)
+        if debit == credit:
+            legs.setdefault(debit, []).append((index, spec, BOTH))
+        else:
+            legs.setdefault(debit, []).append((index, spec, (DEBIT,)))
+            legs.setdefault(credit, []).append((index, spec, (CREDIT,)))
+    return legs
+
+
+def merge_answers(unit: list[TransferSpec], parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One answer per transfer from the shards' answers (each knows its own sides)."""
+    merged = []
+    for spec in unit:
+        answer: dict[str, Any] = {"transfer": None, "debit_account": None, "credit_account": None}
+        for part in parts:
+            got = part.get(spec.id)
+            if got is None:
+                continue
+            if answer["transfer"] is None or got["debit_account"] is not None:
+                answer["transfer"] = dict(got["transfer"])
+            for side in ("debit_account", "credit_account"):
+                if got[side] is not None:
+                    answer[side] = got[side]
+        merged.append(answer)
+    return merged
+
+
+class TxCoordinator(Durable):
+    """The decision log and the 2PC driver; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        shards: Sequence[ShardPort],
+        route: Callable[[str], int],
+        *,
+        clock: Clock | None = None,
+        finished_kept: int = FINISHED_KEPT,
+    ) -> None:
+        self.name = name
+        self.shards = list(shards)
+        self.route = route
+        self.clock = clock or SystemClock()
+        self.finished_kept = finished_kept
+        #: unit id (its first transfer id) -> entry; finished ones oldest first.
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        #: cross-shard pending transfers with a timeout: id -> (expires at, the pending transfer)
+        self.expiring: dict[str, tuple[float, TransferSpec]] = {}
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.committed = self.aborted = 0  #: by this incarnation
+        #: Seconds spent up to the end of each phase, summed over committed transactions.
+        self.phase_s = {"prepare": 0.0, "decide": 0.0, "commit": 0.0}
+
+    # --- the log ---------------------------------------------------------------
+
+    def snapshot_state(self) -> tuple[Any, ...]:
+        return (list(self.entries.items()), self.expiring)
+
+    def state_size(self) -> int:
+        return len(self.entries)
+
+    def restore_state(self, state: tuple[Any, ...]) -> None:
+        entries, self.expiring = state
+        self.entries = OrderedDict(entries)
+
+    def apply_decide(self, uid: str, txid: str, unit: list[TransferSpec], at: float) -> None:
+        """The commit decision (the one record a transaction must have on disk)."""
+        entry = self.entries.get(uid)
+        if entry is not None and entry.txid == txid:
+            entry.state = TxState.COMMITTING
+        else:  # replaying: the attempt was only in memory until now
+            self.entries[uid] = Entry(unit, txid, TxState.COMMITTING, at)
+
+    def apply_finish(self, uid: str, txid: str, result: Any, at: float) -> None:
+        entry = self.entries.get(uid)
+        if entry is None or entry.txid != txid:
+            return
+        entry.state, entry.result = TxState.COMMITTED, result
+        for spec in entry.unit:
+            cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
+            if spec.kind is Kind.PENDING and spec.timeout_s and cross:
+                self.expiring.setdefault(spec.id, (at + spec.timeout_s, spec))
+        self._retire(uid, at)
+
+    def _retire(self, uid: str, at: float) -> None:
+        """Move a finished entry to the young end; forget the oldest finished ones."""
+        self.entries.move_to_end(uid)
+        while len(self.entries) > self.finished_kept:
+            oldest = self.entries[next(iter(self.entries))]
+            if oldest.state not in FINAL or oldest.began_at > at - FINISHED_MIN_AGE_S:
+                break
+            del self.entries[oldest.unit[0].id]
+
+    def apply_expired(self, pending_id: str) -> None:
+        self.expiring.pop(pending_id, None)
+
+    # --- running units ---------------------------------------------------------
+
+    async def run(self, units: list[list[TransferSpec]]) -> list[UnitResult]:
+        """Run each unit through 2PC; per unit ``("ok", answers)`` or
+        ``("error", index, error)``.
+
+        The new units of one call move through the phases in lockstep, so each
+        phase costs one batched call per shard and one store write, whatever
+        the number of units."""
+        fresh: dict[str, str] = {}
+        for unit in units:
+            uid = unit[0].id
+            entry = self.entries.get(uid)
+            if uid not in fresh and (entry is None or entry.state is TxState.ABORTED):
+                fresh[uid] = self._begin(unit)
+        lockstep = (_Lockstep(len(fresh)), _Lockstep(len(fresh))) if len(fresh) > 1 else None
+        for uid in fresh:
+            self._driver(uid, lockstep)
+        return list(
+            await asyncio.gather(*(self._run_unit(u, fresh.pop(u[0].id, None)) for u in units))
+        )
+
+    def _begin(self, unit: list[TransferSpec]) -> str:
+        uid, txid = unit[0].id, f"{unit[0].id}#{uuid.uuid4().hex[:16]}"
+        self.entries[uid] = Entry(unit, txid, TxState.PREPARING, self.clock.time())
+        self.entries.move_to_end(uid)
+        return txid
+
+    async def _run_unit(self, unit: list[TransferSpec], mine: str | None = None) -> UnitResult:
+        uid = unit[0].id
+        while True:
+            entry = self.entries.get(uid)
+            if entry is not None and entry.unit != unit and entry.state is not TxState.ABORTED:
+                return error_result(0, IdConflict("the transfer id is already used", id=uid), unit)
+            if entry is not None and entry.state is TxState.COMMITTED:
+                assert entry.result is not None
+                return ("ok", entry.result)
+            if entry is not None and entry.state is TxState.ABORTED and entry.txid == mine:
+                # our own attempt was refused
+                assert entry.error is not None
+                index, error = entry.error
+                return error_result(index, error, unit)
+            if entry is None or entry.state is TxState.ABORTED:
+                mine = self._begin(unit)
+            await asyncio.shield(self._driver(uid))
+            entry = self.entries[uid]
+            if entry.state not in FINAL:
+                # The decision could not reach every shard yet: the outcome is
+                # unknown to the caller (the sweep will finish it).
+                stalled = entry.stalled or Unavailable("the transaction has not finished yet")
+                return ("error", 0, stalled)
+            if entry.state is TxState.ABORTED and mine is None:
+                assert entry.error is not None
+                if isinstance(entry.error[1], Unavailable):
+                    continue  # aborted by a fault, not refused: try it ourselves
+                mine = entry.txid  # a refusal of the same unit answers us too
+
+    def _driver(self, uid: str, lockstep: Any = None) -> asyncio.Task[None]:
+        task = self._drivers.get(uid)
+        if task is None or task.done():
+            task = self._drivers[uid] = asyncio.ensure_future(self._drive(uid, lockstep))
+            task.add_done_callback(partial(self._forget_driver, uid))
+        return task
+
+    def _forget_driver(self, uid: str, task: asyncio.Task[None]) -> None:
+        if self._drivers.get(uid) is task:
+            del self._drivers[uid]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: transaction %s stalled: %r", self.name, uid, task.exception())
+
+    async def _drive(self, uid: str, lockstep: tuple[_Lockstep, _Lockstep] | None) -> None:
+        try:
+            await self._drive_phases(uid, lockstep)
+        except RealmError as error:
+            self.entries[uid].stalled = error
+            log.warning("%s: transaction %s stalled: %r", self.name, uid, error)
+
+    async def _drive_phases(self, uid: str, lockstep: tuple[_Lockstep, _Lockstep] | None) -> None:
+        entry = self.entries[uid]
+        txid = entry.txid
+        legs = legs_of(entry.unit, self.route)
+        started = time.perf_counter()
+        if entry.state is TxState.PREPARING:
+            answers = await asyncio.gather(
+                *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
+            )
+            refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
+            if lockstep is not None:
+                await lockstep[0].wait()  # decide together: one store write
+            if refusals:
+                entry.state, entry.error = TxState.ABORTING, refusals[0]
+            else:
+                self.phase_s["prepare"] += time.perf_counter() - started
+                at = self.clock.time()
+                await self.execute("decide", uid=uid, txid=txid, unit=entry.unit, at=at)
+                entry.durable = True
+                self.phase_s["decide"] += time.perf_counter() - started
+            if lockstep is not None:
+                await lockstep[1].wait()  # tell together: one call per shard
+        if entry.state is TxState.COMMITTING:
+            parts = await asyncio.gather(*(self._tell(shard, "commit", txid) for shard in legs))
+            self.phase_s["commit"] += time.perf_counter() - started
+            result = merge_answers(entry.unit, parts)
+            # Answer now; the finish record only saves repeats a round of commits.
+            at = self.clock.time()
+            self.apply_finish(uid, txid, result, at)
+            self._background(self.execute("finish", uid=uid, txid=txid, result=result, at=at))
+            self.committed += 1
+        elif entry.state is TxState.ABORTING:
+            await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
+            entry.state = TxState.ABORTED
+            self._retire(uid, self.clock.time())
+            self.aborted += 1
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare_on(self, shard: int, txid: str, legs: list[Leg]) -> Any:
+        try:
+            answers = await self.shards[shard].prepare([(txid, self.name, legs)])
+        except RealmError as error:
+            return ("error", legs[0][0], error)
+        except Exception as error:  # the shard is away: abort
+            return ("error", legs[0][0], Unavailable("a ledger shard did not answer", shard=shard,
+                                                      cause=repr(error)))  # fmt: skip
+        return answers[0]
+
+    async def _tell(self, shard: int, method: str, txid: str) -> Any:
+        delay = 0.05
+        for attempt in range(TELL_ATTEMPTS):
+            try:
+                answers = await getattr(self.shards[shard], method)([txid])
+            except Exception as error:
+                if attempt == TELL_ATTEMPTS - 1:
+                    raise Unavailable(
+                        "a ledger shard has not taken the decision yet; it will",
+                        shard=shard, txid=txid, cause=repr(error),
+                    ) from None  # fmt: skip
+                await self.clock.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
+            answer = answers[0]
+            if isinstance(answer, RealmError):
+                raise answer
+            return answer
+        raise AssertionError("unreachable")
+
+    # --- recovery ----------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a restart (call once the log is open, before serving): abort on
+        every shard what this coordinator prepared and its log has no commit for
+        (presumed abort), then drive every logged, unfinished commit to its end.
+        Returns how many transactions it resolved or re-drove."""
+        presumed = (0, Unavailable("the coordinator restarted before deciding; retry"))
+        for entry in self.entries.values():
+            entry.durable = entry.state in (TxState.COMMITTING, TxState.COMMITTED)
+            if entry.state is TxState.PREPARING:  # from a snapshot: never decided
+                entry.state, entry.error = TxState.ABORTING, presumed
+        committed = {e.txid for e in self.entries.values() if e.durable}
+
+        async def abort_strays(shard: int) -> int:
+            try:
+                doubtful = await self.shards[shard].in_doubt(0.0)
+                strays = [t for t, c in doubtful if c == self.name and t not in committed]
+                if strays:
+                    await self.shards[shard].abort(strays)
+                return len(strays)
+            except Exception as error:  # the shard will ask us itself later
+                log.warning("%s: could not check shard %d on recovery: %r", self.name, shard, error)
+                return 0
+
+        aborted = await asyncio.gather(*(abort_strays(i) for i in range(len(self.shards))))
+        return sum(aborted) + self.sweep()
+
+    def sweep(self) -> int:
+        """Start a driver for every unfinished transaction that has none."""
+        started = 0
+        for uid, entry in list(self.entries.items()):
+            if entry.state not in FINAL and uid not in self._drivers:
+                self._driver(uid)
+                started += 1
+        return started
+
+    async def resolve(self, txids: list[str]) -> list[str]:
+        """How each transaction ended, for a shard in doubt: "commit", "abort" or
+        "pending" (still being decided)."""
+        outcomes = []
+        for txid in txids:
+            uid = txid.rpartition("#")[0]
+            entry = self.entries.get(uid)
+            if entry is None or entry.txid != txid:
+                outcomes.append("abort")  # never begun here, or an attempt since replaced
+            elif entry.state in (TxState.COMMITTING, TxState.COMMITTED) and entry.durable:
+                outcomes.append("commit")
+            elif entry.state in (TxState.ABORTING, TxState.ABORTED):
+                outcomes.append("abort")
+            else:
+                outcomes.append("pending")
+        return outcomes
+
+    # --- pending timeouts of cross-shard pending transfers --------------------
+
+    async def expire_due(self) -> list[str]:
+        """Void the cross-shard pending transfers created here whose timeout passed."""
+        now = self.clock.time()
+        due = [(pid, spec) for pid, (at, spec) in self.expiring.items() if at <= now]
+        expired = []
+        for pid, spec in due:
+            void = TransferSpec(
+                id=f"{pid}.expiry", debit_account_id=spec.debit_account_id,
+                credit_account_id=spec.credit_account_id, amount=spec.amount,
+                ledger=spec.ledger, kind=Kind.VOID, pending_id=pid, expiry=True,
+            )  # fmt: skip
+            result = await self._run_unit([void])
+            if result[0] == "ok" or isinstance(
+                result[2], PendingTransferClosed | PendingTransferNotFound
+            ):
+                await self.execute("expired", pending_id=pid)
+                expired.append(pid)
+        return expired
+
+    def __repr__(self) -> str:
+        live = sum(e.state not in FINAL for e in self.entries.values())
+        return (
+            f"<TxCoordinator {self.name} entries={len(self.entries)} live={live} "
+            f"committed={self.committed} aborted={self.aborted}>"
+        )
+
+
+# --- the actor ------------------------------------------------------------------
+
+
+def coordinator_name(index: int) -> str:
+    return f"ledger-coordinator-{index}"
+
+
+class TurnCoalescer(Coalescer[Any, Any]):
+    """A ``Coalescer`` that sends what arrives in one event-loop turn together.
+
+    The units of one ``run`` call reach each phase (prepare, commit) in the same
+    turn; sending the first alone, as a plain coalescer does, would split every
+    batch in two. Waiting for the end of the turn costs no time."""
+
+    _scheduled = False
+
+    def _pump(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._scheduled = False
+        Coalescer._pump(self)
+
+
+#: Batched calls in flight to one shard per phase, from one coordinator.
+SHARD_CALLS_IN_FLIGHT = 2
+
+
+class RemoteShard:
+    """A shard actor seen through coalescers: concurrent prepares (commits,
+    aborts) to it become one batched call each."""
+
+    def __init__(self, ref: Any, *, max_batch: int) -> None:
+        self.ref = ref
+        options = {"max_batch": max_batch, "max_in_flight": SHARD_CALLS_IN_FLIGHT}
+        self._prepare = TurnCoalescer(partial(ref.call, "prepare"), **options)
+        self._commit = TurnCoalescer(partial(ref.call, "commit"), **options)
+        self._abort = TurnCoalescer(partial(ref.call, "abort"), **options)
+
+    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
+        return await self._prepare.submit(items)
+
+    async def commit(self, txids: list[str]) -> list[Any]:
+        return await self._commit.submit(txids)
+
+    async def abort(self, txids: list[str]) -> list[Any]:
+        return await self._abort.submit(txids)
+
+    async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = await self.ref.call("in_doubt", older_than_s)
+        return found
+
+
+def remote_shards(settings: Any) -> list[RemoteShard]:
+    from actors.ledger.shard import LedgerShardActor, shard_name
+    from actors.runtime.supervision import ActorRef
+
+    refs = [
+        ActorRef(LedgerShardActor, shard_name(i), settings, shard_name(i),
+                 namespace=settings.namespace)
+        for i in range(settings.ledger_shards)
+    ]  # fmt: skip
+    return [RemoteShard(ref, max_batch=settings.ledger_max_batch) for ref in refs]
+
+
+class _TxCoordinatorProcess(TxCoordinator):
+    async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
+        from actors.ledger.shard import ledger_store
+        from actors.runtime.hashing import Rendezvous
+        from actors.runtime.supervision import recover
+
+        super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
+        self.restarts = await recover(self, settings, name, store=ledger_store(settings, name))
+        self.recovered = await self.recover()
+        if self.recovered:
+            log.warning("%s: driving %d unfinished transactions", name, self.recovered)
+        self._sweeper = every(self.clock, settings.ledger_in_doubt_after_s, self.sweep)
+        self._expirer = every(self.clock, settings.ledger_pending_sweep_s, self.expire_due)
+
+    async def ping(self) -> str:
+        return self.name
+
+    async def info(self) -> dict[str, Any]:
+        import ray
+
+        live = sum(e.state not in FINAL for e in self.entries.values())
+        return {
+            "name": self.name,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "restarts": self.restarts,
+            "recovered": self.recovered,
+            "entries": len(self.entries),
+            "live": live,
+            "journal_commits": self.journal.commits,
+            "journal_records": self.journal.records,
+            "committed": self.committed,
+            "phase_ms": {
+                k: round(1000 * v / max(1, self.committed), 2) for k, v in self.phase_s.items()
+            },
+            "shard_calls": {
+                method: sum(getattr(s, f"_{method}").calls for s in self.shards)
+                for method in ("prepare", "commit", "abort")
+            },
+            "shard_requests": {
+                method: sum(getattr(s, f"_{method}").requests for s in self.shards)
+                for method in ("prepare", "commit", "abort")
+            },
+        }
+
+
+def _make_actor() -> Any:
+    from actors.runtime.supervision import Restart, remote_actor
+
+    return remote_actor(
+        _TxCoordinatorProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD"
+    )
+
+
+#: Journaled decision log; calls in flight at a crash are retried (idempotent by unit id).
+TxCoordinatorActor = _make_actor()
+
+
+__all__ = [
+    "Entry",
+    "RemoteShard",
+    "ShardPort",
+    "TxCoordinator",
+    "TxCoordinatorActor",
+    "TxState",
+    "coordinator_name",
+    "legs_of",
+    "merge_answers",
+]

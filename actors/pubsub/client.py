@@ -1,0 +1,350 @@
+"""Pub/sub's Python API: publish and subscribe from any Ray actor, task or replica.
+
+Topics are spread over the broker actors by rendezvous hashing. A client is
+one follower of every broker: it registers the union of its subscriptions'
+patterns (wildcards may match topics on any broker), keeps one long-poll per
+broker, and fans each message out locally to its matching subscriptions. So a
+message crosses the network once per client (per Serve replica), not once per
+subscriber.
+
+Live delivery is at-most-once: a subscription whose queue is full is closed
+as a slow consumer, and a broker restart loses what was published before the
+client followed it again. A subscription closes those gaps itself where
+history still has the messages: it remembers the last sequence number it
+delivered per topic, and when the next live message skips ahead it first
+fetches the missing ones from history; it drops any message it already
+delivered. ``subscribe(..., resume={topic: last_seen_seq})`` starts with the
+history after those cursors, then goes on live with no gap and no duplicate.
+
+Queue groups: of the subscriptions in one group (on any client), each message
+goes to one. Request/reply: ``request`` publishes with a private reply topic
+and waits for the first ``reply`` to it; replies are ephemeral (not numbered,
+not kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict, deque
+from typing import Any
+
+from actors.pubsub.broker import BrokerActor, Delivery, Interest, Message, broker_name, check_group
+from actors.pubsub.topics import SubscriptionIndex, check_pattern, check_topic, matches
+from actors.runtime.errors import InvalidInput, NoReply, NotFound
+from actors.runtime.hashing import Rendezvous
+from actors.runtime.settings import Settings
+from actors.runtime.supervision import ActorRef
+
+log = logging.getLogger(__name__)
+
+#: How long a follower's long-poll waits before answering empty.
+PULL_TIMEOUT_S = 10.0
+#: Topics whose last delivered sequence number a subscription remembers.
+CURSORS_KEPT = 10_000
+#: Messages fetched from history per call while resuming or closing a gap.
+HISTORY_PAGE = 500
+#: Prefix of reply topics; only the requesting client subscribes to its own.
+INBOX = "_inbox"
+
+
+class SlowConsumer(Exception):
+    """The subscription fell behind its queue bound and was closed; resume from history."""
+
+
+class Subscription:
+    """Messages for one pattern, as an async iterator of ``Message``."""
+
+    def __init__(
+        self,
+        client: PubSubClient,
+        pattern: str,
+        max_pending: int,
+        group: str | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.pattern = pattern
+        self.group = group
+        self._client = client
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(max_pending)
+        self._ready: deque[Message] = deque()  #: history to deliver before the queue
+        #: topic -> last sequence number delivered (numbered messages only)
+        self.cursors: OrderedDict[str, int] = OrderedDict()
+        self.closed_because: BaseException | None = None
+
+    def _offer(self, message: Message) -> None:
+        if self.closed_because is not None:
+            return
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self._close(SlowConsumer(f"more than {self._queue.maxsize} messages pending"))
+
+    def _close(self, reason: BaseException | None) -> None:
+        if self.closed_because is None:
+            self.closed_because = reason or StopAsyncIteration()
+            while not self._queue.empty():  # make room for the end marker
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def _resume(self, cursors: dict[str, int]) -> None:
+        """Queue the history after each cursor, ahead of live messages."""
+        for topic, after in cursors.items():
+            self.cursors[topic] = after
+            self._ready.extend(await self._client._history_between(topic, after, None))
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._ready:
+                message = self._ready.popleft()
+            else:
+                queued = await self._queue.get()
+                if queued is None:
+                    self._queue.put_nowait(None)  # stay closed for later calls
+                    if isinstance(self.closed_because, SlowConsumer):
+                        raise self.closed_because
+                    raise StopAsyncIteration
+                message = queued
+            if message.seq == 0 or self.group is not None:  # unnumbered, or shared
+                return message
+            last = self.cursors.get(message.topic)
+            if last is not None and message.seq <= last:
+                continue  # delivered already (from history, or a repeat)
+            if last is not None and message.seq > last + 1:
+                missed = await self._client._history_between(message.topic, last, message.seq)
+                if missed:  # deliver what history still has, then this one
+                    self._ready.extendleft(reversed([*missed, message]))
+                    continue
+            self.cursors[message.topic] = message.seq
+            self.cursors.move_to_end(message.topic)
+            if len(self.cursors) > CURSORS_KEPT:
+                self.cursors.popitem(last=False)
+            return message
+
+    async def close(self) -> None:
+        await self._client._unsubscribe(self)
+        self._close(None)
+
+
+class PubSubClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.brokers = [
+            ActorRef(BrokerActor, name, settings, name, namespace=settings.namespace)
+            for name in map(broker_name, range(settings.pubsub_brokers))
+        ]
+        self.ring = Rendezvous(len(self.brokers))
+        self.follower = uuid.uuid4().hex
+        self._plain = SubscriptionIndex()  #: pattern -> ids of subscriptions with no group
+        self._grouped = SubscriptionIndex()  #: pattern -> ids of queue-group subscriptions
+        self._subscriptions: dict[str, Subscription] = {}
+        self._turn = 0  #: round robin among local members of a queue group
+        self._pollers: list[asyncio.Task[None]] = []
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._inbox: Subscription | None = None
+        self._inbox_task: asyncio.Task[None] | None = None
+        self._following = asyncio.Lock()
+        self._followed: list[Interest] | None = None  #: the interests every broker has
+
+    async def start(self) -> None:
+        await asyncio.gather(*(broker.call("ping") for broker in self.brokers))
+
+    def _broker(self, topic: str) -> ActorRef:
+        return self.brokers[self.ring.owner(topic)]
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        reply_to: str | None = None,
+        ephemeral: bool = False,
+    ) -> tuple[int, float]:
+        """Publish; answers ``(seq, at)`` once the message is durable.
+
+        ``key`` makes a retried publish count once (one is made if not given).
+        An ephemeral message is delivered live only and answers ``(0, at)``.
+        """
+        check_topic(topic)
+        seq, at = await self._broker(topic).call(
+            "publish",
+            topic,
+            payload,
+            key=key or uuid.uuid4().hex,
+            reply_to=reply_to,
+            ephemeral=ephemeral,
+        )
+        return seq, at
+
+    async def history(self, topic: str, after_seq: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Messages after ``after_seq``; ``complete`` is False if some were trimmed."""
+        check_topic(topic)
+        found: dict[str, Any] = await self._broker(topic).call(
+            "history", topic, after_seq, limit=limit
+        )
+        return found
+
+    async def _history_between(self, topic: str, after: int, before: int | None) -> list[Message]:
+        """What history still has after ``after`` and before ``before`` (None: to the end)."""
+        found: list[Message] = []
+        while before is None or after + 1 < before:
+            wanted = HISTORY_PAGE if before is None else min(HISTORY_PAGE, before - after - 1)
+            page = await self.history(topic, after, wanted)
+            messages = [m for m in page["messages"] if before is None or m.seq < before]
+            if not messages:
+                break
+            found.extend(messages)
+            after = messages[-1].seq
+        return found
+
+    async def subscribe(
+        self,
+        pattern: str,
+        *,
+        max_pending: int = 1_000,
+        group: str | None = None,
+        resume: dict[str, int] | None = None,
+    ) -> Subscription:
+        """Live messages on topics matching ``pattern`` from now on.
+
+        ``resume`` maps topics (each matching ``pattern``) to the last sequence
+        number seen: the subscription first delivers their history after it.
+        A ``group`` shares the messages among its subscriptions (no resume).
+        """
+        check_pattern(pattern)
+        check_group(group)
+        if resume and group is not None:
+            raise InvalidInput("a queue-group subscription cannot resume from history")
+        for topic, seq in (resume or {}).items():
+            check_topic(topic)
+            if not matches(pattern, topic):
+                raise InvalidInput("a resumed topic must match the pattern", topic=topic)
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                raise InvalidInput("a resume cursor is an integer >= 0", topic=topic, seq=seq)
+        subscription = Subscription(self, pattern, max_pending, group)
+        self._subscriptions[subscription.id] = subscription
+        (self._plain if group is None else self._grouped).add(pattern, subscription.id)
+        try:
+            await self._follow_all()  # live messages queue up from here on...
+            await subscription._resume(resume or {})  # ...behind the history
+        except BaseException:
+            await self._unsubscribe(subscription)
+            raise
+        if not self._pollers:
+            self._pollers = [asyncio.create_task(self._poll(i)) for i in range(len(self.brokers))]
+        return subscription
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        if self._subscriptions.pop(subscription.id, None) is not None:
+            index = self._plain if subscription.group is None else self._grouped
+            index.remove(subscription.pattern, subscription.id)
+            await self._follow_all()
+
+    def _interests(self) -> list[Interest]:
+        return sorted({(s.pattern, s.group) for s in self._subscriptions.values()}, key=str)
+
+    async def _follow_all(self) -> None:
+        async with self._following:  # brokers see the follows in the order made
+            interests = self._interests()
+            if interests == self._followed:
+                return  # e.g. one more subscriber to a pattern already followed
+            await asyncio.gather(
+                *(b.call("follow", self.follower, interests) for b in self.brokers)
+            )
+            self._followed = interests
+
+    def _fan_out(self, message: Message, groups: tuple[str, ...]) -> None:
+        for subscription_id in self._plain.match(message.topic):
+            self._subscriptions[subscription_id]._offer(message)
+        if not groups:
+            return
+        matching = [self._subscriptions[i] for i in self._grouped.match(message.topic)]
+        for group in groups:
+            members = sorted((s for s in matching if s.group == group), key=lambda s: s.id)
+            if members:
+                self._turn += 1
+                members[self._turn % len(members)]._offer(message)
+
+    async def _poll(self, index: int) -> None:
+        broker, after, backoff = self.brokers[index], 0, 0.0
+        while True:
+            try:
+                deliveries: list[tuple[int, Delivery]] = await broker.call(
+                    "pull", self.follower, after=after, timeout_s=PULL_TIMEOUT_S
+                )
+            except asyncio.CancelledError:
+                raise
+            except NotFound:  # the broker restarted or forgot us: follow again
+                after = 0
+                try:
+                    async with self._following:
+                        await broker.call("follow", self.follower, self._interests())
+                except Exception as error:
+                    log.warning("pub/sub could not follow broker %d again (%r)", index, error)
+                    await asyncio.sleep(0.25)
+                continue
+            except Exception as error:
+                if not backoff:
+                    log.warning("pub/sub lost broker %d (%r)", index, error)
+                backoff = min(max(backoff * 2, 0.25), 5.0)
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            for seq, (message, groups) in deliveries:
+                self._fan_out(message, groups)
+                after = seq
+
+    # request/reply
+
+    async def request(self, topic: str, payload: bytes, *, timeout_s: float = 5.0) -> Message:
+        """Publish ``payload`` with a private reply topic; the first reply to it.
+
+        Raises ``NoReply`` (504) if no reply comes within ``timeout_s``.
+        """
+        check_topic(topic)
+        if self._inbox is None:
+            self._inbox = await self.subscribe(f"{INBOX}.{self.follower}.*", max_pending=10_000)
+            self._inbox_task = asyncio.create_task(self._route_replies(self._inbox))
+        reply_to = f"{INBOX}.{self.follower}.{uuid.uuid4().hex}"
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[reply_to] = waiter
+        try:
+            await self.publish(topic, payload, reply_to=reply_to)
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            raise NoReply("no reply in time", topic=topic, timeout_s=timeout_s) from None
+        finally:
+            self._replies.pop(reply_to, None)
+
+    async def _route_replies(self, inbox: Subscription) -> None:
+        async for message in inbox:
+            waiter = self._replies.get(message.topic)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    async def reply(self, request: Message, payload: bytes) -> None:
+        """Answer a message that came with a reply topic."""
+        if request.reply_to is None:
+            raise InvalidInput("the message asks for no reply", topic=request.topic)
+        await self.publish(request.reply_to, payload, ephemeral=True)
+
+    async def close(self) -> None:
+        for task in [*self._pollers, *([self._inbox_task] if self._inbox_task else [])]:
+            task.cancel()
+        self._pollers = []
+        for subscription in list(self._subscriptions.values()):
+            subscription._close(None)
+        self._subscriptions.clear()
+        await asyncio.gather(
+            *(b.call("unfollow", self.follower) for b in self.brokers), return_exceptions=True
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<PubSubClient brokers={len(self.brokers)} subscriptions={len(self._subscriptions)}>"
+        )

@@ -1,0 +1,207 @@
+"""Supervision: OTP restart types as Ray actor options, named actors, safe calls.
+
+- ``Restart`` presets map OTP's restart types onto ``max_restarts`` and
+  ``max_task_retries``; ``remote_actor`` is the one place ``ray.remote`` is
+  applied to a plain class, so resources and restart policy are read in one spot.
+- ``get_or_create`` finds or starts a named, detached actor in the namespace.
+- ``call`` awaits an actor method, retrying ``ActorUnavailableError`` (restarting
+  or unreachable) with backoff and handing a ``RealmError`` raised inside the
+  actor to the caller as itself.
+- ``report_start`` is the one hook an actor's ``__init__`` calls: it tells
+  whether this is a restart and, if so, counts it as an event in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import warnings
+from enum import Enum
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+
+from actors.runtime.errors import RealmError, Unavailable
+from actors.runtime.journal import Durable
+from actors.runtime.settings import Settings
+from actors.runtime.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Restart(str, Enum):
+    """OTP restart types. Ray never restarts an actor that exits on purpose
+    (``ray.actor.exit_actor``), so every restart below is a restart after a crash."""
+
+    #: Restarted after every crash; calls in flight are retried on the new
+    #: incarnation (at-least-once: their methods must be idempotent).
+    PERMANENT = "permanent"
+    #: Restarted after a crash; calls in flight fail to their callers, who decide.
+    TRANSIENT = "transient"
+    #: Never restarted.
+    TEMPORARY = "temporary"
+
+
+RESTART_OPTIONS: dict[Restart, dict[str, int]] = {
+    Restart.PERMANENT: {"max_restarts": -1, "max_task_retries": -1},
+    Restart.TRANSIENT: {"max_restarts": -1, "max_task_retries": 0},
+    Restart.TEMPORARY: {"max_restarts": 0, "max_task_retries": 0},
+}
+
+#: Every Realm actor asks for no CPU: on a small machine a default actor (1 CPU)
+#: would starve Serve replicas; actors mostly wait on I/O and on each other.
+ACTOR_DEFAULTS: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 1_000}
+
+
+def remote_actor(cls: type, *, restart: Restart, **options: Any) -> Any:
+    """Make the Ray actor class for ``cls`` with its restart preset."""
+    return ray.remote(**{**ACTOR_DEFAULTS, **RESTART_OPTIONS[restart], **options})(cls)
+
+
+def get_or_create(
+    actor_class: Any, name: str, *args: Any, namespace: str, **options: Any
+) -> ray.actor.ActorHandle:
+    """The detached actor called ``name``, started with ``args`` if it does not exist."""
+    return actor_class.options(
+        name=name, namespace=namespace, lifetime="detached", get_if_exists=True, **options
+    ).remote(*args)
+
+
+def kill_named(name: str, *, namespace: str) -> bool:
+    """End a named actor for good (its entity is gone); False if there was none."""
+    try:
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    except ValueError:
+        return False
+    return True
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The RealmError inside a RayTaskError, or the error itself."""
+    if isinstance(error, RayTaskError) and isinstance(error.cause, RealmError):
+        return error.cause
+    return error
+
+
+async def call(
+    handle: ray.actor.ActorHandle,
+    method: str,
+    *args: Any,
+    patience_s: float = 30.0,
+    **kwargs: Any,
+) -> Any:
+    """``await handle.method.remote(*args, **kwargs)``, riding out restarts.
+
+    ``ActorUnavailableError`` means the actor is restarting or unreachable and
+    the call may or may not have run: it is retried with jittered backoff for up
+    to ``patience_s`` (callers pass idempotency keys on mutations).
+    """
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return await getattr(handle, method).remote(*args, **kwargs)
+        except ActorUnavailableError as error:
+            if waited >= patience_s:
+                raise Unavailable("actor did not come back in time", method=method) from error
+            pause = delay * (0.5 + random.random())
+            await asyncio.sleep(pause)
+            waited += pause
+            delay = min(delay * 2, 2.0)
+        except RayTaskError as error:
+            raise unwrap(error) from None
+
+
+class ActorRef:
+    """A named actor, found or started on first use and re-resolved after it died.
+
+    ``ActorDiedError`` means the handle is gone for good (killed without
+    restart, or out of restarts): the next call resolves the name again,
+    which starts a fresh actor if none is registered.
+    """
+
+    def __init__(self, actor_class: Any, name: str, *args: Any, namespace: str) -> None:
+        self.actor_class = actor_class
+        self.name = name
+        self.namespace = namespace
+        self._args = args
+        self._handle: ray.actor.ActorHandle | None = None
+
+    @property
+    def handle(self) -> ray.actor.ActorHandle:
+        if self._handle is None:
+            self._handle = get_or_create(
+                self.actor_class, self.name, *self._args, namespace=self.namespace
+            )
+        return self._handle
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await call(self.handle, method, *args, **kwargs)
+        except ActorDiedError:
+            log.warning("actor %s died; resolving it again", self.name)
+            self._handle = None
+            return await call(self.handle, method, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.namespace}/{self.name} resolved={self._handle is not None}>"
+
+
+def actor_restarted() -> bool:
+    """Whether the current process is an actor that Ray has restarted (False outside actors)."""
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():  # Ray's own property uses a deprecated one inside
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
+
+
+async def report_start(store: Store, name: str) -> int:
+    """Call from ``__init__``: returns how many times actor ``name`` has restarted.
+
+    A restart is recorded as an event (a durable counter in the store, and a
+    warning in the log); monitoring will turn these into alerts.
+    """
+    if not actor_restarted():
+        return 0
+    # The actor id stays the same across restarts and is new for a new actor,
+    # so the count belongs to this actor's lifetime only.
+    actor_id = ray.get_runtime_context().get_actor_id()
+    count = await store.incr(f"restarts:{name}:{actor_id}")
+    log.warning("actor %s restarted (restart #%d)", name, count)
+    return count
+
+
+async def recover(
+    actor: Durable, settings: Settings, name: str, *, store: Store | None = None
+) -> int:
+    """From a durable actor's ``__init__``: rebuild its state from its journal in
+    the store (``store``, or the one ``settings`` name) and report the start.
+
+    Returns how many times the actor has restarted (0 on its first start).
+    """
+    store = store or open_store(settings)
+    await actor.open(
+        store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
+    )
+    return await report_start(store, name)
+
+
+__all__ = [
+    "ActorRef",
+    "Restart",
+    "actor_restarted",
+    "call",
+    "get_or_create",
+    "kill_named",
+    "recover",
+    "remote_actor",
+    "report_start",
+    "unwrap",
+]

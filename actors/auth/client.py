@@ -21,6 +21,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from actors.auth.errors import InvalidCredentials, WrongPassword
 from actors.auth.stores import (
     USERS_NAME,
     Role,
@@ -35,15 +36,7 @@ from actors.auth.stores import (
 )
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import (
-    Forbidden,
-    InvalidCredentials,
-    InvalidInput,
-    NotFound,
-    TooLarge,
-    Unauthorized,
-    WrongPassword,
-)
+from actors.runtime.errors import Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
 from actors.runtime.hashing import Rendezvous
 from actors.runtime.near_cache import NearCache
 from actors.runtime.settings import Settings

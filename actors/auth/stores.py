@@ -26,14 +26,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from actors.auth.errors import InvalidResetToken, TooManyAttempts, UsernameTaken
 from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import (
-    InvalidResetToken,
-    NotFound,
-    TooManyAttempts,
-    Unauthorized,
-    UsernameTaken,
-)
+from actors.runtime.errors import NotFound, Unauthorized
 from actors.runtime.journal import Durable
 from actors.runtime.leases import LeaseOwner, Leases
 from actors.runtime.settings import Settings

@@ -32,17 +32,10 @@ from typing import Any
 import orjson
 import ray
 
+from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
 from actors.cache.eviction import eviction_order
 from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import (
-    BatchTooLarge,
-    InvalidInput,
-    KeyTooLong,
-    LoaderFailed,
-    LoadTimedOut,
-    NotAnInteger,
-    ValueTooLarge,
-)
+from actors.runtime.errors import BatchTooLarge, InvalidInput
 from actors.runtime.fanout import first_of
 from actors.runtime.leases import LeaseOwner, Leases
 from actors.runtime.settings import Settings
@@ -362,7 +355,7 @@ class _CacheShardProcess(CacheShard):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         super().__init__(settings, name=name)
         self.node_id = ray.get_runtime_context().get_node_id()
-        store = open_store(settings)
+        store = open_store(settings, name)
         self.stats_.restarts = await report_start(store, name)
         await store.close()
         if self.stats_.restarts:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from actors.ledger.coordinator import TxCoordinatorActor, coordinator_name
+from actors.ledger.errors import AccountNotFound, PendingTransferNotFound, TransferNotFound
 from actors.ledger.model import (
     AccountSpec,
     Kind,
@@ -29,15 +30,7 @@ from actors.ledger.model import (
 )
 from actors.ledger.shard import LedgerShardActor, shard_name
 from actors.runtime.batching import Coalescer
-from actors.runtime.errors import (
-    AccountNotFound,
-    BatchTooLarge,
-    InvalidInput,
-    PendingTransferNotFound,
-    RealmError,
-    TransferNotFound,
-    Unavailable,
-)
+from actors.runtime.errors import BatchTooLarge, InvalidInput, RealmError, Unavailable
 from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import ActorRef

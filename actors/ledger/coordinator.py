@@ -50,17 +50,12 @@ from enum import Enum
 from functools import partial
 from typing import Any, Protocol
 
+from actors.ledger.errors import IdConflict, PendingTransferClosed, PendingTransferNotFound
 from actors.ledger.model import Kind, TransferSpec, UnitResult, error_result
 from actors.ledger.shard import BOTH, CREDIT, DEBIT, Leg
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import (
-    IdConflict,
-    PendingTransferClosed,
-    PendingTransferNotFound,
-    RealmError,
-    Unavailable,
-)
+from actors.runtime.errors import RealmError, Unavailable
 from actors.runtime.journal import Durable
 
 log = logging.getLogger(__name__)
@@ -531,12 +526,11 @@ def remote_shards(settings: Any) -> list[RemoteShard]:
 
 class _TxCoordinatorProcess(TxCoordinator):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
-        from actors.ledger.shard import ledger_store
         from actors.runtime.hashing import Rendezvous
         from actors.runtime.supervision import recover
 
         super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
-        self.restarts = await recover(self, settings, name, store=ledger_store(settings, name))
+        self.restarts = await recover(self, settings, name)
         self.recovered = await self.recover()
         if self.recovered:
             log.warning("%s: driving %d unfinished transactions", name, self.recovered)

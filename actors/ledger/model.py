@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from actors.runtime.errors import InvalidInput, LinkedEventFailed, RealmError
+from actors.ledger.errors import LinkedEventFailed
+from actors.runtime.errors import InvalidInput, RealmError
 
 MAX_AMOUNT = 2**63 - 1
 MAX_BALANCE = 2**128 - 1

@@ -42,6 +42,20 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from actors.ledger.errors import (
+    AccountNotFound,
+    BalanceOverflow,
+    ExceedsDebits,
+    ExceedsPendingAmount,
+    IdConflict,
+    InsufficientFunds,
+    LedgerMismatch,
+    PendingTransferBusy,
+    PendingTransferClosed,
+    PendingTransferNotFound,
+    TransactionAborted,
+    TransactionInDoubt,
+)
 from actors.ledger.model import (
     MAX_BALANCE,
     AccountSpec,
@@ -51,22 +65,7 @@ from actors.ledger.model import (
     error_result,
 )
 from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import (
-    AccountNotFound,
-    BalanceOverflow,
-    ExceedsDebits,
-    ExceedsPendingAmount,
-    IdConflict,
-    InsufficientFunds,
-    InvalidInput,
-    LedgerMismatch,
-    PendingTransferBusy,
-    PendingTransferClosed,
-    PendingTransferNotFound,
-    RealmError,
-    TransactionAborted,
-    TransactionInDoubt,
-)
+from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.journal import Durable
 
 log = logging.getLogger(__name__)
@@ -729,24 +728,13 @@ def shard_name(index: int) -> str:
     return f"ledger-shard-{index}"
 
 
-def ledger_store(settings: Any, name: str) -> Any:
-    """The store of ledger actor ``name``. With SQLite, a file of its own under
-    ``<data_dir>/ledger/``: a cross-shard transfer needs commits by three
-    actors in a row, and actors sharing one file queue for its write lock."""
-    from actors.runtime.store import open_store
-
-    if settings.store_url:
-        return open_store(settings)
-    return open_store(settings.model_copy(update={"data_dir": settings.data_dir / "ledger" / name}))
-
-
 class _LedgerShardProcess(LedgerShard):
     async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
         super().__init__(name=name)
         self.settings = settings
         from actors.runtime.supervision import recover
 
-        self.restarts = await recover(self, settings, name, store=ledger_store(settings, name))
+        self.restarts = await recover(self, settings, name)
         self._expirer = every(self.clock, settings.ledger_pending_sweep_s, self.expire_due)
         self._asker = every(self.clock, settings.ledger_in_doubt_after_s, self.ask_coordinators)
         self._coordinators: dict[str, Any] = {}

@@ -31,8 +31,9 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from actors.pubsub.broker import BrokerActor, Delivery, Interest, Message, broker_name, check_group
+from actors.pubsub.errors import NoReply
 from actors.pubsub.topics import SubscriptionIndex, check_pattern, check_topic, matches
-from actors.runtime.errors import InvalidInput, NoReply, NotFound
+from actors.runtime.errors import InvalidInput, NotFound
 from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import ActorRef

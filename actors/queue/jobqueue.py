@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from actors.queue.errors import JobArgsTooLarge, JobNotFound, JobStateConflict
 from actors.queue.model import (
     FINISHED,
     WAITING,
@@ -49,13 +50,7 @@ from actors.queue.model import (
     queue_actor_name,
 )
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import (
-    InvalidInput,
-    JobArgsTooLarge,
-    JobNotFound,
-    JobStateConflict,
-    RealmError,
-)
+from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, remote_actor

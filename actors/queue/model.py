@@ -18,7 +18,8 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any, Protocol
 
-from actors.runtime.errors import InvalidInput, UnknownHandler
+from actors.queue.errors import UnknownHandler
+from actors.runtime.errors import InvalidInput
 from actors.runtime.settings import Settings
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")

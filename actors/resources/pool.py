@@ -46,20 +46,19 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import (
+from actors.resources.errors import (
     AcquireCancelled,
     AcquireTimedOut,
     GroupNotFound,
-    InvalidInput,
     LeaseExpired,
     LeaseNotFound,
     NotLeaseHolder,
     PoolExists,
     PoolNotFound,
-    QueueFull,
     QuotaExceeded,
 )
+from actors.runtime.clock import Clock, SystemClock, every
+from actors.runtime.errors import InvalidInput, QueueFull
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor

@@ -1,22 +1,31 @@
-"""Per-subscriber mailboxes pulled by long-poll: the one fan-out piece.
+"""Fan-out by long-poll, both halves: ``Mailboxes`` in the owner, ``follow`` in the follower.
 
 An actor cannot call into the processes that follow it, so followers pull:
 each keeps one ``pull`` call outstanding; the actor answers it as soon as
 something is posted for that follower (or when the poll times out). A pull
 carries the cursor of the last message the follower has handled, which
 acknowledges everything up to it; ``wait_acked`` lets the poster wait for that
-acknowledgement, bounded by a deadline. Near-cache invalidation uses it now;
-chat, pub/sub, push and game fan-out are built on the same piece.
+acknowledgement, bounded by a deadline. ``follow`` is the follower's loop:
+pull, deliver, advance the cursor, and start over after a backoff when the
+owner is lost. Near-cache invalidation and pub/sub use them; chat, push and
+game fan-out are built on the same pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+from actors.runtime.backoff import RECONNECT, Backoff, retrying
 from actors.runtime.clock import Clock
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -141,3 +150,39 @@ async def first_of(*awaitables: Any) -> None:
                 task.cancel()
             elif not task.cancelled():
                 task.exception()  # the caller reads outcomes from the originals
+
+
+async def follow(
+    pull: Callable[[int], Awaitable[Sequence[tuple[int, T]]]],
+    deliver: Callable[[T], None],
+    *,
+    what: str,
+    on_lost: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    backoff: Backoff = RECONNECT,
+) -> NoReturn:
+    """Follow one owner for as long as the calling task lives.
+
+    ``pull(after)`` long-polls the owner for the ``(seq, item)`` pairs that came
+    after cursor ``after`` (acknowledging everything up to it); each item goes
+    to ``deliver`` and the cursor moves to its seq. When a pull fails, the
+    owner is lost (restarting, or it forgot this follower): ``on_lost(error)``
+    drops whatever depended on it (and may register again), the cursor starts
+    over from 0, and the next pull waits a backoff; the first failure of a
+    streak is logged.
+    """
+    after = 0
+    while True:
+        async for attempt in retrying(on=Exception, backoff=backoff, log=log, what=what):
+            with attempt:
+                try:
+                    items = await pull(after)
+                except Exception as error:
+                    after = 0
+                    if on_lost is not None:
+                        outcome = on_lost(error)
+                        if outcome is not None:
+                            await outcome
+                    raise
+        for seq, item in items:
+            deliver(item)
+            after = seq

@@ -7,10 +7,13 @@ commit), so a burst of writes costs a few store round trips, not one each.
 ``Durable`` is the base of every actor whose state must survive a crash. Its
 state is a fold of its journal: a mutation is a named operation applied by an
 ``apply_<op>`` method, appended to the journal, and acknowledged only once the
-journal has it. ``open`` (called from the actor's ``__init__``) rebuilds the
-state from the latest snapshot plus the records after it. Each operation may
-carry an idempotency key: a repeat of a key, for instance a call Ray retries
-after a restart, gets the first answer and changes nothing.
+journal has it. Records and snapshots are data (``actors.runtime.codec``), typed
+again on replay from the annotations of ``apply_<op>`` and ``restore_state``,
+and versioned by the class's ``schema_version``. ``open`` (called from the
+actor's ``__init__``) rebuilds the state from the latest snapshot plus the
+records after it. Each operation may carry an idempotency key: a repeat of a
+key, for instance a call Ray retries after a restart, gets the first answer
+and changes nothing.
 
 Between being applied and being committed, an operation's effect is visible to
 reads in the same actor; it is never acknowledged to its caller before commit.
@@ -24,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
+import reprlib
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from actors.runtime.errors import RealmError, StoreUnavailable
+from actors.runtime import codec
+from actors.runtime.backoff import RECONNECT, retry_call
+from actors.runtime.errors import RealmError, RecordUndecodable, StoreUnavailable
 from actors.runtime.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,11 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_KEYS_KEPT = 100_000
 #: How long recovery keeps trying a store that does not answer before giving up.
 RECOVERY_PATIENCE_S = 60.0
+#: Tests set REALM_CHECK_ROUND_TRIP=1: every record and snapshot is then decoded
+#: again as it is written and must equal what was applied, so a value that
+#: would replay differently (a tuple typed as a list, an object without
+#: equality) fails where it is written, not at some later restart.
+CHECK_ROUND_TRIP = os.environ.get("REALM_CHECK_ROUND_TRIP") == "1"
 
 
 def crash_process(error: BaseException) -> None:
@@ -129,11 +139,23 @@ class Durable:
     Subclasses implement ``apply_<op>(**args)`` methods (deterministic; they
     validate before they change anything, and raise a ``RealmError`` to refuse),
     plus ``snapshot_state``/``restore_state``. Mutations go through
-    ``execute(op, key=..., **args)``.
+    ``execute(op, key=..., **args)``, or ``record`` for one that is answered
+    before it is durable.
+
+    What goes into the store is data: an operation's arguments, its answer
+    (kept for idempotency keys) and the snapshot are encoded by
+    ``actors.runtime.codec`` and typed again on the way back from the
+    annotations of ``apply_<op>`` (parameters and return) and of
+    ``restore_state``'s ``state``. Annotate them precisely: a ``tuple`` comes
+    back as a tuple only if it says so.
     """
 
     journal: Journal
     snapshot_every: int = 10_000
+    #: Version of the shape of this class's records and snapshots. Bump it when
+    #: an ``apply_<op>``'s arguments or the snapshot change shape, and teach
+    #: ``upgrade_record``/``upgrade_state`` to read the older ones.
+    schema_version: ClassVar[int] = 1
 
     async def open(
         self,
@@ -147,19 +169,19 @@ class Durable:
         """Recover state from the store; call once, from ``__init__``."""
         self.journal = Journal(store, stream, max_batch=max_batch, on_failure=on_failure)
         self.snapshot_every = snapshot_every
-        self._replies: OrderedDict[str, Any] = OrderedDict()
+        self._replies: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._snapshot_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         snapshot, records = await _with_patience(lambda: _load(store, stream))
         if snapshot is not None:
             self._snapshot_seq, data = snapshot
-            state, replies = pickle.loads(data)
-            self.restore_state(state)
-            self._replies = OrderedDict(replies)
+            with _undecodable(stream, self._snapshot_seq, "snapshot"):
+                self._restore(codec.decode(data))
         head = self._snapshot_seq
-        for seq, record in records:
-            op, args, key = pickle.loads(record)
+        for seq, data in records:
+            with _undecodable(stream, seq, "record"):
+                op, args, key = self._decode_record(codec.decode(data))
             self._apply(op, args, key)
             head = seq
         self.journal.start_at(max(head, await _with_patience(lambda: store.head(stream))))
@@ -168,7 +190,7 @@ class Durable:
         raise NotImplementedError
 
     def state_size(self) -> int:
-        """Roughly how many items a snapshot pickles. Snapshots are taken at most
+        """Roughly how many items a snapshot encodes. Snapshots are taken at most
         once per that many records (and ``snapshot_every``), so their cost stays
         O(1) per record however large the state grows."""
         return 0
@@ -176,10 +198,22 @@ class Durable:
     def restore_state(self, state: Any) -> None:
         raise NotImplementedError
 
+    def upgrade_record(
+        self, version: int, op: str, args: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """A record written by ``schema_version`` ``version`` as one this code applies."""
+        raise ValueError(f"written by schema version {version}; this code reads "
+                         f"{self.schema_version} and has no upgrade from it")  # fmt: skip
+
+    def upgrade_state(self, version: int, state: Any) -> Any:
+        """A snapshot's state written by ``schema_version`` ``version``, as this code's."""
+        raise ValueError(f"written by schema version {version}; this code reads "
+                         f"{self.schema_version} and has no upgrade from it")  # fmt: skip
+
     def _apply(self, op: str, args: dict[str, Any], key: str | None) -> Any:
         result = getattr(self, f"apply_{op}")(**args)
         if key is not None:
-            self._replies[key] = result
+            self._replies[key] = (op, result)
             if len(self._replies) > IDEMPOTENCY_KEYS_KEPT:
                 self._replies.popitem(last=False)
         return result
@@ -188,7 +222,7 @@ class Durable:
         """Apply ``op`` now, answer once the journal has it; a repeated key answers again."""
         if key is not None:
             if key in self._replies:
-                return self._replies[key]
+                return self._replies[key][1]
             if key in self._inflight:
                 return await asyncio.shield(self._inflight[key])
         result, committed = self.record(op, key=key, **args)
@@ -204,19 +238,54 @@ class Durable:
     def record(
         self, op: str, *, key: str | None = None, **args: Any
     ) -> tuple[Any, asyncio.Future[int]]:
-        """Apply ``op`` now and journal it; the result, and a future that resolves
-        once the store has it. For operations nobody waits on, or that may be
-        answered before they are durable because something else already is (a
-        failed commit still crashes the actor, so nothing after it is answered)."""
+        """Apply ``op`` now and journal it with the next commit: the result, and a
+        future that resolves once the store has it.
+
+        For operations nobody waits on, or that may be answered before they
+        are durable because something else already is. Records commit in
+        order, so whatever is recorded after this commits after it, and a
+        failed commit crashes the actor, so nothing after it is answered."""
         result = self._apply(op, args, key)  # raises (and changes nothing) to refuse
-        seq, committed = self.journal.append(pickle.dumps((op, args, key), protocol=5))
+        data = codec.encode([self.schema_version, op, args, key])
+        if CHECK_ROUND_TRIP:
+            _check_round_trip(f"apply_{op}", args, self._decode_record(codec.decode(data))[1])
+        seq, committed = self.journal.append(data)
         if seq - self._snapshot_seq >= max(self.snapshot_every, self.state_size()):
             self._take_snapshot(seq)
         return result, committed
 
+    def _decode_record(self, record: Any) -> tuple[str, dict[str, Any], str | None]:
+        version, op, args, key = record
+        if version != self.schema_version:
+            op, args = self.upgrade_record(version, op, args)
+        types = codec.parameter_types(getattr(type(self), f"apply_{op}"))
+        unknown = set(args) - set(types)
+        if unknown:
+            raise ValueError(f"apply_{op} takes no {sorted(unknown)}")
+        return op, {name: codec.convert(value, types[name]) for name, value in args.items()}, key
+
+    def _snapshot(self) -> dict[str, Any]:
+        replies = [[key, op, result] for key, (op, result) in self._replies.items()]
+        return {"version": self.schema_version, "state": self.snapshot_state(), "replies": replies}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        version, state = snapshot["version"], snapshot["state"]
+        if version != self.schema_version:
+            state = self.upgrade_state(version, state)
+        self.restore_state(codec.convert(state, _state_type(type(self))))
+        self._replies = OrderedDict(
+            (key, (op, codec.convert(result, _result_type(type(self), op))))
+            for key, op, result in snapshot["replies"]
+        )
+
     def _take_snapshot(self, seq: int) -> None:
-        """Serialize the state as of ``seq`` now; store it once ``seq`` is committed."""
-        data = pickle.dumps((self.snapshot_state(), list(self._replies.items())), protocol=5)
+        """Encode the state as of ``seq`` now; store it once ``seq`` is committed."""
+        snapshot = self._snapshot()
+        data = codec.encode(snapshot)
+        if CHECK_ROUND_TRIP:
+            state_type = _state_type(type(self))
+            decoded = codec.convert(codec.decode(data)["state"], state_type)
+            _check_round_trip("restore_state", {"state": snapshot["state"]}, {"state": decoded})
         self._snapshot_seq = seq
         previous = self._snapshot_task
 
@@ -230,7 +299,58 @@ class Durable:
         self._snapshot_task = asyncio.create_task(write())
 
 
-async def _load(store: Store, stream: str) -> tuple[tuple[int, bytes] | None, list]:
+def _state_type(cls: type[Durable]) -> Any:
+    return codec.parameter_types(cls.restore_state).get("state", Any)
+
+
+def _result_type(cls: type[Durable], op: str) -> Any:
+    return codec.return_type(getattr(cls, f"apply_{op}"))
+
+
+def _check_round_trip(where: str, applied: dict[str, Any], decoded: dict[str, Any]) -> None:
+    for name, value in applied.items():
+        if decoded.get(name) != value:
+            difference = _difference(value, decoded.get(name))
+            raise TypeError(
+                f"{where}: {name!r} does not survive the store: {difference}; "
+                "annotate it precisely or store plain data"
+            )
+
+
+def _difference(applied: Any, decoded: Any, path: str = "") -> str:
+    """Where ``decoded`` first differs from ``applied``, briefly."""
+    if isinstance(applied, dict) and isinstance(decoded, dict) and applied.keys() == decoded.keys():
+        for key, value in applied.items():
+            if decoded[key] != value:
+                return _difference(value, decoded[key], f"{path}[{key!r}]")
+    if hasattr(applied, "__dataclass_fields__") and type(applied) is type(decoded):
+        for key in applied.__dataclass_fields__:
+            if getattr(applied, key) != getattr(decoded, key):
+                return _difference(getattr(applied, key), getattr(decoded, key), f"{path}.{key}")
+    brief = reprlib.Repr()
+    brief.maxstring = brief.maxother = 60
+    return f"{path or 'it'} is {brief.repr(applied)} but comes back as {brief.repr(decoded)}"
+
+
+class _undecodable:
+    """Turns any failure to decode a stored record into ``RecordUndecodable``."""
+
+    def __init__(self, stream: str, seq: int, what: str) -> None:
+        self.stream, self.seq, self.what = stream, seq, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, _: Any) -> bool:
+        if error is not None and not isinstance(error, RealmError):
+            raise RecordUndecodable(
+                f"{self.what} {self.seq} of stream {self.stream} does not decode: {error}",
+                stream=self.stream, seq=self.seq,
+            ) from error  # fmt: skip
+        return False
+
+
+async def _load(store: Store, stream: str) -> tuple[tuple[int, bytes] | None, list[Any]]:
     snapshot = await store.read_snapshot(stream)
     records = await store.read(stream, after=snapshot[0] if snapshot else 0)
     return snapshot, records
@@ -238,17 +358,10 @@ async def _load(store: Store, stream: str) -> tuple[tuple[int, bytes] | None, li
 
 async def _with_patience(fn: Callable[[], Any]) -> Any:
     """Retry a store read while the store is unavailable, up to RECOVERY_PATIENCE_S."""
-    delay, waited = 0.1, 0.0
-    while True:
-        try:
-            return await fn()
-        except StoreUnavailable:
-            if waited >= RECOVERY_PATIENCE_S:
-                raise
-            log.warning("store unavailable during recovery; retrying in %.1fs", delay)
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 5.0)
+    return await retry_call(
+        fn, on=StoreUnavailable, backoff=RECONNECT, patience_s=RECOVERY_PATIENCE_S,
+        log=log, what="store read during recovery",
+    )  # fmt: skip
 
 
 __all__ = ["Durable", "Journal", "crash_process"]

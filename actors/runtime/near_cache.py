@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.runtime.clock import Clock
+from actors.runtime.fanout import follow
 from actors.runtime.supervision import ActorRef
 
 log = logging.getLogger(__name__)
@@ -91,30 +92,26 @@ class NearCache:
 
     async def _poll(self, index: int) -> None:
         """Follow one owner's invalidations for as long as this cache lives."""
-        owner, after, incarnation, backoff = self.owners[index], 0, None, 0.0
-        while True:
-            try:
-                seen, messages = await owner.call(
-                    "poll_invalidations", self.follower, after, incarnation
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the owner is gone or restarting
-                if not backoff:
-                    log.warning("near cache lost owner %d (%r); dropping copies", index, error)
-                self.clear()
-                after, incarnation = 0, None
-                backoff = min(max(backoff * 2, 0.25), 5.0)
-                await asyncio.sleep(backoff)
-                continue
-            backoff = 0.0
+        owner, incarnation = self.owners[index], None
+
+        async def pull(after: int) -> list[tuple[int, str]]:
+            nonlocal incarnation
+            seen, messages = await owner.call(
+                "poll_invalidations", self.follower, after, incarnation
+            )
             if seen != incarnation:
                 if incarnation is not None:
                     self.clear()  # the owner restarted: its leases are gone
-                incarnation, after = seen, 0
-            for seq, key in messages:
-                self.invalidate(key)
-                after = seq
+                incarnation = seen
+            return list(messages)
+
+        def lost(_: BaseException) -> None:
+            nonlocal incarnation
+            self.clear()  # the owner is gone or restarting: drop its copies
+            incarnation = None
+
+        await follow(pull, self.invalidate, what=f"near cache following owner {index}",
+                     on_lost=lost)  # fmt: skip
 
     async def close(self) -> None:
         """Stop following; the owners forget this cache's leases."""

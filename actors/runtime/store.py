@@ -12,8 +12,8 @@ stream has moved past that, another incarnation of the actor wrote to it and the
 append fails with ``JournalConflict``, so a stale actor cannot interleave its
 writes with its successor's.
 
-Two implementations: ``SQLiteStore`` (embedded default, one file in the data
-dir, WAL) and ``RedisStore`` (clusters; the same Redis that gives Ray's GCS its
+Two implementations: ``SQLiteStore`` (embedded default, a file per actor in
+the data dir, WAL) and ``RedisStore`` (clusters; the same Redis that gives Ray's GCS its
 fault tolerance). Both pass ``tests/integration/test_store_contract.py``.
 """
 
@@ -55,12 +55,22 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings name: Redis when ``store_url`` is set, else SQLite."""
+def open_store(settings: Settings, actor: str) -> Store:
+    """The store of the actor named ``actor``: Redis when ``store_url`` is set,
+    else an SQLite file of its own, ``<data_dir>/<store_prefix>/<actor>.sqlite3``.
+
+    A file per actor because SQLite takes one writer per file: actors sharing
+    one would queue for its write lock (a cross-shard ledger transfer commits
+    in three actors in a row)."""
     if settings.store_url:
         return RedisStore(settings.store_url, prefix=settings.store_prefix)
-    path = Path(settings.data_dir) / f"{settings.store_prefix}.sqlite3"
+    path = Path(settings.data_dir) / settings.store_prefix / f"{_file_name(actor)}.sqlite3"
     return SQLiteStore(path, synchronous=settings.sqlite_synchronous)
+
+
+def _file_name(actor: str) -> str:
+    """``actor`` as a file name: anything but letters, digits, '-', '_' and '.' is escaped."""
+    return "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02x}" for c in actor)
 
 
 # --- SQLite ----------------------------------------------------------------

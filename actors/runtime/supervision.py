@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import warnings
 from enum import Enum
 from typing import Any, TypeVar
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
+from actors.runtime.backoff import retry_call
 from actors.runtime.errors import RealmError, Unavailable
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
@@ -100,19 +99,16 @@ async def call(
     the call may or may not have run: it is retried with jittered backoff for up
     to ``patience_s`` (callers pass idempotency keys on mutations).
     """
-    delay, waited = 0.05, 0.0
-    while True:
-        try:
-            return await getattr(handle, method).remote(*args, **kwargs)
-        except ActorUnavailableError as error:
-            if waited >= patience_s:
-                raise Unavailable("actor did not come back in time", method=method) from error
-            pause = delay * (0.5 + random.random())
-            await asyncio.sleep(pause)
-            waited += pause
-            delay = min(delay * 2, 2.0)
-        except RayTaskError as error:
-            raise unwrap(error) from None
+    try:
+        return await retry_call(
+            lambda: getattr(handle, method).remote(*args, **kwargs),
+            on=ActorUnavailableError,
+            patience_s=patience_s,
+        )
+    except ActorUnavailableError as error:
+        raise Unavailable("actor did not come back in time", method=method) from error
+    except RayTaskError as error:
+        raise unwrap(error) from None
 
 
 class ActorRef:
@@ -186,7 +182,7 @@ async def recover(
 
     Returns how many times the actor has restarted (0 on its first start).
     """
-    store = store or open_store(settings)
+    store = store or open_store(settings, name)
     await actor.open(
         store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
     )

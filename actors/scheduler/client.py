@@ -15,10 +15,10 @@ import asyncio
 import uuid
 from typing import Any
 
-from actors.runtime.errors import ScheduleNotFound
 from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import ActorRef
+from actors.scheduler.errors import ScheduleNotFound
 from actors.scheduler.partition import SchedulerPartitionActor, partition_name
 
 MAX_ID_CHARS = 64

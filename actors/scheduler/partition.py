@@ -43,10 +43,11 @@ from typing import Any
 import xxhash
 
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import Conflict, InvalidInput, RealmError, ScheduleNotFound
+from actors.runtime.errors import Conflict, InvalidInput, RealmError
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
+from actors.scheduler.errors import ScheduleNotFound
 from actors.scheduler.targets import ACTIVE_JOB_STATES, Target, validate_target
 from actors.scheduler.triggers import (
     Cron,

@@ -23,8 +23,10 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from actors.runtime.errors import InvalidInput, JobArgsTooLarge, TooLarge, UnknownTarget
+from actors.queue.errors import JobArgsTooLarge
+from actors.runtime.errors import InvalidInput, TooLarge
 from actors.runtime.settings import Settings
+from actors.scheduler.errors import UnknownTarget
 
 #: Job states of the task queue in which a run is still going (overlap policy).
 ACTIVE_JOB_STATES = frozenset({"scheduled", "queued", "running"})

@@ -35,7 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from actors.runtime.errors import BadCron, InvalidInput, UnknownTimeZone
+from actors.runtime.errors import InvalidInput
+from actors.scheduler.errors import BadCron, UnknownTimeZone
 
 UTC = timezone.utc
 #: Longest cron expression and zone name accepted.

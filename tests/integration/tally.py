@@ -16,7 +16,7 @@ from actors.runtime.supervision import Restart, remote_actor, report_start
 class Tally(Durable):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         self.items: list[Any] = []
-        store = open_store(settings)
+        store = open_store(settings, f"tally:{name}")
         await self.open(
             store,
             f"tally:{name}",

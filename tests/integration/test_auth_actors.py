@@ -52,7 +52,7 @@ async def started(client: AuthClient) -> AuthClient:
 
 async def restarts(settings: Settings, ref: ActorRef) -> int:
     """How often the actor behind ``ref`` has restarted, as it reported to the store."""
-    store = open_store(settings)
+    store = open_store(settings, ref.name)
     try:
         return await store.incr(f"restarts:{ref.name}:{ref.handle._actor_id.hex()}", 0)
     finally:

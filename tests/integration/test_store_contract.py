@@ -17,7 +17,7 @@ from tests.integration.conftest import store_overrides
 @pytest.fixture
 async def store(store_kind, make_settings) -> AsyncIterator[Store]:
     settings = make_settings(**store_overrides(store_kind))
-    opened = open_store(settings)
+    opened = open_store(settings, "contract")
     yield opened
     await opened.close()
     if store_kind == "redis":
@@ -28,8 +28,10 @@ async def store(store_kind, make_settings) -> AsyncIterator[Store]:
 
 
 async def test_open_store_follows_settings(make_settings):
-    assert isinstance(open_store(make_settings(store_url="")), SQLiteStore)
-    assert isinstance(open_store(make_settings(store_url=REDIS_URL)), RedisStore)
+    sqlite = open_store(make_settings(store_url=""), "queue-a/b")
+    assert isinstance(sqlite, SQLiteStore)
+    assert sqlite.path.name == "queue-a%2fb.sqlite3"  # a file of its own, whatever the name
+    assert isinstance(open_store(make_settings(store_url=REDIS_URL), "queue-a"), RedisStore)
 
 
 async def test_a_new_stream_is_empty(store):

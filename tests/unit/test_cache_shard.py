@@ -12,16 +12,10 @@ from typing import Any
 
 import pytest
 
+from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
 from actors.cache.shard import CacheShard
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
-    BatchTooLarge,
-    KeyTooLong,
-    LoaderFailed,
-    LoadTimedOut,
-    NotAnInteger,
-    ValueTooLarge,
-)
+from actors.runtime.errors import BatchTooLarge
 from actors.runtime.settings import Settings
 from tests.unit.conftest import cancel, settle
 
@@ -32,9 +26,9 @@ SMALL = {
     "cache_max_bytes": 1024,
     "cache_near_lease_s": LEASE_S,
     "cache_load_timeout_s": LOAD_TIMEOUT_S,
-    "max_key_bytes": 16,
-    "max_value_bytes": 512,
-    "max_batch_keys": 4,
+    "cache_max_key_bytes": 16,
+    "cache_max_value_bytes": 512,
+    "cache_max_batch_keys": 4,
 }
 
 

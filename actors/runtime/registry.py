@@ -1,0 +1,70 @@
+"""The registry: every service this deployment runs, in one list.
+
+A service is a name, an HTTP prefix and a one-line summary. Its code is found
+by convention from the name: ``actors/<name>/`` (actors, model, errors, client,
+and ``settings.py`` with its ``Section``) and ``apps/<name>`` (its ingress,
+with ``build(settings)``). Everything else that lists the services is made
+from ``SERVICES`` or checked against it by a test: the settings sections, the
+Serve applications (``serve_app``), ``serve_config.yaml``, the README's table,
+``docs/configuration.md`` and the benchmark run. Adding a service is one line
+here.
+
+The runtime imports no service: it loads a service's settings section by its
+module name, here, and nothing else of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from actors.runtime.settings import Section
+
+
+@dataclass(frozen=True)
+class Service:
+    #: The package name, ``actors/<name>`` and ``apps/<name>``.
+    name: str
+    #: Where its HTTP routes live, e.g. ``/cache``.
+    prefix: str
+    #: What it is, in a few words (the README's table, the OpenAPI title).
+    summary: str
+
+
+#: Every built service. Not yet built: game, chat, monitor, logs, push.
+SERVICES: tuple[Service, ...] = (
+    Service("cache", "/cache", "distributed cache"),
+    Service("auth", "/auth", "users, sessions and login"),
+    Service("pubsub", "/pubsub", "topics, WebSocket and SSE"),
+    Service("resources", "/resources", "leased mutexes and semaphores with fencing tokens"),
+    Service("queue", "/queue", "durable job queues"),
+    Service("ledger", "/ledger", "double-entry ledger"),
+    Service("scheduler", "/scheduler", "cron, interval and one-shot schedules"),
+)
+
+BY_NAME = {service.name: service for service in SERVICES}
+
+
+@functools.cache
+def section_classes() -> dict[str, type[Section]]:
+    """Each registered service's settings section class, by service name."""
+    from actors.runtime.settings import Section
+
+    found: dict[str, type[Section]] = {}
+    for service in SERVICES:
+        module = f"actors.{service.name}.settings"
+        if importlib.util.find_spec(module) is None:
+            continue
+        importlib.import_module(module)
+        section = Section.by_service.get(service.name)
+        if section is None:
+            raise LookupError(f"{module} defines no Section with service={service.name!r}")
+        found[service.name] = section
+    return found
+
+
+__all__ = ["BY_NAME", "SERVICES", "Service", "section_classes"]

@@ -5,7 +5,7 @@ few admin routes. The ingress is an ``AuthClient``: it hashes and checks
 passwords off the event loop, and checks tokens against a near cache of
 session records, so a revoked token is refused on every replica once its
 revocation is acknowledged. Other services require a user the same way, with
-``apps.auth_dependency``.
+``apps.signin``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from ray.serve import Application
 
 from actors.auth.client import AuthClient
 from actors.runtime.settings import Settings
-from apps.auth_dependency import AdminUser, CurrentUser, install_auth
 from apps.common import ClientIngress, ingress_application, service_app
+from apps.signin import AdminUser, CurrentUser, install_verifier
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
         description="Accounts, bearer-token sessions, password change and reset, login throttling.",
         settings=settings,
     )
-    install_auth(app, client)
+    install_verifier(app, client)
 
     # --- accounts and sessions -------------------------------------------
 

@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve import Application
 
 from actors.cache.client import CacheClient
-from actors.runtime.errors import KeyNotFound
+from actors.cache.errors import KeyNotFound
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 

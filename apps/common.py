@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import FastAPI
 from ray.serve import Application
 
-from actors.auth.client import AuthClient
+from actors.auth.client import SessionVerifier
 from actors.runtime.settings import Settings
-from apps.auth_dependency import install_auth
 from apps.errors import install_error_handlers
 from apps.limits import BodyLimit
+from apps.signin import install_verifier
 
 
 def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
@@ -64,8 +64,8 @@ class ClientIngress:
     the client has started (every actor behind it answers), builds its app
     then, and closes the client on graceful shutdown.
 
-    With ``requires_user = True`` the replica also holds an ``AuthClient`` and
-    installs it, so routes can take ``CurrentUser``/``AdminUser``.
+    With ``requires_user = True`` the replica also holds a ``SessionVerifier``
+    and installs it, so routes can take the principals of ``apps.signin``.
     """
 
     make_client: Callable[[Settings], Any]
@@ -75,7 +75,7 @@ class ClientIngress:
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         self.settings = settings
         self.client = type(self).make_client(settings)
-        self.auth = AuthClient(settings) if self.requires_user else None
+        self.auth = SessionVerifier(settings) if self.requires_user else None
         await self.client.start()
         if self.auth is not None:
             await self.auth.start()
@@ -83,7 +83,7 @@ class ClientIngress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = type(self).make_app(self.client, self.settings)
         if self.auth is not None:
-            install_auth(app, self.auth)
+            install_verifier(app, self.auth)
         return app
 
     async def __del__(self) -> None:  # Serve awaits it on graceful shutdown

@@ -31,8 +31,8 @@ from actors.ledger.model import (
 )
 from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.settings import Settings
-from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
+from apps.signin import CurrentUser
 
 Id = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")

@@ -56,7 +56,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.websockets import WebSocketState
 
-from actors.auth.client import AuthClient, Principal
+from actors.auth.client import Principal, SessionVerifier
 from actors.pubsub.broker import MAX_GROUP_CHARS, Message
 from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
 from actors.pubsub.topics import MAX_TOPIC_CHARS, ONE, REST, check_pattern
@@ -69,10 +69,9 @@ from actors.runtime.errors import (
     Unauthorized,
 )
 from actors.runtime.settings import Settings
-from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
-from apps.errors import envelope
 from apps.pubsub_acl import Acl, load_hook
+from apps.signin import CurrentUser, bearer_token, sign_in_websocket, verifier_of
 
 log = logging.getLogger(__name__)
 
@@ -228,15 +227,6 @@ def parse_frame(text: str) -> Any:
 # --- authentication for streams ----------------------------------------------------
 
 
-def stream_token(authorization: str | None, access_token: str | None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if access_token:
-        return access_token
-    raise Unauthorized("a Bearer token (header, or ?access_token=) is required")
-
-
 # --- SSE cursors ------------------------------------------------------------------
 
 
@@ -280,7 +270,7 @@ class Connection:
         self,
         websocket: WebSocket,
         client: PubSubClient,
-        auth: AuthClient,
+        auth: SessionVerifier,
         acl: Acl,
         user: Principal,
         token: str,
@@ -483,8 +473,7 @@ def make_app(client: PubSubClient, settings: Settings) -> FastAPI:
         last_event_id: Annotated[str | None, Header(max_length=8192)] = None,
     ) -> StreamingResponse:
         """Server-sent events for ``pattern``; resumes from ``Last-Event-ID``."""
-        token = stream_token(http.headers.get("authorization"), access_token)
-        user = await http.app.state.auth_client.authenticate(token)
+        user = await verifier_of(http).authenticate(bearer_token(http, query=True))
         acl.check_subscribe(user, pattern)
         resume = parse_cursor(pattern, last_event_id)
         for topic in resume:
@@ -506,17 +495,12 @@ def make_app(client: PubSubClient, settings: Settings) -> FastAPI:
         ws: WebSocket,
         access_token: Annotated[str | None, Query()] = None,
     ) -> None:
-        auth: AuthClient = ws.app.state.auth_client
-        try:
-            token = stream_token(ws.headers.get("authorization"), access_token)
-            user = await auth.authenticate(token)
-        except RealmError as error:
-            await ws.send_denial_response(
-                envelope(error.status, error.code, error.message, error.details)
-            )
+        signed_in = await sign_in_websocket(ws)
+        if signed_in is None:
             return
+        user, token = signed_in
         await ws.accept()
-        await Connection(ws, client, auth, acl, user, token, settings).run()
+        await Connection(ws, client, verifier_of(ws), acl, user, token, settings).run()
 
     return app
 

@@ -19,8 +19,8 @@ from actors.queue.client import QueueClient
 from actors.queue.model import JobState
 from actors.runtime.errors import BatchTooLarge
 from actors.runtime.settings import Settings
-from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
+from apps.signin import CurrentUser
 
 QueueName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.:-]*$")]
 Key = Annotated[str, Field(min_length=1, max_length=256)]

@@ -21,13 +21,12 @@ from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 
-from actors.auth.client import AuthClient, Principal
+from actors.auth.client import Principal
 from actors.resources.client import ResourcesClient
-from actors.runtime.errors import Forbidden, InvalidInput, RealmError, Unauthorized
+from actors.runtime.errors import Forbidden, InvalidInput, RealmError
 from actors.runtime.settings import Settings
-from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
-from apps.errors import envelope
+from apps.signin import CurrentUser, sign_in_websocket
 
 Name = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Token = Annotated[int, Path(ge=1, description="The lease's fencing token.")]
@@ -222,27 +221,14 @@ def make_app(client: ResourcesClient, settings: Settings) -> FastAPI:
         """Send ``{"type": "acquire", "ttl_s"?, "timeout_s"?, "ref"?}``; answers
         ``queued``, then ``granted`` (with the lease) or ``error``, each with a
         ``seq``. Closing the socket withdraws waits still in progress."""
-        auth: AuthClient = ws.app.state.auth_client
-        try:
-            user = await auth.authenticate(_token(ws, access_token))
-        except RealmError as error:
-            await ws.send_denial_response(
-                envelope(error.status, error.code, error.message, error.details)
-            )
+        signed_in = await sign_in_websocket(ws)
+        if signed_in is None:
             return
+        user, _ = signed_in
         await ws.accept()
         await Waiter(ws, client, name, user).run()
 
     return app
-
-
-def _token(ws: WebSocket, access_token: str | None) -> str:
-    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if access_token:
-        return access_token
-    raise Unauthorized("an Authorization: Bearer <token> header or ?access_token= is required")
 
 
 class WaitMessage(BaseModel):

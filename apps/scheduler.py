@@ -17,8 +17,8 @@ from ray.serve import Application
 
 from actors.runtime.settings import Settings
 from actors.scheduler.client import SchedulerClient
-from apps.auth_dependency import CurrentUser
 from apps.common import ClientIngress, ingress_application, service_app
+from apps.signin import CurrentUser
 
 Misfire = Literal["fire_once", "fire_all", "skip"]
 Overlap = Literal["allow", "skip"]

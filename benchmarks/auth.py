@@ -7,7 +7,7 @@ Variants, all from this driver's event loop:
                   verify off the loop, session journaled on its shard
   redis_session   the peer for token checks: a session kept in Redis, checked
                   per request with a redis-py GET plus the same SHA-256 compare
-  realm_check     a token checked through ``apps.auth_dependency.current_user``
+  realm_check     a token checked through ``apps.signin.current_user``
                   (the dependency every service uses), on a Starlette request
 
 Goals (from the issue): logins >= 15 per core; token checks >= 5,000/s.
@@ -50,7 +50,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
     from actors.auth.stores import USERS_NAME, session_shard_name
     from actors.runtime.settings import Settings
     from actors.runtime.supervision import kill_named
-    from apps.auth_dependency import current_user
+    from apps.signin import current_user
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-auth-"))
     settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
@@ -76,7 +76,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
 
         class _App:  # what current_user reads from the request
             class state:
-                auth_client = client
+                session_verifier = client
 
         scope["app"] = _App
         assert (await current_user(Request(scope))).username == "bench"

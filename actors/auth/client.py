@@ -1,6 +1,7 @@
 """The auth service's Python API, for its own ingress and for every other service.
 
-``AuthClient`` hashes and checks passwords (argon2id, in a worker thread so
+``SessionVerifier`` checks bearer tokens (what every ingress needs);
+``AuthClient`` adds the rest: it hashes and checks passwords (argon2id, in a worker thread so
 the event loop keeps serving), talks to the ``UserStore`` and the
 ``SessionStore`` shards, and checks tokens fast: session records are kept in
 a near cache under leases, so a check is usually a local lookup, and a
@@ -22,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from actors.auth.errors import InvalidCredentials, WrongPassword
+from actors.auth.settings import AuthSettings
 from actors.auth.stores import (
     USERS_NAME,
     Role,
@@ -32,16 +34,17 @@ from actors.auth.stores import (
     new_token,
     parse_token,
     secret_matches,
-    session_shard_name,
 )
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
-from actors.runtime.hashing import Rendezvous
 from actors.runtime.near_cache import NearCache
 from actors.runtime.settings import Settings
+from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef
 
+#: Session-store actors are named ``auth-sessions-<i>``.
+SESSIONS_PREFIX = "auth-sessions"
 #: Session records one client keeps near.
 SESSIONS_REMEMBERED = 50_000
 #: Usernames: letters, digits and . _ - @ + (after case folding).
@@ -62,26 +65,84 @@ class Principal:
         return Role.ADMIN.value in self.roles
 
 
-class AuthClient:
+class SessionVerifier:
+    """Checks bearer tokens: what every ingress needs, and nothing more.
+
+    It follows the ``SessionStore`` shards only; it builds no password hasher
+    and never touches the user store, so a replica that checks tokens pays for
+    neither. Session records are kept near under leases (``NearCache``), so a
+    check is usually a local lookup, and a revocation anywhere is acknowledged
+    only once no copy can accept the token."""
+
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.config = AuthSettings.of(settings)
         self.clock = clock or SystemClock()
-        namespace = settings.namespace
-        self.users = ActorRef(UserStoreActor, USERS_NAME, settings, namespace=namespace)
-        self.shards = [
-            ActorRef(SessionStoreActor, name, settings, name, namespace=namespace)
-            for name in map(session_shard_name, range(settings.auth_session_shards))
-        ]
-        self.ring = Rendezvous(len(self.shards))
-        self.near = NearCache(self.clock, max_entries=SESSIONS_REMEMBERED, owners=self.shards)
+        self.shards = Shards(
+            SessionStoreActor, SESSIONS_PREFIX, self.config.session_shards, settings
+        )
+        self.near = NearCache(self.clock, max_entries=SESSIONS_REMEMBERED, owners=self.shards.refs)
         self._lookups = [
             Coalescer(partial(self._lookup_shard, index), max_batch=1_000)
             for index in range(len(self.shards))
         ]
+
+    async def start(self) -> None:
+        """Start (or find) the session shards and wait until each answers."""
+        await self.shards.start()
+
+    def _shard(self, session_id: str) -> ActorRef:
+        return self.shards.owner(session_id)
+
+    async def _lookup_shard(self, index: int, ids: list[str]) -> list[tuple[Session | None, float]]:
+        answers: list[tuple[Session | None, float]] = await self.shards[index].call(
+            "lookup", ids, self.near.follower
+        )
+        return answers
+
+    async def _session(self, session_id: str) -> Session | None:
+        found = self.near.lookup(session_id)
+        if found is not None:
+            return found
+        index = self.shards.index(session_id)
+        self.near.follow(index)
+        since, started = self.near.generation, self.clock.now()
+        [(session, lease)] = await self._lookups[index].submit([session_id])
+        if session is not None and lease > 0:
+            self.near.offer(session_id, session, started + lease, since)
+        return session
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal behind a bearer token; ``Unauthorized`` if it is not valid now."""
+        session_id, secret = parse_token(token)
+        session = await self._session(session_id)
+        now = self.clock.time()
+        if session is None or not secret_matches(session, secret) or session.expires_at() <= now:
+            raise Unauthorized("invalid or expired session")
+        stale = now - session.last_seen_at >= self.config.touch_interval_s
+        if stale and await self._shard(session_id).call("touch", session_id) is None:
+            raise Unauthorized("invalid or expired session")
+        return Principal(session.user_id, session.username, tuple(session.roles), session.id)
+
+    async def close(self) -> None:
+        await self.near.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} shards={len(self.shards)} near={self.near!r}>"
+
+
+class AuthClient(SessionVerifier):
+    """Everything the auth service does: accounts, passwords, sessions, and
+    (inherited) token checks. Its own ingress uses it; other services need
+    only a ``SessionVerifier``."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        super().__init__(settings, clock=clock)
+        self.users = ActorRef(UserStoreActor, USERS_NAME, settings, namespace=settings.namespace)
         self.hasher = PasswordHasher(
-            time_cost=settings.auth_argon2_time_cost,
-            memory_cost=settings.auth_argon2_memory_kib,
-            parallelism=settings.auth_argon2_parallelism,
+            time_cost=self.config.argon2_time_cost,
+            memory_cost=self.config.argon2_memory_kib,
+            parallelism=self.config.argon2_parallelism,
         )
         self._background: set[asyncio.Task[None]] = set()
         #: Checked against when the user does not exist, so both take as long.
@@ -89,7 +150,7 @@ class AuthClient:
 
     async def start(self) -> None:
         """Start (or find) the auth actors and wait until each answers."""
-        await asyncio.gather(self.users.call("ping"), *(s.call("ping") for s in self.shards))
+        await asyncio.gather(self.users.call("ping"), super().start())
 
     # --- passwords -------------------------------------------------------
 
@@ -172,55 +233,19 @@ class AuthClient:
         user = {key: account[key] for key in ("id", "username", "roles", "disabled", "created_at")}
         return {"token": token, "session": public, "user": user}
 
-    # --- tokens -------------------------------------------------------------
-
-    def _shard(self, session_id: str) -> ActorRef:
-        return self.shards[self.ring.owner(session_id)]
-
-    async def _lookup_shard(self, index: int, ids: list[str]) -> list[tuple[Session | None, float]]:
-        answers: list[tuple[Session | None, float]] = await self.shards[index].call(
-            "lookup", ids, self.near.follower
-        )
-        return answers
-
-    async def _session(self, session_id: str) -> Session | None:
-        found = self.near.lookup(session_id)
-        if found is not None:
-            return found
-        index = self.ring.owner(session_id)
-        self.near.follow(index)
-        since, started = self.near.generation, self.clock.now()
-        [(session, lease)] = await self._lookups[index].submit([session_id])
-        if session is not None and lease > 0:
-            self.near.offer(session_id, session, started + lease, since)
-        return session
-
-    async def authenticate(self, token: str) -> Principal:
-        """The principal behind a bearer token; ``Unauthorized`` if it is not valid now."""
-        session_id, secret = parse_token(token)
-        session = await self._session(session_id)
-        now = self.clock.time()
-        if session is None or not secret_matches(session, secret) or session.expires_at() <= now:
-            raise Unauthorized("invalid or expired session")
-        stale = now - session.last_seen_at >= self.settings.auth_touch_interval_s
-        if stale and await self._shard(session_id).call("touch", session_id) is None:
-            raise Unauthorized("invalid or expired session")
-        return Principal(session.user_id, session.username, tuple(session.roles), session.id)
-
     # --- sessions -----------------------------------------------------------
 
     async def logout(self, principal: Principal) -> None:
         await self._shard(principal.session_id).call("end", [principal.session_id])
 
     async def _end_for_user(self, user_id: str, keep: str | None = None) -> int:
-        ended = await asyncio.gather(*(s.call("end_for_user", user_id, keep) for s in self.shards))
-        return sum(ended)
+        return sum(await self.shards.call_all("end_for_user", user_id, keep))
 
     async def logout_everywhere(self, principal: Principal) -> int:
         return await self._end_for_user(principal.user_id)
 
     async def sessions(self, user_id: str) -> list[dict[str, Any]]:
-        found = await asyncio.gather(*(s.call("for_user", user_id) for s in self.shards))
+        found = await self.shards.call_all("for_user", user_id)
         return sorted((s for part in found for s in part), key=lambda s: s["created_at"])
 
     async def revoke(self, principal: Principal, session_id: str) -> None:
@@ -287,9 +312,3 @@ class AuthClient:
         if disabled:
             await self._end_for_user(user_id)
         return user
-
-    async def close(self) -> None:
-        await self.near.close()
-
-    def __repr__(self) -> str:
-        return f"<AuthClient shards={len(self.shards)} near={self.near!r}>"

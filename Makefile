@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: run test unit integration cluster bench lint format haproxy serve-config clean
+.PHONY: run test unit integration cluster bench lint format haproxy docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ run: $(STAMP) haproxy
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest tests/unit tests/integration
 	$(BIN)/pytest tests/cluster
 
@@ -58,9 +59,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Regenerate the Serve config that `serve deploy` uses from serve_app.py.
-serve-config: $(STAMP)
+# Regenerate what is made from the registry and the settings: the Serve config
+# that `serve deploy` uses, and the configuration reference (tests check both).
+docs: $(STAMP)
 	$(BIN)/python serve_app.py --write-config serve_config.yaml
+	$(BIN)/python serve_app.py --write-settings-doc docs/configuration.md
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

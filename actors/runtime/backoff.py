@@ -29,6 +29,7 @@ from tenacity import (
     stop_any,
     stop_never,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 
@@ -42,7 +43,7 @@ class Backoff:
     def delay_s(self, failures: int, *, draw: float | None = None) -> float:
         """The wait after the ``failures``-th failure in a row (1 for the first).
         ``draw`` in [0, 1) picks the point in the jitter range (random if None)."""
-        ceiling = min(self.first_s * 2 ** max(failures - 1, 0), self.max_s)
+        ceiling: float = min(self.first_s * 2.0 ** max(failures - 1, 0), self.max_s)
         return ceiling * (0.5 + 0.5 * (random.random() if draw is None else draw))
 
 
@@ -78,7 +79,7 @@ def retrying(
     bounds by ``attempts``. With ``log``, the first failure of a streak is
     logged as a warning (later ones are not: one line per outage).
     """
-    stops = []
+    stops: list[stop_base] = []
     if patience_s is not None:
         stops.append(stop_after_delay(patience_s))
     if attempts is not None:

@@ -25,6 +25,7 @@ import inspect
 import typing
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from types import GenericAlias
 from typing import Any
 
 import msgspec
@@ -77,9 +78,9 @@ def _dec_hook(into: Any, value: Any) -> Any:
     items), and values already of the type (an error decoded from its extension)."""
     origin, args = typing.get_origin(into) or into, typing.get_args(into)
     if origin is deque:
-        return deque(convert(value, list[args[0]] if args else list))  # type: ignore[valid-type]
+        return deque(convert(value, GenericAlias(list, args) if args else list))
     if origin is OrderedDict:
-        return OrderedDict(convert(value, dict[args] if args else dict))  # type: ignore[valid-type]
+        return OrderedDict(convert(value, GenericAlias(dict, args) if args else dict))
     if isinstance(origin, type) and isinstance(value, origin):
         return value
     raise msgspec.ValidationError(f"expected {into}, got {type(value).__name__}")

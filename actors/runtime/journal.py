@@ -30,7 +30,7 @@ import os
 import reprlib
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from actors.runtime import codec
 from actors.runtime.backoff import RECONNECT, retry_call
@@ -341,7 +341,7 @@ class _undecodable:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, error: Any, _: Any) -> bool:
+    def __exit__(self, kind: Any, error: Any, _: Any) -> Literal[False]:
         if error is not None and not isinstance(error, RealmError):
             raise RecordUndecodable(
                 f"{self.what} {self.seq} of stream {self.stream} does not decode: {error}",

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import ray
+from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from actors.runtime.backoff import retry_call
@@ -30,6 +31,8 @@ from actors.runtime.store import Store, open_store
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: A handle to any Realm actor (their methods are called by name).
+Handle = ActorHandle[Any]
 
 
 class Restart(str, Enum):
@@ -63,11 +66,12 @@ def remote_actor(cls: type, *, restart: Restart, **options: Any) -> Any:
 
 def get_or_create(
     actor_class: Any, name: str, *args: Any, namespace: str, **options: Any
-) -> ray.actor.ActorHandle:
+) -> Handle:
     """The detached actor called ``name``, started with ``args`` if it does not exist."""
-    return actor_class.options(
+    handle: Handle = actor_class.options(
         name=name, namespace=namespace, lifetime="detached", get_if_exists=True, **options
     ).remote(*args)
+    return handle
 
 
 def kill_named(name: str, *, namespace: str) -> bool:
@@ -87,7 +91,7 @@ def unwrap(error: BaseException) -> BaseException:
 
 
 async def call(
-    handle: ray.actor.ActorHandle,
+    handle: Handle,
     method: str,
     *args: Any,
     patience_s: float = 30.0,
@@ -124,10 +128,10 @@ class ActorRef:
         self.name = name
         self.namespace = namespace
         self._args = args
-        self._handle: ray.actor.ActorHandle | None = None
+        self._handle: Handle | None = None
 
     @property
-    def handle(self) -> ray.actor.ActorHandle:
+    def handle(self) -> Handle:
         if self._handle is None:
             self._handle = get_or_create(
                 self.actor_class, self.name, *self._args, namespace=self.namespace

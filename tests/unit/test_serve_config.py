@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 def test_the_committed_config_is_what_serve_app_writes():
     committed = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    assert committed == serve_app.serve_config(Settings()), "run `make serve-config`"
+    assert committed == serve_app.serve_config(Settings()), "run `make docs`"
 
 
 def test_the_config_is_valid_for_serve():

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from actors.runtime.errors import JournalConflict, StoreUnavailable
+from actors.runtime.errors import JournalConflict, RecordUndecodable, StoreUnavailable
+from actors.runtime.journal import Durable
 from actors.runtime.store import RedisStore, SQLiteStore, Store, open_store
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import store_overrides
@@ -116,3 +117,35 @@ async def test_an_unreachable_redis_is_store_unavailable():
     with pytest.raises(StoreUnavailable):
         await store.append("s", 0, [b"a"])
     await store.close()
+
+
+class _Ledger(Durable):
+    """The smallest durable state with a typed record: named amounts."""
+
+    def __init__(self) -> None:
+        self.amounts: dict[str, tuple[int, str]] = {}
+
+    def snapshot_state(self) -> dict[str, tuple[int, str]]:
+        return self.amounts
+
+    def restore_state(self, state: dict[str, tuple[int, str]]) -> None:
+        self.amounts = state
+
+    def apply_set(self, name: str, amount: tuple[int, str]) -> tuple[int, str]:
+        self.amounts[name] = amount
+        return amount
+
+
+async def test_durable_state_round_trips_as_data_and_undecodable_records_are_named(store):
+    first = _Ledger()
+    await first.open(store, "ledger-contract", snapshot_every=2)
+    for i in range(3):
+        await first.execute("set", name=f"n{i}", amount=(i, "eur"))
+    await first._snapshot_task
+    again = _Ledger()
+    await again.open(store, "ledger-contract")
+    assert again.amounts == {f"n{i}": (i, "eur") for i in range(3)}
+    await store.append("ledger-contract", 3, [b"\x80\x04\x95 a pickle, not a record"])
+    with pytest.raises(RecordUndecodable) as refused:
+        await _Ledger().open(store, "ledger-contract")
+    assert refused.value.details == {"stream": "ledger-contract", "seq": 4}

@@ -86,3 +86,19 @@ async def test_an_error_reaches_every_request_of_its_batch_only():
     actor.fail_with = None
     actor.release_all()
     assert await asyncio.gather(*queued) == [[4], [6]]
+
+
+async def test_per_turn_sends_what_arrives_in_one_turn_together():
+    sent: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[int]:
+        sent.append(items)
+        return items
+
+    plain = Coalescer(send, max_batch=100)
+    await asyncio.gather(*(plain.submit([i]) for i in range(3)))
+    assert sent == [[0], [1, 2]]  # the first goes alone, the rest wait for it
+    sent.clear()
+    per_turn = Coalescer(send, max_batch=100, per_turn=True)
+    assert await asyncio.gather(*(per_turn.submit([i]) for i in range(3))) == [[0], [1], [2]]
+    assert sent == [[0, 1, 2]]

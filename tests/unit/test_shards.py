@@ -1,0 +1,44 @@
+"""Shards: N named actors of one class, a key's owner found by rendezvous hashing.
+
+No actor starts here: an ActorRef resolves its name only on its first call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.runtime.hashing import Rendezvous
+from actors.runtime.settings import Settings
+from actors.runtime.shards import Shards, shard_names
+
+
+def test_shards_are_named_after_their_prefix_in_the_deployments_namespace():
+    shards = Shards(object, "cache-shard", 3, Settings(namespace="ns-test"))
+    assert [ref.name for ref in shards] == shard_names("cache-shard", 3)
+    assert shard_names("cache-shard", 3) == ["cache-shard-0", "cache-shard-1", "cache-shard-2"]
+    assert {ref.namespace for ref in shards} == {"ns-test"}
+    assert len(shards) == 3 and shards[1].name == "cache-shard-1"
+
+
+def test_a_key_is_owned_by_the_shard_rendezvous_hashing_picks():
+    shards = Shards(object, "s", 5, Settings())
+    ring = Rendezvous(5)
+    keys = [f"key-{i}" for i in range(200)]
+    for key in keys:
+        assert shards.index(key) == ring.owner(key)
+        assert shards.owner(key) is shards[ring.owner(key)]
+    assert shards.split(keys) == ring.split(keys)
+    assert len({shards.index(key) for key in keys}) == 5  # every shard owns some
+
+
+async def test_call_all_asks_every_shard_and_keeps_their_order():
+    shards = Shards(object, "s", 3, Settings())
+    asked: list[tuple[str, str]] = []
+
+    async def fake_call(ref: Any, method: str, *args: Any) -> str:
+        asked.append((ref.name, method))
+        return ref.name
+
+    for ref in shards:
+        ref.call = fake_call.__get__(ref)  # type: ignore[method-assign]
+    assert await shards.call_all("ping") == ["s-0", "s-1", "s-2"]
+    assert sorted(asked) == [("s-0", "ping"), ("s-1", "ping"), ("s-2", "ping")]

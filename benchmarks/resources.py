@@ -70,8 +70,9 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
     import redis.asyncio as aioredis
 
     from actors.resources.client import ResourcesClient
-    from actors.resources.pool import shard_name
+    from actors.resources.pool import SHARD_PREFIX
     from actors.runtime.settings import Settings
+    from actors.runtime.shards import shard_names
     from actors.runtime.supervision import kill_named
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-resources-"))
@@ -137,7 +138,8 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         await r.delete(lock_key)
         await r.aclose()
         for settings in (sqlite, on_redis):
-            kill_named(shard_name(0), namespace=settings.namespace)
+            for name in shard_names(SHARD_PREFIX, 1):
+                kill_named(name, namespace=settings.namespace)
         shutil.rmtree(data_dir, ignore_errors=True)
     return samplers, waits
 

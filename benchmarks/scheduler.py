@@ -122,13 +122,14 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
     in one window."""
     from actors.runtime.settings import Settings
     from actors.scheduler.client import SchedulerClient
+    from actors.scheduler.settings import SchedulerSettings
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-sched-"))
     settings = Settings(
         namespace=NAMESPACE,
         store_url="",
         data_dir=data_dir,
-        scheduler_partitions=args.partitions,
+        sections={"scheduler": SchedulerSettings(partitions=args.partitions)},
     )
     client = SchedulerClient(settings)
     try:
@@ -151,8 +152,8 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
     finally:
         from actors.runtime.supervision import kill_named
 
-        for i in range(settings.scheduler_partitions):
-            kill_named(f"scheduler-{i}", namespace=NAMESPACE)
+        for partition in client.partitions:
+            kill_named(partition.name, namespace=NAMESPACE)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

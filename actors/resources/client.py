@@ -1,7 +1,7 @@
 """The resource manager's Python API, for its HTTP ingress and any Ray task or actor.
 
-Pools (and groups) are spread over ``REALM_RESOURCES_SHARDS`` pool actors by
-rendezvous hashing of their names. An acquire carries an idempotency key and
+Pools (and groups) are spread over ``REALM_RESOURCES_SHARDS`` pool actors
+(``Shards``) by rendezvous hashing of their names. An acquire carries an idempotency key and
 an absolute wall-clock deadline, so when Ray re-sends it to a restarted actor
 it neither waits longer than asked nor gets a second grant. If the caller
 stops waiting (its HTTP request or WebSocket went away), the client withdraws
@@ -16,16 +16,12 @@ import time
 import uuid
 from typing import Any
 
-from actors.resources.pool import (
-    ResourcePoolActor,
-    check_name,
-    make_spec,
-    pick_least_loaded,
-    shard_name,
-)
+from actors.resources.model import check_name, make_spec, pick_least_loaded
+from actors.resources.pool import SHARD_PREFIX, ResourcePoolActor
+from actors.resources.settings import ResourcesSettings
 from actors.runtime.errors import InvalidInput
-from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
+from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef
 
 log = logging.getLogger(__name__)
@@ -38,16 +34,13 @@ PATIENCE_S = 120.0
 class ResourcesClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.shards = [
-            ActorRef(ResourcePoolActor, name, settings, name, namespace=settings.namespace)
-            for name in map(shard_name, range(settings.resources_shards))
-        ]
-        self.ring = Rendezvous(len(self.shards))
+        self.config = ResourcesSettings.of(settings)
+        self.shards = Shards(ResourcePoolActor, SHARD_PREFIX, self.config.shards, settings)
         self._cancels: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Start (or find) every pool actor and wait until each answers."""
-        await asyncio.gather(*(shard.call("ping") for shard in self.shards))
+        await self.shards.start()
 
     async def close(self) -> None:
         if self._cancels:
@@ -55,13 +48,16 @@ class ResourcesClient:
 
     def shard(self, pool: str) -> ActorRef:
         """The actor that owns ``pool``."""
-        return self.shards[self.ring.owner(check_name(pool))]
+        return self.shards.owner(check_name(pool))
 
     def _group_shard(self, group: str) -> ActorRef:
-        return self.shards[self.ring.owner("group:" + check_name(group, "group"))]
+        return self.shards.owner("group:" + check_name(group, "group"))
 
     async def _call(self, ref: ActorRef, method: str, *args: Any, **kw: Any) -> Any:
         return await ref.call(method, *args, patience_s=PATIENCE_S, **kw)
+
+    async def _call_all(self, method: str, *args: Any, **kw: Any) -> list[Any]:
+        return await self.shards.call_all(method, *args, patience_s=PATIENCE_S, **kw)
 
     # --- pools and groups ----------------------------------------------------
 
@@ -77,7 +73,7 @@ class ResourcesClient:
     ) -> dict[str, Any]:
         """Create a pool; the same definition again answers the pool, another is 409."""
         make_spec(name, kind, capacity, ttl_s=ttl_s, quota_per_owner=quota_per_owner,
-                  max_waiters=max_waiters, max_ttl_s=self.settings.resources_max_ttl_s)  # fmt: skip
+                  max_waiters=max_waiters, max_ttl_s=self.config.max_ttl_s)  # fmt: skip
         pool: dict[str, Any] = await self._call(
             self.shard(name), "create_pool", name, kind, capacity,
             ttl_s=ttl_s, quota_per_owner=quota_per_owner, max_waiters=max_waiters,
@@ -104,11 +100,11 @@ class ResourcesClient:
     async def group_loads(self, name: str) -> list[dict[str, Any]]:
         """Capacity, held and waiting of each pool of the group, in the group's order."""
         pools = (await self.get_group(name))["pools"]
-        by_shard: dict[int, list[str]] = {}
-        for pool in pools:
-            by_shard.setdefault(self.ring.owner(pool), []).append(pool)
         answers = await asyncio.gather(
-            *(self._call(self.shards[i], "loads", names) for i, names in by_shard.items())
+            *(
+                self._call(self.shards[index], "loads", [pools[p] for p in positions])
+                for index, positions in self.shards.split(pools).items()
+            )
         )
         found = {load["name"]: load for loads in answers for load in loads}
         return [found[pool] for pool in pools]
@@ -129,9 +125,9 @@ class ResourcesClient:
         ``QuotaExceeded`` / ``QueueFull`` (429)."""
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
             raise InvalidInput("timeout_s is a number >= 0", timeout_s=timeout_s)
-        if timeout_s > self.settings.resources_max_wait_s:
+        if timeout_s > self.config.max_wait_s:
             raise InvalidInput(
-                f"an acquire waits at most {self.settings.resources_max_wait_s:g} s",
+                f"an acquire waits at most {self.config.max_wait_s:g} s",
                 timeout_s=timeout_s,
             )
         key = key or uuid.uuid4().hex
@@ -176,8 +172,7 @@ class ResourcesClient:
 
     async def release_owner(self, owner: str) -> int:
         """The owner is gone: end its leases and withdraw its waits, everywhere."""
-        counts = await asyncio.gather(*(self._call(s, "release_owner", owner) for s in self.shards))
-        return sum(counts)
+        return sum(await self._call_all("release_owner", owner))
 
     async def validate(self, pool: str, token: int) -> dict[str, Any]:
         """Is ``token`` its unit's current grant, before its deadline?"""
@@ -198,8 +193,7 @@ class ResourcesClient:
         if pool is not None:
             pools = await self._call(self.shard(pool), "stats", pool, owner)
         else:
-            calls = (self._call(s, "stats", None, owner) for s in self.shards)
-            parts = await asyncio.gather(*calls)
+            parts = await self._call_all("stats", None, owner)
             pools = sorted((p for part in parts for p in part), key=lambda p: p["name"])
         totals = {
             k: sum(p[k] for p in pools)
@@ -208,7 +202,7 @@ class ResourcesClient:
         return {"pools": pools, "total": totals}
 
     async def restarts(self) -> list[int]:
-        infos = await asyncio.gather(*(self._call(s, "info") for s in self.shards))
+        infos = await self._call_all("info")
         return [info["restarts"] for info in infos]
 
     def __repr__(self) -> str:

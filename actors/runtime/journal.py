@@ -218,6 +218,10 @@ class Durable:
                 self._replies.popitem(last=False)
         return result
 
+    def reply(self, key: str) -> tuple[str, Any] | None:
+        """The operation and answer remembered for idempotency key ``key``, if any."""
+        return self._replies.get(key)
+
     async def execute(self, op: str, *, key: str | None = None, **args: Any) -> Any:
         """Apply ``op`` now, answer once the journal has it; a repeated key answers again."""
         if key is not None:

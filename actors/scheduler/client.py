@@ -11,31 +11,29 @@ caller's user id); ``None`` is unscoped, for trusted Python callers.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
-from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
+from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef
 from actors.scheduler.errors import ScheduleNotFound
-from actors.scheduler.partition import SchedulerPartitionActor, partition_name
-
-MAX_ID_CHARS = 64
+from actors.scheduler.model import MAX_ID_CHARS
+from actors.scheduler.partition import PARTITIONS, SchedulerPartitionActor
+from actors.scheduler.settings import SchedulerSettings
 
 
 class SchedulerClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.partitions = [
-            ActorRef(SchedulerPartitionActor, name, settings, name, namespace=settings.namespace)
-            for name in map(partition_name, range(settings.scheduler_partitions))
-        ]
-        self.ring = Rendezvous(len(self.partitions))
+        self.config = SchedulerSettings.of(settings)
+        self.partitions = Shards(
+            SchedulerPartitionActor, PARTITIONS, self.config.partitions, settings
+        )
 
     async def start(self) -> None:
         """Start (or find) every partition; they recover and arm their timers."""
-        await asyncio.gather(*(p.call("ping") for p in self.partitions))
+        await self.partitions.start()
 
     async def close(self) -> None:
         return None
@@ -43,10 +41,10 @@ class SchedulerClient:
     def _partition(self, schedule_id: str) -> ActorRef:
         if not isinstance(schedule_id, str) or not 1 <= len(schedule_id) <= MAX_ID_CHARS:
             raise ScheduleNotFound(schedule_id=str(schedule_id)[:MAX_ID_CHARS])
-        return self.partitions[self.ring.owner(schedule_id)]
+        return self.partitions.owner(schedule_id)
 
     async def create(self, spec: dict[str, Any], *, owner: str | None = None) -> dict[str, Any]:
-        """Create a schedule from ``spec`` (see ``partition.normalize``); its view."""
+        """Create a schedule from ``spec`` (see ``model.normalize``); its view."""
         schedule_id = uuid.uuid4().hex
         view: dict[str, Any] = await self._partition(schedule_id).call(
             "create", schedule_id, owner, spec, key=f"create:{schedule_id}"
@@ -59,7 +57,7 @@ class SchedulerClient:
 
     async def list_schedules(self, *, owner: str | None = None) -> list[dict[str, Any]]:
         """Every schedule (of ``owner``), oldest first."""
-        parts = await asyncio.gather(*(p.call("list_schedules", owner) for p in self.partitions))
+        parts = await self.partitions.call_all("list_schedules", owner)
         return sorted((v for part in parts for v in part), key=lambda v: (v["created_at"], v["id"]))
 
     async def update(
@@ -107,7 +105,7 @@ class SchedulerClient:
 
     async def stats(self) -> list[dict[str, int]]:
         """Per partition: schedules, pending firings, timer events, hand-offs, late decisions."""
-        return list(await asyncio.gather(*(p.call("stats") for p in self.partitions)))
+        return await self.partitions.call_all("stats")
 
     def __repr__(self) -> str:
         return f"<SchedulerClient partitions={len(self.partitions)}>"

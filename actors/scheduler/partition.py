@@ -1,4 +1,4 @@
-"""Scheduler (service 7): one partition's schedules, timers and firings.
+"""Scheduler (service 7): one partition's schedules, timers, decisions and hand-offs.
 
 Each schedule has one owner, a ``Scheduler`` partition (rendezvous hashing of
 the schedule id over ``scheduler-<i>`` actors), so no two processes ever
@@ -6,10 +6,10 @@ decide the same schedule: exactly-once firing needs no lock.
 
 A firing goes through two journaled steps (``Durable``):
 
-1. **decide** (``scheduler_decide_ahead_ms`` before the due time): the misfire
-   and overlap policies are applied, the due times to fire become *pending*
-   (each with the key ``<schedule id>:<due ms>``) and the next due time moves
-   on, all in one journal record.
+1. **decide** (``REALM_SCHEDULER_DECIDE_AHEAD_MS`` before the due time): the
+   misfire and overlap policies are applied, the due times to fire become
+   *pending* (each with the key ``<schedule id>:<due ms>``) and the next due
+   time moves on, all in one journal record.
 2. **hand-off** at the due time (plus jitter): a pending firing goes to its
    target with its key as the idempotency key; once the target answered,
    **done** records the run (job id, lateness) and clears the pending mark.
@@ -21,8 +21,8 @@ so the target makes one job however often that happens. Hence no firing is
 lost and none lands twice. Lateness is measured at the hand-off, which waits
 for no store write because the decision was committed ahead of time.
 
-Timers: one asyncio timer per partition, armed for the earliest event in a
-heap (decide or hand-off), re-armed when an earlier event arrives; nothing polls.
+What a schedule is, and how a spec is checked, is ``actors.scheduler.model``;
+the timer heap is ``actors.scheduler.timers``.
 """
 
 from __future__ import annotations
@@ -30,246 +30,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import heapq
-import itertools
 import logging
-import math
-import random
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-import xxhash
+import orjson
 
+from actors.runtime.backoff import Backoff
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import Conflict, InvalidInput, RealmError
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
 from actors.scheduler.errors import ScheduleNotFound
-from actors.scheduler.targets import ACTIVE_JOB_STATES, Target, validate_target
-from actors.scheduler.triggers import (
-    Cron,
-    Every,
-    Once,
-    Trigger,
-    check_cron,
-    check_interval_s,
-    from_ms,
-    parse_at,
-    zone,
+from actors.scheduler.model import (
+    MAX_ID_CHARS,
+    MAX_UPCOMING,
+    Outcome,
+    Overlap,
+    Run,
+    Schedule,
+    Spec,
+    changed,
+    firing_key,
+    normalize,
+    plan,
 )
+from actors.scheduler.settings import SchedulerSettings
+from actors.scheduler.targets import Target, make_targets, run_going
+from actors.scheduler.timers import Timers
 
 log = logging.getLogger(__name__)
 
-#: Runs kept per schedule, most catch-up firings, decide-ahead time (defaults of the settings).
-HISTORY_MAX = 100
-MAX_CATCHUP = 100
-DECIDE_AHEAD_MS = 250
-#: Due times walked in one decision before the rest of a long outage is jumped over.
-_WALK_MAX = 10_000
-MAX_NAME_CHARS = 200
-MAX_JITTER_S = 3_600.0
-MAX_GRACE_S = 366 * 86_400.0
-TRIGGER_FIELDS = ("cron", "every_s", "at")
-SPEC_FIELDS = {
-    "name", *TRIGGER_FIELDS, "start_at", "timezone", "target",
-    "misfire", "misfire_grace_s", "overlap", "jitter_s", "paused",
-}  # fmt: skip
-#: Changing one of these (stored form) moves the schedule's due times.
-TIMING_FIELDS = ("cron", "interval_ms", "at_ms", "start_at_ms", "timezone", "jitter_s")
+#: Prefix of the partition actors' names (``scheduler-<i>``).
+PARTITIONS = "scheduler"
+#: First wait before handing a firing again to a target that failed; the waits double
+#: up to ``REALM_SCHEDULER_RETRY_MAX_S``. Short: a restarting queue is back within a second.
+HAND_OFF_RETRY_FIRST_S = 0.1
 
 
-class Misfire(str, Enum):
-    """What happens to due times missed by more than the grace time (actor down, paused loop)."""
+class Step(str, Enum):
+    """What a timer event does to a schedule's due time."""
 
-    #: Missed runs are coalesced into one firing now (the latest missed due time).
-    FIRE_ONCE = "fire_once"
-    #: Every missed run fires now, oldest first (at most ``max_catchup``; older ones are missed).
-    FIRE_ALL = "fire_all"
-    #: Missed runs are recorded as missed and not fired.
-    SKIP = "skip"
+    #: Apply the policies and journal which due times fire (ahead of the due time).
+    DECIDE = "decide"
+    #: Hand a decided firing to its target (at its fire time).
+    HAND = "hand"
 
 
-class Overlap(str, Enum):
-    """What happens when a run is due while the previous run's job is still going."""
-
-    #: Fire anyway.
-    ALLOW = "allow"
-    #: Record the run as skipped; needs a target that tracks runs (the queue).
-    SKIP = "skip"
-
-
-@dataclass
-class Schedule:
-    id: str
-    owner: str | None
-    spec: dict[str, Any]  #: normalized; times in ms (at_ms, start_at_ms, interval_ms)
-    created_at: float
-    updated_at: float
-    paused: bool = False
-    next_due_ms: int | None = None  #: the next due time not yet decided
-    pending: dict[int, str] = field(default_factory=dict)  #: decided, not done: due -> key
-    last_ref: dict[str, Any] | None = None  #: what the last hand-off made (a job)
-    fired: int = 0
-    failed: int = 0
-    skipped: int = 0
-    history: deque[dict[str, Any]] = field(default_factory=deque)
-
-
-@dataclass(frozen=True)
-class Plan:
-    fire: list[int]  #: due times to fire, oldest first
-    missed: list[int]  #: due times given up (beyond grace), oldest first
-    missed_uncounted: bool  #: an outage so long that some missed runs were not walked
-    next_due: int | None
-
-
-def trigger_of(spec: dict[str, Any]) -> Trigger:
-    if "cron" in spec:
-        return Cron(spec["cron"], spec["timezone"])
-    if "interval_ms" in spec:
-        return Every(spec["interval_ms"], spec["anchor_ms"])
-    return Once(spec["at_ms"])
-
-
-def jitter_ms(schedule_id: str, due_ms: int, jitter_s: float) -> int:
-    """A deterministic offset in [0, jitter] for one schedule and due time."""
-    if jitter_s <= 0:
-        return 0
-    span = round(jitter_s * 1000) + 1
-    return xxhash.xxh3_64_intdigest(f"{schedule_id}:{due_ms}".encode()) % span
-
-
-def firing_key(schedule_id: str, due_ms: int) -> str:
-    """The idempotency key of a firing: a repeated hand-off of it lands once."""
-    return f"{schedule_id}:{due_ms}"
-
-
-def plan(
-    trigger: Trigger,
-    next_due: int | None,
-    *,
-    fire_at: Any,
-    now_ms: int,
-    horizon_ms: int,
-    grace_ms: int,
-    misfire: Misfire,
-    max_catchup: int,
-) -> Plan:
-    """Decide the due times from ``next_due`` whose fire time is at most ``horizon_ms``.
-
-    A due time whose fire time is more than ``grace_ms`` before ``now_ms`` was
-    missed; the misfire policy says what happens to missed ones. The others fire.
-    """
-    late: list[int] = []
-    on_time: list[int] = []
-    uncounted = False
-    due = next_due
-    walked = 0
-    while due is not None and fire_at(due) <= horizon_ms:
-        (late if now_ms - fire_at(due) > grace_ms else on_time).append(due)
-        due = trigger.next_after(due)
-        walked += 1
-        if walked >= _WALK_MAX and due is not None and now_ms - fire_at(due) > grace_ms:
-            uncounted = True  # jump over the rest of a long outage
-            due = trigger.next_after(now_ms - grace_ms - 1)
-            walked = 0
-    if misfire is Misfire.SKIP:
-        fire = on_time
-    elif misfire is Misfire.FIRE_ONCE:
-        fire = on_time or late[-1:]
-    else:
-        fire = (late + on_time)[-max_catchup:]
-    kept = set(fire)
-    return Plan(fire, [d for d in late if d not in kept], uncounted, due)
-
-
-def _number(spec: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = spec.get(name, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInput(f"{name} must be a number")
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low:g} and {high:g}", **{name: value})
-    return float(value)
-
-
-def normalize(
-    spec: object, targets: dict[str, Target], *, now_ms: int, check_past: bool = True
-) -> dict[str, Any]:
-    """A schedule spec checked and in its stored form; raises a RealmError to refuse it."""
-    if not isinstance(spec, dict):
-        raise InvalidInput("a schedule is an object")
-    if extra := set(spec) - SPEC_FIELDS:
-        raise InvalidInput("unknown schedule fields", fields=sorted(extra))
-    given = [name for name in TRIGGER_FIELDS if spec.get(name) is not None]
-    if len(given) != 1:
-        raise InvalidInput("give exactly one of cron, every_s and at", given=given)
-    name = spec.get("name") or ""
-    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-        raise InvalidInput(f"name must be a string of at most {MAX_NAME_CHARS} characters")
-    tz_name = spec.get("timezone") or "UTC"
-    tz = zone(tz_name)
-    try:
-        misfire = Misfire(spec.get("misfire") or Misfire.FIRE_ONCE)
-        overlap = Overlap(spec.get("overlap") or Overlap.ALLOW)
-    except ValueError:
-        raise InvalidInput(
-            "misfire is fire_once, fire_all or skip; overlap is allow or skip",
-            misfire=str(spec.get("misfire")),
-            overlap=str(spec.get("overlap")),
-        ) from None
-    out: dict[str, Any] = {
-        "name": name,
-        "timezone": tz_name,
-        "misfire": misfire.value,
-        "misfire_grace_s": _number(spec, "misfire_grace_s", 60.0, 0.0, MAX_GRACE_S),
-        "overlap": overlap.value,
-        "jitter_s": _number(spec, "jitter_s", 0.0, 0.0, MAX_JITTER_S),
-        "target": validate_target(targets, spec.get("target")),
-    }
-    if overlap is Overlap.SKIP and not targets[out["target"]["type"]].tracks_runs:
-        raise InvalidInput("overlap=skip needs a target that tracks runs (queue)")
-    if spec.get("start_at") is not None and "every_s" not in given:
-        raise InvalidInput("start_at goes with every_s")
-    if given == ["cron"]:
-        out["cron"] = check_cron(spec["cron"])
-    elif given == ["every_s"]:
-        out["interval_ms"] = check_interval_s(spec["every_s"])
-        if out["jitter_s"] * 1000 >= out["interval_ms"]:
-            raise InvalidInput("jitter_s must be shorter than every_s")
-        if spec.get("start_at") is not None:
-            out["start_at_ms"] = parse_at(spec["start_at"], tz)
-    else:
-        out["at_ms"] = parse_at(spec["at"], tz)
-        if check_past and out["at_ms"] < now_ms - out["misfire_grace_s"] * 1000:
-            raise InvalidInput("at is in the past", at=str(spec["at"]))
-    return out
-
-
-def first_due(spec: dict[str, Any], now_ms: int) -> int | None:
-    """The first due time of a (re)timed schedule, as of ``now_ms``."""
-    if "at_ms" in spec:
-        return int(spec["at_ms"])
-    if "interval_ms" in spec and spec["anchor_ms"] > now_ms:
-        return int(spec["anchor_ms"])
-    return trigger_of(spec).next_after(now_ms)
-
-
-def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The stored spec as a caller writes it (ISO times, seconds)."""
-    tz = zone(spec["timezone"])
-    out = {k: v for k, v in spec.items() if not k.endswith("_ms")}
-    if "interval_ms" in spec:
-        out["every_s"] = spec["interval_ms"] / 1000
-    if "at_ms" in spec:
-        out["at"] = from_ms(spec["at_ms"], tz).isoformat()
-    if "start_at_ms" in spec:
-        out["start_at"] = from_ms(spec["start_at_ms"], tz).isoformat()
-    return out
+#: A timer event: the step, the schedule id, the due time (ms).
+Event = tuple[Step, str, int]
 
 
 class Scheduler(Durable):
@@ -277,31 +89,21 @@ class Scheduler(Durable):
 
     def __init__(
         self,
+        config: SchedulerSettings,
         *,
         targets: dict[str, Target],
         clock: Clock | None = None,
-        decide_ahead_ms: int = DECIDE_AHEAD_MS,
-        history_max: int = HISTORY_MAX,
-        max_catchup: int = MAX_CATCHUP,
-        retry_max_s: float = 30.0,
     ) -> None:
+        self.config = config
         self.targets = targets
         self.clock = clock or SystemClock()
-        self.decide_ahead_ms = decide_ahead_ms
-        self.history_max = history_max
-        self.max_catchup = max_catchup
-        self.retry_max_s = retry_max_s
         self.schedules: dict[str, Schedule] = {}
-        #: Timer events: (at ms, order, "decide" | "hand", schedule id, due ms).
-        self._events: list[tuple[int, int, str, str, int]] = []
-        self._order = itertools.count()
-        self._timer: asyncio.Task[None] | None = None
-        self._armed_at: int | None = None
+        self.timers: Timers[Event] = Timers(self.clock, self._on_due)
+        self.retry = Backoff(first_s=HAND_OFF_RETRY_FIRST_S, max_s=config.retry_max_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._deciding: set[str] = set()
         self._handing: set[tuple[str, int]] = set()
-        self._retry_delay_s: dict[tuple[str, int], float] = {}
-        self._started = False
+        self._failures: dict[tuple[str, int], int] = {}  #: failed hand-offs in a row
         self.handoffs = 0  #: hand-offs by this incarnation
         #: Decisions committed only after their first fire time (the store was slower
         #: than ``decide_ahead_ms``): their hand-offs were late by the difference.
@@ -310,39 +112,38 @@ class Scheduler(Durable):
     # --- state changes (deterministic; replayed on recovery) --------------
 
     def apply_create(
-        self, schedule_id: str, owner: str | None, spec: dict[str, Any], at: float
+        self, schedule_id: str, owner: str | None, spec: Spec, paused: bool, at: float
     ) -> dict[str, Any]:
         if schedule_id in self.schedules:
             raise Conflict("a schedule with this id exists", schedule_id=schedule_id)
         now_ms = round(at * 1000)
-        spec = dict(spec)
-        if "interval_ms" in spec:
-            spec["anchor_ms"] = spec.get("start_at_ms", now_ms + spec["interval_ms"])
-        paused = bool(spec.pop("paused", False))
+        if spec.interval_ms is not None:
+            first = spec.start_at_ms if spec.start_at_ms is not None else now_ms + spec.interval_ms
+            spec = replace(spec, anchor_ms=first)
         schedule = Schedule(schedule_id, owner, spec, at, at, paused=paused)
-        schedule.next_due_ms = first_due(spec, now_ms)
+        schedule.next_due_ms = spec.first_due(now_ms)
         self.schedules[schedule_id] = schedule
-        return self.view(schedule)
+        return schedule.view()
 
     def apply_update(
-        self, schedule_id: str, spec: dict[str, Any], retime: bool, cancel: list[int], at: float
+        self, schedule_id: str, spec: Spec, retime: bool, cancel: list[int], at: float
     ) -> dict[str, Any]:
         schedule = self._get(schedule_id)
         now_ms = round(at * 1000)
-        spec = dict(spec)
-        spec.pop("paused", None)
-        if "interval_ms" in spec:
-            old_anchor = schedule.spec.get("anchor_ms", now_ms + spec["interval_ms"])
-            spec["anchor_ms"] = spec.get(
-                "start_at_ms", now_ms + spec["interval_ms"] if retime else old_anchor
-            )
+        if spec.interval_ms is not None:
+            anchor = schedule.spec.anchor_ms
+            if spec.start_at_ms is not None:
+                anchor = spec.start_at_ms
+            elif retime or anchor is None:
+                anchor = now_ms + spec.interval_ms
+            spec = replace(spec, anchor_ms=anchor)
         schedule.spec = spec
         schedule.updated_at = at
         if retime:
             for due in cancel:
                 schedule.pending.pop(due, None)
-            schedule.next_due_ms = first_due(spec, now_ms)
-        return self.view(schedule)
+            schedule.next_due_ms = spec.first_due(now_ms)
+        return schedule.view()
 
     def apply_delete(self, schedule_id: str) -> bool:
         self._get(schedule_id)
@@ -358,17 +159,17 @@ class Scheduler(Durable):
                 schedule.next_due_ms is None or due < schedule.next_due_ms
             ):
                 schedule.next_due_ms = due
-        return self.view(schedule)
+        return schedule.view()
 
     def apply_resume(self, schedule_id: str, at: float) -> dict[str, Any]:
         """Due times that passed while paused are not caught up: the next one after now is."""
         schedule = self._get(schedule_id)
         now_ms = round(at * 1000)
         if schedule.paused and schedule.next_due_ms is not None and schedule.next_due_ms <= now_ms:
-            schedule.next_due_ms = trigger_of(schedule.spec).next_after(now_ms)
+            schedule.next_due_ms = schedule.spec.trigger().next_after(now_ms)
         schedule.paused = False
         schedule.updated_at = at
-        return self.view(schedule)
+        return schedule.view()
 
     def apply_decide(
         self,
@@ -384,25 +185,16 @@ class Scheduler(Durable):
         schedule = self.schedules.get(schedule_id)
         if schedule is None or schedule.paused or schedule.next_due_ms != from_due:
             raise Conflict("the schedule changed before this decision", schedule_id=schedule_id)
+        keep = self.config.history_max
         if missed:
             schedule.skipped += len(missed)
-            self._record(
-                schedule,
-                {
-                    "outcome": "missed",
-                    "due_ms": missed[0],
-                    "last_due_ms": missed[-1],
-                    "count": len(missed),
-                    "uncounted": uncounted,
-                    "decided_at": at,
-                },
-            )
+            run = Run(Outcome.MISSED, missed[0], decided_at=at, last_due_ms=missed[-1],
+                      count=len(missed), uncounted=uncounted)  # fmt: skip
+            schedule.remember(run, keep)
         for due in fire:
             if overlapped:
                 schedule.skipped += 1
-                self._record(
-                    schedule, {"outcome": "skipped_overlap", "due_ms": due, "decided_at": at}
-                )
+                schedule.remember(Run(Outcome.SKIPPED_OVERLAP, due, decided_at=at), keep)
             else:
                 schedule.pending[due] = firing_key(schedule_id, due)
         schedule.next_due_ms = next_due
@@ -419,27 +211,18 @@ class Scheduler(Durable):
         if schedule is None or due not in schedule.pending:
             return  # deleted meanwhile, or already recorded
         del schedule.pending[due]
-        fire_at = due + jitter_ms(schedule_id, due, schedule.spec["jitter_s"])
-        run = {
-            "outcome": "failed" if error else "fired",
-            "due_ms": due,
-            "fire_at_ms": fire_at,
-            "handed_at": handed_at,
-            "lateness_ms": round(handed_at * 1000 - fire_at, 3),
-            "ref": ref,
-            "error": error,
-        }
+        fire_at = schedule.fire_at_ms(due)
+        run = Run(
+            Outcome.FAILED if error else Outcome.FIRED, due, fire_at_ms=fire_at,
+            handed_at=handed_at, lateness_ms=round(handed_at * 1000 - fire_at, 3),
+            ref=ref, error=error,
+        )  # fmt: skip
         if error:
             schedule.failed += 1
         else:
             schedule.fired += 1
             schedule.last_ref = ref
-        self._record(schedule, run)
-
-    def _record(self, schedule: Schedule, run: dict[str, Any]) -> None:
-        schedule.history.append(run)
-        while len(schedule.history) > self.history_max:
-            schedule.history.popleft()
+        schedule.remember(run, self.config.history_max)
 
     def snapshot_state(self) -> dict[str, Schedule]:
         return self.schedules
@@ -455,87 +238,25 @@ class Scheduler(Durable):
             raise ScheduleNotFound(schedule_id=schedule_id)
         return schedule
 
-    def fire_at_ms(self, schedule: Schedule, due: int) -> int:
-        return due + jitter_ms(schedule.id, due, schedule.spec["jitter_s"])
-
-    def view(self, schedule: Schedule) -> dict[str, Any]:
-        tz = zone(schedule.spec["timezone"])
-        upcoming = self._upcoming(schedule, 1)
-        if schedule.paused:
-            state = "paused"
-        elif schedule.next_due_ms is None and not schedule.pending:
-            state = "completed"
-        else:
-            state = "active"
-        return {
-            "id": schedule.id,
-            "owner": schedule.owner,
-            **public_spec(schedule.spec),
-            "paused": schedule.paused,
-            "state": state,
-            "next_fire_at": upcoming[0]["fire_at"] if upcoming else None,
-            "created_at": from_ms(round(schedule.created_at * 1000), tz).isoformat(),
-            "updated_at": from_ms(round(schedule.updated_at * 1000), tz).isoformat(),
-            "fired": schedule.fired,
-            "failed": schedule.failed,
-            "skipped": schedule.skipped,
-            "pending": len(schedule.pending),
-        }
-
-    def _upcoming(self, schedule: Schedule, count: int) -> list[dict[str, Any]]:
-        if schedule.paused:
-            return []
-        tz = zone(schedule.spec["timezone"])
-        dues = sorted(schedule.pending)[:count]
-        due = schedule.next_due_ms
-        trigger = trigger_of(schedule.spec)
-        while due is not None and len(dues) < count:
-            dues.append(due)
-            due = trigger.next_after(due)
-        return [
-            {
-                "due_at": from_ms(d, tz).isoformat(),
-                "fire_at": from_ms(self.fire_at_ms(schedule, d), tz).isoformat(),
-            }
-            for d in dues
-        ]
-
     async def get(self, schedule_id: str, owner: str | None = None) -> dict[str, Any]:
-        return self.view(self._get(schedule_id, owner))
+        return self._get(schedule_id, owner).view()
 
     async def list_schedules(self, owner: str | None = None) -> list[dict[str, Any]]:
-        return [self.view(s) for s in self.schedules.values() if owner is None or s.owner == owner]
+        return [s.view() for s in self.schedules.values() if owner is None or s.owner == owner]
 
     async def upcoming(
         self, schedule_id: str, owner: str | None = None, count: int = 10
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, str]]:
         """The next ``count`` due times (and fire times, with jitter), soonest first."""
-        if not isinstance(count, int) or not 1 <= count <= 1_000:
-            raise InvalidInput("count must be from 1 to 1000", count=count)
-        return self._upcoming(self._get(schedule_id, owner), count)
+        if not isinstance(count, int) or not 1 <= count <= MAX_UPCOMING:
+            raise InvalidInput(f"count must be from 1 to {MAX_UPCOMING}", count=count)
+        return self._get(schedule_id, owner).upcoming(count)
 
     async def history(
         self, schedule_id: str, owner: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Recent runs, newest first: fired (job ref, lateness), failed, skipped, missed."""
-        schedule = self._get(schedule_id, owner)
-        tz = zone(schedule.spec["timezone"])
-        runs = []
-        for run in reversed(schedule.history):
-            out = {k: v for k, v in run.items() if not k.endswith("_ms") and k != "handed_at"}
-            out["due_at"] = from_ms(run["due_ms"], tz).isoformat()
-            if "last_due_ms" in run:
-                out["last_due_at"] = from_ms(run["last_due_ms"], tz).isoformat()
-            if "fire_at_ms" in run:
-                out["fire_at"] = from_ms(run["fire_at_ms"], tz).isoformat()
-                out["handed_at"] = from_ms(round(run["handed_at"] * 1000), tz).isoformat()
-                out["lateness_ms"] = run["lateness_ms"]
-            if "decided_at" in run:
-                out["decided_at"] = from_ms(round(run["decided_at"] * 1000), tz).isoformat()
-            runs.append(out)
-            if len(runs) >= limit:
-                break
-        return runs
+        return self._get(schedule_id, owner).runs(limit)
 
     # --- commands ---------------------------------------------------------------
 
@@ -545,17 +266,20 @@ class Scheduler(Durable):
     async def create(
         self, schedule_id: str, owner: str | None, spec: dict[str, Any], *, key: str | None = None
     ) -> dict[str, Any]:
-        if not isinstance(schedule_id, str) or not 1 <= len(schedule_id) <= 64:
-            raise InvalidInput("a schedule id is 1 to 64 characters")
-        if key is not None and key in self._replies:
-            return self._replies[key]
+        if not isinstance(schedule_id, str) or not 1 <= len(schedule_id) <= MAX_ID_CHARS:
+            raise InvalidInput(f"a schedule id is 1 to {MAX_ID_CHARS} characters")
+        replied = None if key is None else self.reply(key)
+        if replied is not None:
+            # A call retried after a restart answers as the first did, even if its
+            # ``at`` is in the past by now (which ``normalize`` would refuse).
+            first: dict[str, Any] = replied[1]
+            return first
         normalized = normalize(spec, self.targets, now_ms=self._now_ms())
-        normalized["paused"] = bool(spec.get("paused", False))
-        answer = await self.execute(
+        answer: dict[str, Any] = await self.execute(
             "create", key=key, schedule_id=schedule_id, owner=owner, spec=normalized,
-            at=self.clock.time(),
+            paused=bool(spec.get("paused", False)), at=self.clock.time(),
         )  # fmt: skip
-        self._arm(self.schedules[schedule_id])
+        self._arm_again(schedule_id)
         return answer
 
     def _cancellable(self, schedule: Schedule) -> list[int]:
@@ -572,31 +296,19 @@ class Scheduler(Durable):
     ) -> dict[str, Any]:
         """Change fields; giving one of cron/every_s/at replaces the trigger."""
         schedule = self._get(schedule_id, owner)
-        if not isinstance(changes, dict):
-            raise InvalidInput("changes are an object")
-        if "paused" in changes:
-            raise InvalidInput("use pause and resume to pause and resume")
-        current = public_spec(schedule.spec)
-        if any(changes.get(name) is not None for name in TRIGGER_FIELDS):
-            for name in (*TRIGGER_FIELDS, "start_at"):
-                current.pop(name, None)
-        merged = {**current, **changes}
-        normalized = normalize(
-            merged, self.targets, now_ms=self._now_ms(), check_past=changes.get("at") is not None
-        )
-        retime = any(normalized.get(n) != schedule.spec.get(n) for n in TIMING_FIELDS)
-        answer = await self.execute(
-            "update", key=key, schedule_id=schedule_id, spec=normalized, retime=retime,
+        spec = changed(schedule.spec, changes, self.targets, now_ms=self._now_ms())
+        retime = spec.timing() != schedule.spec.timing()
+        answer: dict[str, Any] = await self.execute(
+            "update", key=key, schedule_id=schedule_id, spec=spec, retime=retime,
             cancel=self._cancellable(schedule) if retime else [], at=self.clock.time(),
         )  # fmt: skip
-        if schedule_id in self.schedules:
-            self._arm(self.schedules[schedule_id])
+        self._arm_again(schedule_id)
         return answer
 
     async def delete(
         self, schedule_id: str, owner: str | None = None, *, key: str | None = None
     ) -> bool:
-        if key is None or key not in self._replies:
+        if key is None or self.reply(key) is None:
             self._get(schedule_id, owner)
         return bool(await self.execute("delete", key=key, schedule_id=schedule_id))
 
@@ -604,83 +316,61 @@ class Scheduler(Durable):
         self, schedule_id: str, owner: str | None = None, *, key: str | None = None
     ) -> dict[str, Any]:
         schedule = self._get(schedule_id, owner)
-        return await self.execute(
+        answer: dict[str, Any] = await self.execute(
             "pause", key=key, schedule_id=schedule_id, cancel=self._cancellable(schedule),
             at=self.clock.time(),
         )  # fmt: skip
+        return answer
 
     async def resume(
         self, schedule_id: str, owner: str | None = None, *, key: str | None = None
     ) -> dict[str, Any]:
         self._get(schedule_id, owner)
-        answer = await self.execute(
+        answer: dict[str, Any] = await self.execute(
             "resume", key=key, schedule_id=schedule_id, at=self.clock.time()
         )
-        if schedule_id in self.schedules:
-            self._arm(self.schedules[schedule_id])
+        self._arm_again(schedule_id)
         return answer
 
-    # --- timers and firing -----------------------------------------------------
+    # --- timers, decisions and hand-offs -----------------------------------------
 
     def start(self) -> None:
         """Arm every schedule's timers (after ``open``); pending firings go out at once if due."""
-        self._started = True
+        self.timers.start()
         for schedule in self.schedules.values():
             self._arm(schedule)
 
     def _arm(self, schedule: Schedule) -> None:
-        if not self._started:
-            return
         for due in schedule.pending:
-            self._push(self.fire_at_ms(schedule, due), "hand", schedule.id, due)
+            self.timers.push(schedule.fire_at_ms(due), (Step.HAND, schedule.id, due))
         if schedule.next_due_ms is not None and not schedule.paused:
-            decide_at = self.fire_at_ms(schedule, schedule.next_due_ms) - self.decide_ahead_ms
-            self._push(decide_at, "decide", schedule.id, schedule.next_due_ms)
+            decide_at = schedule.fire_at_ms(schedule.next_due_ms) - self.config.decide_ahead_ms
+            self.timers.push(decide_at, (Step.DECIDE, schedule.id, schedule.next_due_ms))
 
-    def _push(self, at_ms: int, kind: str, schedule_id: str, due: int) -> None:
-        heapq.heappush(self._events, (at_ms, next(self._order), kind, schedule_id, due))
-        if self._armed_at is None or at_ms < self._armed_at:
-            self._rearm()
+    def _arm_again(self, schedule_id: str) -> None:
+        """Arm what is next for a schedule a change or decision moved (if it still exists)."""
+        schedule = self.schedules.get(schedule_id)
+        if schedule is not None:
+            self._arm(schedule)
 
-    def _rearm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._events:
-            self._armed_at = None
+    def _on_due(self, event: Event) -> None:
+        step, schedule_id, due = event
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None:
             return
-        self._armed_at = self._events[0][0]
-        self._timer = asyncio.create_task(self._wait(self._armed_at))
+        if step is Step.DECIDE:
+            if (
+                not schedule.paused
+                and schedule.next_due_ms == due
+                and schedule_id not in self._deciding
+            ):
+                self._deciding.add(schedule_id)
+                self._spawn(self._decide(schedule_id, due))
+        elif due in schedule.pending and (schedule_id, due) not in self._handing:
+            self._handing.add((schedule_id, due))
+            self._spawn(self._hand(schedule_id, due))
 
-    async def _wait(self, at_ms: int) -> None:
-        delay_s = (at_ms - self.clock.time() * 1000) / 1000
-        if delay_s > 0:
-            await self.clock.sleep(delay_s)
-        self._timer = None
-        self._armed_at = None
-        self._on_timer()
-
-    def _on_timer(self) -> None:
-        now_ms = self.clock.time() * 1000
-        while self._events and self._events[0][0] <= now_ms:
-            _, _, kind, schedule_id, due = heapq.heappop(self._events)
-            schedule = self.schedules.get(schedule_id)
-            if schedule is None:
-                continue
-            if kind == "decide":
-                if (
-                    not schedule.paused
-                    and schedule.next_due_ms == due
-                    and schedule_id not in self._deciding
-                ):
-                    self._deciding.add(schedule_id)
-                    self._spawn(self._decide(schedule_id, due))
-            elif due in schedule.pending and (schedule_id, due) not in self._handing:
-                self._handing.add((schedule_id, due))
-                self._spawn(self._hand(schedule_id, due))
-        self._rearm()
-
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -690,13 +380,8 @@ class Scheduler(Durable):
             return True
         if schedule.last_ref is None:
             return False
-        spec = schedule.spec["target"]
-        try:
-            state = await self.targets[spec["type"]].status(spec, schedule.last_ref)
-        except Exception as error:  # cannot tell: do not hold the schedule back
-            log.warning("overlap check of %s failed: %r", schedule.id, error)
-            return False
-        return state in ACTIVE_JOB_STATES
+        spec = schedule.spec.target
+        return await run_going(self.targets[spec["type"]], spec, schedule.last_ref)
 
     async def _decide(self, schedule_id: str, due: int) -> None:
         try:
@@ -704,7 +389,7 @@ class Scheduler(Durable):
             if schedule is None or schedule.paused or schedule.next_due_ms != due:
                 return
             overlapped = False
-            if schedule.spec["overlap"] == Overlap.SKIP.value:
+            if schedule.spec.overlap is Overlap.SKIP:
                 overlapped = await self._previous_running(schedule)
                 current = self.schedules.get(schedule_id)
                 if current is None or current.paused or current.next_due_ms != due:
@@ -712,16 +397,16 @@ class Scheduler(Durable):
                 schedule = current
             now_ms = self._now_ms()
             decided = plan(
-                trigger_of(schedule.spec),
+                schedule.spec.trigger(),
                 due,
-                fire_at=lambda d: self.fire_at_ms(schedule, d),
+                fire_at=schedule.fire_at_ms,
                 now_ms=now_ms,
-                horizon_ms=now_ms + self.decide_ahead_ms,
-                grace_ms=round(schedule.spec["misfire_grace_s"] * 1000),
-                misfire=Misfire(schedule.spec["misfire"]),
-                max_catchup=self.max_catchup,
+                horizon_ms=now_ms + self.config.decide_ahead_ms,
+                grace_ms=round(schedule.spec.misfire_grace_s * 1000),
+                misfire=schedule.spec.misfire,
+                max_catchup=self.config.max_catchup,
             )
-            fire_at = self.fire_at_ms(schedule, decided.fire[0]) if decided.fire else None
+            fire_at = schedule.fire_at_ms(decided.fire[0]) if decided.fire else None
             await self.execute(
                 "decide", schedule_id=schedule_id, from_due=due, fire=decided.fire,
                 missed=decided.missed, uncounted=decided.missed_uncounted,
@@ -733,8 +418,7 @@ class Scheduler(Durable):
             return
         finally:
             self._deciding.discard(schedule_id)
-        if schedule_id in self.schedules:
-            self._arm(self.schedules[schedule_id])
+        self._arm_again(schedule_id)
 
     async def _hand(self, schedule_id: str, due: int) -> None:
         """Hand one decided firing to its target; if the target is away, the timer
@@ -742,8 +426,9 @@ class Scheduler(Durable):
         try:
             schedule = self.schedules.get(schedule_id)
             if schedule is None or due not in schedule.pending:
+                self._failures.pop((schedule_id, due), None)
                 return
-            spec = schedule.spec["target"]
+            spec = schedule.spec.target
             handed_at = self.clock.time()
             error: dict[str, Any] | None = None
             try:
@@ -752,11 +437,12 @@ class Scheduler(Durable):
                 if failure.status >= 500:
                     self._retry_later(schedule_id, due, failure)
                     return
-                ref, error = None, failure.to_dict()  # refused: retrying would not help
+                # Refused: retrying would not help. Kept as the JSON an answer shows.
+                ref, error = None, orjson.loads(orjson.dumps(failure.to_dict(), default=str))
             except Exception as failure:
                 self._retry_later(schedule_id, due, failure)
                 return
-            self._retry_delay_s.pop((schedule_id, due), None)
+            self._failures.pop((schedule_id, due), None)
             self.handoffs += 1
             await self.execute(
                 "done", schedule_id=schedule_id, due=due, ref=ref, error=error, handed_at=handed_at
@@ -765,17 +451,17 @@ class Scheduler(Durable):
             self._handing.discard((schedule_id, due))
 
     def _retry_later(self, schedule_id: str, due: int, failure: BaseException) -> None:
-        delay = self._retry_delay_s.get((schedule_id, due), 0.1)
-        self._retry_delay_s[(schedule_id, due)] = min(delay * 2, self.retry_max_s)
-        log.warning("hand-off of %s failed (%r); again in %.1f s", schedule_id, failure, delay)
-        at_ms = self._now_ms() + round(delay * (0.5 + random.random()) * 1000)
-        self._push(at_ms, "hand", schedule_id, due)
+        failures = self._failures.get((schedule_id, due), 0) + 1
+        self._failures[(schedule_id, due)] = failures
+        delay_s = self.retry.delay_s(failures)
+        log.warning("hand-off of %s failed (%r); again in %.1f s", schedule_id, failure, delay_s)
+        self.timers.push(self._now_ms() + round(delay_s * 1000), (Step.HAND, schedule_id, due))
 
     async def stats(self) -> dict[str, int]:
         return {
             "schedules": len(self.schedules),
             "pending": sum(len(s.pending) for s in self.schedules.values()),
-            "timer_events": len(self._events),
+            "timer_events": len(self.timers),
             "handoffs": self.handoffs,
             "late_decisions": self.late_decisions,
         }
@@ -786,10 +472,7 @@ class Scheduler(Durable):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def stop(self) -> None:
-        self._started = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.timers.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -799,28 +482,16 @@ class Scheduler(Durable):
         pending = sum(len(s.pending) for s in self.schedules.values())
         return (
             f"<Scheduler schedules={len(self.schedules)} pending={pending} "
-            f"events={len(self._events)} handoffs={self.handoffs}>"
+            f"events={len(self.timers)} handoffs={self.handoffs}>"
         )
 
 
 # --- the actor --------------------------------------------------------------
 
 
-def partition_name(index: int) -> str:
-    return f"scheduler-{index}"
-
-
 class _SchedulerPartitionProcess(Scheduler):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
-        from actors.scheduler.targets import make_targets
-
-        super().__init__(
-            targets=make_targets(settings),
-            decide_ahead_ms=settings.scheduler_decide_ahead_ms,
-            history_max=settings.scheduler_history_max,
-            max_catchup=settings.scheduler_max_catchup,
-            retry_max_s=settings.scheduler_retry_max_s,
-        )
+        super().__init__(SchedulerSettings.of(settings), targets=make_targets(settings))
         self.restarts = await recover(self, settings, name)
         # Everything loaded so far (Ray, the recovered schedules) lives as long as the
         # process: keep it out of the collector's way, so that a full collection does
@@ -837,3 +508,6 @@ class _SchedulerPartitionProcess(Scheduler):
 SchedulerPartitionActor = remote_actor(
     _SchedulerPartitionProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD"
 )
+
+
+__all__ = ["PARTITIONS", "Scheduler", "SchedulerPartitionActor", "Step"]

@@ -18,18 +18,32 @@ partition actor by the factories in ``TARGETS``; ``register_target`` adds one.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from actors.queue.errors import JobArgsTooLarge
+from actors.pubsub.client import PubSubClient, check_topic
+from actors.queue.client import (
+    JobArgsTooLarge,
+    JobState,
+    QueueClient,
+    QueueSettings,
+    resolve_handler,
+)
 from actors.runtime.errors import InvalidInput, TooLarge
 from actors.runtime.settings import Settings
 from actors.scheduler.errors import UnknownTarget
+from actors.scheduler.settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
 
 #: Job states of the task queue in which a run is still going (overlap policy).
-ACTIVE_JOB_STATES = frozenset({"scheduled", "queued", "running"})
+ACTIVE_JOB_STATES = frozenset(
+    state.value for state in (JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING)
+)
 MAX_NAME_CHARS = 128
 
 
@@ -57,21 +71,23 @@ def _name(spec: dict[str, Any], field: str) -> str:
     return value
 
 
-def _json_size(value: Any, limit: int, error: type[TooLarge], what: str) -> bytes:
+def _json(value: Any, what: str, *limits: tuple[int, type[TooLarge]]) -> Any:
+    """``value`` as JSON gives it back (lists for tuples, None for NaN), so that it is
+    stored, answered and handed over as the same data; refused if it is not JSON or
+    is larger than a limit."""
     try:
         data = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
         raise InvalidInput(f"{what} must be JSON") from None
-    if len(data) > limit:
-        raise error(f"{what} is over the size limit", size=len(data), limit=limit)
-    return data
+    for limit, error in limits:
+        if len(data) > limit:
+            raise error(f"{what} is over the size limit", size=len(data), limit=limit)
+    return orjson.loads(data)
 
 
 def check_handler(handler: object, allowed: str) -> str:
     """``package.module:function`` in an allowed module, importable and callable (the
     task queue's own check, so a schedule names only handlers the queue would run)."""
-    from actors.queue.model import resolve_handler
-
     resolve_handler(handler, tuple(m.strip() for m in allowed.split(",") if m.strip()))  # type: ignore[arg-type]
     return str(handler)
 
@@ -84,7 +100,10 @@ class QueueTarget:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: Any = None
+        self.config = SchedulerSettings.of(settings)
+        #: The queue's own settings: a job is checked against its limits and handler modules.
+        self.queue_config = QueueSettings.of(settings)
+        self._client: QueueClient | None = None
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         known = {"type", "queue", "handler", "args", "priority", "max_attempts", "timeout_s"}
@@ -93,30 +112,31 @@ class QueueTarget:
         args = spec.get("args") or {}
         if not isinstance(args, dict):
             raise InvalidInput("target.args must be a JSON object")
-        _json_size(args, self.settings.queue_max_args_bytes, JobArgsTooLarge, "target.args")
-        _json_size(args, self.settings.scheduler_max_payload_bytes, TooLarge, "target.args")
+        args = _json(
+            args, "target.args", (self.queue_config.max_args_bytes, JobArgsTooLarge),
+            (self.config.max_payload_bytes, TooLarge),
+        )  # fmt: skip
         priority = spec.get("priority", 5)
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
             raise InvalidInput("target.priority must be an integer from 0 to 9")
         out = {
             "type": self.kind,
             "queue": _name(spec, "queue"),
-            "handler": check_handler(spec.get("handler"), self.settings.queue_handler_modules),
+            "handler": check_handler(spec.get("handler"), self.queue_config.handler_modules),
             "args": args,
             "priority": priority,
         }
         for field, kind in (("max_attempts", int), ("timeout_s", (int, float))):
             value = spec.get(field)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+                positive = isinstance(value, kind) and 0 < value < math.inf
+                if isinstance(value, bool) or not positive:
                     raise InvalidInput(f"target.{field} must be a positive number")
                 out[field] = value
         return out
 
-    async def _queue(self) -> Any:
+    async def _queue(self) -> QueueClient:
         if self._client is None:
-            from actors.queue.client import QueueClient
-
             client = QueueClient(self.settings)
             await client.start()
             self._client = client
@@ -153,23 +173,20 @@ class PubSubTarget:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: Any = None
+        self.config = SchedulerSettings.of(settings)
+        self._client: PubSubClient | None = None
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        from actors.pubsub.topics import check_topic
-
         if extra := set(spec) - {"type", "topic", "payload"}:
             raise InvalidInput("unknown fields in a pubsub target", fields=sorted(extra))
         topic = _name(spec, "topic")
         check_topic(topic)
-        payload = spec.get("payload")
-        _json_size(payload, self.settings.scheduler_max_payload_bytes, TooLarge, "target.payload")
+        limit = (self.config.max_payload_bytes, TooLarge)
+        payload = _json(spec.get("payload"), "target.payload", limit)
         return {"type": self.kind, "topic": topic, "payload": payload}
 
     async def fire(self, spec: dict[str, Any], *, key: str) -> dict[str, Any]:
         if self._client is None:
-            from actors.pubsub.client import PubSubClient
-
             client = PubSubClient(self.settings)
             await client.start()
             self._client = client
@@ -202,6 +219,17 @@ def make_targets(settings: Settings) -> dict[str, Target]:
     return {kind: factory(settings) for kind, factory in TARGETS.items()}
 
 
+async def run_going(target: Target, spec: dict[str, Any], ref: dict[str, Any]) -> bool:
+    """Whether the run ``ref`` names (an earlier firing's) is still going, as ``target``
+    tells; False when it cannot tell, so that a target away holds no schedule back."""
+    try:
+        state = await target.status(spec, ref)
+    except Exception as error:
+        log.warning("status of %r at its %s target failed: %r", ref, target.kind, error)
+        return False
+    return state in ACTIVE_JOB_STATES
+
+
 def validate_target(targets: dict[str, Target], spec: object) -> dict[str, Any]:
     """The target spec normalized by its target; ``UnknownTarget`` if no target has its type."""
     if not isinstance(spec, dict):
@@ -221,5 +249,6 @@ __all__ = [
     "check_handler",
     "make_targets",
     "register_target",
+    "run_going",
     "validate_target",
 ]

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import ray
 
 from actors.resources.client import ResourcesClient
-from actors.resources.pool import ResourcePoolActor, shard_name
-from actors.runtime.errors import AcquireTimedOut, LeaseExpired
+from actors.resources.errors import AcquireTimedOut, LeaseExpired
+from actors.resources.pool import SHARD_PREFIX, ResourcePoolActor
 from actors.runtime.settings import Settings
+from actors.runtime.shards import shard_names
 from actors.runtime.supervision import get_or_create
 from tests.cluster.conftest import MARKER
 from tests.conftest import REDIS_URL
@@ -114,7 +115,7 @@ async def test_no_unit_ever_has_two_valid_holders(cluster, worker_node, tmp_path
         namespace=f"cluster-{tag}", store_prefix=f"cluster-{tag}", data_dir=tmp_path,
         store_url=REDIS_URL, resources_shards=1, snapshot_every=500,
     )  # fmt: skip
-    name = shard_name(0)
+    (name,) = shard_names(SHARD_PREFIX, 1)
     get_or_create(ResourcePoolActor, name, settings, name, namespace=settings.namespace,
                   resources={MARKER: 0.01})  # fmt: skip
     admin = ResourcesClient(settings)

@@ -10,7 +10,8 @@ import ray
 
 from actors.resources.client import ResourcesClient
 from actors.runtime.settings import Settings
-from tests.integration.conftest import store_overrides, until
+from tests.conftest import until
+from tests.integration.conftest import store_overrides
 
 
 async def test_leases_survive_a_pool_actor_kill(
@@ -58,7 +59,7 @@ async def test_groups_spread_grants_over_pools_on_several_actors(
     await client.start()
     # pools whose names land on different actors
     names = [f"gpu-{i}" for i in range(8)]
-    by_shard = {client.ring.owner(name): name for name in names}
+    by_shard = {client.shards.index(name): name for name in names}
     assert len(by_shard) == 2
     pools = sorted(by_shard.values())
     for pool in pools:

@@ -15,45 +15,28 @@ import httpx
 import pytest
 import websockets
 
-from tests.integration.conftest import sign_up, until
+from tests.conftest import until
+from tests.integration.conftest import error_code, service_client, sign_up
 
-
-@pytest.fixture
-async def http(base_url, user_headers) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/resources", timeout=60, headers=user_headers
-    ) as client:
-        yield client
+SERVICE = "resources"  # of the `http` fixture
 
 
 @pytest.fixture
 async def other(base_url) -> AsyncIterator[httpx.AsyncClient]:
     """A second user."""
-    headers = await sign_up(base_url)
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/resources", timeout=60, headers=headers
-    ) as client:
+    async with service_client(base_url, SERVICE, await sign_up(base_url)) as client:
         yield client
 
 
 @pytest.fixture
 async def fresh(base_url) -> AsyncIterator[httpx.AsyncClient]:
     """A user of this test only."""
-    headers = await sign_up(base_url)
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/resources", timeout=60, headers=headers
-    ) as client:
+    async with service_client(base_url, SERVICE, await sign_up(base_url)) as client:
         yield client
 
 
 def new_name(prefix: str = "pool") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    return str(body["error"]["code"])
 
 
 async def make_pool(http: httpx.AsyncClient, kind: str = "mutex", **spec: Any) -> str:
@@ -159,9 +142,8 @@ async def test_bad_input_is_refused_and_changes_nothing(http, base_url):
         assert response.status_code == status, (response.request.url, response.text)
         if status != 200:
             assert "error" in response.json()
-    anonymous = await httpx.AsyncClient(base_url=f"{base_url}/resources").post(
-        f"/pools/{name}/acquire", json={}
-    )
+    async with service_client(base_url, SERVICE) as anonymous_client:
+        anonymous = await anonymous_client.post(f"/pools/{name}/acquire", json={})
     assert anonymous.status_code == 401
     after = ((await http.get(f"/pools/{name}")).json(), (await http.get("/stats")).json())
     assert after[0] == before[0]
@@ -200,7 +182,7 @@ async def test_a_websocket_follows_a_wait(http, base_url, user_headers):
 async def test_a_long_poll_whose_client_goes_away_leaves_the_queue(http, base_url, user_headers):
     name = await make_pool(http)
     held = (await http.post(f"/pools/{name}/acquire", json={})).json()
-    gone = httpx.AsyncClient(base_url=f"{base_url}/resources", timeout=60, headers=user_headers)
+    gone = service_client(base_url, SERVICE, user_headers)
     poll = asyncio.ensure_future(gone.post(f"/pools/{name}/acquire", json={"timeout_s": 60}))
     await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
     poll.cancel()

@@ -7,9 +7,7 @@ made carries the firing's idempotency key ``<schedule id>:<due ms>``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,21 +19,10 @@ import ray
 from actors.queue.client import QueueClient
 from actors.runtime.settings import Settings
 from actors.scheduler.client import SchedulerClient
-from actors.scheduler.partition import partition_name
-from tests.integration.conftest import sign_up, store_overrides
+from tests.conftest import until
+from tests.integration.conftest import error_code, service_client, sign_up, store_overrides
 
 DEADLINE_S = 60.0
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Poll ``check`` until it answers something truthy (short real waits, a deadline)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        answer = await check()
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 def fired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,7 +59,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
             runs = (await http.get(f"/scheduler/schedules/{sid}/history")).json()["runs"]
             return fired(runs) if len(fired(runs)) >= 2 else []
 
-        runs = await until(two_fired, "two firings")
+        runs = await until(two_fired, within_s=DEADLINE_S, what="two firings")
         assert all(run["lateness_ms"] is not None for run in runs)
 
         async def job_done() -> dict[str, Any] | None:
@@ -80,7 +67,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
             job = (await http.get(f"/queue/{queue}/jobs/{job_id}")).json()
             return job if job["state"] == "succeeded" else None
 
-        job = await until(job_done, "the scheduled job to run")
+        job = await until(job_done, within_s=DEADLINE_S, what="the scheduled job to run")
         assert job["args"] == {"hello": "world"}
         assert job["idempotency_key"].startswith(f"{sid}:")
 
@@ -91,7 +78,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
         assert changed.status_code == 200, changed.text
         assert (changed.json()["cron"], changed.json()["every_s"]) == ("0 9 * * MON", None)
         bad = await http.patch(f"/scheduler/schedules/{sid}", json={"timezone": "Nowhere/Land"})
-        assert bad.json()["error"]["code"] == "unknown_time_zone"
+        assert error_code(bad) == "unknown_time_zone"
         resumed = (await http.post(f"/scheduler/schedules/{sid}/resume")).json()
         assert resumed["state"] == "active" and resumed["name"] == "weekly"
         assert resumed["next_fire_at"].endswith(("+01:00", "+02:00"))  # Paris, 09:00
@@ -131,15 +118,15 @@ async def test_bad_input_is_refused_and_creates_nothing(base_url: str):
         ({"every_s": 10, "cron": "* * * * *", "target": queue_target}, 422, "invalid_input"),
         ({"every_s": 10}, 422, "invalid_input"),
     ]
-    async with httpx.AsyncClient(base_url=f"{base_url}/scheduler", timeout=30) as http:
+    async with service_client(base_url, "scheduler") as http:
         assert (await http.get("/schedules")).status_code == 401
         for body, status, code in cases:
             answer = await http.post("/schedules", json=body, headers=headers)
-            assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), body
+            assert (answer.status_code, error_code(answer)) == (status, code), body
         assert (await http.get("/schedules", headers=headers)).json()["schedules"] == []
         missing = await http.get("/schedules/nope", headers=headers)
         assert missing.status_code == 404
-        assert missing.json()["error"]["code"] == "schedule_not_found"
+        assert error_code(missing) == "schedule_not_found"
 
 
 async def test_partition_killed_between_fires_neither_doubles_nor_skips(
@@ -167,11 +154,11 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
 
         return check
 
-    await until(await fired_at_least(2), "two firings before the kill")
-    partition = ray.get_actor(partition_name(0), namespace=settings.namespace)
+    await until(await fired_at_least(2), within_s=DEADLINE_S, what="two firings before the kill")
+    partition = ray.get_actor(scheduler.partitions[0].name, namespace=settings.namespace)
     ray.kill(partition, no_restart=False)
     # Firings went on being due while the partition was down and restarting.
-    await until(await fired_at_least(7), "firings after the restart")
+    await until(await fired_at_least(7), within_s=DEADLINE_S, what="firings after the restart")
     await scheduler.pause(sid)
     runs = fired(await scheduler.history(sid))
     page = await queues.list(queue, limit=1_000)
@@ -204,7 +191,7 @@ async def test_pubsub_target_publishes_each_firing_once(ray_settings: Callable[.
         page = await bus.history(topic)
         return page if len(page["messages"]) >= 2 else None
 
-    page = await until(two_published, "two published firings")
+    page = await until(two_published, within_s=DEADLINE_S, what="two published firings")
     await scheduler.pause(schedule["id"])
     runs = fired(await scheduler.history(schedule["id"]))
     assert [m.payload for m in page["messages"][:2]] == [b'{"n":1}'] * 2

@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from actors.resources.pool import ResourcePool, pick_least_loaded
-from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
+from actors.resources.errors import (
     AcquireCancelled,
     AcquireTimedOut,
-    InvalidInput,
     LeaseExpired,
     LeaseNotFound,
     NotLeaseHolder,
     PoolExists,
     PoolNotFound,
-    QueueFull,
     QuotaExceeded,
 )
+from actors.resources.model import pick_least_loaded
+from actors.resources.pool import ResourcePool
+from actors.resources.settings import ResourcesSettings
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import InvalidInput, QueueFull
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
@@ -37,19 +37,13 @@ _keys = itertools.count()
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "resources.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 def open_pool(clock: FakeClock, store: SQLiteStore) -> OpenPool:
     """A ResourcePool recovered from ``store`` (a second call is a restarted actor)."""
 
     async def open_(*, snapshot_every: int = 10_000, max_waiters: int = 100) -> ResourcePool:
-        pool = ResourcePool(clock=clock, default_ttl_s=TTL_S, max_ttl_s=100.0, max_wait_s=60.0,
-                            max_waiters=max_waiters)  # fmt: skip
+        config = ResourcesSettings(default_ttl_s=TTL_S, max_ttl_s=100.0, max_wait_s=60.0,
+                                   max_waiters=max_waiters)  # fmt: skip
+        pool = ResourcePool(config, clock=clock)
         failures: list[BaseException] = []
         await pool.open(store, "resources-0", snapshot_every=snapshot_every,
                         on_failure=failures.append)  # fmt: skip
@@ -388,6 +382,35 @@ async def test_a_restart_keeps_leases_and_counts(
     assert [valid(restarted, "sem", lease["token"]) for lease in leases] == [True, False, True]
     assert restarted.stats("sem") == rp.stats("sem")
     assert restarted.describe("sem")["quota_per_owner"] == 2
+
+
+async def test_records_and_a_snapshot_bring_the_whole_book_back(
+    open_pool: OpenPool, store: SQLiteStore, clock: FakeClock
+) -> None:
+    # Given every kind of record: pools, a group, grants, a renewal, a release, an expiry
+    rp = await open_pool(snapshot_every=3)
+    await rp.create_pool("sem", "semaphore", 3, ttl_s=20, quota_per_owner=2, max_waiters=5)
+    await rp.create_pool("gpu", "mutex")
+    await rp.create_group("all", ["sem", "gpu"])
+    leases = [await take(rp, "sem", owner, ttl_s=5) for owner in "aab"]
+    await rp.renew("sem", leases[0]["token"], owner="a", ttl_s=30)
+    await rp.release("sem", [leases[1]["token"]])
+    clock.advance(6)
+    assert [lease["owner"] for lease in rp.expire_due()] == ["b"]
+    ended_by = rp.journal.assigned
+    # and a snapshot taken after them (groups add records, not state: one comes soon)
+    for i in range(20):
+        await rp.create_group(f"g{i}", ["gpu"])
+    await take(rp, "gpu", "c")  # and a record after the snapshot, replayed on top of it
+    await quiesce(rp)
+    snapshot = await store.read_snapshot("resources-0")
+    assert snapshot is not None and ended_by < snapshot[0] < rp.journal.assigned
+    # When the actor is opened again from the same store
+    restarted = await open_pool(snapshot_every=3)
+    # Then pools, units, tokens, free units, counts, groups and ended leases are all back
+    assert restarted.book.snapshot() == rp.book.snapshot()
+    assert restarted.book.ended == rp.book.ended
+    assert [lease.owner for lease in restarted.book.ended.values()] == ["a", "b"]
 
 
 async def test_leases_that_ran_out_while_down_are_expired_on_recovery(

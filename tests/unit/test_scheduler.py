@@ -11,28 +11,22 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from actors.queue.errors import JobArgsTooLarge, UnknownHandler
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
-    BadCron,
-    InvalidInput,
-    JobArgsTooLarge,
-    ScheduleNotFound,
-    TooLarge,
-    Unavailable,
-    UnknownHandler,
-    UnknownTarget,
-    UnknownTimeZone,
-)
+from actors.runtime.errors import InvalidInput, RealmError, TooLarge, Unavailable
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
-from actors.scheduler.partition import Misfire, Scheduler, jitter_ms, plan
+from actors.scheduler.errors import BadCron, ScheduleNotFound, UnknownTarget, UnknownTimeZone
+from actors.scheduler.model import Misfire, jitter_ms, plan
+from actors.scheduler.partition import Scheduler
+from actors.scheduler.settings import SchedulerSettings
 from actors.scheduler.targets import PubSubTarget, QueueTarget, check_handler
 from actors.scheduler.triggers import Every, to_ms
+from tests.conftest import until
 from tests.unit.conftest import settle
 
 #: 2026-03-07 12:00:00 UTC, a Saturday.
@@ -55,6 +49,7 @@ class FakeTarget:
         self.states: dict[str, str] = {}
         self.failures = 0  #: the next this-many hand-offs fail as unavailable
         self.hang: asyncio.Event | None = None  #: hand-offs wait for this, if set
+        self.refusal: RealmError | None = None  #: hand-offs are refused with this, if set
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"type": self.kind, "queue": spec.get("queue", "q")}
@@ -66,6 +61,8 @@ class FakeTarget:
         if self.failures:
             self.failures -= 1
             raise Unavailable("queue away")
+        if self.refusal is not None:
+            raise self.refusal
         job = self.jobs.setdefault(key, {"queue": spec["queue"], "job_id": f"job-{len(self.jobs)}"})
         return dict(job)
 
@@ -94,26 +91,20 @@ def target(clock: FakeClock) -> FakeTarget:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "scheduler.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 async def open_scheduler(
     clock: FakeClock, store: SQLiteStore, target: FakeTarget
 ) -> AsyncIterator[OpenScheduler]:
     opened: list[Scheduler] = []
 
-    async def open_(**options: Any) -> Scheduler:
+    async def open_(*, snapshot_every: int = 10_000, **config: Any) -> Scheduler:
         scheduler = Scheduler(
+            SchedulerSettings(decide_ahead_ms=AHEAD_MS, **config),
             targets={"fake": target, "untracked": UntrackedTarget(clock)},
             clock=clock,
-            decide_ahead_ms=AHEAD_MS,
-            **options,
         )
-        await scheduler.open(store, "scheduler-0", on_failure=lambda error: None)
+        await scheduler.open(
+            store, "scheduler-0", snapshot_every=snapshot_every, on_failure=lambda error: None
+        )
         scheduler.start()
         opened.append(scheduler)
         return scheduler
@@ -235,11 +226,8 @@ async def test_crash_after_the_hand_off_before_it_was_recorded_makes_one_job(
     await first.create("s", None, spec(at="2026-03-07T12:00:02Z"))
     target.hang = asyncio.Event()
     clock.advance(2.0)
-    for _ in range(20):
-        await settle()
-        await asyncio.sleep(0.01)  # the decision's commit (real I/O)
-        if target.calls:
-            break
+    # the decision's commit is real I/O (SQLite, on a thread)
+    await until(lambda: target.calls, what="the hand-off to the target")
     assert len(target.calls) == 1  # handed over, the target has not answered
     await first.stop()  # crash: "done" is never journaled
     target.hang.set()
@@ -251,6 +239,46 @@ async def test_crash_after_the_hand_off_before_it_was_recorded_makes_one_job(
     assert len(target.jobs) == 1
     runs = await second.history("s")
     assert [(run["outcome"], run["ref"]["job_id"]) for run in runs] == [("fired", "job-0")]
+
+
+async def test_records_and_snapshots_bring_every_schedule_back_equal(
+    clock: FakeClock, open_scheduler: OpenScheduler, target: FakeTarget, store: SQLiteStore
+):
+    # A snapshot every few records: a reopened partition reads the latest one and
+    # replays the records after it, and each must give the state that was applied.
+    first = await open_scheduler(snapshot_every=3)
+    every = spec(every_s=5, jitter_s=1, overlap="skip", misfire="skip", misfire_grace_s=1)
+    created = await first.create("every", "ada", every, key="create:every")
+    await first.create("cron", None, spec(cron="*/30 * * * * *", timezone="Europe/Paris"))
+    await first.create("once", "bob", spec(at="2026-03-07T12:00:03Z", name="once"))
+    later = spec(every_s=60, start_at="2026-03-08T00:00:00", timezone="Asia/Tokyo", paused=True)
+    await first.create("later", None, later)
+    await first.create("gone", None, spec(every_s=10))
+    await first.update("later", None, {"name": "renamed", "every_s": 120})
+    await first.delete("gone")
+    target.refusal = InvalidInput("queue closed", reasons=("paused", "full"))
+    await advance(clock, first, 4)  # "once" is refused: a failed run
+    target.refusal, target.failures = None, 1
+    await advance(clock, first, 3)  # "every" fires after one retry
+    target.states.update({job["job_id"]: "running" for job in target.jobs.values()})
+    await advance(clock, first, 5)  # and skips its next run: the job still runs
+    await first.stop()
+    await first.journal.drain()
+    await until(lambda: store.read_snapshot("scheduler-0"), what="a snapshot in the store")
+    clock.advance(30)  # down: "every" misses its runs, "cron" is late within grace
+
+    second = await open_scheduler(snapshot_every=3)
+    assert second.schedules == first.schedules
+    assert await second.create("every", "ada", every, key="create:every") == created
+    await advance(clock, second, 1)
+    await second.stop()
+    await second.journal.drain()
+    third = await open_scheduler(snapshot_every=3)
+    assert third.schedules == second.schedules
+    outcomes = {run.outcome.value for s in third.schedules.values() for run in s.history}
+    assert outcomes == {"fired", "failed", "skipped_overlap", "missed"}
+    [failed] = await third.history("once", "bob")
+    assert failed["error"]["details"] == {"reasons": ["paused", "full"]}
 
 
 @pytest.mark.parametrize(
@@ -465,17 +493,18 @@ async def test_bad_input_is_refused_and_nothing_is_created(
 
 
 def test_queue_target_checks_handler_and_args():
-    settings = Settings(queue_handler_modules="tests.unit.test_scheduler", queue_max_args_bytes=64)
+    allowed = "tests.unit.test_scheduler"
+    settings = Settings(queue_handler_modules=allowed, queue_max_args_bytes=64)
     target = QueueTarget(settings)
     good = target.validate({"type": "queue", "queue": "q", "handler": f"{__name__}:noop_handler"})
     assert good["args"] == {} and good["priority"] == 5
     handler = f"{__name__}:noop_handler"
     with pytest.raises(UnknownHandler):
-        check_handler("os:system", settings.queue_handler_modules)
+        check_handler("os:system", allowed)
     with pytest.raises(UnknownHandler):
-        check_handler(f"{__name__}:no_such_function", settings.queue_handler_modules)
+        check_handler(f"{__name__}:no_such_function", allowed)
     with pytest.raises(UnknownHandler):
-        check_handler("tests.unit.test_scheduler.nope:f", settings.queue_handler_modules)
+        check_handler("tests.unit.test_scheduler.nope:f", allowed)
     with pytest.raises(JobArgsTooLarge):
         target.validate({"queue": "q", "handler": handler, "args": {"x": "y" * 100}})
     with pytest.raises(InvalidInput):

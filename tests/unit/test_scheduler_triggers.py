@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actors.runtime.errors import BadCron, InvalidInput, UnknownTimeZone
+from actors.runtime.errors import InvalidInput
+from actors.scheduler.errors import BadCron, UnknownTimeZone
 from actors.scheduler.triggers import (
     Cron,
     Every,

@@ -174,7 +174,7 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
         made after the answer, so the answer takes as long either way."""
 
         def deliver(token: str) -> None:
-            if settings.auth_dev_mode:
+            if client.config.dev_mode:
                 log.warning("password reset token for %r (dev mode): %s", body.username, token)
 
         client.request_reset_soon(body.username, deliver)
@@ -205,7 +205,7 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
     @app.post("/admin/users/{user_id}/reset-token", responses={401: {}, 403: {}, 404: {}})
     async def reset_token(user_id: str, _: AdminUser) -> ResetToken:
         token = await client.reset_token_for(user_id)
-        return ResetToken(token=token, expires_in_s=settings.auth_reset_token_ttl_s)
+        return ResetToken(token=token, expires_in_s=client.config.reset_token_ttl_s)
 
     return app
 

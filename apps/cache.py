@@ -18,6 +18,7 @@ from ray.serve import Application
 
 from actors.cache.client import CacheClient
 from actors.cache.errors import KeyNotFound
+from actors.cache.settings import CacheSettings
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 
@@ -149,7 +150,8 @@ def make_app(client: CacheClient, settings: Settings) -> FastAPI:
 class CacheIngress(ClientIngress):
     @staticmethod
     def make_client(settings: Settings) -> CacheClient:
-        return CacheClient.connect(settings, near_cache=settings.cache_http_near_cache)
+        near_cache = CacheSettings.of(settings).http_near_cache
+        return CacheClient.connect(settings, near_cache=near_cache)
 
     make_app = staticmethod(make_app)
 

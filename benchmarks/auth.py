@@ -47,8 +47,10 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
     from starlette.requests import Request
 
     from actors.auth.client import AuthClient
-    from actors.auth.stores import USERS_NAME, session_shard_name
+    from actors.auth.sessions import SESSIONS_PREFIX
+    from actors.auth.users import USERS_NAME
     from actors.runtime.settings import Settings
+    from actors.runtime.shards import shard_names
     from actors.runtime.supervision import kill_named
     from apps.signin import current_user
 
@@ -110,20 +112,21 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
         await r.delete(REDIS_KEY)
         await r.aclose()
         kill_named(USERS_NAME, namespace=NAMESPACE)
-        for i in range(settings.auth_session_shards):
-            kill_named(session_shard_name(i), namespace=NAMESPACE)
+        for name in shard_names(SESSIONS_PREFIX, client.config.session_shards):
+            kill_named(name, namespace=NAMESPACE)
         shutil.rmtree(data_dir, ignore_errors=True)
     return samplers
 
 
 def _argon2_settings() -> dict[str, int]:
+    from actors.auth.settings import AuthSettings
     from actors.runtime.settings import Settings
 
-    settings = Settings()
+    config = AuthSettings.of(Settings())
     return {
-        "memory_kib": settings.auth_argon2_memory_kib,
-        "time_cost": settings.auth_argon2_time_cost,
-        "parallelism": settings.auth_argon2_parallelism,
+        "memory_kib": config.argon2_memory_kib,
+        "time_cost": config.argon2_time_cost,
+        "parallelism": config.argon2_parallelism,
     }
 
 

@@ -54,8 +54,10 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
     import redis.asyncio as aioredis
 
     from actors.cache.client import CacheClient
-    from actors.cache.shard import shard_name
+    from actors.cache.settings import CacheSettings
+    from actors.cache.shard import SHARDS_PREFIX
     from actors.runtime.settings import Settings
+    from actors.runtime.shards import shard_names
     from actors.runtime.supervision import kill_named
 
     names = [f"k{i}" for i in range(args.keys)]
@@ -66,8 +68,9 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
     realm_keys = [REALM_PREFIX + n for n in names]
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-cache-"))
+    cache = CacheSettings(shards=args.shards)
     settings = Settings(
-        namespace=NAMESPACE, cache_shards=args.shards, store_url="", data_dir=data_dir
+        namespace=NAMESPACE, store_url="", data_dir=data_dir, sections={"cache": cache}
     )
     r = aioredis.Redis.from_url(args.redis_url, max_connections=args.concurrency + 4)
     plain = near = None
@@ -76,7 +79,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         await r.mset(dict(zip(redis_keys, values, strict=True)))
         plain = CacheClient.connect(settings)
         near = CacheClient.connect(settings, near_cache=True)
-        step = settings.max_batch_keys
+        step = plain.config.max_batch_keys
         for start in range(0, args.keys, step):
             chosen = range(start, min(start + step, args.keys))
             await plain.mset({realm_keys[i]: orjson.loads(values[i]) for i in chosen})
@@ -121,8 +124,8 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         deleted = await r.delete(*redis_keys)
         await r.aclose()
         harness.progress(f"deleted {deleted} Redis keys under {REDIS_PREFIX}")
-        for i in range(args.shards):
-            kill_named(shard_name(i), namespace=NAMESPACE)  # detached: would outlive us
+        for name in shard_names(SHARDS_PREFIX, args.shards):
+            kill_named(name, namespace=NAMESPACE)  # detached: would outlive us
         shutil.rmtree(data_dir, ignore_errors=True)
     return samplers, extra
 

@@ -1,11 +1,12 @@
 """The auth service's Python API, for its own ingress and for every other service.
 
-``SessionVerifier`` checks bearer tokens (what every ingress needs);
-``AuthClient`` adds the rest: it hashes and checks passwords (argon2id, in a worker thread so
-the event loop keeps serving), talks to the ``UserStore`` and the
-``SessionStore`` shards, and checks tokens fast: session records are kept in
-a near cache under leases, so a check is usually a local lookup, and a
-revocation anywhere is acknowledged only once no copy can accept the token.
+``SessionVerifier`` checks bearer tokens, which is all another service's
+ingress needs: session records are kept in a near cache under leases, so a
+check is usually a local lookup, and a revocation anywhere is acknowledged
+only once no copy can accept the token. ``AuthClient`` adds the rest for the
+auth ingress: accounts, logins and sessions on the ``UserStore`` and the
+``SessionStore`` shards, with passwords hashed and checked here (argon2id, in
+a worker thread so the event loop keeps serving), never in an actor.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,18 +24,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from actors.auth.errors import InvalidCredentials, WrongPassword
+from actors.auth.model import Role, Session, hash_secret, new_token, parse_token, secret_matches
+from actors.auth.sessions import SESSIONS_PREFIX, SessionStoreActor
 from actors.auth.settings import AuthSettings
-from actors.auth.stores import (
-    USERS_NAME,
-    Role,
-    Session,
-    SessionStoreActor,
-    UserStoreActor,
-    hash_secret,
-    new_token,
-    parse_token,
-    secret_matches,
-)
+from actors.auth.users import USERS_NAME, UserStoreActor
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
@@ -43,8 +36,6 @@ from actors.runtime.settings import Settings
 from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef
 
-#: Session-store actors are named ``auth-sessions-<i>``.
-SESSIONS_PREFIX = "auth-sessions"
 #: Session records one client keeps near.
 SESSIONS_REMEMBERED = 50_000
 #: Usernames: letters, digits and . _ - @ + (after case folding).
@@ -101,7 +92,7 @@ class SessionVerifier:
         return answers
 
     async def _session(self, session_id: str) -> Session | None:
-        found = self.near.lookup(session_id)
+        found: Session | None = self.near.lookup(session_id)
         if found is not None:
             return found
         index = self.shards.index(session_id)
@@ -156,21 +147,17 @@ class AuthClient(SessionVerifier):
 
     def _check_password(self, password: str) -> None:
         size = len(password.encode())
-        if size > self.settings.auth_max_password_bytes:
-            raise TooLarge(
-                "password is too long", size=size, limit=self.settings.auth_max_password_bytes
-            )
-        if len(password) < self.settings.auth_min_password_chars:
-            raise InvalidInput(
-                "password is too short", minimum=self.settings.auth_min_password_chars
-            )
+        if size > self.config.max_password_bytes:
+            raise TooLarge("password is too long", size=size, limit=self.config.max_password_bytes)
+        if len(password) < self.config.min_password_chars:
+            raise InvalidInput("password is too short", minimum=self.config.min_password_chars)
 
     async def _hash(self, password: str) -> str:
         self._check_password(password)
         return await asyncio.to_thread(self.hasher.hash, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
-        if len(password.encode()) > self.settings.auth_max_password_bytes:
+        if len(password.encode()) > self.config.max_password_bytes:
             return False  # never hash an oversized input
         try:
             return await asyncio.to_thread(self.hasher.verify, password_hash, password)
@@ -179,10 +166,9 @@ class AuthClient(SessionVerifier):
 
     def _check_username(self, username: str) -> None:
         name = username.strip()
-        if not 1 <= len(name) <= self.settings.auth_max_username_chars or not USERNAME.match(name):
+        if not 1 <= len(name) <= self.config.max_username_chars or not USERNAME.match(name):
             raise InvalidInput(
-                "usernames are 1 to "
-                f"{self.settings.auth_max_username_chars} letters, digits or . _ - @ +"
+                f"usernames are 1 to {self.config.max_username_chars} letters, digits or . _ - @ +"
             )
 
     # --- accounts and login ---------------------------------------------
@@ -217,13 +203,13 @@ class AuthClient(SessionVerifier):
             secret_hash=hash_secret(secret),
             created_at=now,
             last_seen_at=now,
-            idle_timeout_s=self.settings.auth_idle_timeout_s,
-            absolute_expires_at=now + self.settings.auth_absolute_timeout_s,
+            idle_timeout_s=self.config.idle_timeout_s,
+            absolute_expires_at=now + self.config.absolute_timeout_s,
             device=device[:200],
             address=address[:100],
         )
         shard = self._shard(session_id)
-        public = await shard.call("create", asdict(session))
+        public = await shard.call("create", session)
         # Checked again after the session exists: a disable, password change or
         # reset that ended the user's sessions meanwhile must end this one too.
         state = await self.users.call("finish_login", username, address, account["id"])
@@ -312,3 +298,6 @@ class AuthClient(SessionVerifier):
         if disabled:
             await self._end_for_user(user_id)
         return user
+
+
+__all__ = ["AuthClient", "Principal", "SessionVerifier"]

@@ -17,16 +17,20 @@ from typing import Any
 
 import orjson
 
-from actors.cache.shard import CacheShardActor, check_batch, check_key, check_value, shard_name
+from actors.cache.settings import CacheSettings
+from actors.cache.shard import (
+    SHARDS_PREFIX,
+    CacheShardActor,
+    check_batch,
+    check_key,
+    check_value,
+)
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import InvalidInput
-from actors.runtime.hashing import Rendezvous
 from actors.runtime.near_cache import NearCache
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef
-
-_MISSING = object()
+from actors.runtime.shards import Shards
 
 
 def encode(value: Any) -> bytes:
@@ -41,27 +45,28 @@ def decode(data: bytes) -> Any:
 
 
 class CacheClient:
+    """The cache's shards (``Shards``) seen as one key space; ``connect`` makes one."""
+
     def __init__(
         self,
-        shards: Sequence[ActorRef],
-        settings: Settings,
+        shards: Shards,
+        config: CacheSettings,
         *,
         near_cache: bool = False,
         clock: Clock | None = None,
     ) -> None:
-        self.settings = settings
-        self.shards = list(shards)
-        self.ring = Rendezvous(len(self.shards))
+        self.config = config
+        self.shards = shards
         self.clock = clock or SystemClock()
         self.near = (
-            NearCache(self.clock, max_entries=settings.cache_near_max_entries, owners=self.shards)
+            NearCache(self.clock, max_entries=config.near_max_entries, owners=shards.refs)
             if near_cache
             else None
         )
         #: Reads in flight to one shard are coalesced into batched mget calls.
         self._readers = [
-            Coalescer(partial(self._read_shard, index), max_batch=settings.max_batch_keys)
-            for index in range(len(self.shards))
+            Coalescer(partial(self._read_shard, index), max_batch=config.max_batch_keys)
+            for index in range(len(shards))
         ]
 
     async def _read_shard(self, index: int, keys: list[str]) -> list[tuple[bytes | None, float]]:
@@ -75,29 +80,17 @@ class CacheClient:
     def connect(cls, settings: Settings | None = None, *, near_cache: bool = False) -> CacheClient:
         """A client of the deployment's shards, starting any that are not running."""
         settings = settings or Settings()
-        shards = [
-            ActorRef(
-                CacheShardActor,
-                shard_name(i),
-                settings,
-                shard_name(i),
-                namespace=settings.namespace,
-            )
-            for i in range(settings.cache_shards)
-        ]
-        return cls(shards, settings, near_cache=near_cache)
-
-    def _shard(self, key: str) -> tuple[int, ActorRef]:
-        index = self.ring.owner(key)
-        return index, self.shards[index]
+        config = CacheSettings.of(settings)
+        shards = Shards(CacheShardActor, SHARDS_PREFIX, config.shards, settings)
+        return cls(shards, config, near_cache=near_cache)
 
     # --- reads ---------------------------------------------------------
 
     async def get_raw(self, key: str) -> bytes | None:
         """The value's JSON bytes, or None."""
-        check_key(key, self.settings)
+        check_key(key, self.config)
         if self.near is not None:
-            found = self.near.lookup(key)
+            found: bytes | None = self.near.lookup(key)
             if found is not None:
                 return found
         return (await self._fetch([key]))[0]
@@ -109,9 +102,9 @@ class CacheClient:
     async def mget_raw(self, keys: Sequence[str]) -> list[bytes | None]:
         """Values (JSON bytes or None) in the order of ``keys``."""
         keys = list(keys)
-        check_batch(len(keys), self.settings)
+        check_batch(len(keys), self.config)
         for key in keys:
-            check_key(key, self.settings)
+            check_key(key, self.config)
         results: list[bytes | None] = [None] * len(keys)
         missing = list(range(len(keys)))
         if self.near is not None:
@@ -142,7 +135,7 @@ class CacheClient:
                 if self.near is not None and value is not None and lease > 0:
                     self.near.offer(keys[member], value, started + lease, since)
 
-        groups = self.ring.split(keys)
+        groups = self.shards.split(keys)
         if len(groups) == 1:
             await fetch(*groups.popitem())
         else:
@@ -159,8 +152,8 @@ class CacheClient:
 
     async def ttl(self, key: str) -> tuple[bool, float | None]:
         """(exists, seconds to live or None for no expiry)."""
-        check_key(key, self.settings)
-        exists, ttl = await self._shard(key)[1].call("ttl", key)
+        check_key(key, self.config)
+        exists, ttl = await self.shards.owner(key).call("ttl", key)
         return exists, ttl
 
     # --- writes --------------------------------------------------------
@@ -169,20 +162,20 @@ class CacheClient:
         await self.set_raw(key, encode(value), ttl_s=ttl_s)
 
     async def set_raw(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
-        check_key(key, self.settings)
-        check_value(value, self.settings)
+        check_key(key, self.config)
+        check_value(value, self.config)
         _check_ttl(ttl_s)
-        await self._shard(key)[1].call("set", key, value, ttl_s)
+        await self.shards.owner(key).call("set", key, value, ttl_s)
 
     async def mset(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> int:
         """Store every item; each shard applies its part all or nothing."""
         encoded = [(key, encode(value)) for key, value in items.items()]
-        check_batch(len(encoded), self.settings)
+        check_batch(len(encoded), self.config)
         for key, value in encoded:
-            check_key(key, self.settings)
-            check_value(value, self.settings)
+            check_key(key, self.config)
+            check_value(value, self.config)
         _check_ttl(ttl_s)
-        groups = self.ring.split(key for key, _ in encoded)
+        groups = self.shards.split(key for key, _ in encoded)
         counts = await asyncio.gather(
             *(
                 self.shards[index].call("mset", [encoded[m] for m in members], ttl_s)
@@ -192,27 +185,26 @@ class CacheClient:
         return sum(counts)
 
     async def delete(self, key: str) -> bool:
-        check_key(key, self.settings)
-        existed: bool = await self._shard(key)[1].call("delete", key)
+        check_key(key, self.config)
+        existed: bool = await self.shards.owner(key).call("delete", key)
         return existed
 
     async def incr(self, key: str, by: int = 1) -> int:
-        check_key(key, self.settings)
-        total: int = await self._shard(key)[1].call("incr", key, by)
+        check_key(key, self.config)
+        total: int = await self.shards.owner(key).call("incr", key, by)
         return total
 
     async def decr(self, key: str, by: int = 1) -> int:
         return await self.incr(key, -by)
 
     async def expire(self, key: str, ttl_s: float | None) -> bool:
-        check_key(key, self.settings)
+        check_key(key, self.config)
         _check_ttl(ttl_s)
-        found: bool = await self._shard(key)[1].call("expire", key, ttl_s)
+        found: bool = await self.shards.owner(key).call("expire", key, ttl_s)
         return found
 
     async def clear(self) -> int:
-        counts = await asyncio.gather(*(shard.call("clear") for shard in self.shards))
-        return sum(counts)
+        return sum(await self.shards.call_all("clear"))
 
     # --- get-or-compute ------------------------------------------------
 
@@ -230,7 +222,7 @@ class CacheClient:
         if raw is not None:
             return decode(raw)
         _check_ttl(ttl_s)
-        shard = self._shard(key)[1]
+        shard = self.shards.owner(key)
         kind, payload = await shard.call("load_begin", key)
         if kind == "hit":
             return decode(payload)
@@ -239,7 +231,7 @@ class CacheClient:
             if inspect.isawaitable(value):
                 value = await value
             encoded = encode(value)
-            check_value(encoded, self.settings)
+            check_value(encoded, self.config)
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}"
             await shard.call("load_end", key, payload, None, reason, None)
@@ -251,11 +243,11 @@ class CacheClient:
 
     async def start(self) -> None:
         """Start (or find) every shard and wait until each answers."""
-        await asyncio.gather(*(shard.call("ping") for shard in self.shards))
+        await self.shards.start()
 
     async def stats(self) -> dict[str, Any]:
         """Per-shard stats, their totals, and this client's near cache."""
-        shards = await asyncio.gather(*(shard.call("stats") for shard in self.shards))
+        shards = await self.shards.call_all("stats")
         total: dict[str, int] = {}
         for one in shards:
             for name, value in one.items():

@@ -34,6 +34,7 @@ import ray
 
 from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
 from actors.cache.eviction import eviction_order
+from actors.cache.settings import CacheSettings
 from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import BatchTooLarge, InvalidInput
 from actors.runtime.fanout import first_of
@@ -43,22 +44,24 @@ from actors.runtime.store import open_store
 from actors.runtime.supervision import Restart, remote_actor, report_start
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Shard actors are named ``cache-shard-<i>`` (``shard_names``).
+SHARDS_PREFIX = "cache-shard"
 
 
-def check_key(key: str, settings: Settings) -> None:
+def check_key(key: str, config: CacheSettings) -> None:
     size = len(key.encode())
-    if size > settings.max_key_bytes:
-        raise KeyTooLong(size=size, limit=settings.max_key_bytes)
+    if size > config.max_key_bytes:
+        raise KeyTooLong(size=size, limit=config.max_key_bytes)
 
 
-def check_value(value: bytes, settings: Settings) -> None:
-    if len(value) > settings.max_value_bytes:
-        raise ValueTooLarge(size=len(value), limit=settings.max_value_bytes)
+def check_value(value: bytes, config: CacheSettings) -> None:
+    if len(value) > config.max_value_bytes:
+        raise ValueTooLarge(size=len(value), limit=config.max_value_bytes)
 
 
-def check_batch(count: int, settings: Settings) -> None:
-    if count > settings.max_batch_keys:
-        raise BatchTooLarge(count=count, limit=settings.max_batch_keys)
+def check_batch(count: int, config: CacheSettings) -> None:
+    if count > config.max_batch_keys:
+        raise BatchTooLarge(count=count, limit=config.max_batch_keys)
 
 
 @dataclass(slots=True)
@@ -96,15 +99,15 @@ class CacheShard(LeaseOwner):
     def __init__(
         self, settings: Settings, *, name: str = "cache-shard", clock: Clock | None = None
     ) -> None:
-        self.settings = settings
+        self.config = CacheSettings.of(settings)
         self.name = name
         self.clock = clock or SystemClock()
         self._entries: dict[str, _Entry] = {}
-        self._order = eviction_order(settings.cache_eviction)
+        self._order = eviction_order(self.config.eviction)
         self._expiry: list[tuple[float, str]] = []
         self._bytes = 0
         self._flights: dict[str, _Flight] = {}
-        self.leases = Leases(self.clock, lease_s=settings.cache_near_lease_s)
+        self.leases = Leases(self.clock, lease_s=self.config.near_lease_s)
         self.stats_ = ShardStats()
         self.node_id: str | None = None  #: the Ray node it runs on, when it is an actor
 
@@ -130,15 +133,15 @@ class CacheShard(LeaseOwner):
         return entry
 
     def _store(self, key: str, value: bytes, expires_at: float | None) -> None:
-        check_key(key, self.settings)
-        check_value(value, self.settings)
+        check_key(key, self.config)
+        check_value(value, self.config)
         self._remove(key)
         entry = _Entry(value, len(key.encode()) + len(value), expires_at)
         # Make room before adding: under LFU the new key has the lowest count,
         # so evicting after adding would drop the key just written.
         while self._entries and (
-            len(self._entries) >= self.settings.cache_max_entries
-            or self._bytes + entry.size > self.settings.cache_max_bytes
+            len(self._entries) >= self.config.max_entries
+            or self._bytes + entry.size > self.config.max_bytes
         ):
             self._remove(self._order.victim())
             self.stats_.evictions += 1
@@ -191,7 +194,7 @@ class CacheShard(LeaseOwner):
     async def mget(
         self, keys: list[str], follower: str | None = None
     ) -> list[tuple[bytes | None, float]]:
-        check_batch(len(keys), self.settings)
+        check_batch(len(keys), self.config)
         return [self._read(key, follower) for key in keys]
 
     async def ttl(self, key: str) -> tuple[bool, float | None]:
@@ -213,10 +216,10 @@ class CacheShard(LeaseOwner):
         await self._invalidate([key])
 
     async def mset(self, items: list[tuple[str, bytes]], ttl_s: float | None = None) -> int:
-        check_batch(len(items), self.settings)
+        check_batch(len(items), self.config)
         for key, value in items:  # all or nothing: check before storing any
-            check_key(key, self.settings)
-            check_value(value, self.settings)
+            check_key(key, self.config)
+            check_value(value, self.config)
         await self._before_write()
         expires_at = self._expires_at(ttl_s)
         for key, value in items:
@@ -264,7 +267,7 @@ class CacheShard(LeaseOwner):
         await self._before_write()
         count = len(self._entries)
         self._entries.clear()
-        self._order = eviction_order(self.settings.cache_eviction)
+        self._order = eviction_order(self.config.eviction)
         self._expiry.clear()
         self._bytes = 0
         await self._invalidate(self.leases.held_keys())
@@ -283,7 +286,7 @@ class CacheShard(LeaseOwner):
         if flight is None or flight.deadline <= now:
             flight = _Flight(
                 uuid.uuid4().hex,
-                now + self.settings.cache_load_timeout_s,
+                now + self.config.load_timeout_s,
                 asyncio.get_running_loop().create_future(),
             )
             self._flights[key] = flight
@@ -295,7 +298,7 @@ class CacheShard(LeaseOwner):
         finally:
             flight.waiters -= 1
         if not flight.result.done():
-            raise LoadTimedOut(key=key, timeout_s=self.settings.cache_load_timeout_s)
+            raise LoadTimedOut(key=key, timeout_s=self.config.load_timeout_s)
         return "hit", flight.result.result()  # raises the loader's error to every waiter
 
     async def load_end(
@@ -360,7 +363,7 @@ class _CacheShardProcess(CacheShard):
         await store.close()
         if self.stats_.restarts:
             self.leases.hold_writes()  # copies granted before the crash may still be held
-        self._sweeper = every(self.clock, settings.cache_sweep_interval_s, self.sweep)
+        self._sweeper = every(self.clock, self.config.sweep_interval_s, self.sweep)
 
 
 #: Not durable, so restarting is all a shard needs; calls in flight are retried.
@@ -369,5 +372,11 @@ CacheShardActor = remote_actor(
 )
 
 
-def shard_name(index: int) -> str:
-    return f"cache-shard-{index}"
+__all__ = [
+    "SHARDS_PREFIX",
+    "CacheShard",
+    "CacheShardActor",
+    "check_batch",
+    "check_key",
+    "check_value",
+]

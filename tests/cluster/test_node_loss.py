@@ -15,10 +15,12 @@ from collections import Counter
 import ray
 
 from actors.auth.client import AuthClient
-from actors.auth.stores import USERS_NAME, SessionStoreActor, UserStoreActor, session_shard_name
+from actors.auth.sessions import SESSIONS_PREFIX, SessionStoreActor
+from actors.auth.users import USERS_NAME, UserStoreActor
 from actors.cache.client import CacheClient
-from actors.cache.shard import CacheShardActor, shard_name
+from actors.cache.shard import SHARDS_PREFIX, CacheShardActor
 from actors.runtime.settings import Settings
+from actors.runtime.shards import shard_names
 from actors.runtime.supervision import call, get_or_create
 from tests.cluster.conftest import HEAD_MARKER, MARKER, remove_and_wait
 from tests.conftest import REDIS_URL
@@ -39,8 +41,9 @@ async def test_the_cache_answers_again_after_its_node_is_removed(cluster, worker
     # Given shard 0 on a worker node and shard 1 on the head
     worker = worker_node()
     settings = isolated_settings(tmp_path, cache_shards=2, cache_near_lease_s=1.0)
-    for index, placement in enumerate((ON_MARKED_NODE, ON_HEAD)):
-        name = shard_name(index)
+    for name, placement in zip(
+        shard_names(SHARDS_PREFIX, 2), (ON_MARKED_NODE, ON_HEAD), strict=True
+    ):
         get_or_create(CacheShardActor, name, settings, name, namespace=settings.namespace,
                       **placement)  # fmt: skip
     cache = CacheClient.connect(settings)
@@ -54,7 +57,7 @@ async def test_the_cache_answers_again_after_its_node_is_removed(cluster, worker
     remove_and_wait(cluster, worker)
 
     # Then shard 1 keeps serving while shard 0 has nowhere to run
-    on_head = [k for k in keys if cache.ring.owner(k) == 1]
+    on_head = [k for k in keys if cache.shards.index(k) == 1]
     assert await cache.mget(on_head) == {k: k for k in on_head}
 
     # And once a replacement node joins, shard 0 answers again: empty, restart counted
@@ -112,7 +115,7 @@ async def test_no_user_or_session_is_lost_with_the_node_of_the_auth_actors(
     )
     get_or_create(UserStoreActor, USERS_NAME, settings, namespace=settings.namespace,
                   **ON_MARKED_NODE)  # fmt: skip
-    for name in map(session_shard_name, range(2)):
+    for name in shard_names(SESSIONS_PREFIX, 2):
         get_or_create(SessionStoreActor, name, settings, name, namespace=settings.namespace,
                       **ON_MARKED_NODE)  # fmt: skip
     auth = AuthClient(settings)

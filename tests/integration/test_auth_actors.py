@@ -14,9 +14,11 @@ import pytest
 import ray
 
 from actors.auth.client import AuthClient
-from actors.auth.stores import USERS_NAME, session_shard_name
+from actors.auth.sessions import SESSIONS_PREFIX
+from actors.auth.users import USERS_NAME
 from actors.runtime.errors import Forbidden, Unauthorized
 from actors.runtime.settings import Settings
+from actors.runtime.shards import shard_names
 from actors.runtime.store import open_store
 from actors.runtime.supervision import ActorRef
 from tests.integration.conftest import store_overrides
@@ -90,7 +92,7 @@ async def test_sessions_and_accounts_survive_killed_actors(ray_settings, store_k
         with pytest.raises(Unauthorized):
             await checker.authenticate(ended["token"])
     # And each actor really was restarted
-    assert [ref.name for ref in refs] == [USERS_NAME, *map(session_shard_name, range(3))]
+    assert [ref.name for ref in refs] == [USERS_NAME, *shard_names(SESSIONS_PREFIX, 3)]
     assert [await restarts(settings, ref) for ref in refs] == [1] * len(refs)
 
 
@@ -118,7 +120,7 @@ async def test_disabling_a_user_ends_their_sessions_everywhere_at_once(ray_setti
     await admin.register("bob", PASSWORD)
     # Given ada logged in several times (sessions on several shards), held by two clients
     tokens = [(await admin.login("ada", PASSWORD))["token"] for _ in range(6)]
-    assert len({a.ring.owner(t.partition(".")[0]) for t in tokens}) > 1
+    assert len({a.shards.index(t.partition(".")[0]) for t in tokens}) > 1
     bobs = (await admin.login("bob", PASSWORD))["token"]
     for client in (a, b):
         for token in [*tokens, bobs]:
@@ -177,7 +179,7 @@ async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, sto
         for checker in (client, fresh):
             principal = await checker.authenticate(answer["token"])
             assert principal.username == answer["user"]["username"]
-    on_victim = [r for r in logged_in if client.ring.owner(r["session"]["id"]) == 0]
+    on_victim = [r for r in logged_in if client.shards.index(r["session"]["id"]) == 0]
     assert on_victim, "no session lives on the killed shard"
     assert in_flight > 0, "the kill came after the logins, not in the middle of them"
     assert await restarts(settings, client.shards[0]) == 1

@@ -10,8 +10,9 @@ import pytest
 import ray
 
 from actors.cache.client import CacheClient
-from actors.runtime.errors import LoaderFailed
+from actors.cache.errors import LoaderFailed
 from actors.runtime.settings import Settings
+from tests.conftest import until
 
 
 @pytest.fixture
@@ -31,15 +32,6 @@ async def clients(cache_settings: Settings) -> AsyncIterator[Callable[..., Cache
     yield make
     for client in made:
         await client.close()
-
-
-async def until(predicate: Callable[[], Any], *, attempts: int = 500) -> None:
-    """Join on a condition another process makes true (bounded; not a timing check)."""
-    for _ in range(attempts):
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never became true")
 
 
 async def test_keys_spread_over_shards_and_batches_split(clients):
@@ -102,7 +94,7 @@ async def test_concurrent_misses_run_the_loader_once(clients, cache_settings):
         stats = await callers[0].stats()
         return stats["total"]["load_waiters"] == 11
 
-    await until(eleven_waiting)
+    await until(eleven_waiting, what="eleven callers waiting on the loader")
     release.set()
     assert await asyncio.gather(*tasks) == [{"computed": "once"}] * 12
     assert runs == 1
@@ -125,7 +117,7 @@ async def test_a_loader_error_reaches_every_waiter_and_caches_nothing(clients):
     async def two_waiting() -> bool:
         return (await callers[0].stats())["total"]["load_waiters"] == 2
 
-    await until(two_waiting)
+    await until(two_waiting, what="two callers waiting on the loader")
     release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert sum(isinstance(r, RuntimeError) and str(r) == "backend down" for r in results) == 1
@@ -140,9 +132,9 @@ async def test_a_crashed_shard_restarts_empty_while_the_others_keep_serving(clie
     cache = clients()
     keys = [f"key-{i}" for i in range(60)]
     await cache.mset({key: key for key in keys})
-    victim = cache.ring.owner(keys[0])
-    lost = [k for k in keys if cache.ring.owner(k) == victim]
-    kept = [k for k in keys if cache.ring.owner(k) != victim]
+    victim = cache.shards.index(keys[0])
+    lost = [k for k in keys if cache.shards.index(k) == victim]
+    kept = [k for k in keys if cache.shards.index(k) != victim]
 
     ray.kill(cache.shards[victim].handle, no_restart=False)
 
@@ -161,7 +153,7 @@ async def test_a_near_cache_drops_copies_from_a_restarted_shard(clients):
     reader, writer = clients(near_cache=True), clients()
     await writer.set("k", "before")
     assert await reader.get("k") == "before"
-    ray.kill(writer.shards[writer.ring.owner("k")].handle, no_restart=False)
+    ray.kill(writer.shards.owner("k").handle, no_restart=False)
     # The restarted shard is empty and holds back writes for one lease, so
     # no copy granted by the old incarnation can outlive a new write.
     await writer.set("k", "after")

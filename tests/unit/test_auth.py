@@ -8,31 +8,18 @@ yields; time moves only by ``clock.advance``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors.auth.stores import (
-    ADDRESS_LOCKOUT_FACTOR,
-    Role,
-    Session,
-    SessionStore,
-    UserStore,
-    hash_secret,
-    new_token,
-    parse_token,
-    secret_matches,
-)
+from actors.auth.errors import InvalidResetToken, TooManyAttempts, UsernameTaken
+from actors.auth.model import Role, Session, hash_secret, new_token, parse_token, secret_matches
+from actors.auth.sessions import SessionStore
+from actors.auth.users import ADDRESS_LOCKOUT_FACTOR, UserStore
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
-    InvalidResetToken,
-    TooManyAttempts,
-    Unauthorized,
-    UsernameTaken,
-)
+from actors.runtime.errors import Unauthorized
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
@@ -52,13 +39,6 @@ SMALL = {
     "auth_session_lease_s": LEASE_S,
     "auth_admin_username": "Root",
 }
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "auth.sqlite3")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -91,10 +71,11 @@ async def users(open_users: Callable[..., Awaitable[UserStore]]) -> UserStore:
 def open_sessions(
     settings: Settings, clock: FakeClock, store: SQLiteStore
 ) -> Callable[..., Awaitable[SessionStore]]:
-    async def open_() -> SessionStore:
+    async def open_(*, snapshot_every: int = 10_000) -> SessionStore:
         sessions = SessionStore(settings, clock=clock)
         failures: list[BaseException] = []
-        await sessions.open(store, "sessions", on_failure=failures.append)
+        await sessions.open(store, "sessions", snapshot_every=snapshot_every,
+                            on_failure=failures.append)  # fmt: skip
         return sessions
 
     return open_
@@ -217,7 +198,9 @@ async def test_a_reopened_store_has_the_same_accounts(
     # When the actor restarts (a new instance recovers from the same stream)
     again = await open_users(snapshot_every=snapshot_every)
 
-    # Then it has the same accounts, hashes and flags
+    # Then its state is the same, record for record
+    assert again.state == users.state
+    # And it answers the same accounts, hashes and flags
     assert await everything(again) == before
     assert before["bob"]["password_hash"] == "hash-bob-2"
     assert before["cy"]["disabled"] is True
@@ -445,7 +428,7 @@ def session_record(
     user: str = "u1",
     idle_s: float = IDLE_S,
     absolute_s: float = ABSOLUTE_S,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[Session, str]:
     """A session as AuthClient.login builds it, and its bearer token."""
     session_id, secret, token = new_token()
     now = clock.time()
@@ -460,14 +443,13 @@ def session_record(
         idle_timeout_s=idle_s,
         absolute_expires_at=now + absolute_s,
     )
-    return asdict(session), token
+    return session, token
 
 
 def test_new_token_round_trips_through_parse_and_secret_matches(clock: FakeClock) -> None:
-    record, token = session_record(clock)
+    session, token = session_record(clock)
     session_id, secret = parse_token(token)
-    assert session_id == record["id"] and len(session_id) == 16
-    session = Session(**record)
+    assert session_id == session.id and len(session_id) == 16
     assert secret_matches(session, secret)
     assert not secret_matches(session, secret + "x")
     assert not secret_matches(session, new_token()[1])
@@ -500,7 +482,7 @@ async def create(
 ) -> tuple[str, dict[str, Any]]:
     record, _ = session_record(clock, **kwargs)
     public = await sessions.create(record)
-    return record["id"], public
+    return record.id, public
 
 
 async def live(sessions: SessionStore, session_id: str) -> bool:
@@ -511,10 +493,10 @@ async def live(sessions: SessionStore, session_id: str) -> bool:
 async def test_create_and_lookup(sessions: SessionStore, clock: FakeClock) -> None:
     record, token = session_record(clock)
     public = await sessions.create(record)
-    assert public["id"] == record["id"]
+    assert public["id"] == record.id
     assert public["expires_at"] == pytest.approx(clock.time() + IDLE_S)
     assert "secret_hash" not in public
-    [(found, lease), (missing, none)] = await sessions.lookup([record["id"], "f" * 16])
+    [(found, lease), (missing, none)] = await sessions.lookup([record.id, "f" * 16])
     assert found is not None and found.user_id == "u1"
     assert secret_matches(found, parse_token(token)[1])
     assert (lease, missing, none) == (0.0, None, 0.0)
@@ -588,17 +570,24 @@ async def test_sweep_ends_expired_sessions(sessions: SessionStore, clock: FakeCl
     assert await sessions.end([idle, capped]) == 0  # already ended
 
 
+@pytest.mark.parametrize("snapshot_every", [10_000, 2], ids=["replay", "snapshot+replay"])
 async def test_a_reopened_session_store_has_the_same_sessions(
-    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock
+    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock, snapshot_every: int
 ) -> None:
-    sessions = await open_sessions()
+    sessions = await open_sessions(snapshot_every=snapshot_every)
     ended, _ = await create(sessions, clock)
     touched, _ = await create(sessions, clock)
     await create(sessions, clock, user="u2")
     clock.advance(5)
     await sessions.touch(touched)
     await sessions.end([ended])
-    again = await open_sessions()
+    if snapshot_every < 10_000:
+        assert sessions._snapshot_task is not None
+        await sessions._snapshot_task
+        snapshot = await sessions.journal.store.read_snapshot("sessions")
+        assert snapshot is not None and snapshot[0] > 0
+    again = await open_sessions(snapshot_every=snapshot_every)
+    assert again.sessions == sessions.sessions
     assert {k: asdict(v) for k, v in again.sessions.items()} == {
         k: asdict(v) for k, v in sessions.sessions.items()
     }

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from actors.auth.client import AuthClient
-from actors.auth.stores import SessionStore, UserStore
+from actors.auth.errors import InvalidCredentials, TooManyAttempts
+from actors.auth.sessions import SessionStore
+from actors.auth.users import UserStore
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import Forbidden, InvalidCredentials, TooManyAttempts, Unauthorized
+from actors.runtime.errors import Forbidden, Unauthorized
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
 
@@ -43,8 +45,8 @@ async def local_client(tmp_path, **overrides: Any) -> AuthClient:
     await shard.open(store, "s0", on_failure=lambda e: None)
     client = AuthClient(settings, clock=clock)
     client.users = LocalRef(users, "users")  # type: ignore[assignment]
-    client.shards = [LocalRef(shard, "s0")]  # type: ignore[list-item]
-    client.near.owners = client.shards  # type: ignore[assignment]
+    client.shards.refs = [LocalRef(shard, "s0")]  # type: ignore[list-item]
+    client.near.owners = client.shards.refs  # type: ignore[assignment]
     return client
 
 

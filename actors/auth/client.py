@@ -96,12 +96,8 @@ class SessionVerifier:
         if found is not None:
             return found
         index = self.shards.index(session_id)
-        self.near.follow(index)
-        since, started = self.near.generation, self.clock.now()
-        [(session, lease)] = await self._lookups[index].submit([session_id])
-        if session is not None and lease > 0:
-            self.near.offer(session_id, session, started + lease, since)
-        return session
+        [session] = await self.near.read_through(index, [session_id], self._lookups[index].submit)
+        return session  # type: ignore[no-any-return]
 
     async def authenticate(self, token: str) -> Principal:
         """The principal behind a bearer token; ``Unauthorized`` if it is not valid now."""

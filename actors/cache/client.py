@@ -123,17 +123,15 @@ class CacheClient:
         never outlives the shard's lease), unless the key was invalidated
         meanwhile."""
         results: list[bytes | None] = [None] * len(keys)
-        since = self.near.generation if self.near is not None else 0
-        started = self.clock.now()
 
         async def fetch(index: int, members: list[int]) -> None:
+            wanted = [keys[m] for m in members]
             if self.near is not None:
-                self.near.follow(index)
-            answers = await self._readers[index].submit([keys[m] for m in members])
-            for member, (value, lease) in zip(members, answers, strict=True):
+                values = await self.near.read_through(index, wanted, self._readers[index].submit)
+            else:
+                values = [value for value, _ in await self._readers[index].submit(wanted)]
+            for member, value in zip(members, values, strict=True):
                 results[member] = value
-                if self.near is not None and value is not None and lease > 0:
-                    self.near.offer(keys[member], value, started + lease, since)
 
         groups = self.shards.split(keys)
         if len(groups) == 1:

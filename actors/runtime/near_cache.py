@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors.runtime.clock import Clock
@@ -81,6 +81,25 @@ class NearCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    async def read_through(
+        self,
+        index: int,
+        keys: list[str],
+        fetch: Callable[[list[str]], Awaitable[list[tuple[Any, float]]]],
+    ) -> list[Any]:
+        """Read ``keys`` from owner ``index`` with ``fetch`` (answering
+        ``(value, lease_s)`` per key, None for a missing one) and keep each value
+        here until its lease ends, counted from before the request left, so a
+        copy never outlives the owner's lease; a key invalidated meanwhile is
+        not kept. The owner is followed first, so no invalidation is missed."""
+        self.follow(index)
+        since, started = self.generation, self.clock.now()
+        answers = await fetch(keys)
+        for key, (value, lease) in zip(keys, answers, strict=True):
+            if value is not None and lease > 0:
+                self.offer(key, value, started + lease, since)
+        return [value for value, _ in answers]
 
     # --- following the owners ------------------------------------------
 

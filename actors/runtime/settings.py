@@ -58,8 +58,10 @@ class Section(BaseSettings):
 class Settings(BaseSettings):
     """The deployment's settings: the runtime's fields, and ``sections`` by service."""
 
+    # Unknown keywords are refused by ``_sections`` rather than by ``extra``, so
+    # that type checkers accept the ``<service>_<field>`` keywords it routes.
     model_config = SettingsConfigDict(
-        env_prefix="REALM_", frozen=True, extra="forbid", use_attribute_docstrings=True
+        env_prefix="REALM_", frozen=True, extra="ignore", use_attribute_docstrings=True
     )
 
     # --- runtime -----------------------------------------------------------
@@ -129,6 +131,9 @@ class Settings(BaseSettings):
                 if f"{name}_{field}" in data:
                     values[field] = data.pop(f"{name}_{field}")
             sections[name] = section_class(**values)
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"no such setting: {', '.join(unknown)}")
         data["sections"] = sections
         return data
 

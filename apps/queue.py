@@ -17,6 +17,7 @@ from ray.serve import Application
 
 from actors.queue.client import QueueClient
 from actors.queue.model import JobState
+from actors.queue.settings import QueueSettings
 from actors.runtime.errors import BatchTooLarge
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
@@ -139,6 +140,7 @@ def make_app(client: QueueClient, settings: Settings) -> FastAPI:
         "backoff, dead letters, priorities, delays, unique jobs, rate limits.",
         settings=settings,
     )
+    max_batch_jobs = QueueSettings.of(settings).max_batch_jobs
 
     @app.post("/{queue}/jobs", status_code=201)
     async def enqueue(
@@ -154,8 +156,8 @@ def make_app(client: QueueClient, settings: Settings) -> FastAPI:
 
     @app.post("/{queue}/jobs/batch", status_code=201)
     async def enqueue_batch(queue: QueueName, body: BatchBody, user: CurrentUser) -> Jobs:
-        if len(body.jobs) > settings.queue_max_batch_jobs:
-            raise BatchTooLarge(size=len(body.jobs), limit=settings.queue_max_batch_jobs)
+        if len(body.jobs) > max_batch_jobs:
+            raise BatchTooLarge(size=len(body.jobs), limit=max_batch_jobs)
         jobs = await client.enqueue_many(queue, [_spec(job) for job in body.jobs])
         return Jobs(jobs=[Job(**job) for job in jobs])
 

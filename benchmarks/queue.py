@@ -277,12 +277,14 @@ def main(argv: list[str] | None = None) -> None:
         args.jobs, args.paced_jobs = min(args.jobs, 1_000), min(args.paced_jobs, 200)
         args.rounds = 1
     from actors.queue.model import queue_actor_name
+    from actors.queue.settings import QueueSettings
     from actors.runtime.settings import Settings
     from actors.runtime.supervision import kill_named
 
     load_before = os.getloadavg()
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-queue-"))
     settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
+    config = QueueSettings.of(settings)
     variants: dict[str, dict[str, Any]] = {}
     rounds: dict[str, list[dict[str, Any]]] = {"realm": [], "celery": []}
     try:
@@ -329,8 +331,8 @@ def main(argv: list[str] | None = None) -> None:
             "params": vars(args)
             | {
                 "cores": os.cpu_count(),
-                "realm_workers": settings.queue_workers,
-                "realm_concurrency": settings.queue_concurrency,
+                "realm_workers": config.workers,
+                "realm_concurrency": config.concurrency,
                 "realm_store": "sqlite, synchronous=FULL",
                 "load_before": load_before,
                 "load_after": os.getloadavg(),

@@ -13,6 +13,11 @@ are idempotent by themselves.
     await queue.start()
     job = await queue.enqueue("emails", "actors.queue.handlers:echo", {"to": "ada"})
     done = await queue.wait("emails", job["id"], timeout_s=10)
+
+It also offers what other services need of the queue's rules, so they check a
+job as the queue would: ``QueueSettings`` (its section of the settings),
+``resolve_handler`` and ``JobState``, and the errors ``JobArgsTooLarge`` and
+``UnknownHandler``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,16 @@ import builtins
 import uuid
 from typing import Any
 
+from actors.queue.errors import JobArgsTooLarge, UnknownHandler
 from actors.queue.jobqueue import JobQueueActor
-from actors.queue.model import FINISHED, JobState, check_queue_name, queue_actor_name
+from actors.queue.model import (
+    FINISHED,
+    JobState,
+    check_queue_name,
+    queue_actor_name,
+    resolve_handler,
+)
+from actors.queue.settings import QueueSettings
 from actors.runtime.batching import Coalescer
 from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.settings import Settings
@@ -36,6 +49,7 @@ WAIT_SLICE_S = 30.0
 class QueueClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.config = QueueSettings.of(settings)
         self._queues: dict[str, ActorRef] = {}
         self._enqueuers: dict[str, Coalescer[dict[str, Any], Any]] = {}
 
@@ -68,7 +82,7 @@ class QueueClient:
                 )
                 return answers
 
-            enqueuer = Coalescer(send, max_batch=self.settings.queue_max_batch_jobs)
+            enqueuer = Coalescer(send, max_batch=self.config.max_batch_jobs)
             self._enqueuers[queue] = enqueuer
         return enqueuer
 
@@ -228,4 +242,13 @@ def job_spec(handler: str, args: dict[str, Any] | None = None, **options: Any) -
     return {"handler": handler, "args": args, **{k: v for k, v in options.items() if v is not None}}
 
 
-__all__ = ["JobDidNotSucceed", "QueueClient", "job_spec"]
+__all__ = [
+    "JobArgsTooLarge",
+    "JobDidNotSucceed",
+    "JobState",
+    "QueueClient",
+    "QueueSettings",
+    "UnknownHandler",
+    "job_spec",
+    "resolve_handler",
+]

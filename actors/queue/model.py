@@ -1,9 +1,11 @@
-"""The task queue's vocabulary: job states, the job record, a queue's config,
-the backoff schedule, handler resolution, and what the dispatcher talks to
-(a ``WorkerPool``, the global ``Slots``, a ``TokenBucket`` rate limit).
+"""The task queue's vocabulary: job states, the job record and the enqueue spec
+that makes one, the checks an enqueue request goes through, the backoff
+schedule, and handler resolution.
 
-Shared by the queue (``actors.queue.jobqueue``), its workers (``actors.queue.workers``)
-and its clients, without importing Ray.
+Shared by the queue (``actors.queue.jobqueue``), its dispatcher and workers,
+and its clients, without importing Ray. ``Job`` and ``JobSpec`` are msgspec
+Structs encoded as arrays: a queue's records and snapshots hold them by the
+thousand, and a flat array is the fastest and smallest form of them.
 """
 
 from __future__ import annotations
@@ -11,18 +13,24 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import math
 import re
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
-from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any
 
-from actors.queue.errors import UnknownHandler
+import msgspec
+import orjson
+
+from actors.queue.errors import JobArgsTooLarge, UnknownHandler
+from actors.queue.settings import QueueSettings
 from actors.runtime.errors import InvalidInput
-from actors.runtime.settings import Settings
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: Longest unique or idempotency key.
+MAX_KEY_CHARS = 256
 
 
 class JobState(str, Enum):
@@ -125,52 +133,12 @@ class HandlerCache:
         return handler
 
 
-# --- configuration and records ------------------------------------------------
+# --- records ------------------------------------------------------------------
 
 
-@dataclass
-class QueueConfig:
-    """A queue's defaults (from ``Settings``); concurrency and rate are per queue at runtime."""
+class JobFields(msgspec.Struct, array_like=True):
+    """What an enqueue decides about a job: a ``JobSpec`` carries it, a ``Job`` keeps it."""
 
-    concurrency: int = 64
-    rate_limit_per_s: float | None = None
-    rate_burst: int | None = None
-    batch_max: int = 256
-    visibility_timeout_s: float = 30.0
-    max_attempts: int = 5
-    timeout_s: float = 300.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    result_ttl_s: float = 3_600.0
-    dead_ttl_s: float = 7 * 86_400.0
-    unique_for_s: float = 3_600.0
-    max_args_bytes: int = 64 * 1024
-    max_batch_jobs: int = 1_000
-    max_finished_jobs: int = 100_000
-    handler_modules: str = "actors.queue.handlers"
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> QueueConfig:
-        return cls(
-            concurrency=s.queue_concurrency,
-            batch_max=s.queue_batch_max,
-            visibility_timeout_s=s.queue_visibility_timeout_s,
-            max_attempts=s.queue_max_attempts,
-            timeout_s=s.queue_job_timeout_s,
-            backoff_base_s=s.queue_backoff_base_s,
-            backoff_max_s=s.queue_backoff_max_s,
-            result_ttl_s=s.queue_result_ttl_s,
-            dead_ttl_s=s.queue_dead_ttl_s,
-            unique_for_s=s.queue_unique_for_s,
-            max_args_bytes=s.queue_max_args_bytes,
-            max_batch_jobs=s.queue_max_batch_jobs,
-            max_finished_jobs=s.queue_max_finished_jobs,
-            handler_modules=s.queue_handler_modules,
-        )
-
-
-@dataclass(slots=True)
-class Job:
     id: str
     queue: str
     handler: str
@@ -178,10 +146,19 @@ class Job:
     priority: int
     max_attempts: int
     timeout_s: float
-    enqueued_at: float
     run_at: float  #: when it is (or was) due: enqueue, delay, or the retry's backoff
     unique_key: str | None
     idempotency_key: str | None
+
+
+#: How many leading fields a ``Job`` shares with a ``JobSpec``.
+_SHARED = len(JobFields.__struct_fields__)
+
+
+class Job(JobFields):
+    """One job as the queue keeps it (and its snapshots store it)."""
+
+    enqueued_at: float
     state: JobState = JobState.QUEUED
     attempts: int = 0
     ready_seq: int = 0  #: FIFO order among equal priorities; stale heap entries differ
@@ -194,80 +171,100 @@ class Job:
     expires_at: float | None = None  #: when a finished job is pruned
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {name: getattr(self, name) for name in JOB_FIELDS}
+        doc = msgspec.structs.asdict(self)
         doc["state"] = self.state.value
         return doc
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A flat tuple pickles in about 60% of the time of a slotted
-        # dataclass's default state, and snapshots hold every job.
-        return (_rebuild_job, _job_values(self))
+
+class JobSpec(JobFields):
+    """A checked enqueue request (``prepare``): what an ``enqueue`` record carries per job."""
+
+    unique_for_s: float
+
+    def job(self, enqueued_at: float) -> Job:
+        # The shared fields lead both structs, in the same order: pass them as they stand.
+        return Job(*msgspec.structs.astuple(self)[:_SHARED], enqueued_at)  # type: ignore[call-arg]
 
 
-JOB_FIELDS = tuple(f.name for f in fields(Job))
-_job_values = attrgetter(*JOB_FIELDS)
+def prepare(
+    spec: dict[str, Any], *, queue: str, now: float, config: QueueSettings, handlers: HandlerCache
+) -> JobSpec:
+    """Check one enqueue request (a ``job_spec`` dict) and make it a ``JobSpec``."""
+    handler = spec.get("handler")
+    handlers.get(handler)  # type: ignore[arg-type]
+    args = spec.get("args") or {}
+    if not isinstance(args, dict):
+        raise InvalidInput("args must be a JSON object", type=type(args).__name__)
+    try:
+        encoded = orjson.dumps(args)
+    except (TypeError, orjson.JSONEncodeError) as error:
+        raise InvalidInput("args must be JSON", error=str(error)) from None
+    if len(encoded) > config.max_args_bytes:
+        raise JobArgsTooLarge(size=len(encoded), limit=config.max_args_bytes)
+    priority = spec.get("priority", 5)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+        raise InvalidInput("priority must be an integer 0-9", priority=priority)
+    delay_s, run_at = spec.get("delay_s"), spec.get("run_at")
+    if delay_s is not None and run_at is not None:
+        raise InvalidInput("give delay_s or run_at, not both")
+    if delay_s is not None:
+        if not _number(delay_s) or delay_s < 0:
+            raise InvalidInput("delay_s must be a number >= 0", delay_s=delay_s)
+        run_at = now + delay_s
+    elif run_at is not None and not _number(run_at):
+        raise InvalidInput("run_at must be a Unix time in seconds", run_at=run_at)
+    max_attempts = _default(spec.get("max_attempts"), config.max_attempts)
+    if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 1_000:
+        raise InvalidInput("max_attempts must be an integer 1-1000", value=max_attempts)
+    timeout_s = _default(spec.get("timeout_s"), config.job_timeout_s)
+    unique_for_s = _default(spec.get("unique_for_s"), config.unique_for_s)
+    for name, value in (("timeout_s", timeout_s), ("unique_for_s", unique_for_s)):
+        if not _number(value) or value <= 0:
+            raise InvalidInput(f"{name} must be a number > 0", value=value)
+    unique_key, idempotency_key = spec.get("unique_key"), spec.get("idempotency_key")
+    for name, value in (("unique_key", unique_key), ("idempotency_key", idempotency_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInput(f"{name} must be a non-empty string", value=value)
+        if value is not None and len(value) > MAX_KEY_CHARS:
+            raise InvalidInput(f"{name} is longer than {MAX_KEY_CHARS} characters")
+    return JobSpec(
+        id=uuid.uuid4().hex,
+        queue=queue,
+        handler=handler,  # type: ignore[arg-type]
+        # as JSON reads it back, so that the job holds what its journal replays
+        args=orjson.loads(encoded) if args else args,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout_s=float(timeout_s),
+        run_at=float(run_at if run_at is not None else now),
+        unique_key=unique_key,
+        idempotency_key=idempotency_key,
+        unique_for_s=float(unique_for_s),
+    )
 
 
-def _rebuild_job(*values: Any) -> Job:
-    job = Job.__new__(Job)
-    for name, value in zip(JOB_FIELDS, values, strict=True):
-        object.__setattr__(job, name, value)
-    return job
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
-class WorkerPool(Protocol):
-    size: int  #: workers; a dispatch turn sends each at most one batch
-
-    def available(self) -> int:
-        """How many more jobs the pool can take now (0 while every worker is down)."""
-
-    async def run(self, batch: list[Work]) -> list[Outcome]:
-        """Run a batch on one worker; raises if the worker was lost."""
-
-    def cancel(self, job_ids: list[str]) -> None:
-        """Ask the workers running these jobs to stop them (best effort)."""
-
-
-class Slots(Protocol):
-    async def set_demand(self, holder: str, want: int) -> int:
-        """Ask for ``want`` slots of the global concurrency; returns the grant."""
-
-
-class TokenBucket:
-    """The rate limit: ``rate`` jobs per second on average, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, max(1, burst)
-        self.tokens, self.last = float(self.burst), now
-
-    def available(self, now: float) -> int:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        return int(self.tokens)
-
-    def take(self, n: int) -> None:
-        self.tokens -= n
-
-    def wait_s(self) -> float:
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 __all__ = [
     "FINISHED",
-    "JOB_FIELDS",
     "WAITING",
     "Handler",
     "HandlerCache",
     "Job",
+    "JobFields",
+    "JobSpec",
     "JobState",
     "Outcome",
-    "QueueConfig",
-    "Slots",
-    "TokenBucket",
     "Work",
-    "WorkerPool",
     "backoff_s",
     "check_queue_name",
+    "prepare",
     "queue_actor_name",
     "resolve_handler",
 ]

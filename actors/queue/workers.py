@@ -1,14 +1,15 @@
 """The task queue's workers, and the global concurrency slots.
 
-A queue actor owns a ``RayWorkerPool``: ``queue_workers`` ``JobWorker`` actors
+A queue actor owns a ``RayWorkerPool``: ``workers`` ``JobWorker`` actors
 that it started itself, so they share its fate (a queue actor that dies takes
 its workers with it, and the new incarnation starts fresh ones; the jobs they
 ran come back when their leases run out). Ray places them (SPREAD over
 nodes). The dispatcher sends a worker a batch of jobs in one call and awaits
 the answer, one outcome per job; a worker that dies fails that call
 (``RayActorError``), which fails the attempt of every job in the batch. A
-worker renews the leases of the jobs it runs every ``queue_heartbeat_s`` and
-stops jobs the queue has cancelled.
+worker renews the leases of the jobs it runs every ``heartbeat_s`` and
+stops jobs the queue has cancelled. A result is kept as JSON reads it back
+(tuples become lists), which is how the queue's journal replays it.
 
 Handlers are called as ``fn(**args)``, plus ``job=JobContext`` when they take a
 ``job`` parameter. ``async def`` handlers run on the worker's event loop;
@@ -16,7 +17,7 @@ plain functions run in a thread, so they cannot be interrupted: a cancelled
 or timed-out plain function runs on, and its outcome is ignored.
 
 ``JobSlots`` is the global concurrency limit: one small actor that grants
-each queue a share of ``queue_global_concurrency`` slots on request (a queue
+each queue a share of ``global_concurrency`` slots on request (a queue
 asks again when its need changes, not per job). Its grants are not durable: a
 restarted slot actor learns them again from the queues' next requests.
 """
@@ -32,11 +33,14 @@ from typing import Any
 
 import orjson
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.queue.model import HandlerCache, Outcome, Work
+from actors.queue.settings import QueueSettings
+from actors.runtime.backoff import ACTOR_RESTART, retry_call
+from actors.runtime.clock import SystemClock, every
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef, Restart, call, remote_actor
+from actors.runtime.supervision import ActorRef, Restart, remote_actor
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,9 @@ class JobWorker:
         self._max_result_bytes = max_result_bytes
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._heartbeat_s = heartbeat_s
         self.ran = 0
-        self._heartbeat = asyncio.create_task(self._heartbeats(heartbeat_s))
+        self._heartbeat = every(SystemClock(), heartbeat_s, self.heartbeat)
 
     async def ping(self) -> int:
         return self.ran
@@ -121,9 +126,10 @@ class JobWorker:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._threads, lambda: handler.fn(**kwargs))
             if result is not None:
-                size = len(orjson.dumps(result))
-                if size > self._max_result_bytes:
-                    raise ValueError(f"the result is {size} bytes, over the limit")
+                encoded = orjson.dumps(result)
+                if len(encoded) > self._max_result_bytes:
+                    raise ValueError(f"the result is {len(encoded)} bytes, over the limit")
+                result = orjson.loads(encoded)
             return (job_id, attempt, True, result, None, started, time.time())
         except TimeoutError as error:
             reason = f"timed out after {timeout_s}s" if deadline.expired() else repr(error)
@@ -138,20 +144,27 @@ class JobWorker:
             self._running.pop(job_id, None)
 
     async def heartbeat(self) -> None:
-        """Renew the leases of the running jobs; stop the ones the queue dropped."""
+        """Renew the leases of the running jobs; stop the ones the queue dropped.
+
+        A queue that does not answer is tried again until the next heartbeat is
+        due; after that this one is dropped (the next carries the same jobs, and
+        a lease that runs out meanwhile only makes the job run again).
+        """
         if not self._running:
             return
         try:
-            dropped = await self._queue.heartbeat.remote(list(self._running))
-        except Exception as error:  # the queue is restarting: it will expire or renew
+            dropped = await retry_call(
+                lambda: self._queue.heartbeat.remote(list(self._running)),
+                on=ActorUnavailableError,
+                backoff=ACTOR_RESTART,
+                patience_s=self._heartbeat_s,
+                log=log,
+                what="heartbeat",
+            )
+        except Exception as error:  # the queue is gone or restarting: it will expire or renew
             log.warning("heartbeat failed: %r", error)
             return
         self.cancel(dropped)
-
-    async def _heartbeats(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            await self.heartbeat()
 
 
 #: A worker that dies is restarted; the call in flight fails to the dispatcher.
@@ -161,16 +174,16 @@ JobWorkerActor = remote_actor(JobWorker, restart=Restart.TRANSIENT, scheduling_s
 class RayWorkerPool:
     """A queue's worker actors: the least loaded healthy one gets each batch."""
 
-    def __init__(self, settings: Settings, queue: Any, *, on_change: Any = None) -> None:
-        self.size = settings.queue_workers
+    def __init__(self, config: QueueSettings, queue: Any, *, on_change: Any = None) -> None:
+        self.size = config.workers
         self._options = {
-            "handler_modules": settings.queue_handler_modules,
-            "heartbeat_s": settings.queue_heartbeat_s,
-            "max_result_bytes": settings.queue_max_result_bytes,
-            "threads": settings.queue_concurrency,
+            "handler_modules": config.handler_modules,
+            "heartbeat_s": config.heartbeat_s,
+            "max_result_bytes": config.max_result_bytes,
+            "threads": config.concurrency,
         }
         self._queue = queue
-        self._per_worker = max(settings.queue_concurrency, settings.queue_batch_max)
+        self._per_worker = max(config.concurrency, config.batch_max)
         self._workers: list[Any] = []
         self._load: list[int] = []
         self._healthy: list[bool] = []
@@ -208,7 +221,9 @@ class RayWorkerPool:
             self.lost += 1
             if self._healthy[index]:
                 self._healthy[index] = False
-                self._reviving.add(asyncio.ensure_future(self._revive(index)))
+                reviving = asyncio.ensure_future(self._revive(index))
+                self._reviving.add(reviving)  # held so that it is not collected while it runs
+                reviving.add_done_callback(self._reviving.discard)
             raise
         finally:
             self._load[index] -= len(batch)
@@ -217,12 +232,14 @@ class RayWorkerPool:
 
     async def _revive(self, index: int) -> None:
         """Wait until Ray has restarted the worker, then use it again."""
-        while True:
-            try:
-                await call(self._workers[index], "ping", patience_s=60.0)
-                break
-            except Exception:
-                await asyncio.sleep(0.5)
+        worker = self._workers[index]
+        await retry_call(
+            lambda: worker.ping.remote(),
+            on=RayActorError,
+            backoff=ACTOR_RESTART,
+            log=log,
+            what=f"worker {index} coming back",
+        )
         self._healthy[index] = True
         if self._on_change is not None:
             self._on_change()
@@ -288,7 +305,7 @@ class JobSlots:
 
 class _JobSlotsProcess(JobSlots):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.queue_global_concurrency)
+        super().__init__(QueueSettings.of(settings).global_concurrency)
 
 
 #: Not durable: the queues' next requests rebuild its grants after a restart.

@@ -11,23 +11,12 @@ import ray
 
 from actors.queue.client import QueueClient
 from actors.queue.model import queue_actor_name
+from tests.conftest import until
 from tests.integration.conftest import store_overrides
 
 H = "actors.queue.handlers"
 FAST_RETRIES = {"queue_backoff_base_s": 0.05, "queue_backoff_max_s": 0.2}
-
-
-async def until(predicate: Any, *, timeout_s: float = 60.0, every_s: float = 0.05) -> Any:
-    """Poll ``predicate`` (async) until it answers something true; fail after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s (last: {value!r})")
-        await asyncio.sleep(every_s)
+DEADLINE_S = 60.0
 
 
 @pytest.fixture
@@ -70,8 +59,12 @@ async def test_a_worker_killed_mid_job_runs_the_job_again(client: QueueClient) -
         index = workers["running"].get(job["id"])
         return None if index is None else workers["handles"][index]
 
-    worker = await until(running_on)
-    found = await until(lambda: _progress(client, "kill-worker", job["id"]))
+    worker = await until(running_on, within_s=DEADLINE_S, what="the job running")
+    found = await until(
+        lambda: _progress(client, "kill-worker", job["id"]),
+        within_s=DEADLINE_S,
+        what="the job reporting progress",
+    )
     assert found["progress"] == {"started": 1}
     ray.kill(worker, no_restart=False)
     done = await client.wait("kill-worker", job["id"], timeout_s=60)
@@ -86,7 +79,11 @@ async def _progress(client: QueueClient, queue: str, job_id: str) -> Any:
 
 async def test_cancel_a_running_job(client: QueueClient) -> None:
     job = await client.enqueue("cancel", f"{H}:sleep", {"seconds": 600})
-    await until(lambda: _state_is(client, "cancel", job["id"], "running"))
+    await until(
+        lambda: _state_is(client, "cancel", job["id"], "running"),
+        within_s=DEADLINE_S,
+        what="the job running",
+    )
     assert (await client.cancel("cancel", job["id"]))["state"] == "cancelled"
     queue = ray.get_actor(queue_actor_name("cancel"), namespace=client.settings.namespace)
 
@@ -95,7 +92,7 @@ async def test_cancel_a_running_job(client: QueueClient) -> None:
         busy = await asyncio.gather(*(h.running.remote() for h in workers["handles"]))
         return not any(busy)
 
-    await until(worker_idle)  # the worker stopped the job
+    await until(worker_idle, within_s=DEADLINE_S, what="the worker stopping the job")
     assert (await client.get("cancel", job["id"]))["state"] == "cancelled"
 
 

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
+from tests.integration.conftest import error_code, service_client
+
+SERVICE = "queue"  # of the `http` fixture
 H = "actors.queue.handlers"
-
-
-@pytest.fixture
-async def http(base_url, user_headers) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/queue", timeout=60, headers=user_headers
-    ) as client:
-        yield client
 
 
 @pytest.fixture
 def q() -> str:
     """A fresh queue name per test."""
     return f"q-{uuid.uuid4().hex[:8]}"
-
-
-def error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    return str(body["error"]["code"])
 
 
 async def test_enqueue_run_and_read_back(http, q):
@@ -114,7 +101,7 @@ async def test_bad_input_is_a_4xx_and_enqueues_nothing(http, q, body, status, co
 
 
 async def test_a_user_is_required_and_names_are_checked(base_url, http):
-    async with httpx.AsyncClient(base_url=f"{base_url}/queue", timeout=30) as anonymous:
+    async with service_client(base_url, "queue") as anonymous:
         refused = await anonymous.post("/q/jobs", json={"handler": f"{H}:noop"})
     assert refused.status_code == 401
     bad_name = await http.post("/-bad/jobs", json={"handler": f"{H}:noop"})

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from actors.queue.errors import UnknownHandler
 from actors.queue.model import Work, resolve_handler
 from actors.queue.workers import JobWorker
-from actors.runtime.errors import UnknownHandler
 from tests.unit.conftest import cancel, settle
 
 H = "actors.queue.handlers"
@@ -113,6 +113,17 @@ async def test_a_handler_raising_timeout_error_is_not_a_job_timeout(worker) -> N
     [outcome] = await worker.run([(*work("a", "noop", {})[:2], f"{__name__}:raises_timeout",
                                    {}, 60.0, "k", "q")])  # fmt: skip
     assert outcome[4] == "TimeoutError('upstream did not answer')"
+
+
+async def returns_a_tuple() -> tuple[int, int]:
+    return (1, 2)
+
+
+async def test_a_result_is_kept_as_json_reads_it_back(worker) -> None:
+    # the queue journals it, and a replay gives what JSON (and MessagePack) hold
+    worker, _ = worker
+    [outcome] = await worker.run([("a", 1, f"{__name__}:returns_a_tuple", {}, 60.0, "k", "q")])
+    assert outcome[2:4] == (True, [1, 2])
 
 
 def test_handlers_resolve_only_from_allowed_modules() -> None:

@@ -8,23 +8,19 @@ same store, as a restarted actor would be.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from actors.queue.jobqueue import SLOT_HOLD_S, JobQueue
-from actors.queue.model import QueueConfig, Work, backoff_s
+from actors.queue.dispatcher import SLOT_HOLD_S
+from actors.queue.errors import JobArgsTooLarge, JobNotFound, JobStateConflict, UnknownHandler
+from actors.queue.jobqueue import JobQueue
+from actors.queue.model import Work, backoff_s
+from actors.queue.settings import QueueSettings
 from actors.queue.workers import JobSlots
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
-    InvalidInput,
-    JobArgsTooLarge,
-    JobNotFound,
-    JobStateConflict,
-    UnknownHandler,
-)
+from actors.runtime.errors import InvalidInput
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import settle
 
@@ -82,13 +78,6 @@ OpenQueue = Callable[..., Awaitable[JobQueue]]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "queue.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 def open_queue(clock: FakeClock, store: SQLiteStore) -> OpenQueue:
     async def open_(*, pool: FakePool | None = None, **config: Any) -> JobQueue:
         defaults: dict[str, Any] = {
@@ -102,11 +91,11 @@ def open_queue(clock: FakeClock, store: SQLiteStore) -> OpenQueue:
             "max_args_bytes": 1_000,
             "max_batch_jobs": 10,
         }
-        queue = JobQueue("q", QueueConfig(**(defaults | config)), clock=clock)
+        queue = JobQueue("q", QueueSettings(**(defaults | config)), clock=clock)
         failures: list[BaseException] = []
         await queue.open(store, "queue-q", snapshot_every=10_000, on_failure=failures.append)
         if pool is not None:
-            queue.attach(pool)
+            queue.dispatcher.attach(pool)
         return queue
 
     return open_
@@ -133,7 +122,7 @@ async def state(queue: JobQueue, job_id: str) -> str:
 
 
 async def step(queue: JobQueue) -> None:
-    queue.dispatch()
+    queue.dispatcher.dispatch()
     await settle()
 
 
@@ -228,7 +217,7 @@ async def test_delayed_jobs_wait_for_their_time(
     later = await put(queue, delay_s=10)
     at = await put(queue, run_at=clock.time() + 5)
     assert (later["state"], at["state"]) == ("scheduled", "scheduled")
-    assert queue.dispatch() <= 5.0  # it wakes up in time for the first
+    assert queue.dispatcher.dispatch() <= 5.0  # it wakes up in time for the first
     await settle()
     assert pool.handed() == []
     clock.advance(5)
@@ -261,7 +250,7 @@ async def test_rate_limit(queue: JobQueue, pool: FakePool, clock: FakeClock) -> 
         await put(queue)
     await step(queue)
     assert len(pool.handed()) == 2  # the burst
-    assert 0 < queue.dispatch() <= 0.5  # next token in half a second
+    assert 0 < queue.dispatcher.dispatch() <= 0.5  # next token in half a second
     await settle()
     assert len(pool.handed()) == 2
     clock.advance(0.5)
@@ -333,7 +322,7 @@ async def test_a_repeated_call_key_enqueues_once(queue: JobQueue) -> None:
     one = await queue.enqueue([{"handler": NOOP}, {"handler": NOOP}], key="call-1")
     two = await queue.enqueue([{"handler": NOOP}, {"handler": NOOP}], key="call-1")
     assert [j["id"] for j in one] == [j["id"] for j in two]  # type: ignore[index]
-    assert len(queue.jobs) == 2
+    assert len(queue.table.jobs) == 2
 
 
 # --- leases, lost workers, cancellation ---------------------------------------------
@@ -428,7 +417,7 @@ async def test_results_are_kept_for_their_ttl_then_pruned(
     await step(queue)
     with pytest.raises(JobNotFound):
         await queue.get(job["id"])
-    assert queue.unique == {} and queue.idempotent == {}
+    assert queue.table.unique == {} and queue.table.idempotent == {}
     assert (await queue.stats())["counters"]["pruned"] == 1
 
 
@@ -489,7 +478,7 @@ async def test_list_jobs_by_state_in_pages(queue: JobQueue) -> None:
         ({"handler": "actors.queue.handlers:nope"}, UnknownHandler),
         ({"handler": "actors.queue.handlers"}, UnknownHandler),
         ({"handler": "os:system"}, UnknownHandler),  # outside the allowed modules
-        ({"handler": "actors.job_handlers_evil:x"}, UnknownHandler),
+        ({"handler": "actors.queue.handlers_evil:x"}, UnknownHandler),  # a prefix only
         ({"handler": NOOP, "priority": 10}, InvalidInput),
         ({"handler": NOOP, "priority": True}, InvalidInput),
         ({"handler": NOOP, "args": [1]}, InvalidInput),
@@ -507,11 +496,11 @@ async def test_bad_input_is_refused_and_changes_nothing(
 ) -> None:
     with pytest.raises(error):
         await queue.enqueue([{"handler": NOOP}, spec])
-    assert queue.jobs == {}
+    assert queue.table.jobs == {}
     # not atomic: the good one goes in, the bad one gets its error
     answers = await queue.enqueue([{"handler": NOOP}, spec], atomic=False)
     assert isinstance(answers[1], error) and isinstance(answers[0], dict)
-    assert len(queue.jobs) == 1
+    assert len(queue.table.jobs) == 1
 
 
 async def test_batches_have_a_size_limit(queue: JobQueue) -> None:
@@ -538,10 +527,10 @@ async def test_replay_rebuilds_the_same_state(
     await queue.pause()
     await queue.journal.drain()
     recovered = await open_queue()
-    assert {i: j.to_dict() for i, j in recovered.jobs.items()} == {
-        i: j.to_dict() for i, j in queue.jobs.items()
+    assert {i: j.to_dict() for i, j in recovered.table.jobs.items()} == {
+        i: j.to_dict() for i, j in queue.table.jobs.items()
     }
-    assert recovered.counters == queue.counters
+    assert recovered.tally == queue.tally
     assert recovered.limits() == queue.limits()
     assert await recovered.stats() == await queue.stats()
 
@@ -561,10 +550,58 @@ async def test_recovery_from_a_snapshot_and_the_journal_after_it(
         await queue._snapshot_task
     recovered = await open_queue()
     assert recovered._snapshot_seq > 0
-    assert {i: j.to_dict() for i, j in recovered.jobs.items()} == {
-        i: j.to_dict() for i, j in queue.jobs.items()
+    assert {i: j.to_dict() for i, j in recovered.table.jobs.items()} == {
+        i: j.to_dict() for i, j in queue.table.jobs.items()
     }
     assert (await put(recovered, unique_key="after"))["duplicate"]
+
+
+async def test_a_snapshot_brings_back_every_part_of_the_state(
+    open_queue: OpenQueue, pool: FakePool, clock: FakeClock
+) -> None:
+    # Given jobs in every state, keys, limits, figures, and JSON-ish values
+    queue = await open_queue(pool=pool)
+    await queue.configure(concurrency=3, rate_limit_per_s=50.0, rate_burst=5)
+    dead = await put(queue, max_attempts=1, unique_key="u", idempotency_key="i")
+    retrying = await put(queue, priority=9, args={"pair": (1, 2)})
+    assert retrying["args"] == {"pair": [1, 2]}  # held as JSON reads it back
+    await step(queue)
+    await pool.answer(clock, ok=False)
+    await step(queue)
+    await put(queue)
+    await step(queue)
+    await pool.answer(clock)  # succeeded
+    running = await put(queue)
+    await step(queue)
+    assert await queue.progress(running["id"], {"step": (1, 2)})
+    await put(queue, delay_s=100)  # scheduled
+    await queue.cancel((await put(queue))["id"])
+    await queue.pause()
+    for priority in (2, 7, 7):
+        await put(queue, priority=priority)
+    assert {j.state.value for j in queue.table.jobs.values()} == {
+        "dead", "failed", "succeeded", "running", "scheduled", "cancelled", "queued",
+    }  # fmt: skip
+    assert (await queue.get(dead["id"]))["state"] == "dead"
+    # When a snapshot is taken after all of it (only pauses come after) and the
+    # queue opens again on the same store
+    queue.snapshot_every = 1
+    for _ in range(len(queue.table)):
+        await queue.pause()
+    await queue.journal.drain()
+    if queue._snapshot_task is not None:
+        await queue._snapshot_task
+    recovered = await open_queue()
+    # Then its state is the same, and it hands out, expects and prunes the same jobs
+    assert recovered._snapshot_seq > 0
+    assert recovered.snapshot_state() == queue.snapshot_state()
+    assert recovered.tally.wait_samples.maxlen == queue.tally.wait_samples.maxlen
+    assert (await recovered.get(running["id"]))["progress"] == {"step": [1, 2]}
+    assert recovered.table.next_due() == queue.table.next_due()
+    taken = [[job.id for job in q.table.take_ready(10)] for q in (recovered, queue)]
+    assert taken[0] == taken[1] and len(taken[0]) == 3
+    later = clock.time() + 10**6
+    assert recovered.table.prune(later, None) == queue.table.prune(later, None) == 3
 
 
 async def test_jobs_running_at_a_crash_come_back_when_their_lease_runs_out(
@@ -612,7 +649,7 @@ async def test_a_queue_asks_for_global_slots_before_dispatching(
         async def set_demand(self, holder: str, want: int) -> int:
             return slots.set_demand(holder, want)
 
-    queue.attach(pool, Client())
+    queue.dispatcher.attach(pool, Client())
     for _ in range(5):
         await put(queue)
     await step(queue)  # asks
@@ -634,7 +671,7 @@ async def test_a_queue_keeps_its_slots_between_bursts_then_gives_them_back(
             asked.append(want)
             return slots.set_demand(holder, want)
 
-    queue.attach(pool, Client())
+    queue.dispatcher.attach(pool, Client())
     await put(queue)
     await step(queue)
     await step(queue)
@@ -664,7 +701,7 @@ async def test_past_the_cap_the_soonest_expiring_finished_jobs_are_pruned_early(
         clock.advance(1)
     clock.advance(PRUNE_MARGIN_S)
     await step(queue)
-    assert sorted(queue.jobs) == sorted(ids[2:])
+    assert sorted(queue.table.jobs) == sorted(ids[2:])
     assert (await queue.stats())["counters"]["pruned"] == 2
 
 

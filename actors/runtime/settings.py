@@ -137,16 +137,6 @@ class Settings(BaseSettings):
         data["sections"] = sections
         return data
 
-    def __getattr__(self, name: str) -> Any:  # TRANSITION: removed once services read sections
-        service, _, field = name.partition("_")
-        sections = self.__dict__.get("sections", {})
-        section = sections.get(service)
-        if section is not None and field in type(section).model_fields:
-            return getattr(section, field)
-        if name in type(sections.get("cache", self)).model_fields:
-            return getattr(sections["cache"], name)
-        return super().__getattr__(name)  # type: ignore[misc]
-
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

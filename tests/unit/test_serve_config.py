@@ -35,7 +35,7 @@ def test_every_service_has_a_unique_prefix_and_an_app_module_with_a_builder():
 def test_the_serve_deploy_builder_builds_the_named_service_and_refuses_others():
     built = serve_app.app({"service": "cache", "cache_shards": 3})
     assert built._bound_deployment.name == "CacheIngress"
-    assert built._bound_deployment.init_args[0].cache_shards == 3
+    assert built._bound_deployment.init_args[0].sections["cache"].shards == 3
     for args in ({}, {"service": "nope"}):
         with pytest.raises(ValueError, match=r"args\.service"):
             serve_app.app(args)

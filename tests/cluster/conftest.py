@@ -56,13 +56,14 @@ MARKER = "test_worker"
 HEAD_MARKER = "test_head"
 
 
-def wait_for(condition: Callable[[], bool], *, attempts: int = 300) -> None:
-    """Join on a cluster state change (bounded polling, not a timing check)."""
-    for _ in range(attempts):
-        if condition():
-            return
+def wait_for(condition: Callable[[], bool], *, within_s: float = 60.0) -> None:
+    """Join on a cluster state change (polling with a time budget, not a timing
+    check); the synchronous sibling of ``tests.conftest.until``."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the cluster never reached the expected state in {within_s} s")
         time.sleep(0.1)
-    raise AssertionError("the cluster never reached the expected state")
 
 
 def remove_and_wait(cluster: Cluster, node: Any) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import random
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import ray
 import redis
@@ -121,17 +122,29 @@ def base_url(http_settings: Settings) -> Iterator[str]:
     _kill_namespace(http_settings.namespace)
 
 
+def client_address() -> str:
+    """A fresh client address, sent as ``X-Forwarded-For`` (the ingress trusts it
+    from loopback, where the proxy in front of the replica lives): failed logins
+    are throttled per address, so each client speaks as its own."""
+    return "10.{}.{}.{}".format(*(random.randrange(1, 255) for _ in range(3)))
+
+
+def service_client(
+    base_url: str, service: str, headers: dict[str, str] | None = None, *, timeout_s: float = 60
+) -> httpx.AsyncClient:
+    """An HTTP client of one service's routes (``<base_url>/<service>``), from a
+    client address of its own; anonymous unless ``headers`` sign it in."""
+    own = {"x-forwarded-for": client_address(), "user-agent": "realm-tests"}
+    return httpx.AsyncClient(
+        base_url=f"{base_url}/{service}", timeout=timeout_s, headers={**own, **(headers or {})}
+    )
+
+
 async def sign_up(base_url: str, username: str | None = None) -> dict[str, str]:
     """Register a new user through ``/auth`` and log in; their Bearer headers."""
-    import httpx
-
     username = username or f"user-{uuid.uuid4().hex[:12]}"
     password = "correct horse battery staple"
-    # A fresh client address each time, so no test is throttled by another's logins.
-    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/auth", timeout=30, headers={"x-forwarded-for": address}
-    ) as auth:
+    async with service_client(base_url, "auth") as auth:
         created = await auth.post("/register", json={"username": username, "password": password})
         assert created.status_code == 201, created.text
         answer = await auth.post("/login", json={"username": username, "password": password})
@@ -145,16 +158,25 @@ async def user_headers(base_url: str) -> dict[str, str]:
     return await sign_up(base_url)
 
 
-async def until(
-    fetch: Callable[[], Any], condition: Callable[[Any], bool], within_s: float = 30.0
-) -> Any:
-    """Poll ``await fetch()`` until ``condition`` holds of its value (a join, not a
-    timing check); fail if it has not within ``within_s``."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        value = await fetch()
-        if condition(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.05)
+@pytest.fixture
+async def http(
+    request: pytest.FixtureRequest, base_url: str, user_headers: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the test module's service, named by the module's ``SERVICE``
+    (``"cache"`` for ``/cache``); signed in as the session's user unless the
+    module sets ``SIGNED_IN = False``."""
+    service = getattr(request.module, "SERVICE", None)
+    if not isinstance(service, str):
+        pytest.fail(f"{request.module.__name__} uses the `http` fixture but names no SERVICE")
+    headers = user_headers if getattr(request.module, "SIGNED_IN", True) else None
+    async with service_client(base_url, service, headers) as client:
+        yield client
+
+
+def error_code(response: httpx.Response) -> str:
+    """The code of an answer in the error envelope, checking the envelope's shape:
+    ``{"error": {"code": ..., "message": ..., "details": ...}}`` and nothing else."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    return str(body["error"]["code"])

@@ -10,46 +10,29 @@ throttle another's logins.
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import BACKOFF_BASE_S
+from tests.integration.conftest import (
+    BACKOFF_BASE_S,
+    client_address,
+    error_code,
+    service_client,
+)
 
+SERVICE = "auth"  # of the `http` fixture
+SIGNED_IN = False
 PASSWORD = "correct horse battery"
 ADMIN = "root"  # auth_admin_username of the deployed services (http_settings)
 ADMIN_PASSWORD = "admin password 1"
 MB = 1_000_000
 
 
-def new_address() -> str:
-    return "10.{}.{}.{}".format(*(random.randrange(1, 255) for _ in range(3)))
-
-
 def new_name() -> str:
     return f"user-{uuid.uuid4().hex[:12]}"
-
-
-def auth_url(base_url: str) -> str:
-    return f"{base_url}/auth"
-
-
-@pytest.fixture
-async def http(base_url) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"x-forwarded-for": new_address(), "user-agent": "realm-tests"}
-    async with httpx.AsyncClient(base_url=auth_url(base_url), timeout=30, headers=headers) as c:
-        yield c
-
-
-def error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    return str(body["error"]["code"])
 
 
 def refused_as_unauthorized(response: httpx.Response, code: str = "unauthorized") -> bool:
@@ -91,8 +74,7 @@ async def token_works(http: httpx.AsyncClient, token: str) -> bool:
 @pytest.fixture(scope="module")
 async def admin(base_url) -> dict[str, str]:
     """Bearer headers of the admin account (registered once per deployment)."""
-    headers = {"x-forwarded-for": new_address()}
-    async with httpx.AsyncClient(base_url=auth_url(base_url), timeout=30, headers=headers) as c:
+    async with service_client(base_url, "auth") as c:
         created = await c.post("/register", json={"username": ADMIN, "password": ADMIN_PASSWORD})
         assert created.status_code in (201, 409), created.text
         return bearer((await login(c, ADMIN, ADMIN_PASSWORD))["token"])
@@ -107,7 +89,7 @@ async def test_register_login_me_logout(http):
     assert set(user) == {"id", "username", "roles", "disabled", "created_at"}
     assert user["username"] == name and user["roles"] == ["user"] and user["disabled"] is False
 
-    address = new_address()
+    address = client_address()
     answer = await login(http, name, **{"user-agent": "phone/1.0", "x-forwarded-for": address})
     assert set(answer) == {"token", "token_type", "session", "user"}
     assert answer["token_type"] == "bearer" and answer["user"] == user
@@ -153,12 +135,12 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(http):
     wrong = await http.post(
         "/login",
         json={"username": name, "password": "not the password"},
-        headers={"x-forwarded-for": new_address()},
+        headers={"x-forwarded-for": client_address()},
     )
     unknown = await http.post(
         "/login",
         json={"username": new_name(), "password": PASSWORD},
-        headers={"x-forwarded-for": new_address()},
+        headers={"x-forwarded-for": client_address()},
     )
     for response in (wrong, unknown):
         assert refused_as_unauthorized(response, "invalid_credentials"), response.text
@@ -180,7 +162,7 @@ async def test_failed_logins_are_throttled_with_retry_after(http):
         await http.post(
             "/login",
             json={"username": name, "password": PASSWORD},
-            headers={"x-forwarded-for": new_address()},
+            headers={"x-forwarded-for": client_address()},
         ),
     ):
         assert response.status_code == 429 and error_code(response) == "too_many_attempts"
@@ -188,7 +170,7 @@ async def test_failed_logins_are_throttled_with_retry_after(http):
         assert 0 < int(response.headers["retry-after"]) <= BACKOFF_BASE_S
 
     # Another user from another address is not held up.
-    await login(http, other, **{"x-forwarded-for": new_address()})
+    await login(http, other, **{"x-forwarded-for": client_address()})
 
 
 async def test_an_oversized_password_is_refused_before_hashing_and_nothing_is_created(http):

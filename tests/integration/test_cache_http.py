@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
+from tests.integration.conftest import error_code
+
+SERVICE = "cache"  # of the `http` fixture
+SIGNED_IN = False  # the cache asks for no sign-in
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def http(base_url) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{base_url}/cache", timeout=30) as client:
-        yield client
-
-
-def error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    return str(body["error"]["code"])
 
 
 async def test_put_get_delete(http):

@@ -23,7 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 CLUSTER_YAML = ROOT / "cluster.yaml"
 REDIS_PORT = 6379
 RAY_DEFAULT_PORT = 6379  # what `ray start --head` uses without --port

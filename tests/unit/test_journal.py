@@ -50,8 +50,11 @@ class FlakyStore(SQLiteStore):
 
 
 @pytest.fixture
-def store(tmp_path):
-    return FlakyStore(tmp_path / "j.sqlite3")
+async def store(tmp_path):
+    """The conftest's store, but one that can be told to fail."""
+    opened = FlakyStore(tmp_path / "j.sqlite3")
+    yield opened
+    await opened.close()
 
 
 async def test_state_is_rebuilt_from_the_journal(store):

@@ -12,35 +12,35 @@ import sys
 import time
 from pathlib import Path
 
+from actors.runtime.registry import SERVICES
 from benchmarks.harness import progress
 
-#: Run in this order; each module writes benchmarks/results/<name>.json and .png.
-BENCHMARKS = [
-    "benchmarks.engine_limit",
-    "benchmarks.http_overhead",
-    "benchmarks.cache_client",
-    "benchmarks.auth",
-    "benchmarks.pubsub",
-    "benchmarks.resources",
-    "benchmarks.queue",
-    "benchmarks.scheduler",
-    "benchmarks.ledger",
-]
-
+#: Benchmarks of the platform itself, run first.
+PLATFORM = ["benchmarks.engine_limit", "benchmarks.http_overhead"]
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def benchmarks() -> list[str]:
+    """The platform's benchmarks, then ``benchmarks/<service>.py`` for each
+    registered service that has one, in the registry's order."""
+    services = [
+        f"benchmarks.{s.name}" for s in SERVICES if (ROOT / "benchmarks" / f"{s.name}.py").exists()
+    ]
+    return [*PLATFORM, *services]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    for i, module in enumerate(BENCHMARKS, 1):
-        progress(f"[{i}/{len(BENCHMARKS)}] {module} {' '.join(args)}")
+    modules = benchmarks()
+    for i, module in enumerate(modules, 1):
+        progress(f"[{i}/{len(modules)}] {module} {' '.join(args)}")
         started = time.monotonic()
         rc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT).returncode
         if rc != 0:
             progress(f"FAILED: {module} exited with status {rc}; later benchmarks not run")
             return rc
-        progress(f"[{i}/{len(BENCHMARKS)}] {module} done in {time.monotonic() - started:.1f} s")
-    progress(f"all {len(BENCHMARKS)} benchmarks passed")
+        progress(f"[{i}/{len(modules)}] {module} done in {time.monotonic() - started:.1f} s")
+    progress(f"all {len(modules)} benchmarks passed")
     return 0
 
 

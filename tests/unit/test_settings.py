@@ -17,17 +17,6 @@ from actors.runtime.settings import Section, Settings
 from tests.conftest import ROOT
 
 
-def test_every_registered_service_has_its_package_app_and_settings_section():
-    names = [service.name for service in SERVICES]
-    assert len(set(names)) == len(names)
-    assert len({service.prefix for service in SERVICES}) == len(SERVICES)
-    for service in SERVICES:
-        assert service.prefix == f"/{service.name}", "a service's prefix is its name"
-        assert (ROOT / "actors" / service.name / "client.py").exists(), service.name
-        assert callable(importlib.import_module(f"apps.{service.name}").build), service.name
-    assert list(section_classes()) == names
-
-
 def test_a_section_is_read_from_its_own_variables_and_keywords_override_them(monkeypatch):
     cache = section_classes()["cache"]
     monkeypatch.setenv("REALM_CACHE_SHARDS", "7")

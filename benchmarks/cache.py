@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, met in goals.items():
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
     harness.write_result(
-        "cache_client",
+        "cache",
         {
             "claim": CLAIM,
             "params": vars(args)

@@ -167,9 +167,7 @@ async def realm_side(
     args: argparse.Namespace, accounts: list[str], levels: list[int]
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
     from actors.ledger.client import LedgerClient
-    from actors.ledger.coordinator import coordinator_name
     from actors.ledger.model import AccountSpec, TransferSpec
-    from actors.ledger.shard import shard_name
     from actors.runtime.settings import Settings
     from actors.runtime.supervision import kill_named
 
@@ -231,10 +229,8 @@ async def realm_side(
         assert totals["debits_posted"] == totals["credits_posted"], totals
     finally:
         await client.close()
-        for i in range(args.shards):
-            kill_named(shard_name(i), namespace=NAMESPACE)
-        for i in range(args.coordinators):
-            kill_named(coordinator_name(i), namespace=NAMESPACE)
+        for ref in [*client.shards, *client.coordinators]:
+            kill_named(ref.name, namespace=NAMESPACE)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from actors.ledger.coordinator import TxCoordinatorActor, coordinator_name
+from actors.ledger.actors import coordinator_actors, shard_actors
 from actors.ledger.errors import AccountNotFound, PendingTransferNotFound, TransferNotFound
 from actors.ledger.model import (
     AccountSpec,
@@ -28,12 +28,10 @@ from actors.ledger.model import (
     check_id,
     unit_outcomes,
 )
-from actors.ledger.shard import LedgerShardActor, shard_name
+from actors.ledger.settings import LedgerSettings
 from actors.runtime.batching import Coalescer
 from actors.runtime.errors import BatchTooLarge, InvalidInput, RealmError, Unavailable
-from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef
 
 #: Batched calls in flight to one coordinator: a cross-shard batch takes several
 #: store writes, so waiting for the one in flight would double the latency.
@@ -50,20 +48,14 @@ def _failed(error: BaseException) -> RealmError:
 
 
 class LedgerClient:
+    """Accounts and transfers over the deployment's shard and coordinator actors."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        ns = settings.namespace
-        self.shards = [
-            ActorRef(LedgerShardActor, name, settings, name, namespace=ns)
-            for name in map(shard_name, range(settings.ledger_shards))
-        ]
-        self.coordinators = [
-            ActorRef(TxCoordinatorActor, name, settings, name, namespace=ns)
-            for name in map(coordinator_name, range(settings.ledger_coordinators))
-        ]
-        self.ring = Rendezvous(len(self.shards))
-        self.coordinator_ring = Rendezvous(len(self.coordinators))
-        batch = settings.ledger_max_batch
+        self.config = LedgerSettings.of(settings)
+        self.shards = shard_actors(settings)
+        self.coordinators = coordinator_actors(settings)
+        batch = self.config.max_batch
         self._submit = [
             Coalescer(partial(ref.call, "submit"), max_batch=batch) for ref in self.shards
         ]
@@ -74,19 +66,19 @@ class LedgerClient:
 
     async def start(self) -> None:
         """Start (or find) every shard and coordinator; returns once all answer."""
-        await asyncio.gather(*(ref.call("ping") for ref in [*self.shards, *self.coordinators]))
+        await asyncio.gather(self.shards.start(), self.coordinators.start())
 
     async def close(self) -> None:
         pass  # nothing held open: actor handles are dropped with the client
 
     def shard_of(self, account_id: str) -> int:
-        return self.ring.owner(account_id)
+        return self.shards.index(account_id)
 
     # --- accounts -----------------------------------------------------------------
 
     def _check_batch(self, size: int) -> None:
-        if size > self.settings.ledger_max_batch:
-            raise BatchTooLarge(size=size, limit=self.settings.ledger_max_batch)
+        if size > self.config.max_batch:
+            raise BatchTooLarge(size=size, limit=self.config.max_batch)
         if size == 0:
             raise InvalidInput("the batch is empty")
 
@@ -98,7 +90,7 @@ class LedgerClient:
             spec.check()
         if len({spec.id for spec in specs}) != len(specs):
             raise InvalidInput("a batch may not repeat an account id", field="id")
-        groups = self.ring.split(spec.id for spec in specs)
+        groups = self.shards.split(spec.id for spec in specs)
         answers: list[Any] = [None] * len(specs)
 
         async def one(shard: int, positions: list[int]) -> None:
@@ -132,9 +124,9 @@ class LedgerClient:
         limit: int = 100,
     ) -> dict[str, Any]:
         check_id(account_id, "account_id")
-        if not 1 <= limit <= self.settings.ledger_history_page_max:
+        if not 1 <= limit <= self.config.history_page_max:
             raise InvalidInput(
-                f"limit must be from 1 to {self.settings.ledger_history_page_max}", field="limit"
+                f"limit must be from 1 to {self.config.history_page_max}", field="limit"
             )
         page: dict[str, Any] = await self.shards[self.shard_of(account_id)].call(
             "history_of", account_id, since_ns=since_ns, until_ns=until_ns,
@@ -176,15 +168,16 @@ class LedgerClient:
             return ("error", getattr(error, "index", 0), error)
         shards = {self.shard_of(spec.debit_account_id) for spec in unit}
         shards |= {self.shard_of(spec.credit_account_id) for spec in unit}
+        results: list[UnitResult]
         try:
             if len(shards) == 1:
-                (result,) = await self._submit[shards.pop()].submit([unit])
+                results = await self._submit[shards.pop()].submit([unit])
             else:
-                coordinator = self.coordinator_ring.owner(unit[0].id)
-                (result,) = await self._run[coordinator].submit([unit])
+                coordinator = self.coordinators.index(unit[0].id)
+                results = await self._run[coordinator].submit([unit])
         except Exception as error:
             return ("error", 0, _failed(error))
-        return result
+        return results[0]
 
     async def _fill_pending(self, unit: list[TransferSpec]) -> list[TransferSpec]:
         filled = []
@@ -201,9 +194,7 @@ class LedgerClient:
         return filled
 
     async def _find_transfer(self, transfer_id: str) -> dict[str, Any] | None:
-        found = await asyncio.gather(
-            *(ref.call("get_transfers", [transfer_id]) for ref in self.shards)
-        )
+        found = await self.shards.call_all("get_transfers", [transfer_id])
         records = [f[0] for f in found if f[0] is not None]
         if not records:
             return None
@@ -243,7 +234,7 @@ class LedgerClient:
 
     async def totals(self) -> dict[str, Any]:
         """Sums of every balance over all shards, plus per-shard figures."""
-        per_shard = await asyncio.gather(*(ref.call("totals") for ref in self.shards))
+        per_shard = await self.shards.call_all("totals")
         keys = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
         total = {key: sum(s[key] for s in per_shard) for key in (*keys, "accounts", "prepared")}
         return {"shards": list(per_shard), "total": total}

@@ -34,13 +34,16 @@ repeat is tried again.
 Pending transfers that span shards and have a timeout are expired here: once
 the timeout has passed the coordinator that created them runs a void of them
 through the same 2PC (a post racing it fails on one side and aborts).
+
+``TxCoordinator`` reaches shards through ``ShardPort``s it is given (in the
+actor, ``RemoteShard``s over the shard actors: ``actors.ledger.actors`` wires
+them), so it imports no shard. The Ray actor is ``TxCoordinatorActor`` there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -51,12 +54,24 @@ from functools import partial
 from typing import Any, Protocol
 
 from actors.ledger.errors import IdConflict, PendingTransferClosed, PendingTransferNotFound
-from actors.ledger.model import Kind, TransferSpec, UnitResult, error_result
-from actors.ledger.shard import BOTH, CREDIT, DEBIT, Leg
+from actors.ledger.model import (
+    BOTH,
+    CREDIT,
+    DEBIT,
+    AnswerRecord,
+    BalancesRecord,
+    Kind,
+    Leg,
+    TransferSpec,
+    UnitResult,
+    error_result,
+)
+from actors.runtime.backoff import retry_call
 from actors.runtime.batching import Coalescer
-from actors.runtime.clock import Clock, SystemClock, every
+from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import RealmError, Unavailable
 from actors.runtime.journal import Durable
+from actors.runtime.supervision import ActorRef
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +109,33 @@ class Entry:
     began_at: float
     #: (index in the unit, error) of the refusal that aborted it.
     error: tuple[int, RealmError] | None = None
-    result: list[dict[str, Any]] | None = None
+    #: Once committed: the answer per transfer, as the finish record keeps it.
+    result: list[AnswerRecord] | None = None
     #: The commit decision is on disk (only then may anyone be told "commit").
     durable: bool = False
     #: Why the last driver stopped short of the end (a shard away too long).
     stalled: RealmError | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    """A transaction whose commit decision is logged, as a snapshot keeps it
+    (nothing else outlives a restart: presumed abort)."""
+
+    unit: list[TransferSpec]
+    txid: str
+    state: TxState  #: committing, or committed
+    began_at: float
+    result: list[AnswerRecord] | None
+
+
+@dataclass(slots=True)
+class CoordinatorState:
+    """A coordinator as a snapshot keeps it."""
+
+    #: Oldest first (finished ones are forgotten in that order).
+    decided: list[Decision]
+    expiring: dict[str, tuple[float, TransferSpec]]
 
 
 class _Lockstep:
@@ -137,21 +174,28 @@ def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, 
     return legs
 
 
-def merge_answers(unit: list[TransferSpec], parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One answer per transfer from the shards' answers (each knows its own sides)."""
+def merge_answers(unit: list[TransferSpec], parts: list[dict[str, Any]]) -> list[AnswerRecord]:
+    """One answer per transfer from the shards' answers (each knows its own sides),
+    as the finish record keeps it."""
     merged = []
     for spec in unit:
-        answer: dict[str, Any] = {"transfer": None, "debit_account": None, "credit_account": None}
+        transfer: dict[str, Any] = {}
+        debit = credit = None
         for part in parts:
             got = part.get(spec.id)
             if got is None:
                 continue
-            if answer["transfer"] is None or got["debit_account"] is not None:
-                answer["transfer"] = dict(got["transfer"])
-            for side in ("debit_account", "credit_account"):
-                if got[side] is not None:
-                    answer[side] = got[side]
-        merged.append(answer)
+            if not transfer or got["debit_account"] is not None:
+                transfer = got["transfer"]
+            debit = debit or got["debit_account"]
+            credit = credit or got["credit_account"]
+        merged.append(
+            AnswerRecord(
+                transfer,
+                None if debit is None else BalancesRecord.of(debit),
+                None if credit is None else BalancesRecord.of(credit),
+            )
+        )
     return merged
 
 
@@ -177,22 +221,29 @@ class TxCoordinator(Durable):
         #: cross-shard pending transfers with a timeout: id -> (expires at, the pending transfer)
         self.expiring: dict[str, tuple[float, TransferSpec]] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.committed = self.aborted = 0  #: by this incarnation
         #: Seconds spent up to the end of each phase, summed over committed transactions.
         self.phase_s = {"prepare": 0.0, "decide": 0.0, "commit": 0.0}
 
     # --- the log ---------------------------------------------------------------
 
-    def snapshot_state(self) -> tuple[Any, ...]:
-        return (list(self.entries.items()), self.expiring)
+    def snapshot_state(self) -> CoordinatorState:
+        decided = [
+            Decision(e.unit, e.txid, e.state, e.began_at, e.result)
+            for e in self.entries.values()
+            if e.state in (TxState.COMMITTING, TxState.COMMITTED)
+        ]
+        return CoordinatorState(decided, self.expiring)
 
     def state_size(self) -> int:
         return len(self.entries)
 
-    def restore_state(self, state: tuple[Any, ...]) -> None:
-        entries, self.expiring = state
-        self.entries = OrderedDict(entries)
+    def restore_state(self, state: CoordinatorState) -> None:
+        self.entries = OrderedDict(
+            (d.unit[0].id, Entry(d.unit, d.txid, d.state, d.began_at, result=d.result))
+            for d in state.decided
+        )
+        self.expiring = state.expiring
 
     def apply_decide(self, uid: str, txid: str, unit: list[TransferSpec], at: float) -> None:
         """The commit decision (the one record a transaction must have on disk)."""
@@ -202,7 +253,7 @@ class TxCoordinator(Durable):
         else:  # replaying: the attempt was only in memory until now
             self.entries[uid] = Entry(unit, txid, TxState.COMMITTING, at)
 
-    def apply_finish(self, uid: str, txid: str, result: Any, at: float) -> None:
+    def apply_finish(self, uid: str, txid: str, result: list[AnswerRecord], at: float) -> None:
         entry = self.entries.get(uid)
         if entry is None or entry.txid != txid:
             return
@@ -261,7 +312,7 @@ class TxCoordinator(Durable):
                 return error_result(0, IdConflict("the transfer id is already used", id=uid), unit)
             if entry is not None and entry.state is TxState.COMMITTED:
                 assert entry.result is not None
-                return ("ok", entry.result)
+                return ("ok", [answer.public() for answer in entry.result])
             if entry is not None and entry.state is TxState.ABORTED and entry.txid == mine:
                 # our own attempt was refused
                 assert entry.error is not None
@@ -329,20 +380,13 @@ class TxCoordinator(Durable):
             self.phase_s["commit"] += time.perf_counter() - started
             result = merge_answers(entry.unit, parts)
             # Answer now; the finish record only saves repeats a round of commits.
-            at = self.clock.time()
-            self.apply_finish(uid, txid, result, at)
-            self._background(self.execute("finish", uid=uid, txid=txid, result=result, at=at))
+            self.record("finish", uid=uid, txid=txid, result=result, at=self.clock.time())
             self.committed += 1
         elif entry.state is TxState.ABORTING:
             await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
             entry.state = TxState.ABORTED
             self._retire(uid, self.clock.time())
             self.aborted += 1
-
-    def _background(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _prepare_on(self, shard: int, txid: str, legs: list[Leg]) -> Any:
         try:
@@ -355,24 +399,25 @@ class TxCoordinator(Durable):
         return answers[0]
 
     async def _tell(self, shard: int, method: str, txid: str) -> Any:
-        delay = 0.05
-        for attempt in range(TELL_ATTEMPTS):
-            try:
-                answers = await getattr(self.shards[shard], method)([txid])
-            except Exception as error:
-                if attempt == TELL_ATTEMPTS - 1:
-                    raise Unavailable(
-                        "a ledger shard has not taken the decision yet; it will",
-                        shard=shard, txid=txid, cause=repr(error),
-                    ) from None  # fmt: skip
-                await self.clock.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
-                continue
-            answer = answers[0]
-            if isinstance(answer, RealmError):
-                raise answer
-            return answer
-        raise AssertionError("unreachable")
+        """Tell one shard the decision, retrying with backoff on this clock; after
+        ``TELL_ATTEMPTS`` the transaction is left to the sweep."""
+        tell = partial(getattr(self.shards[shard], method), [txid])
+        try:
+            try:  # the first attempt alone: the retry machinery costs ~20 us a call
+                answers = await tell()
+            except Exception:
+                answers = await retry_call(
+                    tell, on=Exception, attempts=TELL_ATTEMPTS - 1, sleep=self.clock.sleep
+                )
+        except Exception as error:
+            raise Unavailable(
+                "a ledger shard has not taken the decision yet; it will",
+                shard=shard, txid=txid, cause=repr(error),
+            ) from None  # fmt: skip
+        answer = answers[0]
+        if isinstance(answer, RealmError):
+            raise answer
+        return answer
 
     # --- recovery ----------------------------------------------------------------
 
@@ -381,11 +426,8 @@ class TxCoordinator(Durable):
         every shard what this coordinator prepared and its log has no commit for
         (presumed abort), then drive every logged, unfinished commit to its end.
         Returns how many transactions it resolved or re-drove."""
-        presumed = (0, Unavailable("the coordinator restarted before deciding; retry"))
-        for entry in self.entries.values():
+        for entry in self.entries.values():  # the log holds decided ones only
             entry.durable = entry.state in (TxState.COMMITTING, TxState.COMMITTED)
-            if entry.state is TxState.PREPARING:  # from a snapshot: never decided
-                entry.state, entry.error = TxState.ABORTING, presumed
         committed = {e.txid for e in self.entries.values() if e.durable}
 
         async def abort_strays(shard: int) -> int:
@@ -457,46 +499,22 @@ class TxCoordinator(Durable):
         )
 
 
-# --- the actor ------------------------------------------------------------------
-
-
-def coordinator_name(index: int) -> str:
-    return f"ledger-coordinator-{index}"
-
-
-class TurnCoalescer(Coalescer[Any, Any]):
-    """A ``Coalescer`` that sends what arrives in one event-loop turn together.
-
-    The units of one ``run`` call reach each phase (prepare, commit) in the same
-    turn; sending the first alone, as a plain coalescer does, would split every
-    batch in two. Waiting for the end of the turn costs no time."""
-
-    _scheduled = False
-
-    def _pump(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump_now)
-
-    def _pump_now(self) -> None:
-        self._scheduled = False
-        Coalescer._pump(self)
-
-
 #: Batched calls in flight to one shard per phase, from one coordinator.
 SHARD_CALLS_IN_FLIGHT = 2
 
 
 class RemoteShard:
     """A shard actor seen through coalescers: concurrent prepares (commits,
-    aborts) to it become one batched call each."""
+    aborts) to it become one batched call each. What arrives in one event-loop
+    turn goes together (``per_turn``): the units of one ``run`` reach each phase
+    in the same turn, and sending the first alone would split every batch in two."""
 
-    def __init__(self, ref: Any, *, max_batch: int) -> None:
+    def __init__(self, ref: ActorRef, *, max_batch: int) -> None:
         self.ref = ref
         options = {"max_batch": max_batch, "max_in_flight": SHARD_CALLS_IN_FLIGHT}
-        self._prepare = TurnCoalescer(partial(ref.call, "prepare"), **options)
-        self._commit = TurnCoalescer(partial(ref.call, "commit"), **options)
-        self._abort = TurnCoalescer(partial(ref.call, "abort"), **options)
+        self._prepare = Coalescer(partial(ref.call, "prepare"), per_turn=True, **options)
+        self._commit = Coalescer(partial(ref.call, "commit"), per_turn=True, **options)
+        self._abort = Coalescer(partial(ref.call, "abort"), per_turn=True, **options)
 
     async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
         return await self._prepare.submit(items)
@@ -511,83 +529,20 @@ class RemoteShard:
         found: list[tuple[str, str]] = await self.ref.call("in_doubt", older_than_s)
         return found
 
-
-def remote_shards(settings: Any) -> list[RemoteShard]:
-    from actors.ledger.shard import LedgerShardActor, shard_name
-    from actors.runtime.supervision import ActorRef
-
-    refs = [
-        ActorRef(LedgerShardActor, shard_name(i), settings, shard_name(i),
-                 namespace=settings.namespace)
-        for i in range(settings.ledger_shards)
-    ]  # fmt: skip
-    return [RemoteShard(ref, max_batch=settings.ledger_max_batch) for ref in refs]
-
-
-class _TxCoordinatorProcess(TxCoordinator):
-    async def __init__(self, settings: Any, name: str) -> None:  # type: ignore[misc]
-        from actors.runtime.hashing import Rendezvous
-        from actors.runtime.supervision import recover
-
-        super().__init__(name, remote_shards(settings), Rendezvous(settings.ledger_shards).owner)
-        self.restarts = await recover(self, settings, name)
-        self.recovered = await self.recover()
-        if self.recovered:
-            log.warning("%s: driving %d unfinished transactions", name, self.recovered)
-        self._sweeper = every(self.clock, settings.ledger_in_doubt_after_s, self.sweep)
-        self._expirer = every(self.clock, settings.ledger_pending_sweep_s, self.expire_due)
-
-    async def ping(self) -> str:
-        return self.name
-
-    async def info(self) -> dict[str, Any]:
-        import ray
-
-        live = sum(e.state not in FINAL for e in self.entries.values())
-        return {
-            "name": self.name,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "restarts": self.restarts,
-            "recovered": self.recovered,
-            "entries": len(self.entries),
-            "live": live,
-            "journal_commits": self.journal.commits,
-            "journal_records": self.journal.records,
-            "committed": self.committed,
-            "phase_ms": {
-                k: round(1000 * v / max(1, self.committed), 2) for k, v in self.phase_s.items()
-            },
-            "shard_calls": {
-                method: sum(getattr(s, f"_{method}").calls for s in self.shards)
-                for method in ("prepare", "commit", "abort")
-            },
-            "shard_requests": {
-                method: sum(getattr(s, f"_{method}").requests for s in self.shards)
-                for method in ("prepare", "commit", "abort")
-            },
-        }
-
-
-def _make_actor() -> Any:
-    from actors.runtime.supervision import Restart, remote_actor
-
-    return remote_actor(
-        _TxCoordinatorProcess, restart=Restart.PERMANENT, scheduling_strategy="SPREAD"
-    )
-
-
-#: Journaled decision log; calls in flight at a crash are retried (idempotent by unit id).
-TxCoordinatorActor = _make_actor()
+    def calls(self) -> dict[str, tuple[int, int]]:
+        """Per phase: (batched calls sent, requests they carried)."""
+        coalescers = {"prepare": self._prepare, "commit": self._commit, "abort": self._abort}
+        return {phase: (c.calls, c.requests) for phase, c in coalescers.items()}
 
 
 __all__ = [
+    "CoordinatorState",
+    "Decision",
     "Entry",
     "RemoteShard",
     "ShardPort",
     "TxCoordinator",
-    "TxCoordinatorActor",
     "TxState",
-    "coordinator_name",
     "legs_of",
     "merge_answers",
 ]

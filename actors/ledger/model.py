@@ -6,6 +6,11 @@ a ledger 1 .. 2**32 - 1, a code 0 .. 65535. Ids are client-chosen strings of
 1 to 128 characters from ``[A-Za-z0-9._:-]``. Input becomes these frozen
 types at the boundary (``apps/ledger.py``, ``LedgerClient``); actors get them
 already checked and check again what depends on state.
+
+A balance may reach 2**128 - 1, beyond the 64-bit integers of MessagePack (the
+journal's encoding, ``actors.runtime.codec``): where a record or snapshot
+carries balances it carries them as decimal strings (``BalancesRecord``,
+``AnswerRecord``), converted at the edge of the store and nowhere else.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ MAX_LEDGER = 2**32 - 1
 MAX_CODE = 2**16 - 1
 MAX_TIMEOUT_S = 2**32 - 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+#: The sides of a transfer: its debit account's and its credit account's.
+DEBIT, CREDIT = "debit", "credit"
+BOTH = (DEBIT, CREDIT)
+#: An account's balance fields.
+BALANCE_FIELDS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
 
 ACCOUNT_FLAGS = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits")
 TRANSFER_FLAGS = ("linked", "pending", "post_pending_transfer", "void_pending_transfer")
@@ -167,6 +178,10 @@ def chains(specs: list[TransferSpec]) -> list[list[TransferSpec]]:
     return units
 
 
+#: A leg of a unit: (index in the unit, transfer, the sides of it on one shard).
+Leg = tuple[int, TransferSpec, tuple[str, ...]]
+
+
 #: What applying a unit answers: ("ok", [answer per transfer]) or ("error", index, error).
 UnitResult = tuple[Any, ...]
 
@@ -191,17 +206,91 @@ def error_result(index: int, error: RealmError, unit: list[TransferSpec]) -> Uni
     return ("error", index, error)
 
 
+# --- as records and snapshots keep them -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BalancesRecord:
+    """An account's balances as the store keeps them: decimal strings, because a
+    balance may reach 2**128 - 1 and MessagePack holds 64-bit integers at most."""
+
+    id: str
+    debits_pending: str
+    debits_posted: str
+    credits_pending: str
+    credits_posted: str
+
+    @classmethod
+    def of(cls, balances: dict[str, Any]) -> BalancesRecord:
+        """From ``{"id", "debits_pending", ...}`` with int balances."""
+        return cls(
+            balances["id"],
+            str(balances["debits_pending"]),
+            str(balances["debits_posted"]),
+            str(balances["credits_pending"]),
+            str(balances["credits_posted"]),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """``{"id", "debits_pending", ...}`` with int balances again."""
+        return {
+            "id": self.id,
+            "debits_pending": int(self.debits_pending),
+            "debits_posted": int(self.debits_posted),
+            "credits_pending": int(self.credits_pending),
+            "credits_posted": int(self.credits_posted),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """A transfer's answer (``{"transfer", "debit_account", "credit_account"}``)
+    as a record keeps it: balances as ``BalancesRecord``, None for a side the
+    answer does not have."""
+
+    #: The transfer's public fields: plain data, every int within 64 bits
+    #: (amounts, ledgers, codes, timeouts, ns timestamps).
+    transfer: dict[str, Any]
+    debit_account: BalancesRecord | None
+    credit_account: BalancesRecord | None
+
+    @classmethod
+    def of(cls, answer: dict[str, Any]) -> AnswerRecord:
+        debit, credit = answer["debit_account"], answer["credit_account"]
+        return cls(
+            answer["transfer"],
+            None if debit is None else BalancesRecord.of(debit),
+            None if credit is None else BalancesRecord.of(credit),
+        )
+
+    def public(self) -> dict[str, Any]:
+        debit, credit = self.debit_account, self.credit_account
+        return {
+            "transfer": dict(self.transfer),
+            "debit_account": None if debit is None else debit.public(),
+            "credit_account": None if credit is None else credit.public(),
+        }
+
+
 __all__ = [
     "ACCOUNT_FLAGS",
+    "BALANCE_FIELDS",
+    "BOTH",
+    "CREDIT",
+    "DEBIT",
     "MAX_AMOUNT",
     "MAX_BALANCE",
     "TRANSFER_FLAGS",
     "AccountSpec",
+    "AnswerRecord",
+    "BalancesRecord",
     "Kind",
+    "Leg",
     "TransferSpec",
     "UnitResult",
     "chains",
     "check_id",
     "check_int",
+    "error_result",
     "unit_outcomes",
 ]

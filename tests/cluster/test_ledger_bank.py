@@ -17,10 +17,15 @@ from collections import Counter
 
 import ray
 
+from actors.ledger.actors import (
+    COORDINATOR_PREFIX,
+    SHARD_PREFIX,
+    LedgerShardActor,
+    TxCoordinatorActor,
+)
 from actors.ledger.client import LedgerClient
-from actors.ledger.coordinator import TxCoordinatorActor, coordinator_name
-from actors.ledger.shard import LedgerShardActor, shard_name
 from actors.runtime.settings import Settings
+from actors.runtime.shards import shard_names
 from actors.runtime.supervision import call, get_or_create
 from tests.cluster.conftest import MARKER, remove_and_wait
 from tests.conftest import REDIS_URL
@@ -49,11 +54,9 @@ async def test_the_books_balance_after_kills_and_a_lost_node(cluster, worker_nod
         store_url=REDIS_URL, ledger_shards=SHARDS, ledger_coordinators=COORDINATORS,
         ledger_in_doubt_after_s=1.0, snapshot_every=200,
     )  # fmt: skip
-    names = [shard_name(i) for i in range(SHARDS)] + [
-        coordinator_name(i) for i in range(COORDINATORS)
-    ]
+    names = shard_names(SHARD_PREFIX, SHARDS) + shard_names(COORDINATOR_PREFIX, COORDINATORS)
     for name in names:
-        actor_class = LedgerShardActor if name.startswith("ledger-shard") else TxCoordinatorActor
+        actor_class = LedgerShardActor if name.startswith(SHARD_PREFIX) else TxCoordinatorActor
         get_or_create(actor_class, name, settings, name, namespace=settings.namespace,
                       **ON_WORKERS)  # fmt: skip
     client = LedgerClient(settings)

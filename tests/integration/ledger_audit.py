@@ -8,15 +8,14 @@ account may break its flags, and money is conserved.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.ledger.client import LedgerClient
 from actors.ledger.model import AccountSpec, TransferSpec
 from actors.runtime.errors import RealmError, Unavailable
+from tests.conftest import until
 
 FUNDING = 1_000
 
@@ -70,14 +69,13 @@ def random_transfers(books: Books, count: int, *, seed: int, cross_only: Any = N
 
 async def settled(client: LedgerClient, *, timeout_s: float = 60.0) -> dict[str, Any]:
     """Totals once no shard holds a prepared transaction (recovery has run)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        totals = await client.totals()
-        if totals["total"]["prepared"] == 0:
-            return totals
-        if time.monotonic() > deadline:
-            raise AssertionError(f"transactions still in doubt: {totals}")
-        await asyncio.sleep(0.2)
+    totals: dict[str, Any] = await until(
+        client.totals,
+        lambda totals: totals["total"]["prepared"] == 0,
+        within_s=timeout_s,
+        what="no transaction in doubt",
+    )
+    return totals
 
 
 async def audit(client: LedgerClient, books: Books) -> dict[str, int]:

@@ -5,14 +5,12 @@ books balance (see ``ledger_audit``)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import ray
 
 from actors.ledger.client import LedgerClient
-from actors.ledger.coordinator import coordinator_name
 from actors.ledger.model import AccountSpec, TransferSpec
-from actors.ledger.shard import shard_name
+from tests.conftest import until
 from tests.integration.conftest import store_overrides
 from tests.integration.ledger_audit import audit, open_books, random_transfers
 
@@ -37,9 +35,10 @@ async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_se
     for done, finished in enumerate(asyncio.as_completed(list(tasks.values())), 1):
         await finished
         if done == 30:
-            ray.kill(ray.get_actor(shard_name(1), namespace=settings.namespace), no_restart=False)
+            shard = ray.get_actor(client.shards[1].name, namespace=settings.namespace)
+            ray.kill(shard, no_restart=False)
         if done == 70:
-            coordinator = ray.get_actor(coordinator_name(0), namespace=settings.namespace)
+            coordinator = ray.get_actor(client.coordinators[0].name, namespace=settings.namespace)
             ray.kill(coordinator, no_restart=False)
             in_flight = sum(not task.done() for task in tasks.values())
             break
@@ -65,14 +64,17 @@ async def test_a_shard_in_doubt_asks_its_coordinator_and_aborts(ray_settings):
     await client.create_accounts([AccountSpec(bank, 1)])
     shard = client.shards[0]
     leg = (0, TransferSpec("stray", bank, "elsewhere", 7, 1), ("debit",))
-    assert await shard.call("prepare", [("stray#1", coordinator_name(0), [leg])]) == [None]
+    stray = ("stray#1", client.coordinators[0].name, [leg])
+    assert await shard.call("prepare", [stray]) == [None]
     assert (await client.get_account(bank))["debits_pending"] == 7
 
     # When the shard has waited long enough, it asks the coordinator, which
     # knows no commit for it: then the reservation is released
-    deadline = time.monotonic() + 60
-    while await shard.call("in_doubt", 0.0):
-        assert time.monotonic() < deadline, "the shard never resolved its transaction"
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: shard.call("in_doubt", 0.0),
+        lambda in_doubt: not in_doubt,
+        within_s=60,
+        what="the shard resolving its transaction",
+    )
     assert (await client.get_account(bank))["debits_pending"] == 0
     assert await shard.call("abort", ["stray#1"]) == ["aborted"]

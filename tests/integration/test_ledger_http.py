@@ -10,15 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.conftest import error_code, service_client
+
+SERVICE = "ledger"  # of the `http` fixture
 MAX_AMOUNT = 2**63 - 1
 
 
 @pytest.fixture
-async def ledger(base_url, user_headers):
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/ledger", headers=user_headers, timeout=60
-    ) as client:
-        yield client
+def ledger(http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The ledger's routes, signed in (the conftest's `http`, named for this file)."""
+    return http
 
 
 @pytest.fixture
@@ -55,10 +56,6 @@ async def balance(ledger, account_id: str) -> tuple[int, int, int, int]:
     assert answer.status_code == 200, answer.text
     a = answer.json()
     return a["debits_pending"], a["debits_posted"], a["credits_pending"], a["credits_posted"]
-
-
-def error_code(answer: httpx.Response) -> str:
-    return str(answer.json()["error"]["code"])
 
 
 async def test_a_transfer_answers_both_balances_and_repeats_answer_the_same(ledger, books):
@@ -123,7 +120,7 @@ async def test_bad_transfers_are_refused_with_422_and_change_nothing(ledger, boo
         body["credit_account_id"] = alice
     answer = await ledger.post("/transfers", json=body)
     assert answer.status_code == 422, answer.text
-    assert answer.json()["error"]["code"] == "invalid_input"
+    assert error_code(answer) == "invalid_input"
     assert await balance(ledger, alice) == (0, 0, 0, 100)
     assert await balance(ledger, bob) == (0, 0, 0, 0)
 
@@ -222,6 +219,6 @@ async def test_pending_post_void_and_history(ledger, books):
 
 
 async def test_the_ledger_requires_a_user(base_url):
-    async with httpx.AsyncClient(base_url=f"{base_url}/ledger", timeout=30) as anonymous:
+    async with service_client(base_url, "ledger") as anonymous:
         answer = await anonymous.get("/accounts/anything")
     assert answer.status_code == 401 and error_code(answer) == "unauthorized"

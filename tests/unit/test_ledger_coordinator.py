@@ -6,25 +6,24 @@ coordinator opened on the same log while the first is stuck mid-transaction)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors.ledger.coordinator import TurnCoalescer, TxCoordinator, TxState, legs_of
-from actors.ledger.model import AccountSpec, Kind, TransferSpec, unit_outcomes
-from actors.ledger.shard import LedgerShard
-from actors.runtime.clock import FakeClock
-from actors.runtime.errors import (
+from actors.ledger.coordinator import RemoteShard, TxCoordinator, TxState, legs_of
+from actors.ledger.errors import (
     IdConflict,
     InsufficientFunds,
     LedgerMismatch,
     LinkedEventFailed,
     PendingTransferClosed,
-    Unavailable,
 )
+from actors.ledger.model import MAX_BALANCE, AccountSpec, Kind, TransferSpec, unit_outcomes
+from actors.ledger.shard import LedgerShard
+from actors.runtime.clock import FakeClock
+from actors.runtime.errors import Unavailable
 from actors.runtime.store import SQLiteStore
+from tests.conftest import until
 from tests.unit.test_ledger import stopped
 
 
@@ -65,13 +64,6 @@ class Port:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "ledger.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 async def shards(clock: FakeClock, store: SQLiteStore) -> list[LedgerShard]:
     made = []
     for i in range(2):
@@ -96,10 +88,15 @@ def ports(shards: list[LedgerShard]) -> list[Port]:
 
 
 async def open_coordinator(
-    ports: list[Port], store: SQLiteStore, clock: FakeClock, *, recover: bool = True
+    ports: list[Port],
+    store: SQLiteStore,
+    clock: FakeClock,
+    *,
+    recover: bool = True,
+    snapshot_every: int = 10_000,
 ) -> TxCoordinator:
     coordinator = TxCoordinator("c0", ports, route, clock=clock)
-    await coordinator.open(store, "c0", on_failure=lambda e: None)
+    await coordinator.open(store, "c0", snapshot_every=snapshot_every, on_failure=lambda e: None)
     if recover:
         await coordinator.recover()
     return coordinator
@@ -127,19 +124,6 @@ async def balances(shards: list[LedgerShard], account_id: str) -> tuple[int, int
 async def fund_alice(coordinator: TxCoordinator, amount: int) -> None:
     (answer,) = await run(coordinator, t(f"fund-{amount}", "b-bank", "a-alice", amount))
     assert not isinstance(answer, Exception), answer
-
-
-async def until(condition: Any) -> None:
-    """Wait for ``condition()`` (sync or async) to hold; the SQLite store commits
-    on a thread, so steps of a transaction take a little real time."""
-    for _ in range(500):
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never held")
 
 
 def test_legs_split_a_transfer_across_shards_or_keep_it_whole():
@@ -343,6 +327,32 @@ async def test_a_shard_in_doubt_learns_the_outcome_from_the_coordinator(coordina
     assert await balances(shards, "b-bob") == (0, 0, 0, 40)
 
 
+async def test_its_log_and_a_snapshot_bring_back_every_decision(ports, store, clock, shards):
+    # Given committed transactions, one answering a balance at the 128-bit edge
+    # (beyond what MessagePack's integers hold), a snapshot, and records after it
+    first = await open_coordinator(ports, store, clock, snapshot_every=1)
+    await fund_alice(first, 100)
+    shards[1].books.accounts["b-bob"].credits_posted = MAX_BALANCE - 40  # out of reach otherwise
+    (answer,) = await run(first, t("x1", "a-alice", "b-bob", 40))
+    assert answer["credit_account"]["credits_posted"] == MAX_BALANCE
+    await run(first, t("p1", "a-alice", "b-bank", 5, kind=Kind.PENDING, timeout_s=30))
+    await stopped(first)
+    assert await store.read_snapshot("c0") is not None
+
+    # When the coordinator is opened again from the store
+    again = await open_coordinator(ports, store, clock, snapshot_every=1)
+
+    # Then it knows every transaction as it was, and answers repeats the same
+    assert list(again.entries) == list(first.entries)
+    for uid, entry in first.entries.items():
+        restored = again.entries[uid]
+        assert (restored.unit, restored.txid, restored.state, restored.result) == (
+            entry.unit, entry.txid, entry.state, entry.result,
+        )  # fmt: skip
+    assert again.expiring == first.expiring
+    assert await run(again, t("x1", "a-alice", "b-bob", 40)) == [answer]
+
+
 class BreakableStore:
     """A store whose appends start failing on demand (a shard dying before its
     journal record reached the store)."""
@@ -396,8 +406,7 @@ async def test_a_shard_that_lost_an_unsynced_commit_commits_again(shards, store,
 
 async def test_the_units_of_one_call_share_their_store_writes(coordinator, shards):
     await fund_alice(coordinator, 100)
-    await until(lambda: not coordinator._tasks)  # its finish record is written
-    await coordinator.journal.drain()
+    await coordinator.journal.drain()  # its finish record is written
     commits, records = coordinator.journal.commits, coordinator.journal.records
     units = [[t(f"x{i}", "a-alice", "b-bob", 1)] for i in range(10)]
     results = await coordinator.run(units)
@@ -409,14 +418,21 @@ async def test_the_units_of_one_call_share_their_store_writes(coordinator, shard
     assert await balances(shards, "b-bob") == (0, 0, 0, 10)
 
 
-async def test_a_turn_coalescer_sends_one_call_per_turn():
-    sent: list[list[int]] = []
+class EchoRef:
+    """A shard actor's ref that records each call and answers every item."""
 
-    async def send(items: list[int]) -> list[int]:
-        sent.append(items)
-        return [i * 2 for i in items]
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[str]]] = []
 
-    coalescer = TurnCoalescer(send, max_batch=100)
-    answers = await asyncio.gather(*(coalescer.submit([i]) for i in range(5)))
-    assert answers == [[0], [2], [4], [6], [8]]
-    assert sent == [[0, 1, 2, 3, 4]]
+    async def call(self, method: str, items: list[str]) -> list[str]:
+        self.sent.append((method, items))
+        return [f"{method} {item}" for item in items]
+
+
+async def test_a_remote_shard_sends_what_arrives_in_one_turn_in_one_call():
+    ref = EchoRef()
+    remote = RemoteShard(ref, max_batch=100)  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(remote.commit([f"tx#{i}"]) for i in range(5)))
+    assert answers == [[f"commit tx#{i}"] for i in range(5)]
+    assert ref.sent == [("commit", [f"tx#{i}" for i in range(5)])]
+    assert remote.calls()["commit"] == (1, 5)

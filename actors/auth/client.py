@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -97,7 +97,7 @@ class SessionVerifier:
             return found
         index = self.shards.index(session_id)
         [session] = await self.near.read_through(index, [session_id], self._lookups[index].submit)
-        return session  # type: ignore[no-any-return]
+        return cast(Session | None, session)
 
     async def authenticate(self, token: str) -> Principal:
         """The principal behind a bearer token; ``Unauthorized`` if it is not valid now."""

@@ -8,7 +8,9 @@ it with ``install_verifier``. Then routes take:
 - ``StreamUser``: the header, or ``?access_token=`` for the clients that cannot
   set headers (a browser's ``EventSource``), on SSE streams and long polls;
 - ``sign_in_websocket(ws)``: the same for a WebSocket's opening handshake,
-  refused with the error envelope (401) before the socket is accepted.
+  refused with the error envelope (401) before the socket is accepted;
+- ``until_signed_out``: a stream's session checked again for as long as the
+  stream lasts, so no stream outlives a revoked or expired session.
 
 A token check is usually a local lookup in the verifier's near cache of
 sessions; a revoked session is refused on every replica once its revocation
@@ -17,6 +19,8 @@ is acknowledged.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
@@ -25,6 +29,8 @@ from starlette.requests import HTTPConnection
 from actors.auth.client import Principal, SessionVerifier
 from actors.runtime.errors import Forbidden, RealmError, Unauthorized
 from apps.errors import envelope
+
+log = logging.getLogger(__name__)
 
 
 def install_verifier(app: FastAPI, verifier: SessionVerifier) -> None:
@@ -87,3 +93,19 @@ async def sign_in_websocket(ws: WebSocket) -> tuple[Principal, str] | None:
             envelope(error.status, error.code, error.message, error.details)
         )
         return None
+
+
+async def until_signed_out(verifier: SessionVerifier, token: str, every_s: float) -> None:
+    """Return once ``token``'s session has ended, checking it every ``every_s``.
+
+    Only a refusal ends it: while the auth service cannot answer, the stream
+    goes on and the next check asks again.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await verifier.authenticate(token)
+        except Unauthorized:
+            return
+        except Exception as error:  # the auth service away is no reason to cut streams
+            log.warning("could not re-check a stream's session (%r); will ask again", error)

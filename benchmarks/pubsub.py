@@ -576,6 +576,7 @@ async def sign_up(base_url: str) -> str:
 
 
 def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    from actors.pubsub.settings import PubSubSettings
     from actors.runtime.settings import Settings
     from apps.common import MAX_STREAMS_PER_REPLICA
 
@@ -608,8 +609,8 @@ def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dic
     info |= {
         "replicas": settings.replicas,
         "pubsub_max_ongoing_requests": max(settings.max_ongoing_requests, MAX_STREAMS_PER_REPLICA),
-        "pubsub_brokers": settings.pubsub_brokers,
-        "pubsub_send_buffer": settings.pubsub_send_buffer,
+        "pubsub_brokers": PubSubSettings.of(settings).brokers,
+        "pubsub_send_buffer": PubSubSettings.of(settings).send_buffer,
     }
     return results, info
 

@@ -25,6 +25,10 @@ numbered, kept nor journaled.
 Trimming by age uses the publish's own timestamp when publishing (so replay
 is deterministic) and the clock when reading; both only drop messages older
 than ``history_max_age_s``.
+
+Records are ``publish(topic, payload, at, reply_to)``; a snapshot is every
+topic's ``_Topic`` (its last sequence number and its history of ``Message``),
+typed back from ``restore_state``'s annotation.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from actors.pubsub.settings import PubSubSettings
 from actors.pubsub.topics import SubscriptionIndex, check_pattern, check_topic
 from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import InvalidInput, NotFound, TooLarge
@@ -42,12 +47,8 @@ from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
 
-#: Messages kept per topic for resuming subscribers.
-HISTORY_MAX = 1_000
-#: Seconds a message stays in a topic's history; None keeps it until pushed out by count.
-HISTORY_MAX_AGE_S: float | None = 3_600.0
-#: Largest payload: a message is copied into every follower's mailbox and the journal.
-MAX_PAYLOAD_BYTES = 1 << 20
+#: Prefix of the broker actors' names: ``pubsub-broker-<i>`` (``actors.runtime.shards``).
+BROKER_PREFIX = "pubsub-broker"
 #: Messages a follower may leave unpulled before the oldest are dropped.
 MAX_PENDING_PER_FOLLOWER = 100_000
 #: Longest queue-group name.
@@ -87,7 +88,7 @@ def _group_member(group: str, follower: str) -> str:
     return f"{group}\x00{follower}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Topic:
     last_seq: int = 0  #: sequence number of the last message published
     history: deque[Message] = field(default_factory=deque)  #: contiguous, oldest first
@@ -101,19 +102,15 @@ class Broker(Durable):
 
     def __init__(
         self,
+        config: PubSubSettings,
         *,
         clock: Clock | None = None,
-        history_max: int = HISTORY_MAX,
-        history_max_age_s: float | None = HISTORY_MAX_AGE_S,
-        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         max_pending: int = MAX_PENDING_PER_FOLLOWER,
     ) -> None:
-        if history_max < 0 or max_payload_bytes < 0:
-            raise ValueError("history_max and max_payload_bytes must not be negative")
         self.clock = clock or SystemClock()
-        self.history_max = history_max
-        self.history_max_age_s = history_max_age_s
-        self.max_payload_bytes = max_payload_bytes
+        self.history_max = config.history_max
+        self.history_max_age_s = config.history_max_age_s
+        self.max_payload_bytes = config.max_payload_bytes
         self.topics: dict[str, _Topic] = {}
         self.index = SubscriptionIndex()  #: plain subscriptions: pattern -> followers
         self.groups = SubscriptionIndex()  #: queue groups: pattern -> "group\0follower"
@@ -163,8 +160,6 @@ class Broker(Durable):
         self.topics = state
 
     def _trim_by_age(self, state: _Topic, now: float) -> None:
-        if self.history_max_age_s is None:
-            return
         cutoff = now - self.history_max_age_s
         while state.history and state.history[0].at < cutoff:
             state.history.popleft()
@@ -332,17 +327,9 @@ FOLLOWER_SWEEP_S = 30.0
 FOLLOWER_IDLE_S = 90.0
 
 
-def broker_name(index: int) -> str:
-    return f"pubsub-broker-{index}"
-
-
 class _BrokerProcess(Broker):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
-        super().__init__(
-            history_max=settings.pubsub_history_max,
-            history_max_age_s=settings.pubsub_history_max_age_s,
-            max_payload_bytes=settings.pubsub_max_payload_bytes,
-        )
+        super().__init__(PubSubSettings.of(settings))
         self.restarts = await recover(self, settings, name)
         self._sweeper = every(self.clock, FOLLOWER_SWEEP_S, lambda: self.drop_idle(FOLLOWER_IDLE_S))
 

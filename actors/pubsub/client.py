@@ -25,20 +25,25 @@ not kept).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections import OrderedDict, deque
 from typing import Any
 
-from actors.pubsub.broker import BrokerActor, Delivery, Interest, Message, broker_name, check_group
+from actors.pubsub.broker import (
+    BROKER_PREFIX,
+    BrokerActor,
+    Delivery,
+    Interest,
+    Message,
+    check_group,
+)
 from actors.pubsub.errors import NoReply
+from actors.pubsub.settings import PubSubSettings
 from actors.pubsub.topics import SubscriptionIndex, check_pattern, check_topic, matches
 from actors.runtime.errors import InvalidInput, NotFound
-from actors.runtime.hashing import Rendezvous
+from actors.runtime.fanout import follow
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef
-
-log = logging.getLogger(__name__)
+from actors.runtime.shards import Shards
 
 #: How long a follower's long-poll waits before answering empty.
 PULL_TIMEOUT_S = 10.0
@@ -127,18 +132,16 @@ class Subscription:
             return message
 
     async def close(self) -> None:
-        await self._client._unsubscribe(self)
+        """End the subscription here first, then tell the brokers: a close cut short
+        (its stream cancelled) leaves at most a pattern the brokers still send."""
         self._close(None)
+        await self._client._unsubscribe(self)
 
 
 class PubSubClient:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.brokers = [
-            ActorRef(BrokerActor, name, settings, name, namespace=settings.namespace)
-            for name in map(broker_name, range(settings.pubsub_brokers))
-        ]
-        self.ring = Rendezvous(len(self.brokers))
+        self.config = PubSubSettings.of(settings)
+        self.brokers = Shards(BrokerActor, BROKER_PREFIX, self.config.brokers, settings)
         self.follower = uuid.uuid4().hex
         self._plain = SubscriptionIndex()  #: pattern -> ids of subscriptions with no group
         self._grouped = SubscriptionIndex()  #: pattern -> ids of queue-group subscriptions
@@ -149,13 +152,12 @@ class PubSubClient:
         self._inbox: Subscription | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._following = asyncio.Lock()
-        self._followed: list[Interest] | None = None  #: the interests every broker has
+        #: The interests every broker has; None: unknown (a follow was cut short).
+        self._followed: list[Interest] | None = []
+        self._background: set[asyncio.Future[None]] = set()  #: follows nobody waits for
 
     async def start(self) -> None:
-        await asyncio.gather(*(broker.call("ping") for broker in self.brokers))
-
-    def _broker(self, topic: str) -> ActorRef:
-        return self.brokers[self.ring.owner(topic)]
+        await self.brokers.start()
 
     async def publish(
         self,
@@ -172,7 +174,7 @@ class PubSubClient:
         An ephemeral message is delivered live only and answers ``(0, at)``.
         """
         check_topic(topic)
-        seq, at = await self._broker(topic).call(
+        seq, at = await self.brokers.owner(topic).call(
             "publish",
             topic,
             payload,
@@ -185,7 +187,7 @@ class PubSubClient:
     async def history(self, topic: str, after_seq: int = 0, limit: int = 100) -> dict[str, Any]:
         """Messages after ``after_seq``; ``complete`` is False if some were trimmed."""
         check_topic(topic)
-        found: dict[str, Any] = await self._broker(topic).call(
+        found: dict[str, Any] = await self.brokers.owner(topic).call(
             "history", topic, after_seq, limit=limit
         )
         return found
@@ -207,14 +209,17 @@ class PubSubClient:
         self,
         pattern: str,
         *,
-        max_pending: int = 1_000,
+        max_pending: int | None = None,
         group: str | None = None,
         resume: dict[str, int] | None = None,
     ) -> Subscription:
         """Live messages on topics matching ``pattern`` from now on.
 
-        ``resume`` maps topics (each matching ``pattern``) to the last sequence
-        number seen: the subscription first delivers their history after it.
+        ``max_pending`` bounds the messages waiting to be read (the setting
+        ``send_buffer`` if None); a subscription that falls further behind is
+        closed with ``SlowConsumer``. ``resume`` maps topics (each matching
+        ``pattern``) to the last sequence number seen: the subscription first
+        delivers their history after it.
         A ``group`` shares the messages among its subscriptions (no resume).
         """
         check_pattern(pattern)
@@ -227,7 +232,9 @@ class PubSubClient:
                 raise InvalidInput("a resumed topic must match the pattern", topic=topic)
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
                 raise InvalidInput("a resume cursor is an integer >= 0", topic=topic, seq=seq)
-        subscription = Subscription(self, pattern, max_pending, group)
+        subscription = Subscription(
+            self, pattern, self.config.send_buffer if max_pending is None else max_pending, group
+        )
         self._subscriptions[subscription.id] = subscription
         (self._plain if group is None else self._grouped).add(pattern, subscription.id)
         try:
@@ -237,14 +244,29 @@ class PubSubClient:
             await self._unsubscribe(subscription)
             raise
         if not self._pollers:
-            self._pollers = [asyncio.create_task(self._poll(i)) for i in range(len(self.brokers))]
+            self._pollers = [
+                asyncio.create_task(self._follow_broker(i)) for i in range(len(self.brokers))
+            ]
         return subscription
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.pop(subscription.id, None) is not None:
             index = self._plain if subscription.group is None else self._grouped
             index.remove(subscription.pattern, subscription.id)
-            await self._follow_all()
+        # Also when closed already: that close may have been cut short before the
+        # brokers heard of it (it costs nothing when they have). In a task the
+        # caller's cancellation does not stop: a stream's close often runs in
+        # the cancellation that ended the stream, and the brokers would go on
+        # sending what nobody here reads.
+        following = asyncio.ensure_future(self._follow_all())
+        self._background.add(following)
+        following.add_done_callback(self._settled)
+        await asyncio.shield(following)
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # its caller, if still there, has it too
 
     def _interests(self) -> list[Interest]:
         return sorted({(s.pattern, s.group) for s in self._subscriptions.values()}, key=str)
@@ -254,9 +276,8 @@ class PubSubClient:
             interests = self._interests()
             if interests == self._followed:
                 return  # e.g. one more subscriber to a pattern already followed
-            await asyncio.gather(
-                *(b.call("follow", self.follower, interests) for b in self.brokers)
-            )
+            self._followed = None  # unknown until every broker has answered
+            await self.brokers.call_all("follow", self.follower, interests)
             self._followed = interests
 
     def _fan_out(self, message: Message, groups: tuple[str, ...]) -> None:
@@ -271,34 +292,23 @@ class PubSubClient:
                 self._turn += 1
                 members[self._turn % len(members)]._offer(message)
 
-    async def _poll(self, index: int) -> None:
-        broker, after, backoff = self.brokers[index], 0, 0.0
-        while True:
-            try:
-                deliveries: list[tuple[int, Delivery]] = await broker.call(
-                    "pull", self.follower, after=after, timeout_s=PULL_TIMEOUT_S
-                )
-            except asyncio.CancelledError:
-                raise
-            except NotFound:  # the broker restarted or forgot us: follow again
-                after = 0
-                try:
-                    async with self._following:
-                        await broker.call("follow", self.follower, self._interests())
-                except Exception as error:
-                    log.warning("pub/sub could not follow broker %d again (%r)", index, error)
-                    await asyncio.sleep(0.25)
-                continue
-            except Exception as error:
-                if not backoff:
-                    log.warning("pub/sub lost broker %d (%r)", index, error)
-                backoff = min(max(backoff * 2, 0.25), 5.0)
-                await asyncio.sleep(backoff)
-                continue
-            backoff = 0.0
-            for seq, (message, groups) in deliveries:
-                self._fan_out(message, groups)
-                after = seq
+    async def _follow_broker(self, index: int) -> None:
+        """Pull broker ``index``'s deliveries and fan them out, for as long as the client lives."""
+        broker = self.brokers[index]
+
+        async def pull(after: int) -> list[tuple[int, Delivery]]:
+            deliveries: list[tuple[int, Delivery]] = await broker.call(
+                "pull", self.follower, after=after, timeout_s=PULL_TIMEOUT_S
+            )
+            return deliveries
+
+        async def lost(error: BaseException) -> None:
+            if isinstance(error, NotFound):  # the broker restarted or forgot us: follow again
+                async with self._following:
+                    await broker.call("follow", self.follower, self._interests())
+
+        await follow(pull, lambda delivery: self._fan_out(*delivery),
+                     what=f"pub/sub following broker {index}", on_lost=lost)  # fmt: skip
 
     # request/reply
 
@@ -341,6 +351,7 @@ class PubSubClient:
         for subscription in list(self._subscriptions.values()):
             subscription._close(None)
         self._subscriptions.clear()
+        self._followed = []  # so a subscription closed late does not follow again
         await asyncio.gather(
             *(b.call("unfollow", self.follower) for b in self.brokers), return_exceptions=True
         )
@@ -349,3 +360,18 @@ class PubSubClient:
         return (
             f"<PubSubClient brokers={len(self.brokers)} subscriptions={len(self._subscriptions)}>"
         )
+
+
+#: The public face of pub/sub to other services and to its app. ``Message`` and
+#: the subject checks are re-exported so that a caller needs no other module.
+__all__ = [
+    "INBOX",
+    "Message",
+    "NoReply",
+    "PubSubClient",
+    "SlowConsumer",
+    "Subscription",
+    "check_pattern",
+    "check_topic",
+    "matches",
+]

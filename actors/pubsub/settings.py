@@ -14,16 +14,18 @@ class PubSubSettings(Section, service="pubsub"):
     """Broker actors; topics are spread over them by rendezvous hashing."""
 
     history_max: int = Field(1_000, ge=0)
-    """Messages kept per topic for resuming subscribers, and for how long."""
+    """Messages kept per topic for resuming subscribers."""
 
     history_max_age_s: float = Field(3_600.0, gt=0)
-    """Oldest message kept in a topic's history."""
+    """Seconds a message stays in a topic's history (trimmed on publish and on read)."""
 
     max_payload_bytes: int = Field(1 * MiB, ge=64)
-    """Largest message payload (the JSON-encoded ``data`` over HTTP and WebSocket)."""
+    """Largest message payload (the JSON-encoded ``data`` over HTTP and WebSocket): a message
+    is copied into the journal and into every following replica's mailbox."""
 
     send_buffer: int = Field(1_000, ge=1)
-    """Messages waiting to be sent to one WebSocket or SSE client; a client that falls further
+    """Messages waiting to be sent to one WebSocket or SSE client (and, unless it asks for
+    another bound, to one subscription of the Python client); a client that falls further
     behind is disconnected as a slow consumer.
     """
 
@@ -31,7 +33,8 @@ class PubSubSettings(Section, service="pubsub"):
     """Subscriptions one WebSocket connection may hold."""
 
     keepalive_s: float = Field(15.0, gt=0)
-    """Seconds between keepalives on an idle SSE stream (and session re-checks)."""
+    """Seconds between keepalive comments on an SSE stream, and between re-checks of the
+    session of every WebSocket and SSE client (one that ended closes the stream)."""
 
     acl_hook: str = ""
     """``module:function`` called as ``f(user, action, subject) -> bool`` (action ``publish``

@@ -97,7 +97,10 @@ class Leases:
     def sweep(self) -> None:
         """Forget ended leases, and followers that stopped polling (their leases ended too)."""
         now = self.clock.now()
-        for key in [k for k, holders in self._holders.items() if max(holders.values()) <= now]:
+        ended = [
+            k for k, holders in self._holders.items() if max(holders.values(), default=0) <= now
+        ]
+        for key in ended:
             del self._holders[key]
         self._followers.drop_idle(FOLLOWER_IDLE_S + self.lease_s)
 

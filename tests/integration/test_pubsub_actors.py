@@ -10,7 +10,8 @@ import ray
 
 from actors.pubsub.broker import Message
 from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
-from actors.runtime.errors import InvalidInput, NoReply
+from actors.pubsub.errors import NoReply
+from actors.runtime.errors import InvalidInput
 from actors.runtime.settings import Settings
 
 
@@ -63,7 +64,7 @@ async def test_a_live_subscription_closes_the_gap_of_a_broker_crash_from_history
     assert [m.seq for m in await take(live, 20)] == list(range(1, 21))
 
     # The broker owning the topic crashes; publishing goes on through the restart.
-    ray.kill(publisher._broker("room.1").handle, no_restart=False)
+    ray.kill(publisher.brokers.owner("room.1").handle, no_restart=False)
     rest = asyncio.create_task(take(live, 21))
     for i in range(21, 41):
         await publisher.publish("room.1", f"m{i}".encode())

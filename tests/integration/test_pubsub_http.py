@@ -22,23 +22,23 @@ from websockets.frames import Close, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from actors.pubsub.broker import broker_name
+from actors.pubsub.broker import BROKER_PREFIX, BrokerActor
+from actors.pubsub.settings import PubSubSettings
 from actors.runtime.settings import Settings
-from tests.integration.conftest import PUBSUB_MAX_PAYLOAD, sign_up
+from actors.runtime.shards import Shards
+from tests.integration.conftest import (
+    PUBSUB_MAX_PAYLOAD,
+    error_code,
+    service_client,
+    sign_up,
+)
 
+SERVICE = "pubsub"  # of the `http` fixture
 DEADLINE_S = 60.0
 
 
 def new_topic(prefix: str = "t") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def http(base_url, user_headers) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"{base_url}/pubsub", timeout=30, headers=user_headers
-    ) as client:
-        yield client
 
 
 def ws_url(base_url: str) -> str:
@@ -89,10 +89,6 @@ async def publish(http: httpx.AsyncClient, topic: str, data: Any, **headers: str
     return seq
 
 
-def error_code(response: httpx.Response) -> str:
-    return str(response.json()["error"]["code"])
-
-
 # --- HTTP ----------------------------------------------------------------------------
 
 
@@ -135,7 +131,7 @@ async def test_bad_publishes_are_refused_and_publish_nothing(http, body, status,
 
 
 async def test_missing_and_wrong_tokens_are_refused(base_url):
-    async with httpx.AsyncClient(base_url=f"{base_url}/pubsub", timeout=30) as anonymous:
+    async with service_client(base_url, "pubsub") as anonymous:
         for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic x"}):
             answer = await anonymous.post(
                 "/publish", json={"topic": "a.b", "data": 1}, headers=headers
@@ -155,7 +151,7 @@ async def test_private_topics_belong_to_their_user(base_url, http, user_headers)
     other = await sign_up(base_url)
     mine = f"user.{me}.inbox"
     assert await publish(http, mine, "for me") == 1
-    async with httpx.AsyncClient(base_url=f"{base_url}/pubsub", headers=other) as stranger:
+    async with service_client(base_url, "pubsub", other) as stranger:
         refused = await stranger.post("/publish", json={"topic": mine, "data": "intrude"})
         assert refused.status_code == 403 and error_code(refused) == "forbidden"
         peek = await stranger.get("/history", params={"topic": mine})
@@ -448,7 +444,5 @@ async def test_a_broker_killed_mid_stream_loses_nothing_a_subscriber_sees(
 
 
 async def _owning_broker(topic: str, settings: Settings) -> Any:
-    from actors.runtime.hashing import Rendezvous
-
-    index = Rendezvous(settings.pubsub_brokers).owner(topic)
-    return ray.get_actor(broker_name(index), namespace=settings.namespace)
+    brokers = Shards(BrokerActor, BROKER_PREFIX, PubSubSettings.of(settings).brokers, settings)
+    return ray.get_actor(brokers.owner(topic).name, namespace=settings.namespace)

@@ -7,12 +7,12 @@ restarted actor would be. Long polls are tasks driven with ``settle()``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from actors.pubsub.broker import Broker, Message
+from actors.pubsub.settings import PubSubSettings
 from actors.runtime.clock import FakeClock
 from actors.runtime.errors import InvalidInput, NotFound, TooLarge
 from actors.runtime.store import SQLiteStore
@@ -27,23 +27,14 @@ OpenBroker = Callable[..., Awaitable[Broker]]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "pubsub.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 def open_broker(clock: FakeClock, store: SQLiteStore) -> OpenBroker:
     """A Broker recovered from ``store`` (a second call is a restarted actor)."""
 
     async def open_(*, snapshot_every: int = 10_000) -> Broker:
-        broker = Broker(
-            clock=clock,
-            history_max=HISTORY_MAX,
-            history_max_age_s=MAX_AGE_S,
-            max_payload_bytes=MAX_PAYLOAD,
+        config = PubSubSettings(
+            history_max=HISTORY_MAX, history_max_age_s=MAX_AGE_S, max_payload_bytes=MAX_PAYLOAD
         )
+        broker = Broker(config, clock=clock)
         failures: list[BaseException] = []
         await broker.open(store, "pubsub-0", snapshot_every=snapshot_every,
                           on_failure=failures.append)  # fmt: skip
@@ -181,6 +172,8 @@ async def test_a_restarted_broker_has_the_same_seqs_and_history(
     before = {t: await broker.history(t) for t in ("a", "b")}
 
     restarted = await open_broker(snapshot_every=snapshot_every)
+    assert (restarted._snapshot_seq > 0) is (snapshot_every == 3)  # it read a snapshot
+    assert restarted.topics == broker.topics  # from the journal, or a snapshot and the rest
     assert {t: await restarted.history(t) for t in ("a", "b")} == before
     assert await restarted.publish("b", b"retry", key="b2") == (3, before["b"]["messages"][2].at)
     assert (await restarted.publish("a", b"next"))[0] == HISTORY_MAX + 3

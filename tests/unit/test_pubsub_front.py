@@ -1,4 +1,4 @@
-"""Pub/sub front pieces without Ray: authorization rules, SSE cursors, WebSocket frames."""
+"""Pub/sub front pieces without Ray: authorization, SSE cursors and streams, WebSocket frames."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import asyncio
 
 import orjson
 import pytest
+from sse_starlette import ServerSentEvent
 
 from actors.auth.client import Principal
 from actors.pubsub.broker import Message
+from actors.pubsub.client import Subscription
 from actors.runtime.errors import Forbidden, InvalidInput
-from apps.pubsub import MAX_FRAME_BYTES, format_cursor, message_frame, next_frame, parse_cursor
-from apps.pubsub_acl import Acl, load_hook
+from apps.pubsub.acl import Acl, load_hook
+from apps.pubsub.sse import SEP, events, format_cursor, message_event, parse_cursor
+from apps.pubsub.ws import MAX_FRAME_BYTES, message_frame, next_frame
 
 ALICE = Principal("u1", "alice", ("user",), "s1")
 BOB = Principal("u2", "bob", ("user",), "s2")
@@ -97,6 +100,80 @@ def test_sse_cursors_round_trip():
 def test_a_bad_last_event_id_is_invalid_input(last_event_id):
     with pytest.raises(InvalidInput):
         parse_cursor("room.*", last_event_id)
+
+
+@pytest.mark.parametrize("event_id", ["7", '{"room.1":3,"room.2":9}', None])
+def test_a_message_event_is_framed_as_sse_starlette_frames_it(event_id):
+    data = orjson.dumps({"topic": "room.1", "data": "two\nlines"}).decode()
+    expected = ServerSentEvent(data, event="message", id=event_id, sep=SEP).encode()
+    assert message_event(event_id, data) == expected
+
+
+class StubClient:
+    """What a ``Subscription`` asks of its client, with nothing behind it."""
+
+    def __init__(self) -> None:
+        self.unsubscribed = 0
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        self.unsubscribed += 1
+
+    async def _history_between(self, topic: str, after: int, before: int | None) -> list:
+        return []
+
+
+def sse_fields(event: ServerSentEvent | bytes) -> dict[str, str]:
+    raw = event.encode() if isinstance(event, ServerSentEvent) else event
+    lines = raw.decode().removesuffix(SEP * 2).split(SEP)
+    return dict(line.split(": ", 1) for line in lines)
+
+
+async def test_an_sse_stream_gives_a_retry_hint_then_messages_with_resume_cursors():
+    stub = StubClient()
+    subscription = Subscription(stub, ">", 10)  # type: ignore[arg-type]
+    stream = events(subscription, pattern=">", resume={"room.1": 4}, user=ALICE, acl=Acl(),
+                    signed_out=asyncio.Event().wait)  # fmt: skip
+    assert sse_fields(await anext(stream)) == {"retry": "1000"}
+    for message in (
+        Message("room.1", 5, 1.0, b'"a"'),
+        Message("user.u2.inbox", 1, 1.0, b'"not for alice"'),
+        Message("room.2", 1, 1.0, b'"b"'),
+    ):
+        subscription._offer(message)
+    first, second = sse_fields(await anext(stream)), sse_fields(await anext(stream))
+    assert first["event"] == "message" and orjson.loads(first["data"])["data"] == "a"
+    assert orjson.loads(first["id"]) == {"room.1": 5}
+    assert orjson.loads(second["id"]) == {"room.1": 5, "room.2": 1}  # bob's message skipped
+    await stream.aclose()
+    assert stub.unsubscribed == 1
+
+
+async def test_an_sse_stream_ends_with_an_error_event_for_a_slow_consumer_or_a_session_end():
+    slow = Subscription(StubClient(), "t", 2)  # type: ignore[arg-type]
+    stream = events(slow, pattern="t", resume={}, user=ALICE, acl=Acl(),
+                    signed_out=asyncio.Event().wait)  # fmt: skip
+    await anext(stream)
+    for seq in (1, 2, 3):
+        slow._offer(Message("t", seq, 1.0, b"1"))
+    ending = sse_fields(await anext(stream))
+    assert ending["event"] == "error"
+    assert orjson.loads(ending["data"])["code"] == "slow_consumer"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+    signed_out = asyncio.Event()
+    stub = StubClient()
+    revoked = Subscription(stub, "t", 10)  # type: ignore[arg-type]
+    stream = events(revoked, pattern="t", resume={}, user=ALICE, acl=Acl(),
+                    signed_out=signed_out.wait)  # fmt: skip
+    await anext(stream)
+    signed_out.set()
+    ending = sse_fields(await anext(stream))
+    assert ending["event"] == "error"
+    assert orjson.loads(ending["data"])["code"] == "unauthorized"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert stub.unsubscribed >= 1
 
 
 # --- WebSocket frames -------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""HTTP, WebSocket and SSE front of pub/sub (service 5), under ``/pubsub``.
+
+Modules: ``routes`` (HTTP: publish, history, request/reply), ``ws`` (the
+WebSocket protocol; ``Connection``), ``sse`` (Server-Sent Events and their
+resume cursors), ``acl`` (who may publish and read what), ``messages``
+(messages as clients see them), ``session`` (a stream's session, checked
+again while it lasts). ``build(settings)`` is the Serve application.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+from actors.pubsub.client import PubSubClient
+from actors.pubsub.settings import PubSubSettings
+from actors.runtime.settings import Settings
+from apps.common import ClientIngress, ingress_application, service_app
+from apps.pubsub import routes, sse, ws
+from apps.pubsub.acl import Acl, load_hook
+
+DESCRIPTION = """Topics with sequence numbers and history, published over HTTP or WebSocket
+and subscribed to over WebSocket or Server-Sent Events.
+
+Every route needs a signed-in user (``Authorization: Bearer``; WebSocket and
+SSE clients that cannot set headers, such as browsers, may pass
+``?access_token=`` instead). Message data is any JSON document.
+
+Each replica holds one ``PubSubClient``: it follows every broker once, and
+fans each message out to its own WebSocket and SSE clients, so a message
+crosses the cluster once per replica whatever the number of subscribers.
+"""
+
+
+def make_app(client: PubSubClient, settings: Settings) -> FastAPI:
+    config = PubSubSettings.of(settings)
+    app = service_app(
+        title="pub/sub",
+        description="\n\n".join([DESCRIPTION, ws.__doc__ or "", sse.__doc__ or ""]),
+        settings=settings,
+    )
+    acl = Acl(load_hook(config.acl_hook))
+    for module in (routes, sse, ws):
+        app.include_router(module.router(client, acl, config))
+    return app
+
+
+@serve.deployment
+@serve.ingress()
+class PubSubIngress(ClientIngress):
+    make_client = PubSubClient
+    make_app = staticmethod(make_app)
+    requires_user = True
+
+
+def build(settings: Settings) -> Application:
+    return ingress_application(PubSubIngress, settings, streams=True)

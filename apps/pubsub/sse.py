@@ -1,0 +1,183 @@
+"""Pub/sub over Server-Sent Events (``GET /pubsub/sse?pattern=...``), EventSource-compatible.
+
+Each message is an event ``message`` whose ``data`` is the message as JSON
+and whose ``id`` is the resume cursor: the sequence number for a plain topic,
+or ``{"topic": seq, ...}`` (the topics seen on the stream, at most
+``SSE_CURSOR_TOPICS``) for a wildcard pattern. A reconnecting EventSource
+sends it back as ``Last-Event-ID`` and the stream resumes from history with no
+gap and no duplicate. The stream opens with a ``retry`` hint, carries a
+``: keepalive`` comment every ``REALM_PUBSUB_KEEPALIVE_S``, and ends with an
+event ``error`` (``{"code", "message"}``) when the client fell more than
+``REALM_PUBSUB_SEND_BUFFER`` messages behind (``slow_consumer``: reconnect and
+resume) or its session ended (``unauthorized``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from actors.auth.client import Principal
+from actors.pubsub.broker import MAX_GROUP_CHARS
+from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
+from actors.pubsub.settings import PubSubSettings
+from actors.pubsub.topics import MAX_TOPIC_CHARS, ONE, REST
+from actors.runtime.errors import InvalidInput
+from apps.pubsub.acl import Acl
+from apps.pubsub.messages import message_json
+from apps.signin import StreamUser, bearer_token, until_signed_out, verifier_of
+
+#: Topics an SSE cursor keeps for a wildcard pattern (the most recently seen).
+SSE_CURSOR_TOPICS = 64
+#: How long an EventSource waits before it reconnects, in milliseconds (the ``retry`` hint).
+RETRY_MS = 1_000
+#: Lines end with a bare newline, as EventSource and every SSE parser accept.
+SEP = "\n"
+
+
+# --- cursors --------------------------------------------------------------------------
+
+
+def is_plain(pattern: str) -> bool:
+    return all(token not in (ONE, REST) for token in pattern.split("."))
+
+
+def parse_cursor(pattern: str, last_event_id: str | None) -> dict[str, int]:
+    """The resume map a Last-Event-ID stands for (see the module docstring)."""
+    if not last_event_id:
+        return {}
+    if is_plain(pattern) and last_event_id.isdigit():
+        return {pattern: int(last_event_id)}
+    try:
+        cursor = orjson.loads(last_event_id)
+    except orjson.JSONDecodeError:
+        cursor = None
+    if not isinstance(cursor, dict) or not all(
+        isinstance(t, str) and isinstance(s, int) and not isinstance(s, bool) and s >= 0
+        for t, s in cursor.items()
+    ):
+        raise InvalidInput(
+            "Last-Event-ID is not a cursor this stream gave out", last_event_id=last_event_id[:200]
+        )
+    return cursor
+
+
+def format_cursor(pattern: str, cursor: dict[str, int]) -> str:
+    if is_plain(pattern):
+        return str(cursor.get(pattern, 0))
+    return orjson.dumps(cursor).decode()
+
+
+# --- the stream -------------------------------------------------------------------------
+
+
+def error_event(code: str, message: str) -> ServerSentEvent:
+    body = orjson.dumps({"code": code, "message": message}).decode()
+    return ServerSentEvent(body, event="error", sep=SEP)
+
+
+def keepalive() -> ServerSentEvent:
+    return ServerSentEvent(comment="keepalive", sep=SEP)
+
+
+def message_event(event_id: str | None, data: str) -> bytes:
+    """An event ``message``, as ``ServerSentEvent`` would frame it, but without its
+    line splitting: that cost about 2 us per event, a tenth of an SSE delivery
+    measured here. Neither part can hold a line break: topics have no
+    whitespace, and the data is compact JSON."""
+    head = "" if event_id is None else f"id: {event_id}{SEP}"
+    return f"{head}event: message{SEP}data: {data}{SEP}{SEP}".encode()
+
+
+async def events(
+    subscription: Subscription,
+    *,
+    pattern: str,
+    resume: dict[str, int],
+    user: Principal,
+    acl: Acl,
+    signed_out: Callable[[], Awaitable[None]],
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The events of ``subscription`` for ``user``, until it ends or ``signed_out()`` does."""
+    session_ended = False
+
+    async def watch_session() -> None:
+        nonlocal session_ended
+        await signed_out()
+        session_ended = True
+        await subscription.close()  # ends the loop below
+
+    watcher = asyncio.create_task(watch_session())
+    cursor: OrderedDict[str, int] = OrderedDict(resume)
+    try:
+        yield ServerSentEvent(retry=RETRY_MS, sep=SEP)
+        try:
+            async for message in subscription:
+                if not acl.may_read(user, message.topic):
+                    continue
+                event_id = None
+                if message.seq:
+                    cursor[message.topic] = message.seq
+                    cursor.move_to_end(message.topic)
+                    while len(cursor) > SSE_CURSOR_TOPICS:
+                        cursor.popitem(last=False)
+                    event_id = format_cursor(pattern, cursor)
+                yield message_event(event_id, message_json(message))
+        except SlowConsumer:
+            yield error_event("slow_consumer", "reconnect to resume")
+            return
+        if session_ended:
+            yield error_event("unauthorized", "the session ended")
+    finally:
+        if not session_ended:
+            watcher.cancel()
+        await subscription.close()
+
+
+def router(client: PubSubClient, acl: Acl, config: PubSubSettings) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.get(
+        "/sse",
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 403: {}, 422: {}},
+    )
+    async def sse(
+        http: Request,
+        user: StreamUser,
+        pattern: Annotated[str, Query(min_length=1, max_length=MAX_TOPIC_CHARS)],
+        group: Annotated[str | None, Query(min_length=1, max_length=MAX_GROUP_CHARS)] = None,
+        last_event_id: Annotated[str | None, Header(max_length=8192)] = None,
+    ) -> EventSourceResponse:
+        """Server-sent events for ``pattern``; resumes from ``Last-Event-ID``."""
+        acl.check_subscribe(user, pattern)
+        resume = parse_cursor(pattern, last_event_id)
+        for topic in resume:
+            acl.check_read(user, topic)
+        subscription = await client.subscribe(pattern, group=group, resume=resume or None)
+        signed_out = functools.partial(
+            until_signed_out, verifier_of(http), bearer_token(http, query=True), config.keepalive_s
+        )
+        stream = events(
+            subscription, pattern=pattern, resume=resume, user=user, acl=acl, signed_out=signed_out
+        )
+        # sse-starlette frames the events, sends the keepalives and notices a
+        # client that went away, idle or not. Closing the subscription then
+        # ends the stream at once: cancelling it could wait while messages
+        # keep arriving (a cancel scope only lands on a task that waits).
+        return EventSourceResponse(
+            stream,
+            ping=config.keepalive_s,
+            ping_message_factory=keepalive,
+            sep=SEP,
+            client_close_handler_callable=lambda _: subscription.close(),
+        )
+
+    return routes

@@ -12,7 +12,7 @@ from benchmarks import run_all
 from tests.conftest import ROOT
 
 #: Modules under benchmarks/ that support the others and measure nothing themselves.
-SUPPORT = {"harness", "run_all", "queue_celery"}
+SUPPORT = {"harness", "run_all", "queue_celery", "compare_revisions"}
 
 
 def test_every_registered_service_has_its_package_app_and_settings_section():

@@ -1,6 +1,6 @@
 """One benchmark, two revisions of Realm, side by side: did a change make it slower?
 
-    python -m benchmarks.compare_revisions queue --before b79e7bb --pairs 2 [-- <benchmark args>]
+    python -m benchmarks.compare_revisions queue --before b79e7bb --pairs 2 [-- <its flags>]
 
 Checks the ``--before`` revision out into a git worktree under /tmp, then runs
 ``benchmarks/<name>.py`` of this checkout and of that revision in turns
@@ -52,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("benchmark", help="module name under benchmarks/, e.g. queue")
     parser.add_argument("--before", required=True, help="git revision to compare against")
     parser.add_argument("--pairs", type=int, default=2, help="turns of (this, before)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then the benchmark's flags")
-    args = parser.parse_args(argv)
-    extra = [a for a in args.extra if a != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    ours, extra = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
+    args = parser.parse_args(ours)
     before_tree = worktree(args.before)
     runs: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
     for turn in range(args.pairs):

@@ -14,6 +14,7 @@ that file is written by ``python serve_app.py --write-config serve_config.yaml``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import ipaddress
 import logging
@@ -109,6 +110,29 @@ def configure_ingress(settings: Settings, *, private_dir: str | None = None) -> 
         os.environ["REALM_HAPROXY_BINARY"] = binary
         os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_LOOPBACK)
     return True
+
+
+def stop_haproxy_of(node_id: str, *, proc: Path = Path("/proc")) -> list[int]:
+    """End the HAProxy that Serve started on node ``node_id``, if it outlived Serve.
+
+    Serve's controller stops its HAProxy when it shuts down in time; when it
+    does not (``serve.shutdown`` gives up after 30 s, seen here when only the
+    driver was sent SIGTERM), HAProxy keeps port 8000 and the next start
+    fails. Serve names the config directory after the node, so the process is
+    the one whose command line holds ``<node_id>/``. Returns the PIDs ended."""
+    ended = []
+    for entry in proc.glob("[0-9]*"):
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if any(f"{node_id}/".encode() in arg for arg in args) and any(
+            b"haproxy" in arg for arg in args[:1]
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                ended.append(int(entry.name))
+    return ended
 
 
 def free_port() -> int:
@@ -260,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Ready. Ctrl-C to stop.", flush=True)
     stop.wait()
     print("Shutting down...")
+    node_id = ray.get_runtime_context().get_node_id()
     serve.shutdown()
     ray.shutdown()
+    for pid in stop_haproxy_of(node_id):
+        print(f"stopped HAProxy {pid}, which outlived Serve")
     return 0
 
 

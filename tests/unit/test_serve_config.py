@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -45,3 +48,25 @@ def test_write_config_writes_the_same_file(tmp_path):
     out = tmp_path / "config.yaml"
     assert serve_app.main(["--write-config", str(out)]) == 0
     assert out.read_text() == (ROOT / "serve_config.yaml").read_text()
+
+
+def test_an_haproxy_that_outlived_serve_is_stopped_and_no_other_process(tmp_path):
+    node = "1aa256882a6bf43aec6156c3963c9964f24b24295627b63708606866"
+    haproxy = tmp_path / "haproxy"
+    haproxy.symlink_to(sys.executable)  # a stand-in whose argv[0] names HAProxy, as Serve's
+
+    def start(binary: str, config_dir: str) -> subprocess.Popen[bytes]:
+        wait = "import time; time.sleep(60)"
+        return subprocess.Popen([binary, "-c", wait, f"{config_dir}/haproxy.cfg"])
+
+    ours = start(str(haproxy), f"/tmp/haproxy-serve/{node}")
+    other_node = start(str(haproxy), "/tmp/haproxy-serve/another")
+    not_haproxy = start(sys.executable, f"/tmp/haproxy-serve/{node}")
+    try:
+        assert serve_app.stop_haproxy_of(node) == [ours.pid]
+        assert ours.wait(timeout=10) == -signal.SIGTERM
+        assert other_node.poll() is None and not_haproxy.poll() is None
+    finally:
+        for process in (ours, other_node, not_haproxy):
+            process.kill()
+            process.wait()

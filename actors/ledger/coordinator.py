@@ -403,12 +403,9 @@ class TxCoordinator(Durable):
         ``TELL_ATTEMPTS`` the transaction is left to the sweep."""
         tell = partial(getattr(self.shards[shard], method), [txid])
         try:
-            try:  # the first attempt alone: the retry machinery costs ~20 us a call
-                answers = await tell()
-            except Exception:
-                answers = await retry_call(
-                    tell, on=Exception, attempts=TELL_ATTEMPTS - 1, sleep=self.clock.sleep
-                )
+            answers = await retry_call(
+                tell, on=Exception, attempts=TELL_ATTEMPTS, sleep=self.clock.sleep
+            )
         except Exception as error:
             raise Unavailable(
                 "a ledger shard has not taken the decision yet; it will",

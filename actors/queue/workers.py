@@ -33,14 +33,14 @@ from typing import Any
 
 import orjson
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import RayActorError
 
 from actors.queue.model import HandlerCache, Outcome, Work
 from actors.queue.settings import QueueSettings
 from actors.runtime.backoff import ACTOR_RESTART, retry_call
 from actors.runtime.clock import SystemClock, every
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef, Restart, remote_actor
+from actors.runtime.supervision import ActorRef, Restart, call, remote_actor
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,8 @@ class JobWorker:
         if not self._running:
             return
         try:
-            dropped = await retry_call(
-                lambda: self._queue.heartbeat.remote(list(self._running)),
-                on=ActorUnavailableError,
-                backoff=ACTOR_RESTART,
-                patience_s=self._heartbeat_s,
-                log=log,
-                what="heartbeat",
+            dropped = await call(
+                self._queue, "heartbeat", list(self._running), patience_s=self._heartbeat_s
             )
         except Exception as error:  # the queue is gone or restarting: it will expire or renew
             log.warning("heartbeat failed: %r", error)

@@ -4,7 +4,11 @@ A service's ingress holds one ``SessionVerifier`` (``ClientIngress`` with
 ``requires_user``; the auth service's own ``AuthClient`` is one) and installs
 it with ``install_verifier``. Then routes take:
 
-- ``CurrentUser`` (or ``AdminUser``): an ``Authorization: Bearer <token>`` header;
+- ``Scope("queue:enqueue")``: a principal holding that scope, from an
+  ``Authorization: Bearer <token>`` header: a signed-in user (who holds every
+  scope) or an API key granted it. Every service route takes one;
+- ``CurrentUser`` (or ``AdminUser``): a signed-in user only, never an API key
+  (the auth service's own account routes);
 - ``StreamUser``: the header, or ``?access_token=`` for the clients that cannot
   set headers (a browser's ``EventSource``), on SSE streams and long polls;
 - ``sign_in_websocket(ws)``: the same for a WebSocket's opening handshake,
@@ -21,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from actors.auth.client import Principal, SessionVerifier
 from actors.runtime.errors import Forbidden, RealmError, Unauthorized
+from actors.runtime.registry import SCOPES
 from apps.errors import envelope
 
 log = logging.getLogger(__name__)
@@ -54,8 +59,28 @@ def bearer_token(connection: HTTPConnection, *, query: bool = False) -> str:
     raise Unauthorized(f"an Authorization: Bearer <token> {where} is required")
 
 
-async def current_user(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     return await verifier_of(request).authenticate(bearer_token(request))
+
+
+def Scope(scope: str) -> Any:
+    """A dependency: the caller, who must hold ``scope`` (403 otherwise)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: add it to its service in the registry")
+
+    async def principal_with_scope(request: Request) -> Principal:
+        principal = await current_principal(request)
+        principal.require(scope)
+        return principal
+
+    return Depends(principal_with_scope)
+
+
+async def current_user(request: Request) -> Principal:
+    principal = await current_principal(request)
+    if not principal.is_user:
+        raise Forbidden("this needs a signed-in user, not an API key")
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

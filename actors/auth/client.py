@@ -44,16 +44,40 @@ USERNAME = re.compile(r"^[\w.@+-]+$")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the user behind a valid session token."""
+    """Who is calling: the user behind a valid session token, or a service
+    holding an API key on a user's behalf.
+
+    ``user_id`` is the owner of everything the caller creates, for a key as
+    for its user: objects belong to users, and another user's are answered
+    404. A user holds every scope; a key holds only ``scopes`` (names from
+    ``actors.runtime.registry.SCOPES``, such as ``queue:enqueue``) and never
+    the admin role.
+    """
 
     user_id: str
     username: str
     roles: tuple[str, ...]
+    #: The session's id, or for an API key the key's id.
     session_id: str
+    #: None for a signed-in user (every scope); a key's scopes otherwise.
+    scopes: frozenset[str] | None = None
 
     @property
     def is_admin(self) -> bool:
-        return Role.ADMIN.value in self.roles
+        return self.is_user and Role.ADMIN.value in self.roles
+
+    @property
+    def is_user(self) -> bool:
+        """A person's session rather than an API key."""
+        return self.scopes is None
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def require(self, scope: str) -> None:
+        """``Forbidden`` unless the caller holds ``scope``."""
+        if not self.allows(scope):
+            raise Forbidden(f"this API key lacks the {scope} scope", scope=scope)
 
 
 class SessionVerifier:

@@ -105,6 +105,20 @@ class Forbidden(RealmError):
     status = 403
 
 
+class LimitReached(Forbidden):
+    """The owner already holds as many objects of this kind as allowed (a queue,
+    a pool, a room...): delete one first, or ask for a higher limit."""
+
+    code = "limit_reached"
+
+
+class RateLimited(RealmError):
+    """Too many requests from this caller; retry after ``retry_after_s``."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class QueueFull(RealmError):
     """A bounded queue (of waiters, of messages) is full; retry later."""
 

@@ -33,18 +33,33 @@ class Service:
     prefix: str
     #: What it is, in a few words (the README's table, the OpenAPI title).
     summary: str
+    #: What an API key may be allowed to do here: each scope is
+    #: ``<name>:<action>`` (``cache:read``). A signed-in user holds every scope.
+    actions: tuple[str, ...] = ()
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}:{action}" for action in self.actions)
 
 
 #: Every built service. Not yet built: game, chat, monitor, logs, push.
 SERVICES: tuple[Service, ...] = (
-    Service("cache", "/cache", "distributed cache"),
+    Service("cache", "/cache", "distributed cache", ("read", "write")),
     Service("auth", "/auth", "users, sessions and login"),
-    Service("pubsub", "/pubsub", "topics, WebSocket and SSE"),
-    Service("resources", "/resources", "leased mutexes and semaphores with fencing tokens"),
-    Service("queue", "/queue", "durable job queues"),
-    Service("ledger", "/ledger", "double-entry ledger"),
-    Service("scheduler", "/scheduler", "cron, interval and one-shot schedules"),
+    Service("pubsub", "/pubsub", "topics, WebSocket and SSE", ("publish", "subscribe")),
+    Service(
+        "resources",
+        "/resources",
+        "leased mutexes and semaphores with fencing tokens",
+        ("read", "acquire", "manage"),
+    ),
+    Service("queue", "/queue", "durable job queues", ("read", "enqueue", "manage")),
+    Service("ledger", "/ledger", "double-entry ledger", ("read", "transfer", "accounts")),
+    Service("scheduler", "/scheduler", "cron, interval and one-shot schedules", ("read", "write")),
 )
+
+#: Every scope an API key can hold.
+SCOPES: frozenset[str] = frozenset(scope for service in SERVICES for scope in service.scopes)
 
 BY_NAME = {service.name: service for service in SERVICES}
 
@@ -67,4 +82,4 @@ def section_classes() -> dict[str, type[Section]]:
     return found
 
 
-__all__ = ["BY_NAME", "SERVICES", "Service", "section_classes"]
+__all__ = ["BY_NAME", "SCOPES", "SERVICES", "Service", "section_classes"]

@@ -21,6 +21,7 @@ from ray.serve import Application
 from actors.auth.client import AuthClient
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
+from apps.forwarded import client_address
 from apps.signin import AdminUser, CurrentUser, install_verifier
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
             body.username,
             body.password,
             device=request.headers.get("user-agent", ""),
-            address=request.client.host if request.client else "",
+            address=client_address(request),
         )
         return LoggedIn(**answer)
 

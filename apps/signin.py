@@ -68,16 +68,16 @@ def Scope(scope: str) -> Any:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}: add it to its service in the registry")
 
-    async def principal_with_scope(request: Request) -> Principal:
-        principal = await current_principal(request)
+    async def principal_with_scope(
+        principal: Annotated[Principal, Depends(current_principal)],
+    ) -> Principal:
         principal.require(scope)
         return principal
 
     return Depends(principal_with_scope)
 
 
-async def current_user(request: Request) -> Principal:
-    principal = await current_principal(request)
+async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_user:
         raise Forbidden("this needs a signed-in user, not an API key")
     return principal

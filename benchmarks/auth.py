@@ -52,7 +52,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
     from actors.runtime.settings import Settings
     from actors.runtime.shards import shard_names
     from actors.runtime.supervision import kill_named
-    from apps.signin import current_user
+    from apps.signin import current_principal
 
     data_dir = Path(tempfile.mkdtemp(prefix="realm-bench-auth-"))
     settings = Settings(namespace=NAMESPACE, store_url="", data_dir=data_dir)
@@ -76,12 +76,12 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
             "app": None,
         }
 
-        class _App:  # what current_user reads from the request
+        class _App:  # what current_principal reads from the request
             class state:
                 session_verifier = client
 
         scope["app"] = _App
-        assert (await current_user(Request(scope))).username == "bench"
+        assert (await current_principal(Request(scope))).username == "bench"
 
         secret_hash = hashlib.sha256(token.encode()).hexdigest()
         await r.set(REDIS_KEY, secret_hash)
@@ -103,7 +103,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
             ),
             "redis_session": dict(op=redis_check, concurrency=args.concurrency),
             "realm_check": dict(
-                op=lambda: current_user(Request(scope)), concurrency=args.concurrency
+                op=lambda: current_principal(Request(scope)), concurrency=args.concurrency
             ),
         }
         samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=5)

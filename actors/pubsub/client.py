@@ -29,6 +29,7 @@ import uuid
 from collections import OrderedDict, deque
 from typing import Any
 
+from actors.pubsub.acl import Acl, Hook, load_hook
 from actors.pubsub.broker import (
     BROKER_PREFIX,
     BrokerActor,
@@ -39,7 +40,7 @@ from actors.pubsub.broker import (
 )
 from actors.pubsub.errors import NoReply
 from actors.pubsub.settings import PubSubSettings
-from actors.pubsub.topics import SubscriptionIndex, check_pattern, check_topic, matches
+from actors.pubsub.topics import INBOX, SubscriptionIndex, check_pattern, check_topic, matches
 from actors.runtime.errors import InvalidInput, NotFound
 from actors.runtime.fanout import follow
 from actors.runtime.settings import Settings
@@ -51,8 +52,6 @@ PULL_TIMEOUT_S = 10.0
 CURSORS_KEPT = 10_000
 #: Messages fetched from history per call while resuming or closing a gap.
 HISTORY_PAGE = 500
-#: Prefix of reply topics; only the requesting client subscribes to its own.
-INBOX = "_inbox"
 
 
 class SlowConsumer(Exception):
@@ -366,6 +365,8 @@ class PubSubClient:
 #: the subject checks are re-exported so that a caller needs no other module.
 __all__ = [
     "INBOX",
+    "Acl",
+    "Hook",
     "Message",
     "NoReply",
     "PubSubClient",
@@ -373,5 +374,6 @@ __all__ = [
     "Subscription",
     "check_pattern",
     "check_topic",
+    "load_hook",
     "matches",
 ]

@@ -22,6 +22,8 @@ MAX_TOPIC_CHARS = 256
 #: Most tokens in a topic or pattern; bounds the trie's depth.
 MAX_TOPIC_TOKENS = 16
 #: Matches exactly one token.
+#: Prefix of reply topics; only the requesting client subscribes to its own.
+INBOX = "_inbox"
 ONE = "*"
 #: As the last token, matches one or more remaining tokens.
 REST = ">"

@@ -13,12 +13,11 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
-from actors.pubsub.client import PubSubClient
+from actors.pubsub.client import Acl, PubSubClient, load_hook
 from actors.pubsub.settings import PubSubSettings
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 from apps.pubsub import routes, sse, ws
-from apps.pubsub.acl import Acl, load_hook
 
 DESCRIPTION = """Topics with sequence numbers and history, published over HTTP or WebSocket
 and subscribed to over WebSocket or Server-Sent Events.

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 
+from actors.pubsub.acl import Acl
 from actors.pubsub.client import PubSubClient
 from actors.pubsub.settings import PubSubSettings
 from actors.pubsub.topics import MAX_TOPIC_CHARS
-from apps.pubsub.acl import Acl
 from apps.pubsub.messages import Topic, encode_data, message_body
 from apps.signin import CurrentUser
 

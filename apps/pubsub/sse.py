@@ -25,12 +25,12 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from actors.auth.client import Principal
+from actors.pubsub.acl import Acl
 from actors.pubsub.broker import MAX_GROUP_CHARS
 from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
 from actors.pubsub.settings import PubSubSettings
 from actors.pubsub.topics import MAX_TOPIC_CHARS, ONE, REST
 from actors.runtime.errors import InvalidInput
-from apps.pubsub.acl import Acl
 from apps.pubsub.messages import message_json
 from apps.signin import StreamUser, bearer_token, until_signed_out, verifier_of
 

@@ -35,11 +35,11 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
 from actors.auth.client import Principal, SessionVerifier
+from actors.pubsub.acl import Acl
 from actors.pubsub.broker import MAX_GROUP_CHARS
 from actors.pubsub.client import Message, PubSubClient, SlowConsumer, Subscription, check_pattern
 from actors.pubsub.settings import PubSubSettings
 from actors.runtime.errors import Conflict, InvalidInput, NotFound, RealmError, TooLarge
-from apps.pubsub.acl import Acl
 from apps.pubsub.messages import Topic, encode_data, message_json
 from apps.signin import sign_in_websocket, until_signed_out, verifier_of
 

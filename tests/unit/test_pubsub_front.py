@@ -10,9 +10,8 @@ from sse_starlette import ServerSentEvent
 
 from actors.auth.client import Principal
 from actors.pubsub.broker import Message
-from actors.pubsub.client import Subscription
+from actors.pubsub.client import Acl, Subscription, load_hook
 from actors.runtime.errors import Forbidden, InvalidInput
-from apps.pubsub.acl import Acl, load_hook
 from apps.pubsub.sse import SEP, events, format_cursor, message_event, parse_cursor
 from apps.pubsub.ws import MAX_FRAME_BYTES, message_frame, next_frame
 

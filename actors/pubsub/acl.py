@@ -22,8 +22,7 @@ import importlib
 from collections.abc import Callable
 
 from actors.auth.client import Principal
-from actors.pubsub.client import INBOX
-from actors.pubsub.topics import ONE, REST, check_pattern, check_topic
+from actors.pubsub.topics import INBOX, ONE, REST, check_pattern, check_topic
 from actors.runtime.errors import Forbidden
 
 Hook = Callable[[Principal, str, str], bool]

@@ -2,32 +2,49 @@
 
 Built-in rules, checked first:
 
-- every caller is a signed-in user (the routes require one);
+- every caller is a principal (a signed-in user, or an API key acting for its
+  user; the routes require one, with the scope ``pubsub:publish`` or
+  ``pubsub:subscribe``);
 - topics under ``user.<id>.`` are private to the user with that id: only they
   may publish there or subscribe to a pattern naming them; a wildcard pattern
   that could reach them (``>``, ``user.*.inbox``) is allowed, but a message on
   another user's private topic is never delivered to it;
-- reply topics (``_inbox.``) may be published to (that is how a request is
-  answered) but not subscribed to, nor delivered to wildcard subscriptions:
-  only the client that made the request reads its replies.
+- reply topics (``_inbox.``) are never subscribed to, nor delivered to wildcard
+  subscriptions. A request's reply topic is ``_inbox.<replica>.<token>`` with a
+  random token that only the request's addressees learn (it travels as the
+  request's ``reply_to``): publishing to a reply topic is allowed in that shape
+  only, is always ephemeral, and reaches the requester only if it names a
+  request still waiting there. Knowing the token is the right to reply;
+- a message's ``reply_to`` must be a topic its publisher may publish to itself,
+  so a responder is never made to write where the requester could not.
 
 Then the hook, if ``REALM_PUBSUB_ACL_HOOK`` names one (``module:function``),
 is called as ``hook(user, action, subject)`` with action ``"publish"`` and a
-topic, or ``"subscribe"`` and a pattern; False refuses with 403.
+topic, or ``"subscribe"`` and a pattern; False refuses with 403. Deliveries
+ask it too: a message reaches a subscription only if the hook lets its owner
+subscribe to exactly that topic (asked once per topic and stream, see
+``reader``), so a wide pattern the hook allowed never carries a topic it
+would refuse.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 from actors.auth.client import Principal
 from actors.pubsub.topics import INBOX, ONE, REST, check_pattern, check_topic
 from actors.runtime.errors import Forbidden
 
+log = logging.getLogger(__name__)
+
 Hook = Callable[[Principal, str, str], bool]
 
 PRIVATE = "user"
+#: Topics whose answer one reader (one subscription) remembers.
+READER_TOPICS = 1_024
 
 
 def load_hook(path: str) -> Hook | None:
@@ -53,9 +70,19 @@ class Acl:
 
     def check_publish(self, user: Principal, topic: str) -> None:
         tokens = check_topic(topic)
+        if tokens[0] == INBOX and len(tokens) != 3:
+            raise Forbidden(
+                "reply topics are _inbox.<replica>.<token>, as a request gives them",
+                topic=topic,
+            )
         if len(tokens) > 2 and tokens[0] == PRIVATE and tokens[1] != user.user_id:
             raise Forbidden("topics under user.<id>. are private to that user", topic=topic)
         self._ask_hook(user, "publish", topic)
+
+    def check_reply_to(self, user: Principal, reply_to: str | None) -> None:
+        """A message's reply topic: one its publisher may publish to itself."""
+        if reply_to is not None:
+            self.check_publish(user, reply_to)
 
     def check_subscribe(self, user: Principal, pattern: str) -> None:
         tokens = check_pattern(pattern)
@@ -75,8 +102,33 @@ class Acl:
         self.check_subscribe(user, topic)
 
     def may_read(self, user: Principal, topic: str) -> bool:
-        """Whether a message on ``topic`` may be delivered to ``user``'s wildcard subscription."""
+        """Whether a message on ``topic`` may be delivered to ``user``'s subscription."""
         head, _, rest = topic.partition(".")
         if head == INBOX:
             return False
-        return head != PRIVATE or "." not in rest or rest.partition(".")[0] == user.user_id
+        if head == PRIVATE and "." in rest and rest.partition(".")[0] != user.user_id:
+            return False
+        if self.hook is None:
+            return True
+        try:
+            return bool(self.hook(user, "subscribe", topic))
+        except Exception:  # a hook that fails refuses, and is logged
+            log.exception("the pub/sub ACL hook failed on a delivery; the message is withheld")
+            return False
+
+    def reader(self, user: Principal) -> Callable[[str], bool]:
+        """``may_read`` for one subscription of ``user``, remembering the hook's answer
+        for the last ``READER_TOPICS`` topics (the built-in rules cost nothing)."""
+        if self.hook is None:
+            return lambda topic: self.may_read(user, topic)
+        answers: OrderedDict[str, bool] = OrderedDict()
+
+        def may_read(topic: str) -> bool:
+            answer = answers.get(topic)
+            if answer is None:
+                answer = answers[topic] = self.may_read(user, topic)
+                if len(answers) > READER_TOPICS:
+                    answers.popitem(last=False)
+            return answer
+
+        return may_read

@@ -7,24 +7,29 @@ broker, and fans each message out locally to its matching subscriptions. So a
 message crosses the network once per client (per Serve replica), not once per
 subscriber.
 
-Live delivery is at-most-once: a subscription whose queue is full is closed
-as a slow consumer, and a broker restart loses what was published before the
-client followed it again. A subscription closes those gaps itself where
-history still has the messages: it remembers the last sequence number it
-delivered per topic, and when the next live message skips ahead it first
-fetches the missing ones from history; it drops any message it already
-delivered. ``subscribe(..., resume={topic: last_seen_seq})`` starts with the
-history after those cursors, then goes on live with no gap and no duplicate.
+Live delivery is at-most-once: a subscription whose queue is full (by count
+or by bytes) is closed as a slow consumer, and a broker restart loses what was
+published before the client followed it again. A subscription closes those
+gaps itself where history still has the messages: it remembers the last
+sequence number it delivered per topic, and when the next live message skips
+ahead it first fetches the missing ones from history, a page at a time; it
+drops any message it already delivered. ``subscribe(..., resume={topic:
+last_seen_seq})`` starts with the history after those cursors (fetched a page
+at a time as it is read), then goes on live with no gap and no duplicate.
 
 Queue groups: of the subscriptions in one group (on any client), each message
-goes to one. Request/reply: ``request`` publishes with a private reply topic
-and waits for the first ``reply`` to it; replies are ephemeral (not numbered,
-not kept).
+goes to one. A group named for a user (``owner``) is that user's alone.
+Request/reply: ``request`` publishes with a reply topic
+``_inbox.<client>.<token>`` (the token random, known only to whoever receives
+the request) and waits for the first ``reply`` to it; replies are ephemeral
+(not numbered, not kept), and go straight to the waiting request: a reply
+nobody waits for is dropped, so no burst of them can hold anything up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections import OrderedDict, deque
 from typing import Any
@@ -32,11 +37,15 @@ from typing import Any
 from actors.pubsub.acl import Acl, Hook, load_hook
 from actors.pubsub.broker import (
     BROKER_PREFIX,
+    MAX_SEQ,
     BrokerActor,
     Delivery,
     Interest,
     Message,
     check_group,
+    group_id,
+    is_inbox,
+    message_size,
 )
 from actors.pubsub.errors import NoReply
 from actors.pubsub.settings import PubSubSettings
@@ -59,7 +68,12 @@ class SlowConsumer(Exception):
 
 
 class Subscription:
-    """Messages for one pattern, as an async iterator of ``Message``."""
+    """Messages for one pattern, as an async iterator of ``Message``.
+
+    Its queue holds at most ``max_pending`` messages and ``max_pending_bytes``
+    (``message_size``; one message always fits in an empty queue); history
+    being resumed or filling a gap is fetched a page at a time, as it is read.
+    """
 
     def __init__(
         self,
@@ -67,13 +81,21 @@ class Subscription:
         pattern: str,
         max_pending: int,
         group: str | None = None,
+        *,
+        max_pending_bytes: int | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.pattern = pattern
-        self.group = group
+        self.group = group  #: the group's id (``group_id``)
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self._client = client
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(max_pending)
+        self._queue: deque[Message] = deque()
+        self._queued_bytes = 0
+        self._arrived = asyncio.Event()
         self._ready: deque[Message] = deque()  #: history to deliver before the queue
+        #: history still to fetch: (topic, after, up to)
+        self._resuming: deque[tuple[str, int, int]] = deque()
         #: topic -> last sequence number delivered (numbered messages only)
         self.cursors: OrderedDict[str, int] = OrderedDict()
         self.closed_because: BaseException | None = None
@@ -81,47 +103,90 @@ class Subscription:
     def _offer(self, message: Message) -> None:
         if self.closed_because is not None:
             return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self._close(SlowConsumer(f"more than {self._queue.maxsize} messages pending"))
+        size = message_size(message)
+        if self._queue and (
+            len(self._queue) >= self.max_pending
+            or (
+                self.max_pending_bytes is not None
+                and self._queued_bytes + size > self.max_pending_bytes
+            )
+        ):
+            self._close(
+                SlowConsumer(
+                    f"more than {self.max_pending} messages or "
+                    f"{self.max_pending_bytes} bytes pending"
+                )
+            )
+            return
+        self._queue.append(message)
+        self._queued_bytes += size
+        self._arrived.set()
 
     def _close(self, reason: BaseException | None) -> None:
         if self.closed_because is None:
             self.closed_because = reason or StopAsyncIteration()
-            while not self._queue.empty():  # make room for the end marker
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._ready.clear()
+            self._resuming.clear()
+            self._arrived.set()
 
-    async def _resume(self, cursors: dict[str, int]) -> None:
-        """Queue the history after each cursor, ahead of live messages."""
-        for topic, after in cursors.items():
+    def _resume(self, cursors: dict[str, tuple[int, int]]) -> None:
+        """Deliver the history after each cursor first, up to the topic's last
+        sequence number when the subscription began, ahead of live messages (those
+        after it are live)."""
+        for topic, (after, until) in cursors.items():
             self.cursors[topic] = after
-            self._ready.extend(await self._client._history_between(topic, after, None))
+            if after < until:
+                self._resuming.append((topic, after, until))
+
+    async def _fetch_resumed(self) -> None:
+        """One page of the history being resumed, into the ready queue."""
+        topic, after, until = self._resuming[0]
+        after = max(after, self.cursors.get(topic, after))
+        page = await self._client.history(topic, after, min(HISTORY_PAGE, max(1, until - after)))
+        messages: list[Message] = [m for m in page["messages"] if m.seq <= until]
+        if messages and messages[-1].seq < until:
+            self._resuming[0] = (topic, messages[-1].seq, until)
+        else:
+            self._resuming.popleft()
+        self._ready.extend(messages)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued here and not read yet (history still to be fetched not
+        counted; a plain subscription skips any it delivered already)."""
+        return len(self._ready) + len(self._queue)
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Message:
         while True:
+            if self.closed_because is not None:
+                if isinstance(self.closed_because, SlowConsumer):
+                    raise self.closed_because
+                raise StopAsyncIteration
             if self._ready:
                 message = self._ready.popleft()
+            elif self._resuming:
+                await self._fetch_resumed()
+                continue
+            elif self._queue:
+                message = self._queue.popleft()
+                self._queued_bytes -= message_size(message)
             else:
-                queued = await self._queue.get()
-                if queued is None:
-                    self._queue.put_nowait(None)  # stay closed for later calls
-                    if isinstance(self.closed_because, SlowConsumer):
-                        raise self.closed_because
-                    raise StopAsyncIteration
-                message = queued
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
             if message.seq == 0 or self.group is not None:  # unnumbered, or shared
                 return message
             last = self.cursors.get(message.topic)
             if last is not None and message.seq <= last:
                 continue  # delivered already (from history, or a repeat)
             if last is not None and message.seq > last + 1:
-                missed = await self._client._history_between(message.topic, last, message.seq)
-                if missed:  # deliver what history still has, then this one
+                missed = await self._client._history_page(message.topic, last, message.seq)
+                if missed:  # deliver this page of what history still has, then look again
                     self._ready.extendleft(reversed([*missed, message]))
                     continue
             self.cursors[message.topic] = message.seq
@@ -147,9 +212,10 @@ class PubSubClient:
         self._subscriptions: dict[str, Subscription] = {}
         self._turn = 0  #: round robin among local members of a queue group
         self._pollers: list[asyncio.Task[None]] = []
+        #: Prefix of this client's reply topics; followed once it has made a request.
+        self._inbox = f"{INBOX}.{self.follower}."
+        self._inbox_followed = False
         self._replies: dict[str, asyncio.Future[Message]] = {}
-        self._inbox: Subscription | None = None
-        self._inbox_task: asyncio.Task[None] | None = None
         self._following = asyncio.Lock()
         #: The interests every broker has; None: unknown (a follow was cut short).
         self._followed: list[Interest] | None = []
@@ -170,7 +236,8 @@ class PubSubClient:
         """Publish; answers ``(seq, at)`` once the message is durable.
 
         ``key`` makes a retried publish count once (one is made if not given).
-        An ephemeral message is delivered live only and answers ``(0, at)``.
+        An ephemeral message is delivered live only and answers ``(0, at)``;
+        every message to a reply topic (``_inbox.``) is.
         """
         check_topic(topic)
         seq, at = await self.brokers.owner(topic).call(
@@ -179,74 +246,105 @@ class PubSubClient:
             payload,
             key=key or uuid.uuid4().hex,
             reply_to=reply_to,
-            ephemeral=ephemeral,
+            ephemeral=ephemeral or is_inbox(topic),
         )
         return seq, at
 
     async def history(self, topic: str, after_seq: int = 0, limit: int = 100) -> dict[str, Any]:
-        """Messages after ``after_seq``; ``complete`` is False if some were trimmed."""
+        """Messages after ``after_seq``; ``complete`` is False if some were trimmed.
+
+        A page holds at most ``limit`` messages and ``history_page_max_bytes``."""
         check_topic(topic)
         found: dict[str, Any] = await self.brokers.owner(topic).call(
             "history", topic, after_seq, limit=limit
         )
         return found
 
-    async def _history_between(self, topic: str, after: int, before: int | None) -> list[Message]:
-        """What history still has after ``after`` and before ``before`` (None: to the end)."""
-        found: list[Message] = []
-        while before is None or after + 1 < before:
-            wanted = HISTORY_PAGE if before is None else min(HISTORY_PAGE, before - after - 1)
-            page = await self.history(topic, after, wanted)
-            messages = [m for m in page["messages"] if before is None or m.seq < before]
-            if not messages:
-                break
-            found.extend(messages)
-            after = messages[-1].seq
-        return found
+    async def _last_seq(self, topic: str) -> int:
+        last: int = await self.brokers.owner(topic).call("last_seq", topic)
+        return last
+
+    async def _history_page(self, topic: str, after: int, before: int) -> list[Message]:
+        """A page of what history still has after ``after`` and before ``before``."""
+        if after + 1 >= before:
+            return []
+        page = await self.history(topic, after, min(HISTORY_PAGE, before - after - 1))
+        return [m for m in page["messages"] if m.seq < before]
+
+    def _check_resume(self, pattern: str, resume: dict[str, int]) -> None:
+        if len(resume) > self.config.max_resume_topics:
+            raise InvalidInput(
+                f"a subscription resumes at most {self.config.max_resume_topics} topics",
+                topics=len(resume),
+                limit=self.config.max_resume_topics,
+            )
+        for topic, seq in resume.items():
+            check_topic(topic)
+            if not matches(pattern, topic):
+                raise InvalidInput("a resumed topic must match the pattern", topic=topic)
+            if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+                raise InvalidInput(
+                    f"a resume cursor is an integer from 0 to {MAX_SEQ}",
+                    topic=topic,
+                    seq=repr(seq)[:40],
+                )
 
     async def subscribe(
         self,
         pattern: str,
         *,
         max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
         group: str | None = None,
+        owner: str | None = None,
         resume: dict[str, int] | None = None,
     ) -> Subscription:
         """Live messages on topics matching ``pattern`` from now on.
 
-        ``max_pending`` bounds the messages waiting to be read (the setting
-        ``send_buffer`` if None); a subscription that falls further behind is
-        closed with ``SlowConsumer``. ``resume`` maps topics (each matching
-        ``pattern``) to the last sequence number seen: the subscription first
-        delivers their history after it.
-        A ``group`` shares the messages among its subscriptions (no resume).
+        ``max_pending`` and ``max_pending_bytes`` bound the messages waiting to
+        be read (the settings ``send_buffer`` and ``send_buffer_bytes`` if
+        None); a subscription that falls further behind is closed with
+        ``SlowConsumer``. ``resume`` maps topics (each matching ``pattern``, at
+        most ``max_resume_topics``) to the last sequence number seen: the
+        subscription first delivers their history after it.
+        A ``group`` shares the messages among its subscriptions (no resume);
+        with an ``owner`` (a user's id) the group is that owner's alone.
         """
         check_pattern(pattern)
         check_group(group)
         if resume and group is not None:
             raise InvalidInput("a queue-group subscription cannot resume from history")
-        for topic, seq in (resume or {}).items():
-            check_topic(topic)
-            if not matches(pattern, topic):
-                raise InvalidInput("a resumed topic must match the pattern", topic=topic)
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise InvalidInput("a resume cursor is an integer >= 0", topic=topic, seq=seq)
+        self._check_resume(pattern, resume or {})
         subscription = Subscription(
-            self, pattern, self.config.send_buffer if max_pending is None else max_pending, group
+            self,
+            pattern,
+            self.config.send_buffer if max_pending is None else max_pending,
+            group_id(group, owner),
+            max_pending_bytes=(
+                self.config.send_buffer_bytes if max_pending_bytes is None else max_pending_bytes
+            ),
         )
         self._subscriptions[subscription.id] = subscription
-        (self._plain if group is None else self._grouped).add(pattern, subscription.id)
+        index = self._plain if subscription.group is None else self._grouped
+        index.add(pattern, subscription.id)
+        cursors = resume or {}
         try:
             await self._follow_all()  # live messages queue up from here on...
-            await subscription._resume(resume or {})  # ...behind the history
+            lasts = await asyncio.gather(*(self._last_seq(topic) for topic in cursors))
         except BaseException:
             await self._unsubscribe(subscription)
             raise
+        # ...behind the history up to now
+        spans = zip(cursors.items(), lasts, strict=True)
+        subscription._resume({topic: (after, last) for (topic, after), last in spans})
+        self._start_polling()
+        return subscription
+
+    def _start_polling(self) -> None:
         if not self._pollers:
             self._pollers = [
                 asyncio.create_task(self._follow_broker(i)) for i in range(len(self.brokers))
             ]
-        return subscription
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.pop(subscription.id, None) is not None:
@@ -268,7 +366,10 @@ class PubSubClient:
             task.exception()  # its caller, if still there, has it too
 
     def _interests(self) -> list[Interest]:
-        return sorted({(s.pattern, s.group) for s in self._subscriptions.values()}, key=str)
+        interests = {(s.pattern, s.group) for s in self._subscriptions.values()}
+        if self._inbox_followed:
+            interests.add((f"{self._inbox}*", None))
+        return sorted(interests, key=str)
 
     async def _follow_all(self) -> None:
         async with self._following:  # brokers see the follows in the order made
@@ -280,6 +381,11 @@ class PubSubClient:
             self._followed = interests
 
     def _fan_out(self, message: Message, groups: tuple[str, ...]) -> None:
+        if message.topic.startswith(self._inbox):  # a reply: to its request, or nowhere
+            waiter = self._replies.get(message.topic)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+            return
         for subscription_id in self._plain.match(message.topic):
             self._subscriptions[subscription_id]._offer(message)
         if not groups:
@@ -317,10 +423,15 @@ class PubSubClient:
         Raises ``NoReply`` (504) if no reply comes within ``timeout_s``.
         """
         check_topic(topic)
-        if self._inbox is None:
-            self._inbox = await self.subscribe(f"{INBOX}.{self.follower}.*", max_pending=10_000)
-            self._inbox_task = asyncio.create_task(self._route_replies(self._inbox))
-        reply_to = f"{INBOX}.{self.follower}.{uuid.uuid4().hex}"
+        if not self._inbox_followed:
+            self._inbox_followed = True
+            try:
+                await self._follow_all()
+            except BaseException:
+                self._inbox_followed = False
+                raise
+            self._start_polling()
+        reply_to = f"{self._inbox}{secrets.token_hex(16)}"
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[reply_to] = waiter
         try:
@@ -331,12 +442,6 @@ class PubSubClient:
         finally:
             self._replies.pop(reply_to, None)
 
-    async def _route_replies(self, inbox: Subscription) -> None:
-        async for message in inbox:
-            waiter = self._replies.get(message.topic)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(message)
-
     async def reply(self, request: Message, payload: bytes) -> None:
         """Answer a message that came with a reply topic."""
         if request.reply_to is None:
@@ -344,12 +449,13 @@ class PubSubClient:
         await self.publish(request.reply_to, payload, ephemeral=True)
 
     async def close(self) -> None:
-        for task in [*self._pollers, *([self._inbox_task] if self._inbox_task else [])]:
+        for task in self._pollers:
             task.cancel()
         self._pollers = []
         for subscription in list(self._subscriptions.values()):
             subscription._close(None)
         self._subscriptions.clear()
+        self._inbox_followed = False
         self._followed = []  # so a subscription closed late does not follow again
         await asyncio.gather(
             *(b.call("unfollow", self.follower) for b in self.brokers), return_exceptions=True

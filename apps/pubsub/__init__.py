@@ -1,10 +1,12 @@
 """HTTP, WebSocket and SSE front of pub/sub (service 5), under ``/pubsub``.
 
 Modules: ``routes`` (HTTP: publish, history, request/reply), ``ws`` (the
-WebSocket protocol; ``Connection``), ``sse`` (Server-Sent Events and their
-resume cursors), ``acl`` (who may publish and read what), ``messages``
-(messages as clients see them), ``session`` (a stream's session, checked
-again while it lasts). ``build(settings)`` is the Serve application.
+WebSocket protocol; ``Connection``, its bounded ``Outbox``), ``sse``
+(Server-Sent Events and their resume cursors), ``messages`` (messages as
+clients see them). Who may publish and read what is ``actors.pubsub.acl``;
+a stream's session is checked again while it lasts
+(``apps.signin.until_signed_out``). ``build(settings)`` is the Serve
+application.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from actors.pubsub.settings import PubSubSettings
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 from apps.pubsub import routes, sse, ws
+from apps.pubsub.ws import limit_websocket_messages, max_frame_bytes
 
 DESCRIPTION = """Topics with sequence numbers and history, published over HTTP or WebSocket
 and subscribed to over WebSocket or Server-Sent Events.
 
-Every route needs a signed-in user (``Authorization: Bearer``; WebSocket and
-SSE clients that cannot set headers, such as browsers, may pass
-``?access_token=`` instead). Message data is any JSON document.
+Every route needs a principal (``Authorization: Bearer``: a signed-in user, or
+an API key with the scope ``pubsub:publish`` to publish and request, or
+``pubsub:subscribe`` to read history and subscribe; WebSocket and SSE clients
+that cannot set headers, such as browsers, pass a single-use ``?ticket=``
+from ``POST /auth/ticket`` instead). Message data is any JSON document.
 
 Each replica holds one ``PubSubClient``: it follows every broker once, and
 fans each message out to its own WebSocket and SSE clients, so a message
@@ -51,6 +56,11 @@ class PubSubIngress(ClientIngress):
     make_client = PubSubClient
     make_app = staticmethod(make_app)
     requires_user = True
+
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        # Before Serve starts this replica's HTTP server (after the constructor).
+        limit_websocket_messages(max_frame_bytes(PubSubSettings.of(settings)))
+        await super().__init__(settings)
 
 
 def build(settings: Settings) -> Application:

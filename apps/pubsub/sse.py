@@ -3,13 +3,18 @@
 Each message is an event ``message`` whose ``data`` is the message as JSON
 and whose ``id`` is the resume cursor: the sequence number for a plain topic,
 or ``{"topic": seq, ...}`` (the topics seen on the stream, at most
-``SSE_CURSOR_TOPICS``) for a wildcard pattern. A reconnecting EventSource
-sends it back as ``Last-Event-ID`` and the stream resumes from history with no
-gap and no duplicate. The stream opens with a ``retry`` hint, carries a
-``: keepalive`` comment every ``REALM_PUBSUB_KEEPALIVE_S``, and ends with an
-event ``error`` (``{"code", "message"}``) when the client fell more than
-``REALM_PUBSUB_SEND_BUFFER`` messages behind (``slow_consumer``: reconnect and
-resume) or its session ended (``unauthorized``).
+``REALM_PUBSUB_MAX_RESUME_TOPICS``) for a wildcard pattern. A reconnecting
+EventSource sends it back as ``Last-Event-ID`` and the stream resumes from
+history with no gap and no duplicate; a ``Last-Event-ID`` that is no such
+cursor (or names a sequence number over 2^63 - 1) is refused with 422. A
+queue group's stream (``group=``) carries no ``id`` and ignores
+``Last-Event-ID``: a group shares messages, it does not resume them. The
+stream opens with a ``retry`` hint, carries a ``: keepalive`` comment every
+``REALM_PUBSUB_KEEPALIVE_S``, and ends with an event ``error`` (``{"code",
+"message"}``) when the client fell more than ``REALM_PUBSUB_SEND_BUFFER``
+messages or ``REALM_PUBSUB_SEND_BUFFER_BYTES`` behind (``slow_consumer``:
+reconnect and resume) or its session ended (``unauthorized``, checked every
+``REALM_PUBSUB_KEEPALIVE_S``).
 """
 
 from __future__ import annotations
@@ -24,18 +29,18 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from actors.auth.client import Principal
 from actors.pubsub.acl import Acl
-from actors.pubsub.broker import MAX_GROUP_CHARS
+from actors.pubsub.broker import MAX_GROUP_CHARS, MAX_SEQ
 from actors.pubsub.client import PubSubClient, SlowConsumer, Subscription
 from actors.pubsub.settings import PubSubSettings
 from actors.pubsub.topics import MAX_TOPIC_CHARS, ONE, REST
 from actors.runtime.errors import InvalidInput
 from apps.pubsub.messages import message_json
-from apps.signin import StreamUser, bearer_token, until_signed_out, verifier_of
+from apps.pubsub.routes import errors
+from apps.signin import StreamUser, until_signed_out, verifier_of
 
-#: Topics an SSE cursor keeps for a wildcard pattern (the most recently seen).
-SSE_CURSOR_TOPICS = 64
+#: Longest Last-Event-ID header.
+MAX_LAST_EVENT_ID_CHARS = 8192
 #: How long an EventSource waits before it reconnects, in milliseconds (the ``retry`` hint).
 RETRY_MS = 1_000
 #: Lines end with a bare newline, as EventSource and every SSE parser accept.
@@ -49,22 +54,29 @@ def is_plain(pattern: str) -> bool:
     return all(token not in (ONE, REST) for token in pattern.split("."))
 
 
+#: Digits of the largest sequence number (MAX_SEQ).
+SEQ_DIGITS = len(str(MAX_SEQ))
+
+
 def parse_cursor(pattern: str, last_event_id: str | None) -> dict[str, int]:
     """The resume map a Last-Event-ID stands for (see the module docstring)."""
     if not last_event_id:
         return {}
     if is_plain(pattern) and last_event_id.isdigit():
-        return {pattern: int(last_event_id)}
-    try:
-        cursor = orjson.loads(last_event_id)
-    except orjson.JSONDecodeError:
+        if len(last_event_id) <= SEQ_DIGITS and int(last_event_id) <= MAX_SEQ:
+            return {pattern: int(last_event_id)}
         cursor = None
+    else:
+        try:
+            cursor = orjson.loads(last_event_id)  # it refuses integers over 64 bits
+        except orjson.JSONDecodeError:
+            cursor = None
     if not isinstance(cursor, dict) or not all(
-        isinstance(t, str) and isinstance(s, int) and not isinstance(s, bool) and s >= 0
-        for t, s in cursor.items()
+        isinstance(t, str) and type(s) is int and 0 <= s <= MAX_SEQ for t, s in cursor.items()
     ):
         raise InvalidInput(
-            "Last-Event-ID is not a cursor this stream gave out", last_event_id=last_event_id[:200]
+            "Last-Event-ID is not a cursor this stream gave out",
+            last_event_id=last_event_id[:100],
         )
     return cursor
 
@@ -101,11 +113,12 @@ async def events(
     *,
     pattern: str,
     resume: dict[str, int],
-    user: Principal,
-    acl: Acl,
+    may_read: Callable[[str], bool],
     signed_out: Callable[[], Awaitable[None]],
+    cursor_topics: int,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
-    """The events of ``subscription`` for ``user``, until it ends or ``signed_out()`` does."""
+    """The events of ``subscription`` whose topic its owner ``may_read``, until it
+    ends or ``signed_out()`` does; a wildcard cursor keeps ``cursor_topics`` topics."""
     session_ended = False
 
     async def watch_session() -> None:
@@ -120,13 +133,13 @@ async def events(
         yield ServerSentEvent(retry=RETRY_MS, sep=SEP)
         try:
             async for message in subscription:
-                if not acl.may_read(user, message.topic):
+                if not may_read(message.topic):
                     continue
                 event_id = None
-                if message.seq:
+                if message.seq and subscription.group is None:
                     cursor[message.topic] = message.seq
                     cursor.move_to_end(message.topic)
-                    while len(cursor) > SSE_CURSOR_TOPICS:
+                    while len(cursor) > cursor_topics:
                         cursor.popitem(last=False)
                     event_id = format_cursor(pattern, cursor)
                 yield message_event(event_id, message_json(message))
@@ -147,26 +160,42 @@ def router(client: PubSubClient, acl: Acl, config: PubSubSettings) -> APIRouter:
     @routes.get(
         "/sse",
         response_class=EventSourceResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 403: {}, 422: {}},
+        responses={200: {"content": {"text/event-stream": {}}}, **errors()},
     )
     async def sse(
         http: Request,
         user: StreamUser,
         pattern: Annotated[str, Query(min_length=1, max_length=MAX_TOPIC_CHARS)],
-        group: Annotated[str | None, Query(min_length=1, max_length=MAX_GROUP_CHARS)] = None,
-        last_event_id: Annotated[str | None, Header(max_length=8192)] = None,
+        group: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=MAX_GROUP_CHARS,
+                description="A queue group of the caller's own: each message goes to one of "
+                "the group's streams (no resume: Last-Event-ID is ignored).",
+            ),
+        ] = None,
+        last_event_id: Annotated[str | None, Header(max_length=MAX_LAST_EVENT_ID_CHARS)] = None,
     ) -> EventSourceResponse:
         """Server-sent events for ``pattern``; resumes from ``Last-Event-ID``."""
+        user.require("pubsub:subscribe")
         acl.check_subscribe(user, pattern)
-        resume = parse_cursor(pattern, last_event_id)
+        resume = {} if group is not None else parse_cursor(pattern, last_event_id)
         for topic in resume:
             acl.check_read(user, topic)
-        subscription = await client.subscribe(pattern, group=group, resume=resume or None)
+        subscription = await client.subscribe(
+            pattern, group=group, owner=user.user_id, resume=resume or None
+        )
         signed_out = functools.partial(
-            until_signed_out, verifier_of(http), bearer_token(http, query=True), config.keepalive_s
+            until_signed_out, verifier_of(http), user, config.keepalive_s
         )
         stream = events(
-            subscription, pattern=pattern, resume=resume, user=user, acl=acl, signed_out=signed_out
+            subscription,
+            pattern=pattern,
+            resume=resume,
+            may_read=acl.reader(user),
+            signed_out=signed_out,
+            cursor_topics=config.max_resume_topics,
         )
         # sse-starlette frames the events, sends the keepalives and notices a
         # client that went away, idle or not. Closing the subscription then

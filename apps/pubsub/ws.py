@@ -16,37 +16,48 @@
 A frame from the server carries one or more of these JSON messages, one per
 line (newline-delimited, as Centrifugo does): several when the client is
 behind, so a busy connection costs fewer frames. A frame from the client
-carries one. A bad frame gets an ``error`` and changes nothing; the
-connection stays open. Close codes: 4008 slow consumer (the client fell more than
-``REALM_PUBSUB_SEND_BUFFER`` messages behind; reconnect and resume), 4401 the
+carries one, of at most ``REALM_PUBSUB_MAX_PAYLOAD_BYTES`` + 4096 bytes. A bad
+frame gets an ``error`` and changes nothing; the connection stays open.
+Subscribing needs the scope ``pubsub:subscribe``, publishing ``pubsub:publish``
+(a signed-in user holds both). A ``group`` is the caller's own: another user's
+group of the same name is another group. Close codes: 4008 slow consumer (the
+client fell more than ``REALM_PUBSUB_SEND_BUFFER`` messages or
+``REALM_PUBSUB_SEND_BUFFER_BYTES`` behind; reconnect and resume), 4401 the
 session ended (checked every ``REALM_PUBSUB_KEEPALIVE_S``), 1009 a frame over
-the size limit.
+the size limit, 1011 a subscription failed inside (reconnect and resume).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
+from collections import deque
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
 from actors.auth.client import Principal, SessionVerifier
 from actors.pubsub.acl import Acl
-from actors.pubsub.broker import MAX_GROUP_CHARS
+from actors.pubsub.broker import MAX_GROUP_CHARS, MAX_SEQ
 from actors.pubsub.client import Message, PubSubClient, SlowConsumer, Subscription, check_pattern
 from actors.pubsub.settings import PubSubSettings
 from actors.runtime.errors import Conflict, InvalidInput, NotFound, RealmError, TooLarge
+from apps.models import Body
 from apps.pubsub.messages import Topic, encode_data, message_json
 from apps.signin import sign_in_websocket, until_signed_out, verifier_of
+
+log = logging.getLogger(__name__)
 
 #: Close codes of the WebSocket protocol.
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
 #: How long a close frame may wait behind what a slow client has not read yet.
 CLOSE_TIMEOUT_S = 30.0
 #: Longest subscription id or publish ref a client may choose.
@@ -56,27 +67,34 @@ MAX_FRAME_BYTES = 64 * 1024
 #: Room in a client's frame for the envelope around a publish's data.
 ENVELOPE_BYTES = 4096
 
+
+def max_frame_bytes(config: PubSubSettings) -> int:
+    """The largest frame a client may send."""
+    return config.max_payload_bytes + ENVELOPE_BYTES
+
+
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 SLOW = "slow consumer: reconnect and resume from your last seq"
 
 
 # --- frames ---------------------------------------------------------------------
 
 
-class SubscribeFrame(BaseModel):
+class SubscribeFrame(Body):
     type: Literal["subscribe"]
     id: Ref | None = Field(None, description="Names the subscription; the pattern if omitted.")
     pattern: Topic
     group: Annotated[str, Field(min_length=1, max_length=MAX_GROUP_CHARS)] | None = None
-    resume: dict[str, int] | None = None
+    resume: dict[Topic, Seq] | None = None
 
 
-class UnsubscribeFrame(BaseModel):
+class UnsubscribeFrame(Body):
     type: Literal["unsubscribe"]
     id: Ref
 
 
-class PublishFrame(BaseModel):
+class PublishFrame(Body):
     type: Literal["publish"]
     ref: Ref | None = None
     topic: Topic
@@ -84,7 +102,7 @@ class PublishFrame(BaseModel):
     reply_to: Topic | None = None
 
 
-class PingFrame(BaseModel):
+class PingFrame(Body):
     type: Literal["ping"]
 
 
@@ -110,15 +128,71 @@ def message_frame(sub_json: str, message: Message) -> str:
     return f'{{"type":"message","sub":{sub_json},{message_json(message)[1:]}'
 
 
-async def next_frame(outbox: asyncio.Queue[str]) -> str:
-    """Wait for a queued message; join those queued behind it, one per line, while
-    the frame is under ``MAX_FRAME_BYTES``."""
-    lines = [await outbox.get()]
-    size = len(lines[0])
-    while size < MAX_FRAME_BYTES and not outbox.empty():
-        lines.append(outbox.get_nowait())
-        size += len(lines[-1]) + 1
-    return "\n".join(lines)
+class Outbox:
+    """What waits to be sent to one client: at most ``max_items`` messages and
+    ``max_bytes`` (their size in memory); one message always fits when it is empty."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.items: deque[str] = deque()
+        self.size = 0
+        self._arrived = asyncio.Event()
+
+    def put(self, text: str) -> bool:
+        """Queue ``text``; False (and nothing queued) if it does not fit."""
+        size = sys.getsizeof(text)
+        if self.items and (len(self.items) >= self.max_items or self.size + size > self.max_bytes):
+            return False
+        self.items.append(text)
+        self.size += size
+        self._arrived.set()
+        return True
+
+    async def next_frame(self) -> str:
+        """Wait for a queued message; join those queued behind it, one per line,
+        while the frame is under ``MAX_FRAME_BYTES``."""
+        while not self.items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        lines = [self.items.popleft()]
+        length = len(lines[0])
+        while length < MAX_FRAME_BYTES and self.items:
+            lines.append(self.items.popleft())
+            length += len(lines[-1]) + 1
+        self.size -= sum(sys.getsizeof(line) for line in lines)
+        return "\n".join(lines)
+
+
+def limit_websocket_messages(max_bytes: int) -> None:
+    """Have the uvicorn servers this process starts from now on refuse a WebSocket
+    message over ``max_bytes`` as soon as its frame header announces it (close
+    1009), before reading it.
+
+    Serve (Ray 2.60) starts uvicorn itself, in every replica under the HAProxy
+    ingress (``replica.py``, ``start_asgi_http_server`` in
+    ``serve/_private/http_util.py``) and in its Python proxy actor, with
+    ``uvicorn.Config(...)`` and no ``ws_max_size``: uvicorn's default, 16 MiB,
+    read whole before the app sees a byte. Serve has no option for it (not in
+    ``HTTPOptions``, nor per application), and ``uvicorn.Config`` reads no
+    environment variable. A replica builds its server after its ingress's
+    constructor has run, so calling this there (``PubSubIngress``) makes the
+    replica's own server, the one HAProxy forwards WebSockets to, apply the
+    limit; Serve's Python proxy, another process, keeps 16 MiB.
+    """
+    import uvicorn
+
+    current: Any = uvicorn.Config
+    base = getattr(current, "realm_base", current)
+
+    class LimitedConfig(base):  # type: ignore[misc,valid-type]
+        realm_base = base
+        realm_ws_max_size = max_bytes
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("ws_max_size", max_bytes)
+            super().__init__(*args, **kwargs)
+
+    uvicorn.Config = LimitedConfig  # type: ignore[misc]
 
 
 # --- one connection ---------------------------------------------------------------
@@ -140,7 +214,8 @@ class Connection:
     ) -> None:
         self.ws, self.client, self.verifier, self.acl = websocket, client, verifier, acl
         self.user, self.token, self.config = user, token, config
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(config.send_buffer)
+        self.outbox = Outbox(config.send_buffer, config.send_buffer_bytes)
+        self.may_read = acl.reader(user)
         self.subscriptions: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self.ended = asyncio.Event()
         self.close_code = 1000
@@ -155,9 +230,7 @@ class Connection:
         self.send_json(orjson.dumps(frame).decode())
 
     def send_json(self, text: str) -> None:
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
+        if not self.outbox.put(text):
             self.end(CLOSE_SLOW_CONSUMER, SLOW)
 
     def send_error(self, ref: str | None, error: RealmError) -> None:
@@ -186,15 +259,15 @@ class Connection:
 
     async def _write(self) -> None:
         while True:
-            await self.ws.send_text(await next_frame(self.outbox))
+            await self.ws.send_text(await self.outbox.next_frame())
 
     async def _watch_session(self) -> None:
         """A session revoked or expired while connected ends the connection."""
-        await until_signed_out(self.verifier, self.token, self.config.keepalive_s)
+        await until_signed_out(self.verifier, self.user, self.config.keepalive_s)
         self.end(CLOSE_UNAUTHORIZED, "the session ended")
 
     async def _read(self) -> None:
-        limit = self.config.max_payload_bytes + ENVELOPE_BYTES
+        limit = max_frame_bytes(self.config)
         while True:
             try:
                 text = await self.ws.receive_text()
@@ -203,7 +276,7 @@ class Connection:
             except KeyError:  # a binary frame
                 self.send_error(None, InvalidInput("frames are JSON text"))
                 continue
-            if len(text) > limit:
+            if len(text) > limit:  # where uvicorn's own limit is not ours (see above)
                 self.end(CLOSE_TOO_BIG, f"a frame is at most {limit} bytes")
                 return
             ref = None
@@ -218,7 +291,9 @@ class Connection:
         if isinstance(frame, PingFrame):
             self.send({"type": "pong"})
         elif isinstance(frame, PublishFrame):
+            self.user.require("pubsub:publish")
             self.acl.check_publish(self.user, frame.topic)
+            self.acl.check_reply_to(self.user, frame.reply_to)
             payload = encode_data(frame.data, self.config)
             seq, at = await self.client.publish(frame.topic, payload, reply_to=frame.reply_to)
             self.send(
@@ -244,11 +319,12 @@ class Connection:
             raise TooLarge(
                 "too many subscriptions on one connection", limit=self.config.max_subscriptions
             )
+        self.user.require("pubsub:subscribe")
         self.acl.check_subscribe(self.user, frame.pattern)
         for topic in frame.resume or {}:
             self.acl.check_read(self.user, topic)
         subscription = await self.client.subscribe(
-            frame.pattern, group=frame.group, resume=frame.resume
+            frame.pattern, group=frame.group, owner=self.user.user_id, resume=frame.resume
         )
         self.send({"type": "subscribed", "id": sub_id, "pattern": frame.pattern})
         pump = asyncio.create_task(self._pump(sub_id, subscription))
@@ -258,10 +334,13 @@ class Connection:
         sub_json = orjson.dumps(sub_id).decode()
         try:
             async for message in subscription:
-                if self.acl.may_read(self.user, message.topic):
+                if self.may_read(message.topic):
                     self.send_json(message_frame(sub_json, message))
         except SlowConsumer:
             self.end(CLOSE_SLOW_CONSUMER, SLOW)
+        except Exception:  # e.g. history out of reach: the client reconnects and resumes
+            log.exception("a WebSocket subscription failed; closing its connection")
+            self.end(CLOSE_INTERNAL, "internal error: reconnect and resume")
 
 
 def router(client: PubSubClient, acl: Acl, config: PubSubSettings) -> APIRouter:

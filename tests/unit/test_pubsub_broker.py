@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from actors.pubsub.broker import Broker, Message
-from actors.pubsub.settings import PubSubSettings
+from actors.pubsub.broker import MAX_SEQ, Broker, Message, message_size
+from actors.pubsub.settings import MESSAGE_OVERHEAD_BYTES, PubSubSettings
+from actors.runtime import codec
 from actors.runtime.clock import FakeClock
 from actors.runtime.errors import InvalidInput, NotFound, TooLarge
 from actors.runtime.store import SQLiteStore
@@ -30,9 +32,14 @@ OpenBroker = Callable[..., Awaitable[Broker]]
 def open_broker(clock: FakeClock, store: SQLiteStore) -> OpenBroker:
     """A Broker recovered from ``store`` (a second call is a restarted actor)."""
 
-    async def open_(*, snapshot_every: int = 10_000) -> Broker:
+    async def open_(*, snapshot_every: int = 10_000, **overrides: Any) -> Broker:
         config = PubSubSettings(
-            history_max=HISTORY_MAX, history_max_age_s=MAX_AGE_S, max_payload_bytes=MAX_PAYLOAD
+            **{
+                "history_max": HISTORY_MAX,
+                "history_max_age_s": MAX_AGE_S,
+                "max_payload_bytes": MAX_PAYLOAD,
+                **overrides,
+            }
         )
         broker = Broker(config, clock=clock)
         failures: list[BaseException] = []
@@ -316,7 +323,7 @@ async def test_group_interests_are_replaced_and_forgotten_like_patterns(broker: 
     await broker.publish("b", b"+")
     assert [m.topic for _, (m, _) in await broker.pull("r", after=0, timeout_s=POLL_S)] == ["b"]
     with pytest.raises(InvalidInput):
-        broker.follow("r", [("c", "has space")])
+        broker.follow("r", [("c", "no\x00nul")])
     broker.unfollow("r")
     assert len(broker.groups) == 0
 
@@ -344,3 +351,184 @@ async def test_a_reply_topic_travels_with_the_message_and_survives_a_restart(
     restarted = await open_broker()
     [message] = (await restarted.history("svc.time"))["messages"]
     assert message.reply_to == "_inbox.c.1" and message.seq == 1
+
+
+async def test_a_message_to_a_reply_topic_is_never_kept_even_unasked(broker: Broker) -> None:
+    assert (await broker.publish("_inbox.x.1", b"reply"))[0] == 0
+    assert "_inbox.x.1" not in broker.topics and broker.journal.committed == 0
+
+
+# --- memory bounds --------------------------------------------------------------------
+
+#: A message of SMALL payload bytes counts this much in the byte limits.
+SMALL = 10
+SIZE = SMALL + MESSAGE_OVERHEAD_BYTES
+
+
+async def test_a_topics_history_is_bounded_in_bytes(open_broker: OpenBroker) -> None:
+    broker = await open_broker(history_max=1_000, history_max_bytes=3 * SIZE)
+    for i in range(10):
+        await broker.publish("t", b"%010d" % i)
+    assert seqs(await broker.history("t")) == [8, 9, 10]
+    assert broker.topics["t"].size == broker.history_bytes == 3 * SIZE
+
+
+async def test_all_topics_together_are_bounded_in_bytes_the_least_recent_giving_way_first(
+    open_broker: OpenBroker,
+) -> None:
+    broker = await open_broker(broker_history_max_bytes=4 * SIZE)
+    for topic in ("old", "old", "new", "new"):
+        await broker.publish(topic, b"x" * SMALL)
+    await broker.publish("newest", b"x" * SMALL)  # over: the oldest message of "old" goes
+    assert seqs(await broker.history("old")) == [2]
+    await broker.publish("newest", b"x" * SMALL)
+    page = await broker.history("old")
+    assert page == {"messages": [], "complete": False, "last_seq": 2}  # remembered, emptied
+    assert seqs(await broker.history("new")) == [1, 2]
+    assert broker.history_bytes == 4 * SIZE and broker.kept == 4
+
+
+async def test_topics_past_the_cap_are_forgotten_and_numbers_go_on_above_them(
+    open_broker: OpenBroker,
+) -> None:
+    broker = await open_broker(broker_max_topics=2)
+    for _ in range(3):
+        await broker.publish("a", b"1")
+    await broker.publish("b", b"1")
+    await broker.publish("a", b"4")  # "a" is now the most recent; "b" the least
+    await broker.publish("c", b"1")
+    assert list(broker.topics) == ["a", "c"] and broker.seq_floor == 1
+    assert (await broker.publish("b", b"again"))[0] == 2  # above what "b" had, and "c"'s
+    assert list(broker.topics) == ["c", "b"]
+    assert (await broker.publish("a", b"again"))[0] == 5  # above its own 4
+    assert list(broker.topics) == ["b", "a"]
+    assert broker.kept == 2 and broker.history_bytes == sum(t.size for t in broker.topics.values())
+
+
+async def test_idle_topics_are_forgotten_and_their_numbers_never_go_back(
+    broker: Broker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        await broker.publish("idle", b"x")
+    clock.advance(MAX_AGE_S / 2)
+    await broker.publish("busy", b"x")
+    assert broker.forget_idle() == 0
+    clock.advance(MAX_AGE_S / 2 + 1)
+    assert broker.forget_idle() == 1
+    assert list(broker.topics) == ["busy"] and broker.history_bytes == SIZE - SMALL + 1
+    # Unknown now: its next number is above any it had, and a resume from
+    # before that knows it may have missed something.
+    assert await broker.history("idle", 1) == {"messages": [], "complete": False, "last_seq": 3}
+    assert (await broker.publish("idle", b"back"))[0] == 4
+    assert (await broker.publish("never.seen", b"x"))[0] == 4
+
+
+async def test_a_replay_gives_every_message_the_number_it_had_though_topics_were_forgotten(
+    open_broker: OpenBroker, clock: FakeClock
+) -> None:
+    broker = await open_broker()
+    for _ in range(3):
+        await broker.publish("t", b"x")
+    await broker.publish("u", b"x")
+    clock.advance(MAX_AGE_S + 1)
+    await broker.publish("u", b"y")
+    assert broker.forget_idle() == 1  # "t", not journaled
+    assert (await broker.publish("t", b"after")) == (4, clock.time())
+    await broker.publish("fresh", b"z")
+    before = {t: await broker.history(t) for t in ("t", "u", "fresh")}
+
+    restarted = await open_broker()  # replays "t" 1..3, then its 4th with number 4
+    assert {t: await restarted.history(t) for t in ("t", "u", "fresh")} == before
+    assert (await restarted.publish("t", b"next"))[0] == 5
+
+
+async def test_lowering_the_payload_limit_refuses_new_messages_but_replays_old_ones(
+    open_broker: OpenBroker,
+) -> None:
+    """Limits apply where messages come in, never on replay: the broker would
+    otherwise refuse its own journal and never start again."""
+    broker = await open_broker(max_payload_bytes=2 * MAX_PAYLOAD)
+    await broker.publish("t", b"x" * 2 * MAX_PAYLOAD)
+    lowered = await open_broker(max_payload_bytes=MAX_PAYLOAD)
+    [message] = (await lowered.history("t"))["messages"]
+    assert message.payload == b"x" * 2 * MAX_PAYLOAD
+    with pytest.raises(TooLarge):
+        await lowered.publish("t", b"x" * 2 * MAX_PAYLOAD)
+    assert (await lowered.publish("t", b"x" * MAX_PAYLOAD))[0] == 2
+
+
+async def test_a_snapshot_of_the_first_schema_is_read(
+    open_broker: OpenBroker, store: SQLiteStore, clock: FakeClock
+) -> None:
+    at = clock.time()
+    topic = {"last_seq": 7, "history": [["t", 7, at, b"seven", None]]}
+    snapshot = {"version": 1, "state": {"t": topic}, "replies": []}
+    record = [1, "publish", {"topic": "t", "payload": b"8", "at": at}, None]
+    await store.append("pubsub-0", 0, [codec.encode(record)])
+    await store.write_snapshot("pubsub-0", 0, codec.encode(snapshot))
+    broker = await open_broker()
+    assert seqs(await broker.history("t")) == [7, 8]  # the version-1 record replays too
+    assert broker.seq_floor == 0 and broker.history_bytes == 2 * MESSAGE_OVERHEAD_BYTES + 6
+
+
+async def test_history_pages_are_bounded_in_bytes_but_hold_at_least_one_message(
+    open_broker: OpenBroker,
+) -> None:
+    broker = await open_broker(history_page_max_bytes=2 * SMALL)
+    for i in range(5):
+        await broker.publish("t", b"%010d" % i)
+    assert seqs(await broker.history("t")) == [1, 2]
+    assert seqs(await broker.history("t", 2)) == [3, 4]
+    assert seqs(await broker.history("t", 0, max_bytes=1)) == [1]
+
+
+@pytest.mark.parametrize("after_seq", [MAX_SEQ + 1, 10**40, True, "1"])
+async def test_a_cursor_out_of_range_is_invalid_input(broker: Broker, after_seq: Any) -> None:
+    await broker.publish("t", b"x")
+    with pytest.raises(InvalidInput):
+        await broker.history("t", after_seq)
+
+
+async def test_the_largest_cursor_is_answered(broker: Broker) -> None:
+    await broker.publish("t", b"x")
+    assert await broker.history("t", MAX_SEQ, limit=MAX_SEQ) == {
+        "messages": [],
+        "complete": True,
+        "last_seq": 1,
+    }
+
+
+async def test_a_follower_too_far_behind_in_bytes_is_dropped_and_follows_again(
+    open_broker: OpenBroker,
+) -> None:
+    broker = await open_broker(follower_buffer_bytes=3 * SIZE)
+    broker.follow("slow", ["t"])
+    broker.follow("keeping-up", ["t"])
+    for i in range(3):
+        await broker.publish("t", b"%010d" % i)
+    got = await broker.pull("keeping-up", after=0, timeout_s=POLL_S)
+    next_pull = asyncio.create_task(broker.pull("keeping-up", after=got[-1][0], timeout_s=POLL_S))
+    await settle()  # it has acknowledged the three
+    await broker.publish("t", b"%010d" % 3)
+    assert len(await next_pull) == 1
+    assert "slow" not in broker.mailboxes and broker.behind == 1
+    with pytest.raises(NotFound):
+        await broker.pull("slow", after=0, timeout_s=POLL_S)
+    broker.follow("slow", ["t"])
+    await broker.publish("t", b"%010d" % 4)
+    [(_, (message, _))] = await broker.pull("slow", after=0, timeout_s=POLL_S)
+    assert message.seq == 5
+
+
+async def test_a_queue_groups_turn_is_forgotten_with_its_last_member(broker: Broker) -> None:
+    broker.follow("r", [("jobs", "g1"), ("jobs", "g2")])
+    await broker.publish("jobs", b"x")
+    assert set(broker._turn) == {"g1", "g2"}
+    broker.follow("r", [("jobs", "g2")])
+    assert set(broker._turn) == {"g2"}
+    broker.unfollow("r")
+    assert broker._turn == {}
+
+
+def test_a_message_counts_its_payload_and_a_fixed_overhead():
+    assert message_size(Message("t", 1, 0.0, b"abc")) == 3 + MESSAGE_OVERHEAD_BYTES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import orjson
 import pytest
@@ -13,7 +14,7 @@ from actors.pubsub.broker import Message
 from actors.pubsub.client import Acl, Subscription, load_hook
 from actors.runtime.errors import Forbidden, InvalidInput
 from apps.pubsub.sse import SEP, events, format_cursor, message_event, parse_cursor
-from apps.pubsub.ws import MAX_FRAME_BYTES, message_frame, next_frame
+from apps.pubsub.ws import MAX_FRAME_BYTES, Outbox, limit_websocket_messages, message_frame
 
 ALICE = Principal("u1", "alice", ("user",), "s1")
 BOB = Principal("u2", "bob", ("user",), "s2")
@@ -117,7 +118,7 @@ class StubClient:
     async def _unsubscribe(self, subscription: Subscription) -> None:
         self.unsubscribed += 1
 
-    async def _history_between(self, topic: str, after: int, before: int | None) -> list:
+    async def _history_page(self, topic: str, after: int, before: int) -> list:
         return []
 
 
@@ -130,8 +131,8 @@ def sse_fields(event: ServerSentEvent | bytes) -> dict[str, str]:
 async def test_an_sse_stream_gives_a_retry_hint_then_messages_with_resume_cursors():
     stub = StubClient()
     subscription = Subscription(stub, ">", 10)  # type: ignore[arg-type]
-    stream = events(subscription, pattern=">", resume={"room.1": 4}, user=ALICE, acl=Acl(),
-                    signed_out=asyncio.Event().wait)  # fmt: skip
+    stream = events(subscription, pattern=">", resume={"room.1": 4}, may_read=Acl().reader(ALICE),
+                    signed_out=asyncio.Event().wait, cursor_topics=64)  # fmt: skip
     assert sse_fields(await anext(stream)) == {"retry": "1000"}
     for message in (
         Message("room.1", 5, 1.0, b'"a"'),
@@ -149,8 +150,8 @@ async def test_an_sse_stream_gives_a_retry_hint_then_messages_with_resume_cursor
 
 async def test_an_sse_stream_ends_with_an_error_event_for_a_slow_consumer_or_a_session_end():
     slow = Subscription(StubClient(), "t", 2)  # type: ignore[arg-type]
-    stream = events(slow, pattern="t", resume={}, user=ALICE, acl=Acl(),
-                    signed_out=asyncio.Event().wait)  # fmt: skip
+    stream = events(slow, pattern="t", resume={}, may_read=Acl().reader(ALICE),
+                    signed_out=asyncio.Event().wait, cursor_topics=64)  # fmt: skip
     await anext(stream)
     for seq in (1, 2, 3):
         slow._offer(Message("t", seq, 1.0, b"1"))
@@ -163,8 +164,8 @@ async def test_an_sse_stream_ends_with_an_error_event_for_a_slow_consumer_or_a_s
     signed_out = asyncio.Event()
     stub = StubClient()
     revoked = Subscription(stub, "t", 10)  # type: ignore[arg-type]
-    stream = events(revoked, pattern="t", resume={}, user=ALICE, acl=Acl(),
-                    signed_out=signed_out.wait)  # fmt: skip
+    stream = events(revoked, pattern="t", resume={}, may_read=Acl().reader(ALICE),
+                    signed_out=signed_out.wait, cursor_topics=64)  # fmt: skip
     await anext(stream)
     signed_out.set()
     ending = sse_fields(await anext(stream))
@@ -179,21 +180,35 @@ async def test_an_sse_stream_ends_with_an_error_event_for_a_slow_consumer_or_a_s
 
 
 async def test_a_frame_carries_what_is_queued_one_message_per_line_up_to_a_size():
-    outbox: asyncio.Queue[str] = asyncio.Queue()
+    outbox = Outbox(1_000, 1 << 30)
     small = [orjson.dumps({"n": i}).decode() for i in range(5)]
     for line in small:
-        outbox.put_nowait(line)
-    assert (await next_frame(outbox)).split("\n") == small
+        assert outbox.put(line)
+    assert (await outbox.next_frame()).split("\n") == small
     big = "x" * (MAX_FRAME_BYTES // 2)
     for _ in range(5):
-        outbox.put_nowait(big)
-    sizes = [len((await next_frame(outbox)).split("\n")) for _ in range(3)]
+        assert outbox.put(big)
+    sizes = [len((await outbox.next_frame()).split("\n")) for _ in range(3)]
     assert sizes == [2, 2, 1]  # a frame stops taking more once it reaches the size
-    waiting = asyncio.ensure_future(next_frame(outbox))
+    assert outbox.size == 0 and not outbox.items
+    waiting = asyncio.ensure_future(outbox.next_frame())
     await asyncio.sleep(0)
     assert not waiting.done()  # nothing queued: it waits
-    outbox.put_nowait("late")
+    outbox.put("late")
     assert await waiting == "late"
+
+
+async def test_a_send_buffer_is_bounded_in_bytes_as_well_as_in_messages():
+    line = "x" * 1_000
+    by_bytes = Outbox(1_000, 3 * sys.getsizeof(line))
+    assert [by_bytes.put(line) for _ in range(4)] == [True, True, True, False]
+    await by_bytes.next_frame()
+    assert by_bytes.put(line)  # sent: room again
+    by_count = Outbox(2, 1 << 30)
+    assert [by_count.put("a") for _ in range(3)] == [True, True, False]
+    huge = Outbox(10, 100)
+    assert huge.put("y" * 1_000)  # one message always fits an empty buffer...
+    assert not huge.put("z")  # ...and nothing after it
 
 
 def test_a_message_frame_is_the_body_with_the_subscription_id():
@@ -210,3 +225,99 @@ def test_a_message_frame_is_the_body_with_the_subscription_id():
     }
     raw = orjson.loads(message_frame('"s"', Message("t", 1, 0.0, b"\xff\x00", "_inbox.a.b")))
     assert raw["data_base64"] == "/wA=" and "data" not in raw and raw["reply_to"] == "_inbox.a.b"
+
+
+# --- reply topics, deliveries asked of the hook, cursors, frame limits ------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "allowed"),
+    [("_inbox.r.token", True), ("_inbox.r", False), ("_inbox.r.token.more", False)],
+)
+def test_a_reply_topic_is_published_to_only_in_the_shape_a_request_gives(topic, allowed):
+    if allowed:
+        Acl().check_publish(ALICE, topic)
+    else:
+        with pytest.raises(Forbidden):
+            Acl().check_publish(ALICE, topic)
+
+
+def test_a_reply_to_must_be_a_topic_its_publisher_may_publish_to():
+    Acl().check_reply_to(ALICE, None)
+    Acl().check_reply_to(ALICE, "user.u1.replies")
+    Acl().check_reply_to(ALICE, "_inbox.r.token")
+    with pytest.raises(Forbidden):
+        Acl().check_reply_to(ALICE, "user.u2.inbox")
+
+
+asked: list[tuple[str, str, str]] = []
+
+
+def no_secrets_for_bob(user: Principal, action: str, subject: str) -> bool:
+    asked.append((user.username, action, subject))
+    return not (user.username == "bob" and subject.startswith("secret."))
+
+
+def test_a_delivery_to_a_wide_pattern_asks_the_hook_once_per_topic():
+    asked.clear()
+    acl = Acl(load_hook(f"{__name__}:no_secrets_for_bob"))
+    acl.check_subscribe(BOB, ">")  # the hook allows the pattern...
+    may_read = acl.reader(BOB)
+    assert [may_read(t) for t in ("news.a", "secret.plans", "secret.plans", "news.a")] == [
+        True,
+        False,  # ...but not this topic, which a message on it would reveal
+        False,
+        True,
+    ]
+    assert asked[1:] == [("bob", "subscribe", "news.a"), ("bob", "subscribe", "secret.plans")]
+    assert acl.reader(ALICE)("secret.plans") is True
+
+
+def failing_hook(user: Principal, action: str, subject: str) -> bool:
+    raise RuntimeError("the hook's database is away")
+
+
+def test_a_hook_that_fails_on_a_delivery_withholds_the_message():
+    assert Acl(load_hook(f"{__name__}:failing_hook")).may_read(ALICE, "news.a") is False
+
+
+@pytest.mark.parametrize(
+    ("pattern", "last_event_id"),
+    [
+        ("room.1", "9" * 5_000),  # past the digits int() takes: once a 500
+        ("room.1", str(2**63)),
+        ("room.*", '{"room.1": 9223372036854775808}'),
+        ("room.*", '{"room.1": ' + "9" * 4_000 + "}"),
+    ],
+)
+def test_a_cursor_out_of_range_is_invalid_input(pattern, last_event_id):
+    with pytest.raises(InvalidInput):
+        parse_cursor(pattern, last_event_id)
+
+
+def test_the_largest_cursor_is_taken():
+    assert parse_cursor("room.1", str(2**63 - 1)) == {"room.1": 2**63 - 1}
+
+
+def test_uvicorn_servers_made_after_the_limit_refuse_bigger_websocket_messages(monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "Config", uvicorn.Config)  # restored afterwards
+    app = object()
+    assert uvicorn.Config(app).ws_max_size == 16 * 1024 * 1024  # uvicorn's, as Serve uses it
+    limit_websocket_messages(70_000)
+    limit_websocket_messages(66_000)  # a second call replaces the first, not nests
+    config = uvicorn.Config(app, host="127.0.0.1", port=1)
+    assert config.ws_max_size == 66_000 and isinstance(config, uvicorn.config.Config)
+    assert uvicorn.Config.__mro__[1] is uvicorn.config.Config
+    assert uvicorn.Config(app, ws_max_size=5).ws_max_size == 5
+
+
+async def test_a_subscription_stops_at_once_when_closed_with_history_still_to_read():
+    stub = StubClient()
+    subscription = Subscription(stub, "t", 10)  # type: ignore[arg-type]
+    subscription._resume({"t": (0, 5)})
+    subscription._offer(Message("t", 1, 1.0, b"1"))
+    await subscription.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(subscription)

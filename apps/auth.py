@@ -1,11 +1,11 @@
 """HTTP front of auth (service 6), under ``/auth``.
 
-Accounts, login sessions (bearer tokens), password change and reset, and a
-few admin routes. The ingress is an ``AuthClient``: it hashes and checks
-passwords off the event loop, and checks tokens against a near cache of
-session records, so a revoked token is refused on every replica once its
-revocation is acknowledged. Other services require a user the same way, with
-``apps.signin``.
+Accounts, login sessions (bearer tokens), tickets for streams, password
+change and reset, scoped API keys and a few admin routes. The ingress is an
+``AuthClient``: it hashes and checks passwords off the event loop, and checks
+tokens and keys against a near cache of their records, so a revoked one is
+refused on every replica once its revocation is acknowledged. Other services
+sign their callers in the same way, with ``apps.signin``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.auth.client import AuthClient
+from actors.auth.client import MAX_KEY_NAME_CHARS, MAX_KEY_TTL_S, AuthClient, Principal
+from actors.runtime.registry import SCOPES
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
 from apps.forwarded import client_address
-from apps.signin import AdminUser, CurrentUser, install_verifier
+from apps.models import Body
+from apps.signin import AdminUser, CurrentUser, current_principal, install_verifier
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ Username = Annotated[str, Field(min_length=1, max_length=256)]
 Password = str
 
 
-class Credentials(BaseModel):
+class Credentials(Body):
     username: Username
     password: Password
 
@@ -79,7 +81,7 @@ class Ended(BaseModel):
     ended: int
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(Body):
     current_password: Password
     new_password: Password
 
@@ -88,7 +90,7 @@ class PasswordChanged(BaseModel):
     ended_other_sessions: int
 
 
-class ResetRequest(BaseModel):
+class ResetRequest(Body):
     username: Username
 
 
@@ -96,7 +98,7 @@ class Accepted(BaseModel):
     accepted: bool = True
 
 
-class ResetConfirm(BaseModel):
+class ResetConfirm(Body):
     token: str = Field(..., min_length=1, max_length=256)
     new_password: Password
 
@@ -111,6 +113,51 @@ class ResetToken(BaseModel):
     expires_in_s: float
 
 
+class Ticket(BaseModel):
+    ticket: str = Field(..., description="Pass as `?ticket=` once, within `expires_in_s`.")
+    expires_in_s: float
+
+
+Scope = Annotated[str, Field(min_length=1, max_length=64, description="e.g. `queue:enqueue`")]
+
+
+class NewApiKey(Body):
+    scopes: list[Scope] = Field(
+        ..., min_length=1, max_length=len(SCOPES), description=f"Of: {', '.join(sorted(SCOPES))}."
+    )
+    name: str = Field("", max_length=MAX_KEY_NAME_CHARS, description="What the key is for.")
+    user_id: str | None = Field(
+        None, max_length=64, description="The user the key acts for (default: you)."
+    )
+    username: str | None = Field(
+        None, max_length=256, description="The same, by name (not with `user_id`)."
+    )
+    expires_in_s: float | None = Field(
+        None, gt=0, le=MAX_KEY_TTL_S, description="Seconds; absent: it never expires."
+    )
+
+
+class ApiKey(BaseModel):
+    id: str
+    user_id: str = Field(..., description="Owns whatever the key creates.")
+    username: str
+    name: str
+    scopes: list[str]
+    created_at: float
+    created_by: str = Field(..., description="The admin who made it.")
+    expires_at: float | None = Field(..., description="Unix time; null: never.")
+
+
+class CreatedApiKey(ApiKey):
+    key: str = Field(
+        ..., description="`rk_<id>.<secret>`, shown this once: send as `Authorization: Bearer`."
+    )
+
+
+class ApiKeys(BaseModel):
+    keys: list[ApiKey]
+
+
 def make_app(client: AuthClient, settings: Settings) -> FastAPI:
     app = service_app(
         title="auth",
@@ -121,9 +168,12 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
 
     # --- accounts and sessions -------------------------------------------
 
-    @app.post("/register", status_code=201, responses={409: {}, 413: {}, 422: {}})
-    async def register(body: Credentials) -> User:
-        return User(**await client.register(body.username, body.password))
+    @app.post("/register", status_code=201, responses={409: {}, 413: {}, 422: {}, 429: {}})
+    async def register(body: Credentials, request: Request) -> User:
+        """A new account (never an admin: the admin's name is reserved). Limited
+        per client address (``REALM_AUTH_REGISTER_PER_ADDRESS``)."""
+        user = await client.register(body.username, body.password, address=client_address(request))
+        return User(**user)
 
     @app.post("/login", responses={401: {}, 403: {}, 429: {}})
     async def login(body: Credentials, request: Request) -> LoggedIn:
@@ -158,8 +208,16 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
         return Sessions(sessions=found)
 
     @app.delete("/sessions/{session_id}", status_code=204, responses={401: {}, 404: {}})
-    async def revoke(session_id: str, user: CurrentUser) -> None:
+    async def revoke(session_id: Annotated[str, Path(max_length=64)], user: CurrentUser) -> None:
         await client.revoke(user, session_id)
+
+    @app.post("/ticket", responses={401: {}, 429: {}})
+    async def ticket(principal: Annotated[Principal, Depends(current_principal)]) -> Ticket:
+        """A single-use ticket, valid ``REALM_AUTH_TICKET_TTL_S`` (30 s), that signs a
+        stream in as the caller (``?ticket=`` on SSE, long polls and WebSocket
+        handshakes, for clients that cannot set headers). It fails once the
+        caller's session ends (or key is revoked), and so does the stream."""
+        return Ticket(**await client.issue_ticket(principal))
 
     # --- passwords -----------------------------------------------------------
 
@@ -168,17 +226,18 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
         ended = await client.change_password(user, body.current_password, body.new_password)
         return PasswordChanged(ended_other_sessions=ended)
 
-    @app.post("/password-reset/request", status_code=202)
-    async def request_reset(body: ResetRequest) -> Accepted:
-        """Always accepted, whether or not the account exists (no user enumeration).
+    @app.post("/password-reset/request", status_code=202, responses={422: {}, 429: {}})
+    async def request_reset(body: ResetRequest, request: Request) -> Accepted:
+        """Accepted alike whether or not the account exists (no user enumeration).
         The token goes to the user out of band (development mode: the log); it is
-        made after the answer, so the answer takes as long either way."""
+        made after the answer, so the answer takes as long either way. Limited
+        per client address (``REALM_AUTH_RESET_REQUESTS_PER_ADDRESS``)."""
 
         def deliver(token: str) -> None:
             if client.config.dev_mode:
                 log.warning("password reset token for %r (dev mode): %s", body.username, token)
 
-        client.request_reset_soon(body.username, deliver)
+        await client.request_reset_soon(body.username, deliver, address=client_address(request))
         return Accepted()
 
     @app.post("/password-reset/confirm", status_code=204, responses={413: {}, 422: {}})
@@ -207,6 +266,34 @@ def make_app(client: AuthClient, settings: Settings) -> FastAPI:
     async def reset_token(user_id: str, _: AdminUser) -> ResetToken:
         token = await client.reset_token_for(user_id)
         return ResetToken(token=token, expires_in_s=client.config.reset_token_ttl_s)
+
+    # --- API keys (admin) ------------------------------------------------------
+
+    @app.post("/keys", status_code=201, responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
+    async def create_key(body: NewApiKey, admin: AdminUser) -> CreatedApiKey:
+        """A scoped API key acting for a user (its ``user_id`` owns what it
+        creates). The key is in this answer only; Realm keeps its hash."""
+        created = await client.create_api_key(
+            admin,
+            scopes=list(body.scopes),
+            name=body.name,
+            user_id=body.user_id,
+            username=body.username,
+            expires_in_s=body.expires_in_s,
+        )
+        return CreatedApiKey(**created)
+
+    @app.get("/keys", responses={401: {}, 403: {}, 422: {}})
+    async def list_keys(
+        _: AdminUser, user_id: Annotated[str | None, Query(max_length=64)] = None
+    ) -> ApiKeys:
+        """Live API keys (every one, or ``user_id``'s), without their secrets."""
+        return ApiKeys(keys=[ApiKey(**k) for k in await client.list_api_keys(user_id)])
+
+    @app.delete("/keys/{key_id}", status_code=204, responses={401: {}, 403: {}, 404: {}})
+    async def revoke_key(key_id: Annotated[str, Path(max_length=64)], _: AdminUser) -> None:
+        """Revoke a key: once answered, no replica accepts it."""
+        await client.revoke_api_key(key_id)
 
     return app
 

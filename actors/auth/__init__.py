@@ -1,15 +1,22 @@
-"""Auth (service 6): accounts, sessions and login throttling, as durable actors.
+"""Auth (service 6): accounts, sessions, API keys, tickets and throttling, as durable actors.
 
-    client      ``SessionVerifier`` (bearer-token checks, what every ingress
-                needs), ``AuthClient`` (accounts, logins, passwords, sessions),
-                ``Principal`` (who is calling)
-    model       ``User``, ``Session``, ``Role`` (what the stores journal);
-                tokens: ``new_token``, ``parse_token``, ``secret_matches``,
+    client      ``SessionVerifier`` (bearer-credential checks and ticket
+                redemption, what every ingress needs), ``AuthClient``
+                (accounts, logins, passwords, sessions, API keys, tickets,
+                the admin account), ``Principal`` (who is calling)
+    model       ``User``, ``Session``, ``ApiKey``, ``Role`` (what the stores
+                journal); credentials, told apart by shape: session tokens
+                (``new_token``, ``parse_token``), API keys ``rk_...``
+                (``new_api_key``, ``parse_api_key``), tickets ``rt_...``
+                (``new_ticket``, ``parse_ticket``); ``secret_matches``,
                 ``hash_secret``, ``normalize_username``
-    users       ``UserStore`` (accounts, reset tokens, throttling),
-                ``UserStoreActor``, ``USERS_NAME``
-    sessions    ``SessionStore`` (one shard of sessions, near-cache leases),
-                ``SessionStoreActor``, ``SESSIONS_PREFIX``
+    users       ``UserStore`` (accounts, the admin, reset tokens, throttling
+                and per-address limits), ``UserStoreActor``, ``USERS_NAME``
+    sessions    ``SessionStore`` (one shard of sessions and API keys, with
+                near-cache leases, and tickets), ``SessionStoreActor``,
+                ``SESSIONS_PREFIX``
+    bootstrap   ``python -m actors.auth.bootstrap``: make or reset the admin
+                account, or print a password hash for the settings
     errors      ``InvalidCredentials``, ``TooManyAttempts``, ``UsernameTaken``,
                 ``WrongPassword``, ``InvalidResetToken``
     settings    ``AuthSettings`` (``REALM_AUTH_*``)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.runtime.settings import Section
 
@@ -56,8 +56,43 @@ class AuthSettings(Section, service="auth"):
     reset_token_ttl_s: float = Field(900.0, gt=0)
     """How long a password-reset token stays usable."""
 
+    register_per_address: int = Field(20, ge=1)
+    """Registrations one client address may make per ``rate_window_s`` (a burst of
+    this many, then one per ``rate_window_s / register_per_address``)."""
+
+    reset_requests_per_address: int = Field(10, ge=1)
+    """Password-reset requests one client address may make per ``rate_window_s``."""
+
+    rate_window_s: float = Field(3600.0, gt=0)
+    """The window of ``register_per_address`` and ``reset_requests_per_address``;
+    past them the answer is 429 ``rate_limited`` with ``Retry-After``."""
+
+    ticket_ttl_s: float = Field(30.0, gt=0, le=300)
+    """How long a ticket from ``POST /auth/ticket`` stays usable (once) as ``?ticket=``."""
+
+    max_api_keys_per_user: int = Field(100, ge=1)
+    """API keys one user may hold (each acting for them); more is 403 ``limit_reached``."""
+
     admin_username: str = ""
-    """A user registering with this name gets the admin role (empty: nobody)."""
+    """The admin account's name (empty: no admin). It is made, or given the admin
+    role, when an auth replica starts with ``admin_password_file`` or
+    ``admin_password_hash`` set, or by ``python -m actors.auth.bootstrap``;
+    registering this name is refused."""
+
+    admin_password_file: str = ""
+    """A file holding the admin's password (its first line), read by each auth replica
+    as it starts: keep it mode 600 on the nodes that run the auth ingress."""
+
+    admin_password_hash: str = ""
+    """The admin's password as an argon2id hash (``python -m actors.auth.bootstrap
+    --print-hash`` makes one): the password itself then appears nowhere."""
 
     dev_mode: bool = False
     """Development only: password-reset tokens are also written to the log."""
+
+    @field_validator("admin_password_hash")
+    @classmethod
+    def _argon2id(cls, value: str) -> str:
+        if value and not value.startswith("$argon2id$"):
+            raise ValueError("an argon2id hash ($argon2id$...), or empty")
+        return value

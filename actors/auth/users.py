@@ -3,8 +3,13 @@
 It keeps accounts with their argon2id hashes, roles and disabled flag, and
 single-use password-reset tokens, all journaled. It also throttles failed
 logins per username (whether or not the account exists, so throttling
-reveals nothing) and per client address; that state is ephemeral by design
-(a restart forgives).
+reveals nothing) and per client address, and registrations and reset
+requests per client address; that state is ephemeral by design (a restart
+forgives).
+
+The admin account is made (or given the admin role) only by
+``ensure_admin``, from the operator's settings or the bootstrap command:
+registering its name is refused.
 
 Passwords are hashed and checked by the caller (the client, off its event
 loop): the actor never sees a password and never spends CPU on argon2.
@@ -22,7 +27,7 @@ from actors.auth.errors import InvalidResetToken, TooManyAttempts, UsernameTaken
 from actors.auth.model import Role, User, hash_secret, normalize_username
 from actors.auth.settings import AuthSettings
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import NotFound
+from actors.runtime.errors import InvalidInput, NotFound, RateLimited
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
@@ -53,6 +58,14 @@ class _UserState:
 
 
 @dataclass(slots=True)
+class _Bucket:
+    """A client address's allowance for one kind of request (a token bucket)."""
+
+    tokens: float
+    at: float  #: wall time ``tokens`` was counted at
+
+
+@dataclass(slots=True)
 class _Failures:
     count: int = 0
     last_at: float = 0.0  #: wall time of the last failure
@@ -67,6 +80,7 @@ class UserStore(Durable):
         self.clock = clock or SystemClock()
         self.state = _UserState()
         self._failures: dict[str, _Failures] = {}  #: "user:<name>" / "addr:<address>"
+        self._buckets: dict[str, _Bucket] = {}  #: "<kind>:<address>"
 
     # state changes (deterministic; replayed on recovery)
 
@@ -77,9 +91,25 @@ class UserStore(Durable):
         self.state.by_name[user.username] = user.id
         return user.public()
 
-    def apply_set_password(self, user_id: str, password_hash: str, at: float) -> None:
+    def apply_set_password(
+        self, user_id: str, password_hash: str, at: float, void_resets: bool = False
+    ) -> None:
+        # ``void_resets`` is absent from records written before a password change
+        # voided reset tokens, so their replay keeps the tokens as it did then.
         user = self._user(user_id)
         user.password_hash, user.password_changed_at = password_hash, at
+        if void_resets:
+            self._void_resets(user_id)
+
+    def apply_make_admin(self, user_id: str, password_hash: str, at: float) -> dict[str, Any]:
+        """The configured admin name's account gets the admin role and the
+        operator's password, and is enabled."""
+        user = self._user(user_id)
+        self.apply_set_password(user_id, password_hash, at, void_resets=True)
+        if Role.ADMIN.value not in user.roles:
+            user.roles = [*user.roles, Role.ADMIN.value]
+        user.disabled = False
+        return user.public()
 
     def apply_set_disabled(self, user_id: str, disabled: bool) -> dict[str, Any]:
         user = self._user(user_id)
@@ -98,11 +128,13 @@ class UserStore(Durable):
         if found is None or found.expires_at <= at:
             raise InvalidResetToken()
         user_id = found.user_id
-        self.apply_set_password(user_id, password_hash, at)
         # Single use, and one reset voids the user's other outstanding tokens.
+        self.apply_set_password(user_id, password_hash, at, void_resets=True)
+        return user_id
+
+    def _void_resets(self, user_id: str) -> None:
         for other in [h for h, reset in self.state.resets.items() if reset.user_id == user_id]:
             del self.state.resets[other]
-        return user_id
 
     def snapshot_state(self) -> _UserState:
         now = self.clock.time()
@@ -123,14 +155,43 @@ class UserStore(Durable):
 
     # calls
 
+    def _is_admin_name(self, name: str) -> bool:
+        admin = self.config.admin_username
+        return bool(admin) and name == normalize_username(admin)
+
     async def register(self, username: str, password_hash: str, *, key: str | None = None) -> Any:
         name = normalize_username(username)
-        roles = [Role.USER.value]
-        admin = self.config.admin_username
-        if admin and name == normalize_username(admin):
-            roles.append(Role.ADMIN.value)
-        user = User(secrets.token_hex(8), name, password_hash, roles, self.clock.time())
+        if self._is_admin_name(name):
+            raise UsernameTaken(username=name)  # reserved for ensure_admin
+        user = User(secrets.token_hex(8), name, password_hash, [Role.USER.value], self.clock.time())
         return await self.execute("create_user", key=key, user=user)
+
+    async def ensure_admin(
+        self, username: str, password_hash: str, *, reset: bool = False
+    ) -> dict[str, Any]:
+        """Make the admin account, or give the account of that name the admin
+        role and this password. An account that is already admin keeps its
+        password (its owner may have changed it) unless ``reset``. Answers
+        ``{"user", "changed"}``; when changed, the caller ends its sessions."""
+        name = normalize_username(username)
+        if not name:
+            raise InvalidInput("the admin needs a username")
+        user_id = self.state.by_name.get(name)
+        if user_id is None:
+            roles = [Role.USER.value, Role.ADMIN.value]
+            user = User(secrets.token_hex(8), name, password_hash, roles, self.clock.time())
+            return {"user": await self.execute("create_user", user=user), "changed": True}
+        found = self.state.users[user_id]
+        if Role.ADMIN.value in found.roles and not reset:
+            return {"user": found.public(), "changed": False}
+        public = await self.execute(
+            "make_admin", user_id=user_id, password_hash=password_hash, at=self.clock.time()
+        )
+        return {"user": public, "changed": True}
+
+    async def find_user(self, username: str) -> dict[str, Any] | None:
+        user_id = self.state.by_name.get(normalize_username(username))
+        return None if user_id is None else self.state.users[user_id].public()
 
     async def credentials(self, username: str) -> dict[str, Any] | None:
         """The account's id, hash, roles and state, for the caller to check a password."""
@@ -155,8 +216,13 @@ class UserStore(Durable):
         }
 
     async def set_password(self, user_id: str, password_hash: str) -> None:
+        """A new password; the user's outstanding reset tokens are void."""
         await self.execute(
-            "set_password", user_id=user_id, password_hash=password_hash, at=self.clock.time()
+            "set_password",
+            user_id=user_id,
+            password_hash=password_hash,
+            at=self.clock.time(),
+            void_resets=True,
         )
 
     async def set_disabled(self, user_id: str, disabled: bool) -> dict[str, Any]:
@@ -280,8 +346,53 @@ class UserStore(Durable):
             quiet = now - self.config.lockout_s
             self._failures = {k: f for k, f in self._failures.items() if f.last_at > quiet}
 
+    # rate limits per client address (ephemeral)
+    #
+    # A token bucket per address and kind: a burst of ``limit`` requests, then
+    # one more each ``rate_window_s / limit``. An unknown address ("") is not
+    # limited (nothing to key on; the login throttle does the same).
+
+    def _limit(self, kind: str) -> int:
+        if kind == "register":
+            return self.config.register_per_address
+        if kind == "reset":
+            return self.config.reset_requests_per_address
+        raise ValueError(f"no rate limit called {kind!r}")
+
+    def _tokens(self, key: str, now: float) -> float:
+        """What is left of ``key``'s allowance now."""
+        limit = self._limit(key.partition(":")[0])
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(limit)
+        return min(limit, bucket.tokens + (now - bucket.at) * limit / self.config.rate_window_s)
+
+    async def take(self, kind: str, address: str) -> None:
+        """Count one ``kind`` request ("register" or "reset") from ``address``;
+        ``RateLimited`` (with ``retry_after_s``) once its allowance is spent."""
+        limit = self._limit(kind)
+        if not address:
+            return
+        now, key = self.clock.time(), f"{kind}:{address}"
+        tokens = self._tokens(key, now)
+        if tokens < 1.0:
+            wait = (1.0 - tokens) * self.config.rate_window_s / limit
+            raise RateLimited(
+                f"too many {kind} requests from this address", retry_after_s=round(wait, 3)
+            )
+        self._buckets[key] = _Bucket(tokens - 1.0, now)
+        if len(self._buckets) > 100_000:  # bounded memory: a full bucket need not be kept
+            self._buckets = {
+                k: b
+                for k, b in self._buckets.items()
+                if self._tokens(k, now) < self._limit(k.partition(":")[0])
+            }
+
     def __repr__(self) -> str:
-        return f"<UserStore users={len(self.state.users)} throttled={len(self._failures)}>"
+        return (
+            f"<UserStore users={len(self.state.users)} throttled={len(self._failures)} "
+            f"limited={len(self._buckets)}>"
+        )
 
 
 class _UserStoreProcess(UserStore):

@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from actors.auth.client import AuthClient
+from actors.auth.errors import UsernameTaken
 from actors.auth.sessions import SESSIONS_PREFIX
 from actors.auth.users import USERS_NAME
 from actors.runtime.errors import Forbidden, Unauthorized
@@ -183,3 +184,59 @@ async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, sto
     assert on_victim, "no session lives on the killed shard"
     assert in_flight > 0, "the kill came after the logins, not in the middle of them"
     assert await restarts(settings, client.shards[0]) == 1
+
+
+async def test_api_keys_survive_killed_shards_and_a_revocation_reaches_every_client(
+    ray_settings, store_kind, clients
+):
+    # Given keys on several shards, held in two clients' near caches
+    settings = ray_settings(**FAST, **store_overrides(store_kind))
+    admin_client, a, b = [await started(clients(settings)) for _ in range(3)]
+    await admin_client.ensure_admin("root", password=PASSWORD)
+    admin = await admin_client.authenticate((await admin_client.login("root", PASSWORD))["token"])
+    made = [await admin_client.create_api_key(admin, scopes=["cache:read"]) for _ in range(6)]
+    assert len({a.shards.index(k["id"]) for k in made}) > 1
+    for client in (a, b):
+        for key in made:
+            assert (await client.authenticate(key["key"])).session_id == key["id"]
+            await client.authenticate(key["key"])
+    assert a.near.hits >= len(made)
+
+    # When every session shard is killed (Ray restarts them)
+    for ref in admin_client.shards:
+        ray.kill(ref.handle, no_restart=False)
+
+    # Then every key still signs in, through a client with nothing cached too
+    fresh = await started(clients(settings))
+    for key in made:
+        principal = await fresh.authenticate(key["key"])
+        assert principal.scopes == frozenset({"cache:read"}) and principal.user_id == admin.user_id
+
+    # And a key revoked through one client is refused by the others at once
+    for key in made:
+        await a.authenticate(key["key"])
+        await admin_client.revoke_api_key(key["id"])
+        for client in (a, b, fresh):
+            with pytest.raises(Unauthorized):
+                await client.authenticate(key["key"])
+
+
+async def test_the_bootstrap_command_makes_the_admin_of_a_running_deployment(ray_settings, clients):
+    from actors.auth.bootstrap import make_admin
+
+    settings = ray_settings(**FAST, auth_admin_username="boss")
+    client = await started(clients(settings))
+    # Registering the admin's name is refused; the command makes the account
+    with pytest.raises(UsernameTaken):
+        await client.register("boss", PASSWORD)
+    made = await make_admin(settings, "boss", PASSWORD)
+    assert made["changed"] is True and "admin" in made["user"]["roles"]
+    session = await client.login("boss", PASSWORD)
+    assert (await client.authenticate(session["token"])).is_admin
+    # Run again it changes nothing, unless told to reset the password (then sessions end)
+    assert (await make_admin(settings, "boss", "another password"))["changed"] is False
+    await client.login("boss", PASSWORD)
+    assert (await make_admin(settings, "boss", "another password", reset=True))["changed"]
+    with pytest.raises(Unauthorized):
+        await client.authenticate(session["token"])
+    await client.login("boss", "another password")

@@ -1,11 +1,9 @@
 """Auth over real HTTP, through Serve's ingress, as a user calls it.
 
 The deployment is shared by every test, so each test uses its own usernames.
-Failed logins are throttled per username and per client address, and every
-request here comes from loopback: each test therefore speaks as its own client
-address, sent as ``X-Forwarded-For`` (the ingress trusts it from loopback, where
-the proxy in front of the replica lives), so one test's failures do not
-throttle another's logins.
+Failed logins are throttled per username and per client address: each client
+here connects from a loopback address of its own (``service_client``), so one
+test's failures do not throttle another's logins.
 """
 
 from __future__ import annotations
@@ -17,17 +15,18 @@ import httpx
 import pytest
 
 from tests.integration.conftest import (
+    ADMIN_PASSWORD,
     BACKOFF_BASE_S,
+    admin_headers,
     client_address,
     error_code,
     service_client,
 )
+from tests.integration.conftest import ADMIN_USERNAME as ADMIN
 
 SERVICE = "auth"  # of the `http` fixture
 SIGNED_IN = False
 PASSWORD = "correct horse battery"
-ADMIN = "root"  # auth_admin_username of the deployed services (http_settings)
-ADMIN_PASSWORD = "admin password 1"
 MB = 1_000_000
 
 
@@ -71,26 +70,24 @@ async def token_works(http: httpx.AsyncClient, token: str) -> bool:
     return response.status_code == 200
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def admin(base_url) -> dict[str, str]:
-    """Bearer headers of the admin account (registered once per deployment)."""
-    async with service_client(base_url, "auth") as c:
-        created = await c.post("/register", json={"username": ADMIN, "password": ADMIN_PASSWORD})
-        assert created.status_code in (201, 409), created.text
-        return bearer((await login(c, ADMIN, ADMIN_PASSWORD))["token"])
+    """Bearer headers of the admin account (made from the deployment's settings)."""
+    return await admin_headers(base_url)
 
 
 # --- accounts and sessions ---------------------------------------------------
 
 
-async def test_register_login_me_logout(http):
+async def test_register_login_me_logout(http, base_url):
     name = new_name()
     user = await register(http, name)
     assert set(user) == {"id", "username", "roles", "disabled", "created_at"}
     assert user["username"] == name and user["roles"] == ["user"] and user["disabled"] is False
 
     address = client_address()
-    answer = await login(http, name, **{"user-agent": "phone/1.0", "x-forwarded-for": address})
+    async with service_client(base_url, "auth", address=address) as phone:
+        answer = await login(phone, name, **{"user-agent": "phone/1.0"})
     assert set(answer) == {"token", "token_type", "session", "user"}
     assert answer["token_type"] == "bearer" and answer["user"] == user
     session = answer["session"]
@@ -129,25 +126,20 @@ async def test_a_taken_username_is_409_whatever_its_case(http):
     await login(http, name)  # the first account is untouched
 
 
-async def test_wrong_password_and_unknown_user_get_the_same_answer(http):
+async def test_wrong_password_and_unknown_user_get_the_same_answer(http, base_url):
     name = new_name()
     await register(http, name)
-    wrong = await http.post(
-        "/login",
-        json={"username": name, "password": "not the password"},
-        headers={"x-forwarded-for": client_address()},
-    )
-    unknown = await http.post(
-        "/login",
-        json={"username": new_name(), "password": PASSWORD},
-        headers={"x-forwarded-for": client_address()},
-    )
+    async with service_client(base_url, "auth") as one, service_client(base_url, "auth") as two:
+        wrong = await one.post("/login", json={"username": name, "password": "not the password"})
+        unknown = await two.post("/login", json={"username": new_name(), "password": PASSWORD})
     for response in (wrong, unknown):
         assert refused_as_unauthorized(response, "invalid_credentials"), response.text
-    assert wrong.json() == unknown.json()
+    # The same answer (but for a request id, where the envelope carries one).
+    same = ("code", "message", "details")
+    assert [wrong.json()["error"][k] for k in same] == [unknown.json()["error"][k] for k in same]
 
 
-async def test_failed_logins_are_throttled_with_retry_after(http):
+async def test_failed_logins_are_throttled_with_retry_after(http, base_url):
     name, other = new_name(), new_name()
     await register(http, name)
     await register(http, other)
@@ -157,20 +149,17 @@ async def test_failed_logins_are_throttled_with_retry_after(http):
     # Right after a failure the next try for that name waits (the backoff
     # base), even with the right password and from anywhere. (An address is
     # slowed only after several failures: people share addresses.)
-    for response in (
-        await http.post("/login", json={"username": name, "password": PASSWORD}),
-        await http.post(
-            "/login",
-            json={"username": name, "password": PASSWORD},
-            headers={"x-forwarded-for": client_address()},
-        ),
-    ):
-        assert response.status_code == 429 and error_code(response) == "too_many_attempts"
-        assert 0 < response.json()["error"]["details"]["retry_after_s"] <= BACKOFF_BASE_S
-        assert 0 < int(response.headers["retry-after"]) <= BACKOFF_BASE_S
+    async with service_client(base_url, "auth") as elsewhere:
+        for response in (
+            await http.post("/login", json={"username": name, "password": PASSWORD}),
+            await elsewhere.post("/login", json={"username": name, "password": PASSWORD}),
+        ):
+            assert response.status_code == 429 and error_code(response) == "too_many_attempts"
+            assert 0 < response.json()["error"]["details"]["retry_after_s"] <= BACKOFF_BASE_S
+            assert 0 < int(response.headers["retry-after"]) <= BACKOFF_BASE_S
 
-    # Another user from another address is not held up.
-    await login(http, other, **{"x-forwarded-for": client_address()})
+        # Another user from another address is not held up.
+        await login(elsewhere, other)
 
 
 async def test_an_oversized_password_is_refused_before_hashing_and_nothing_is_created(http):
@@ -412,6 +401,17 @@ async def test_admin_routes_refuse_non_admins(http):
         assert forbidden.status_code == 403 and error_code(forbidden) == "forbidden", path
         assert refused_as_unauthorized(await http.request(method, path))
     assert await token_works(http, token)  # and nothing was disabled
+
+
+async def test_the_admin_comes_from_the_settings_and_its_name_cannot_be_registered(http, admin):
+    # Before: whoever registered the admin name first became the admin.
+    for spelling in (ADMIN, ADMIN.upper(), f" {ADMIN} "):
+        taken = await http.post("/register", json={"username": spelling, "password": PASSWORD})
+        assert taken.status_code == 409 and error_code(taken) == "username_taken"
+    me = (await http.get("/me", headers=admin)).json()
+    assert me["username"] == ADMIN and "admin" in me["roles"]
+    # The admin is made from the password file, and logs in with that password.
+    assert (await login(http, ADMIN, ADMIN_PASSWORD))["user"]["roles"] == ["user", "admin"]
 
 
 async def test_the_admin_lists_users(http, admin):

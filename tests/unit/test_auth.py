@@ -15,11 +15,25 @@ from typing import Any
 import pytest
 
 from actors.auth.errors import InvalidResetToken, TooManyAttempts, UsernameTaken
-from actors.auth.model import Role, Session, hash_secret, new_token, parse_token, secret_matches
+from actors.auth.model import (
+    ApiKey,
+    Role,
+    Session,
+    User,
+    hash_secret,
+    key_ref,
+    new_api_key,
+    new_ticket,
+    new_token,
+    parse_api_key,
+    parse_ticket,
+    parse_token,
+    secret_matches,
+)
 from actors.auth.sessions import SessionStore
 from actors.auth.users import ADDRESS_LOCKOUT_FACTOR, UserStore
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import Unauthorized
+from actors.runtime.errors import RateLimited, Unauthorized
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
@@ -38,6 +52,9 @@ SMALL = {
     "auth_reset_token_ttl_s": RESET_TTL_S,
     "auth_session_lease_s": LEASE_S,
     "auth_admin_username": "Root",
+    "auth_register_per_address": 3,
+    "auth_reset_requests_per_address": 2,
+    "auth_rate_window_s": 60.0,
 }
 
 
@@ -119,11 +136,58 @@ async def test_a_taken_username_is_refused_in_any_spelling(users: UserStore, aga
     assert account is not None and account["password_hash"] == "hash-1"
 
 
-async def test_only_the_configured_admin_name_gets_the_admin_role(users: UserStore) -> None:
-    admin = await users.register(" ROOT ", "h")
+@pytest.mark.parametrize("spelling", ["Root", " ROOT ", "root"])
+async def test_registering_the_admin_name_is_refused_and_grants_nothing(
+    users: UserStore, spelling: str
+) -> None:
+    # Before: the first to register the admin name became admin.
+    with pytest.raises(UsernameTaken):
+        await users.register(spelling, "h")
+    assert await users.credentials("root") is None
     other = await users.register("rooted", "h")
-    assert set(admin["roles"]) == {Role.USER.value, Role.ADMIN.value}
     assert other["roles"] == [Role.USER.value]
+    assert (await users.list_users())["total"] == 1
+
+
+async def test_ensure_admin_makes_the_admin_once(users: UserStore) -> None:
+    made = await users.ensure_admin(" Root ", "hash-1")
+    assert made["changed"] is True
+    assert made["user"]["username"] == "root"
+    assert set(made["user"]["roles"]) == {Role.USER.value, Role.ADMIN.value}
+    # Another replica starting: nothing changes, the password stays the admin's own.
+    await users.set_password(made["user"]["id"], "changed-by-the-admin")
+    again = await users.ensure_admin("root", "hash-2")
+    assert again == {"user": made["user"], "changed": False}
+    account = await users.credentials("root")
+    assert account is not None and account["password_hash"] == "changed-by-the-admin"
+    # Unless the operator resets it.
+    reset = await users.ensure_admin("root", "hash-3", reset=True)
+    assert reset["changed"] is True and reset["user"]["id"] == made["user"]["id"]
+    account = await users.credentials("root")
+    assert account is not None and account["password_hash"] == "hash-3"
+    assert (await users.list_users())["total"] == 1
+
+
+async def test_ensure_admin_takes_the_name_over_from_a_plain_account(
+    users: UserStore, clock: FakeClock
+) -> None:
+    # Given an account that holds the admin name without the role (registered
+    # before the name was reserved), with a reset token outstanding and disabled
+    squatter = User("a" * 16, "root", "squatters-hash", [Role.USER.value], clock.time())
+    await users.execute("create_user", user=squatter)
+    token = await users.create_reset("root")
+    await users.set_disabled(squatter.id, True)
+    # When the operator's password arrives
+    taken = await users.ensure_admin("root", "operators-hash")
+    # Then the account is the admin's, enabled, with the operator's password only
+    assert taken["changed"] is True
+    assert taken["user"]["roles"] == [Role.USER.value, Role.ADMIN.value]
+    assert taken["user"]["disabled"] is False
+    account = await users.credentials("root")
+    assert account is not None and account["password_hash"] == "operators-hash"
+    assert token is not None
+    with pytest.raises(InvalidResetToken):
+        await users.use_reset(token, "squatters-new-hash")
 
 
 async def test_nobody_is_admin_without_a_configured_admin_name(
@@ -353,6 +417,55 @@ async def test_a_success_clears_the_usernames_failures_and_one_address_attempt(
     assert await users.login_failed("x") == BASE_S
 
 
+# --- rate limits per address ------------------------------------------------
+
+
+async def refused_after(users: UserStore, kind: str, address: str) -> float:
+    """How long ``take`` makes the next request wait (0 if it lets it in)."""
+    try:
+        await users.take(kind, address)
+    except RateLimited as error:
+        assert error.status == 429
+        return float(error.details["retry_after_s"])
+    return 0.0
+
+
+@pytest.mark.parametrize(("kind", "limit"), [("register", 3), ("reset", 2)])
+async def test_registrations_and_reset_requests_are_limited_per_address(
+    users: UserStore, clock: FakeClock, kind: str, limit: int
+) -> None:
+    # A burst of `limit` is let in
+    for _ in range(limit):
+        assert await refused_after(users, kind, "10.0.0.1") == 0.0
+    # Then one more waits for one allowance to come back (the window over the limit)
+    every = 60.0 / limit
+    assert await refused_after(users, kind, "10.0.0.1") == pytest.approx(every)
+    # Other addresses, and the other kind, are not held up
+    assert await refused_after(users, kind, "10.0.0.2") == 0.0
+    other = "reset" if kind == "register" else "register"
+    assert await refused_after(users, other, "10.0.0.1") == 0.0
+    # And once that time has passed, exactly one more gets in
+    clock.advance(every / 2)
+    assert await refused_after(users, kind, "10.0.0.1") == pytest.approx(every / 2)
+    clock.advance(every / 2)
+    assert await refused_after(users, kind, "10.0.0.1") == 0.0
+    assert await refused_after(users, kind, "10.0.0.1") == pytest.approx(every)
+    # An unknown address has nothing to key on (like the login throttle)
+    for _ in range(limit + 1):
+        await users.take(kind, "")
+
+
+async def test_an_address_that_stops_gets_its_whole_burst_back(
+    users: UserStore, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        await users.take("register", "10.0.0.1")
+    clock.advance(3600)
+    for _ in range(3):
+        assert await refused_after(users, "register", "10.0.0.1") == 0.0
+    assert await refused_after(users, "register", "10.0.0.1") > 0
+
+
 # --- reset tokens ------------------------------------------------------------
 
 
@@ -405,6 +518,35 @@ async def test_a_used_token_voids_the_users_other_tokens_only(users: UserStore) 
     with pytest.raises(InvalidResetToken):
         await users.use_reset(first, "ada-newer")
     assert await users.use_reset(bobs, "bob-new") == await user_id(users, "bob")
+
+
+async def test_a_password_change_voids_outstanding_reset_tokens(users: UserStore) -> None:
+    ada = (await users.register("ada", "h"))["id"]
+    await users.register("bob", "h")
+    adas, bobs = await users.create_reset("ada"), await users.create_reset("bob")
+    assert adas and bobs
+    await users.set_password(ada, "ada-new")
+    with pytest.raises(InvalidResetToken):
+        await users.check_reset(adas)
+    with pytest.raises(InvalidResetToken):
+        await users.use_reset(adas, "someone-elses")
+    account = await users.credentials("ada")
+    assert account is not None and account["password_hash"] == "ada-new"
+    await users.check_reset(bobs)  # other users' tokens stand
+
+
+async def test_a_password_change_journaled_before_voiding_replays_as_it_was(
+    open_users: Callable[..., Awaitable[UserStore]],
+) -> None:
+    # A record written before a password change voided reset tokens has no
+    # void_resets: replayed, it keeps the token it kept then.
+    users = await open_users()
+    ada = (await users.register("ada", "h"))["id"]
+    token = await users.create_reset("ada")
+    assert token is not None
+    await users.execute("set_password", user_id=ada, password_hash="h2", at=1.0)
+    again = await open_users()
+    await again.check_reset(token)
 
 
 async def test_an_unknown_reset_token_is_refused(users: UserStore) -> None:
@@ -698,3 +840,232 @@ async def test_a_lookup_without_a_follower_grants_no_lease(
     await sessions.lookup([session_id])
     assert await sessions.end([session_id]) == 1  # nobody to wait for
     assert sessions.leases.followers() == 0
+
+
+# --- API keys and tickets: formats -----------------------------------------------
+
+
+def test_keys_tickets_and_tokens_cannot_pass_for_one_another() -> None:
+    session_id, _, token = new_token()
+    key_id, key_secret, key = new_api_key()
+    ticket_id, ticket_secret, ticket = new_ticket()
+    assert key.startswith("rk_") and ticket.startswith("rt_")
+    assert parse_api_key(key) == (key_id, key_secret)
+    assert parse_ticket(ticket) == (ticket_id, ticket_secret)
+    # Each parser refuses the other two kinds
+    for parse, others in [
+        (parse_token, [key, ticket]),
+        (parse_api_key, [token, ticket]),
+        (parse_ticket, [token, key]),
+    ]:
+        for other in others:
+            with pytest.raises(Unauthorized):
+                parse(other)
+    # A key's lookup reference is not a session id
+    assert key_ref(key_id) != key_id and not key_ref(key_id).isalnum()
+    assert len(session_id) == len(key_id) == len(ticket_id) == 16
+
+
+@pytest.mark.parametrize(
+    "key", ["rk_", "rk_.secret", "rk_0123456789abcdef", "rk_0123456789abcdef.", "rk_0123.secret",
+            "rk_0123456789abcdef." + "s" * 120, "RK_0123456789abcdef.secret"],
+)  # fmt: skip
+def test_parse_api_key_rejects_malformed_keys(key: str) -> None:
+    with pytest.raises(Unauthorized):
+        parse_api_key(key)
+
+
+# --- API keys in the session store ------------------------------------------------
+
+
+def key_record(
+    clock: FakeClock, *, user: str = "u1", scopes: tuple[str, ...] = ("cache:read",),
+    expires_in_s: float = 0.0,
+) -> tuple[ApiKey, str]:  # fmt: skip
+    """A key as AuthClient.create_api_key builds it, and the key itself."""
+    key_id, secret, key = new_api_key()
+    now = clock.time()
+    record = ApiKey(
+        id=key_id,
+        user_id=user,
+        username=user,
+        name="ci",
+        scopes=list(scopes),
+        secret_hash=hash_secret(secret),
+        created_at=now,
+        created_by="admin",
+        expires_at=now + expires_in_s if expires_in_s else 0.0,
+    )
+    return record, key
+
+
+async def test_keys_are_created_looked_up_listed_and_revoked(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    record, key = key_record(clock)
+    theirs, _ = key_record(clock, user="u2")
+    public = await sessions.create_key(record)
+    await sessions.create_key(theirs)
+    assert "secret_hash" not in public and public["expires_at"] is None
+    # A key is found under its key_ref, never under its bare id (a session's place)
+    [(found, _), (missing, _)] = await sessions.lookup([key_ref(record.id), record.id])
+    assert found == record and missing is None
+    assert secret_matches(record, parse_api_key(key)[1])
+    assert [k["id"] for k in await sessions.list_keys("u1")] == [record.id]
+    assert len(await sessions.list_keys()) == 2
+    assert await sessions.count_keys("u1") == 1
+    # Revoked: gone, and a second revocation finds nothing
+    assert await sessions.revoke_keys([record.id]) == 1
+    assert await sessions.revoke_keys([record.id]) == 0
+    assert await sessions.lookup([key_ref(record.id)]) == [(None, 0.0)]
+    assert await sessions.count_keys("u1") == 0
+    assert await sessions.revoke_keys_for_user("u2") == 1
+    assert sessions.keys == {} and sessions.keys_by_user == {}
+
+
+async def test_a_key_expires_and_its_lease_ends_with_it(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    record, _ = key_record(clock, expires_in_s=LEASE_S / 2)
+    forever, _ = key_record(clock)
+    await sessions.create_key(record)
+    await sessions.create_key(forever)
+    [(_, lease), (_, unbounded)] = await sessions.lookup(
+        [key_ref(record.id), key_ref(forever.id)], "f"
+    )
+    assert lease == pytest.approx(LEASE_S / 2) and unbounded == LEASE_S
+    clock.advance(LEASE_S / 2)
+    assert await sessions.lookup([key_ref(record.id)], "f") == [(None, 0.0)]
+    assert await sessions.list_keys("u1") == [forever.public()]
+    clock.advance(LEASE_S)  # past every lease, so the sweep's revocation waits for nobody
+    assert await sessions.sweep() == 1
+    assert set(sessions.keys) == {forever.id}
+
+
+async def test_revoking_a_key_waits_for_the_follower_holding_it(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    record, _ = key_record(clock)
+    await sessions.create_key(record)
+    [(_, lease)] = await sessions.lookup([key_ref(record.id)], "f")
+    assert lease == LEASE_S
+    revoker = asyncio.ensure_future(sessions.revoke_keys([record.id]))
+    await settle()
+    assert not revoker.done()
+    incarnation, messages = await sessions.poll_invalidations("f", 0, None)
+    assert messages == [(1, key_ref(record.id))]
+    poller = asyncio.ensure_future(sessions.poll_invalidations("f", 1, incarnation))
+    assert await revoker == 1
+    await cancel(poller)
+
+
+@pytest.mark.parametrize("snapshot_every", [10_000, 2], ids=["replay", "snapshot+replay"])
+async def test_a_reopened_session_store_has_the_same_keys(
+    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock, snapshot_every: int
+) -> None:
+    sessions = await open_sessions(snapshot_every=snapshot_every)
+    kept, _ = key_record(clock, scopes=("queue:enqueue", "queue:read"))
+    revoked, _ = key_record(clock, user="u2", expires_in_s=100)
+    await sessions.create_key(kept)
+    await sessions.create_key(revoked)
+    await create(sessions, clock)
+    await sessions.revoke_keys([revoked.id])
+    await create(sessions, clock, user="u2")
+    if snapshot_every < 10_000:
+        assert sessions._snapshot_task is not None
+        await sessions._snapshot_task
+    again = await open_sessions(snapshot_every=snapshot_every)
+    assert again.keys == sessions.keys == {kept.id: kept}
+    assert again.keys_by_user == {"u1": {kept.id}}
+    assert again.sessions == sessions.sessions
+
+
+async def test_a_snapshot_of_the_first_version_is_read_as_sessions_without_keys(
+    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock, store: SQLiteStore
+) -> None:
+    # Given a shard whose store holds a version-1 snapshot (sessions by id) and a record after it
+    session, _ = session_record(clock)
+    later, _ = session_record(clock, user="u2")
+    from actors.runtime import codec
+
+    state = {session.id: asdict(session)}
+    await store.append(
+        "sessions", 0, [codec.encode([1, "create", {"session": asdict(session)}, None])]
+    )
+    await store.write_snapshot(
+        "sessions", 1, codec.encode({"version": 1, "state": state, "replies": []})
+    )
+    await store.append(
+        "sessions", 1, [codec.encode([1, "create", {"session": asdict(later)}, None])]
+    )
+    # When it opens with this code
+    sessions = await open_sessions()
+    # Then it has both sessions, and no keys
+    assert set(sessions.sessions) == {session.id, later.id}
+    assert sessions.keys == {}
+    assert sessions.by_user == {"u1": {session.id}, "u2": {later.id}}
+
+
+# --- tickets ----------------------------------------------------------------------
+
+
+TICKET_S = 30.0
+
+
+async def issue(sessions: SessionStore, clock: FakeClock, credential: str = "s1") -> str:
+    ticket_id, secret, ticket = new_ticket()
+    await sessions.issue_ticket(ticket_id, hash_secret(secret), credential, clock.time() + TICKET_S)
+    return ticket
+
+
+async def redeem(sessions: SessionStore, ticket: str) -> str | None:
+    return await sessions.redeem_ticket(*parse_ticket(ticket))
+
+
+async def test_a_ticket_signs_in_once(sessions: SessionStore, clock: FakeClock) -> None:
+    ticket = await issue(sessions, clock)
+    assert await redeem(sessions, ticket) == "s1"
+    assert await redeem(sessions, ticket) is None
+    assert sessions.tickets == {}
+
+
+async def test_a_ticket_expires(sessions: SessionStore, clock: FakeClock) -> None:
+    late, in_time = await issue(sessions, clock), await issue(sessions, clock)
+    clock.advance(TICKET_S - 0.01)
+    assert await redeem(sessions, in_time) == "s1"
+    clock.advance(0.01)
+    assert await redeem(sessions, late) is None
+
+
+async def test_a_wrong_secret_uses_the_ticket_up(sessions: SessionStore, clock: FakeClock) -> None:
+    ticket = await issue(sessions, clock)
+    ticket_id, secret = parse_ticket(ticket)
+    assert await sessions.redeem_ticket(ticket_id, secret[::-1]) is None
+    assert await sessions.redeem_ticket(ticket_id, secret) is None
+
+
+async def test_a_credential_holds_a_bounded_number_of_tickets(
+    sessions: SessionStore, clock: FakeClock
+) -> None:
+    from actors.auth.sessions import TICKETS_PER_CREDENTIAL
+
+    tickets = [await issue(sessions, clock) for _ in range(TICKETS_PER_CREDENTIAL + 2)]
+    other = await issue(sessions, clock, credential="s2")
+    assert len(sessions.tickets) == TICKETS_PER_CREDENTIAL + 1
+    # The oldest were replaced; the newest and another credential's still work
+    assert [await redeem(sessions, t) for t in tickets[:2]] == [None, None]
+    assert await redeem(sessions, tickets[-1]) == "s1"
+    assert await redeem(sessions, other) == "s2"
+
+
+async def test_tickets_are_forgotten_by_a_restart_and_swept_when_expired(
+    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock
+) -> None:
+    sessions = await open_sessions()
+    ticket = await issue(sessions, clock)
+    again = await open_sessions()
+    assert await redeem(again, ticket) is None
+    await issue(sessions, clock)
+    clock.advance(TICKET_S)
+    await sessions.sweep()
+    assert sessions.tickets == {}

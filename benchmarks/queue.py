@@ -47,6 +47,8 @@ from benchmarks import harness  # sets loopback-only Ray before ray is imported
 CLAIM = "Issue (task queue): no-op jobs end to end >= 2x Celery's throughput (Redis broker)."
 NAMESPACE = "realm-bench-queue"
 NOOP = "actors.queue.handlers:noop"
+#: The owner of the benchmark's queues (queues belong to a user).
+OWNER = "bench"
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_EVERY = 100
 
@@ -78,7 +80,7 @@ def _metrics(jobs: int, elapsed_s: float, latencies: list[float]) -> dict[str, A
 
 
 async def _completed(client: Any, queue: str) -> int:
-    return int((await client.stats(queue))["completed"])
+    return int((await client.stats(queue, owner=OWNER))["completed"])
 
 
 async def _wait_completed(client: Any, queue: str, count: int, timeout_s: float = 600) -> float:
@@ -97,8 +99,9 @@ async def run_realm(
 
     client = QueueClient(settings)
     await client.start()
+    await client.create(queue, owner=OWNER)
     # Warm-up: the queue actor and its workers start, handlers import.
-    await asyncio.gather(*(client.enqueue(queue, NOOP) for _ in range(200)))
+    await asyncio.gather(*(client.enqueue(queue, NOOP, owner=OWNER) for _ in range(200)))
     await _wait_completed(client, queue, 200)
     base = await _completed(client, queue)
 
@@ -110,7 +113,8 @@ async def run_realm(
         start = time.perf_counter()
         for i in range(jobs):
             await asyncio.sleep(max(0.0, start + i / args.paced_rate - time.perf_counter()))
-            pending.append(asyncio.ensure_future(client.enqueue(queue, NOOP, {"t": time.time()})))
+            enqueued = client.enqueue(queue, NOOP, {"t": time.time()}, owner=OWNER)
+            pending.append(asyncio.ensure_future(enqueued))
         await asyncio.gather(*pending)
 
     async def producer() -> None:
@@ -118,11 +122,11 @@ async def run_realm(
             n = min(batch, remaining[0])
             remaining[0] -= n
             if batch == 1:
-                await client.enqueue(queue, NOOP, {"t": time.time()})
+                await client.enqueue(queue, NOOP, {"t": time.time()}, owner=OWNER)
             else:
                 now = time.time()
                 await client.enqueue_many(
-                    queue, [{"handler": NOOP, "args": {"t": now}} for _ in range(n)]
+                    queue, [{"handler": NOOP, "args": {"t": now}} for _ in range(n)], owner=OWNER
                 )
 
     harness.progress(f"{queue}: {jobs:,} jobs" + (" paced" if paced else ""))
@@ -136,10 +140,11 @@ async def run_realm(
     latencies = []
     offset: int | None = 0
     while offset is not None:
-        page = await client.list(queue, "succeeded", offset=offset, limit=1_000)
+        page = await client.list(queue, "succeeded", owner=OWNER, offset=offset, limit=1_000)
         latencies += [j["started_at"] - j["args"]["t"] for j in page["jobs"] if j["args"]]
         offset = page["next_offset"]
-    stats = await client.stats(queue)
+    stats = await client.stats(queue, owner=OWNER)
+    await client.delete(queue, owner=OWNER)  # its actor and workers stop
     await client.close()
     metrics = _metrics(jobs, done_at - started, latencies)
     harness.progress(f"{queue}: {metrics}")
@@ -276,8 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.jobs, args.paced_jobs = min(args.jobs, 1_000), min(args.paced_jobs, 200)
         args.rounds = 1
-    from actors.queue.model import queue_actor_name
+    from actors.queue.directory import DIRECTORY_NAME
     from actors.queue.settings import QueueSettings
+    from actors.queue.workers import SLOTS_NAME
     from actors.runtime.settings import Settings
     from actors.runtime.supervision import kill_named
 
@@ -295,7 +301,6 @@ def main(argv: list[str] | None = None) -> None:
                 realm = run_realm(args, settings, f"bench-single-{n}", 1)
                 rounds["realm"].append(asyncio.run(realm))
                 rounds["celery"].append(_celery_burst(args, r))
-                kill_named(queue_actor_name(f"bench-single-{n}"), namespace=NAMESPACE)
             variants["realm_batch"] = asyncio.run(
                 run_realm(args, settings, "bench-batch", args.batch)
             )
@@ -303,9 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                 run_realm(args, settings, "bench-paced", 1, paced=True)
             )
             variants["celery_paced"] = _celery_paced(args, r)
-            for name in ("bench-batch", "bench-paced"):
-                kill_named(queue_actor_name(name), namespace=NAMESPACE)
-            kill_named("queue-slots", namespace=NAMESPACE)
+            for name in (SLOTS_NAME, DIRECTORY_NAME):
+                kill_named(name, namespace=NAMESPACE)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     for name, runs in rounds.items():  # the median round by throughput, with all rounds

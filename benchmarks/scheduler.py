@@ -8,7 +8,8 @@ other would compare two different loads):
                ``date`` job per timer; lateness is measured when the job
                function starts (where APScheduler hands the firing over)
   realm        one-shot schedules on the scheduler partitions (Ray actors,
-               journaled), each firing a no-op job on the task queue;
+               journaled), each firing a no-op job on the task queue (one
+               owner's: its schedules share one partition, its queue is theirs);
                lateness is measured where a partition hands the firing to its
                target, and read back from each schedule's run history
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -39,6 +41,8 @@ CLAIM = (
     "p99 <= 20 ms, no worse than APScheduler (AsyncIOScheduler) in the same run."
 )
 NAMESPACE = "realm-bench-scheduler"
+#: The owner of the benchmark's schedules and of the queue they fire into.
+OWNER = "bench"
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +124,7 @@ async def run_apscheduler(
 async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
     """Per round: Realm's schedules and APScheduler's jobs for the same due times,
     in one window."""
+    from actors.queue.client import QueueClient
     from actors.runtime.settings import Settings
     from actors.scheduler.client import SchedulerClient
     from actors.scheduler.settings import SchedulerSettings
@@ -129,18 +134,26 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
         namespace=NAMESPACE,
         store_url="",
         data_dir=data_dir,
-        sections={"scheduler": SchedulerSettings(partitions=args.partitions)},
+        # One owner holds every round's timers (each round adds --timers schedules).
+        sections={
+            "scheduler": SchedulerSettings(
+                partitions=args.partitions, max_schedules_per_owner=100_000
+            )
+        },
     )
     client = SchedulerClient(settings)
+    queues = QueueClient(settings)
     try:
         await client.start()
         target: dict[str, Any]
         if args.target == "queue":
+            await queues.start()
+            await queues.create("bench", owner=OWNER)  # a schedule fires into its owner's queue
             target = {"type": "queue", "queue": "bench", "handler": "actors.queue.handlers:noop"}
         else:
             target = {"type": "pubsub", "topic": "bench.timers", "payload": {}}
         # Warm the path (target clients, queue actor, workers) with one firing.
-        warm = await client.create({"at": _iso(time.time() + 1.0), "target": target})
+        warm = await client.create({"at": _iso(time.time() + 1.0), "target": target}, owner=OWNER)
         while not (await client.history(warm["id"])):  # noqa: ASYNC110 (nothing to await on)
             await asyncio.sleep(0.2)
         rounds = []
@@ -152,8 +165,13 @@ async def run_both(args: argparse.Namespace) -> list[dict[str, list[float]]]:
     finally:
         from actors.runtime.supervision import kill_named
 
+        if args.target == "queue":
+            with contextlib.suppress(Exception):  # its actor and workers stop
+                await queues.delete("bench", owner=OWNER)
         for partition in client.partitions:
             kill_named(partition.name, namespace=NAMESPACE)
+        for name in ("queue-directory", "queue-slots"):
+            kill_named(name, namespace=NAMESPACE)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -167,7 +185,8 @@ async def one_window(
     async def create(offset: int) -> str:
         async with gate:
             at = _iso((opens_ms + offset) / 1000)
-            return str((await client.create({"at": at, "target": target}))["id"])
+            made = await client.create({"at": at, "target": target}, owner=OWNER)
+            return str(made["id"])
 
     ids = await asyncio.gather(*(create(offset) for offset in offsets))
     harness.progress(

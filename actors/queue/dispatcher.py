@@ -164,11 +164,11 @@ class Dispatcher:
         if now >= self._next_lease_scan:
             self._next_lease_scan = now + LEASE_SCAN_S
             self._expire_leases(now)
-        if now >= self._next_prune:
+        keep, max_bytes = queue.config.max_finished_jobs, queue.config.max_finished_bytes
+        if now >= self._next_prune or table.over(keep, max_bytes):
             self._next_prune = now + PRUNE_EVERY_S
-            keep = queue.config.max_finished_jobs
-            if table.prunable(now, keep):
-                self._record("prune", at=now, keep=keep)
+            if table.prunable(now, keep, max_bytes):
+                self._record("prune", at=now, keep=keep, max_bytes=max_bytes)
         next_turn = min(self._next_lease_scan, self._next_prune) - now
         due = table.next_due()
         if due is not None:
@@ -232,7 +232,9 @@ class Dispatcher:
             now = self.clock.time()
             log.warning("queue %s: worker lost with %d jobs: %r", self.queue.name, len(batch),
                         error)  # fmt: skip
-            reason = f"worker lost: {type(error).__name__}: {error}"
+            # The job's error names the kind of loss only: the exception's text
+            # (node addresses, process ids) is for the log above.
+            reason = f"worker lost: {type(error).__name__}"
             outcomes = [(w[0], w[1], False, None, reason, now, now) for w in batch]
         finally:
             for work in batch:  # unless a later attempt of the job was handed out since
@@ -281,7 +283,7 @@ class Dispatcher:
 
     async def _ask(self, slots: Slots, want: int) -> None:
         try:
-            self._allowance = await slots.set_demand(self.queue.name, want)
+            self._allowance = await slots.set_demand(self.queue.holder, want)
             self._slots_short = self._allowance < want
             self._surplus_since = None
         except Exception as error:

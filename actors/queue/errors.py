@@ -5,6 +5,13 @@ from __future__ import annotations
 from actors.runtime.errors import Conflict, InvalidInput, NotFound, TooLarge
 
 
+class QueueNotFound(NotFound):
+    """No such queue for this caller: never created, deleted, or someone else's (queues are
+    named per owner, so another user's queue of that name is not this caller's)."""
+
+    code = "queue_not_found"
+
+
 class JobNotFound(NotFound):
     """No such job in this queue (it may have been pruned)."""
 

@@ -31,6 +31,9 @@ from actors.queue.dispatcher import Dispatcher
 from actors.queue.errors import JobNotFound, JobStateConflict
 from actors.queue.model import (
     FINISHED,
+    MAX_CONCURRENCY,
+    MAX_RATE_BURST,
+    MAX_RATE_PER_S,
     WAITING,
     HandlerCache,
     Job,
@@ -40,13 +43,12 @@ from actors.queue.model import (
     backoff_s,
     check_queue_name,
     prepare,
-    queue_actor_name,
 )
 from actors.queue.settings import QueueSettings
 from actors.queue.stats import Tally
-from actors.queue.table import JobTable
+from actors.queue.table import JobTable, json_size
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import InvalidInput, RealmError
+from actors.runtime.errors import InvalidInput, QueueFull, RealmError
 from actors.runtime.fanout import first_of
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
@@ -74,8 +76,18 @@ class QueueSnapshot:
 class JobQueue(Durable):
     """One named queue: durable jobs, their states and indexes, and its operations."""
 
-    def __init__(self, name: str, config: QueueSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: QueueSettings,
+        *,
+        clock: Clock | None = None,
+        holder: str | None = None,
+    ) -> None:
         self.name = check_queue_name(name)
+        #: Who this queue is to the global slots (its actor's name: unique, where the
+        #: queue's name is unique only per owner).
+        self.holder = holder or name
         self.config = config
         self.clock = clock or SystemClock()
         self.handlers = HandlerCache(config.handler_modules)
@@ -237,10 +249,11 @@ class JobQueue(Durable):
         self.tally.counters["discarded"] += len(jobs)
         return [job.id for job in jobs]
 
-    def apply_prune(self, at: float, keep: int | None = None) -> int:
+    def apply_prune(self, at: float, keep: int | None = None, max_bytes: int | None = None) -> int:
         """Forget finished jobs (and their results) whose time is up, and the ones
-        that expire soonest while more than ``keep`` finished jobs are kept."""
-        pruned = self.table.prune(at, keep)
+        that expire soonest while more than ``keep`` finished jobs are kept or they
+        weigh more than ``max_bytes``."""
+        pruned = self.table.prune(at, keep, max_bytes)
         self.tally.counters["pruned"] += pruned
         return pruned
 
@@ -276,10 +289,17 @@ class JobQueue(Durable):
         now = self.clock.time()
         answers: list[dict[str, Any] | RealmError | None] = [None] * len(specs)
         prepared: list[tuple[int, JobSpec]] = []
+        # A call retried after a restart answers as the first did (``execute``), whose
+        # jobs already count: it is not refused for want of room.
+        repeated = key is not None and key in self._replies
+        room = _Room(self) if not repeated else None
         for i, spec in enumerate(specs):
             try:
-                prepared.append((i, prepare(spec, queue=self.name, now=now, config=self.config,
-                                            handlers=self.handlers)))  # fmt: skip
+                checked = prepare(spec, queue=self.name, now=now, config=self.config,
+                                  handlers=self.handlers)  # fmt: skip
+                if room is not None:
+                    room.take(checked, now)
+                prepared.append((i, checked))
             except RealmError as error:
                 if atomic:
                     error.details["index"] = i
@@ -357,6 +377,7 @@ class JobQueue(Durable):
         rate_limit_per_s: float | None = None,
         rate_burst: int | None = None,
     ) -> dict[str, Any]:
+        check_limits(concurrency, rate_limit_per_s, rate_burst)
         limits: dict[str, Any] = await self.execute(
             "configure",
             concurrency=concurrency,
@@ -365,6 +386,10 @@ class JobQueue(Durable):
         )
         self.dispatcher.wake()
         return limits
+
+    async def info(self) -> dict[str, Any]:
+        """The queue's limits (its stats without the figures)."""
+        return self.limits()
 
     def limits(self) -> dict[str, Any]:
         return {
@@ -396,6 +421,10 @@ class JobQueue(Durable):
             **self.limits(),
             "depth": {state.value: len(ids) for state, ids in self.table.by_state.items()},
             "in_flight": self.table.count(JobState.RUNNING),
+            "bytes": {
+                "unfinished": self.table.unfinished_bytes,
+                "finished": self.table.finished_bytes,
+            },
             **self.tally.report(now),
         }
 
@@ -421,17 +450,76 @@ class JobQueue(Durable):
         return f"<JobQueue {self.name} {self.table!r} {self.dispatcher!r}>"
 
 
+class _Room:
+    """What one enqueue call may still add: the queue's unfinished jobs are bounded in
+    count (``max_jobs_per_queue``) and in the bytes of their arguments
+    (``max_queue_bytes``). A job that repeats a held key takes no room."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        config, table = queue.config, queue.table
+        self.queue = queue
+        self.jobs = config.max_jobs_per_queue - table.unfinished()
+        self.bytes = config.max_queue_bytes - table.unfinished_bytes
+
+    def take(self, job: JobSpec, now: float) -> None:
+        table = self.queue.table
+        if table.holder(idempotency_key=job.idempotency_key, unique_key=job.unique_key, at=now):
+            return
+        size = json_size(job.args)
+        if self.jobs < 1 or size > self.bytes:
+            config = self.queue.config
+            raise QueueFull(
+                "the queue holds as many unfinished jobs as it may; retry later",
+                queue=self.queue.name,
+                max_jobs=config.max_jobs_per_queue,
+                max_bytes=config.max_queue_bytes,
+            )
+        self.jobs -= 1
+        self.bytes -= size
+
+
+def check_limits(
+    concurrency: int | None, rate_limit_per_s: float | None, rate_burst: int | None
+) -> None:
+    """Refuse limits out of bounds (at the door: a journaled limit is never refused on replay)."""
+    if concurrency is not None and (
+        not isinstance(concurrency, int)
+        or isinstance(concurrency, bool)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise InvalidInput(
+            f"concurrency must be an integer from 1 to {MAX_CONCURRENCY}", concurrency=concurrency
+        )
+    if rate_limit_per_s is not None and (
+        isinstance(rate_limit_per_s, bool)
+        or not isinstance(rate_limit_per_s, int | float)
+        or not 0 < rate_limit_per_s <= MAX_RATE_PER_S
+    ):
+        raise InvalidInput(
+            f"rate_limit_per_s must be > 0 and at most {MAX_RATE_PER_S:g}, or null",
+            value=rate_limit_per_s,
+        )
+    if rate_burst is not None and (
+        not isinstance(rate_burst, int)
+        or isinstance(rate_burst, bool)
+        or not 1 <= rate_burst <= MAX_RATE_BURST
+    ):
+        raise InvalidInput(
+            f"rate_burst must be an integer from 1 to {MAX_RATE_BURST}, or null", value=rate_burst
+        )
+
+
 # --- the actor ------------------------------------------------------------------
 
 
 class _JobQueueProcess(JobQueue):
-    async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+    async def __init__(self, settings: Settings, name: str, actor_name: str) -> None:  # type: ignore[misc]
         from actors.queue.workers import RayWorkerPool, SlotsClient, current_actor
         from actors.runtime.supervision import recover
 
         config = QueueSettings.of(settings)
-        super().__init__(name, config)
-        self.restarts = await recover(self, settings, queue_actor_name(name))
+        super().__init__(name, config, holder=actor_name)
+        self.restarts = await recover(self, settings, actor_name)
         self.pool = RayWorkerPool(config, current_actor(), on_change=self.dispatcher.wake)
         self.dispatcher.start(self.pool, SlotsClient(settings))
 
@@ -459,4 +547,4 @@ JobQueueActor = remote_actor(
 )
 
 
-__all__ = ["JobQueue", "JobQueueActor", "QueueSnapshot"]
+__all__ = ["JobQueue", "JobQueueActor", "QueueSnapshot", "check_limits"]

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import orjson
@@ -31,6 +31,10 @@ from actors.runtime.errors import InvalidInput
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 #: Longest unique or idempotency key.
 MAX_KEY_CHARS = 256
+#: Longest handler path.
+MAX_HANDLER_CHARS = 256
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class JobState(str, Enum):
@@ -69,8 +73,22 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-def queue_actor_name(queue: str) -> str:
-    return f"queue-{queue}"
+#: Internal actors of the queue service are named ``queue-<what>``; a user's queue is
+#: ``queue/<owner>/<name>/<incarnation>``. A queue name cannot contain '/', so no queue a
+#: user names can ever be called like an internal actor (``queue-slots``, ``queue-directory``).
+INTERNAL_PREFIX = "queue-"
+USER_PREFIX = "queue/"
+#: Largest per-queue limits a caller may set (``configure``).
+MAX_CONCURRENCY = 10_000
+MAX_RATE_PER_S = 1_000_000.0
+MAX_RATE_BURST = 1_000_000
+
+
+def queue_actor_name(owner: str, queue: str, incarnation: str) -> str:
+    """The actor (and journal stream) of ``owner``'s queue ``queue``; ``incarnation`` is
+    new each time the queue is created, so a queue made again after a delete never meets
+    what is left of the old one."""
+    return f"{USER_PREFIX}{owner}/{queue}/{incarnation}"
 
 
 def backoff_s(job_id: str, attempt: int, base_s: float, max_s: float) -> float:
@@ -93,9 +111,27 @@ class Handler:
     wants_job: bool  #: the function takes a ``job`` keyword: it gets a ``JobContext``
 
 
+#: The attribute ``job_handler`` sets on a function it marks.
+HANDLER_MARK = "__realm_job_handler__"
+
+
+def job_handler(fn: F) -> F:
+    """Mark ``fn`` as a job handler of the module that holds it, though it was defined
+    elsewhere (re-exported on purpose). Without the mark, only functions defined in
+    the module a job names may run."""
+    setattr(fn, HANDLER_MARK, True)
+    return fn
+
+
 def resolve_handler(path: str, allowed_modules: tuple[str, ...]) -> Handler:
-    """Import ``package.module:function``; it must be callable and in an allowed module."""
-    if not isinstance(path, str) or path.count(":") != 1:
+    """Import ``package.module:function``: a public function defined in that module (or
+    marked with ``job_handler``), the module one of the allowed ones or under one.
+
+    A name the module merely imported (``from os import system``, ``import subprocess``
+    then ``subprocess.run`` is no attribute path a job can name, but ``run`` imported
+    by name is) is refused: an allowed module lends only its own functions.
+    """
+    if not isinstance(path, str) or path.count(":") != 1 or len(path) > MAX_HANDLER_CHARS:
         raise UnknownHandler("a handler is 'package.module:function'", handler=str(path)[:200])
     module_name, _, attr = path.partition(":")
     if not any(module_name == m or module_name.startswith(m + ".") for m in allowed_modules):
@@ -104,14 +140,18 @@ def resolve_handler(path: str, allowed_modules: tuple[str, ...]) -> Handler:
             handler=path,
             allowed=list(allowed_modules),
         )
+    if not attr.isidentifier() or attr.startswith("_"):
+        raise UnknownHandler("the handler is not a public function", handler=path)
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
+    except (ImportError, AttributeError):
+        raise UnknownHandler("the handler does not import", handler=path) from None
+    own = inspect.isfunction(fn) and getattr(fn, "__module__", None) == module_name
+    if not (own or (callable(fn) and getattr(fn, HANDLER_MARK, False) is True)):
         raise UnknownHandler(
-            "the handler does not import", handler=path, error=str(error)
-        ) from None
-    if not callable(fn) or attr.startswith("_"):
-        raise UnknownHandler("the handler is not a public callable", handler=path)
+            "the handler is not a function defined in its module (nor marked a handler)",
+            handler=path,
+        )
     try:
         wants_job = "job" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -207,20 +247,34 @@ def prepare(
     delay_s, run_at = spec.get("delay_s"), spec.get("run_at")
     if delay_s is not None and run_at is not None:
         raise InvalidInput("give delay_s or run_at, not both")
+    horizon = config.max_delay_s
     if delay_s is not None:
-        if not _number(delay_s) or delay_s < 0:
-            raise InvalidInput("delay_s must be a number >= 0", delay_s=delay_s)
+        if not _number(delay_s) or not 0 <= delay_s <= horizon:
+            raise InvalidInput(f"delay_s must be a number from 0 to {horizon:g}", delay_s=delay_s)
         run_at = now + delay_s
-    elif run_at is not None and not _number(run_at):
-        raise InvalidInput("run_at must be a Unix time in seconds", run_at=run_at)
+    elif run_at is not None and (not _number(run_at) or run_at > now + horizon):
+        raise InvalidInput(
+            f"run_at must be a Unix time in seconds, at most {horizon:g} s ahead", run_at=run_at
+        )
     max_attempts = _default(spec.get("max_attempts"), config.max_attempts)
-    if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 1_000:
+    if (
+        not isinstance(max_attempts, int)
+        or isinstance(max_attempts, bool)
+        or not 1 <= max_attempts <= 1_000
+    ):
         raise InvalidInput("max_attempts must be an integer 1-1000", value=max_attempts)
-    timeout_s = _default(spec.get("timeout_s"), config.job_timeout_s)
-    unique_for_s = _default(spec.get("unique_for_s"), config.unique_for_s)
-    for name, value in (("timeout_s", timeout_s), ("unique_for_s", unique_for_s)):
-        if not _number(value) or value <= 0:
-            raise InvalidInput(f"{name} must be a number > 0", value=value)
+    timeout_s = spec.get("timeout_s")
+    if timeout_s is None:
+        timeout_s = min(config.job_timeout_s, config.max_job_timeout_s)
+    unique_for_s = spec.get("unique_for_s")
+    if unique_for_s is None:
+        unique_for_s = min(config.unique_for_s, horizon)
+    for name, value, most in (
+        ("timeout_s", timeout_s, config.max_job_timeout_s),
+        ("unique_for_s", unique_for_s, horizon),
+    ):
+        if not _number(value) or not 0 < value <= most:
+            raise InvalidInput(f"{name} must be a number > 0 and at most {most:g}", value=value)
     unique_key, idempotency_key = spec.get("unique_key"), spec.get("idempotency_key")
     for name, value in (("unique_key", unique_key), ("idempotency_key", idempotency_key)):
         if value is not None and (not isinstance(value, str) or not value):
@@ -253,6 +307,11 @@ def _number(value: Any) -> bool:
 
 __all__ = [
     "FINISHED",
+    "INTERNAL_PREFIX",
+    "MAX_CONCURRENCY",
+    "MAX_RATE_BURST",
+    "MAX_RATE_PER_S",
+    "USER_PREFIX",
     "WAITING",
     "Handler",
     "HandlerCache",
@@ -264,6 +323,7 @@ __all__ = [
     "Work",
     "backoff_s",
     "check_queue_name",
+    "job_handler",
     "prepare",
     "queue_actor_name",
     "resolve_handler",

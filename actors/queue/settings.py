@@ -15,6 +15,34 @@ class QueueSettings(Section, service="queue"):
     run, so only these modules may be named.
     """
 
+    max_queues_per_owner: int = Field(10, ge=0, le=10_000)
+    """Queues one owner (a user, and the API keys acting for them) may hold; creating one
+    more is refused (403 ``limit_reached``) until one is deleted.
+    """
+
+    max_jobs_per_queue: int = Field(100_000, ge=1, le=10_000_000)
+    """Jobs not finished yet (scheduled, queued, running, failed) one queue holds; an enqueue
+    beyond it is refused (429 ``queue_full``).
+    """
+
+    max_queue_bytes: int = Field(64 * MiB, ge=1_024, le=16 * 1_024 * MiB)
+    """Bytes of arguments (as JSON) of the jobs not finished yet that one queue holds; an
+    enqueue beyond it is refused (429 ``queue_full``).
+    """
+
+    max_finished_bytes: int = Field(64 * MiB, ge=0, le=16 * 1_024 * MiB)
+    """Bytes of finished jobs (arguments and results, as JSON) one queue keeps; beyond it the
+    soonest-expiring are forgotten early (as with ``max_finished_jobs``).
+    """
+
+    max_job_timeout_s: float = Field(86_400.0, gt=0, le=30 * 86_400.0)
+    """Longest ``timeout_s`` a job may ask for (and the most ``job_timeout_s`` may be)."""
+
+    max_delay_s: float = Field(30 * 86_400.0, gt=0, le=366 * 86_400.0)
+    """Furthest in the future a job may be due (``delay_s``, ``run_at``), and the longest
+    ``unique_for_s`` a job may ask for.
+    """
+
     workers: int = Field(2, ge=1, le=256)
     """Worker actors per queue (placed by Ray, SPREAD over nodes)."""
 

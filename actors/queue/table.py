@@ -8,13 +8,20 @@ and the unique and idempotency keys that point at them. Heap entries are
 never removed early: an entry whose job has moved on since is stale (its
 ``ready_seq`` or ``expires_at`` differs, or its state) and skipped when popped.
 
+It also weighs them: ``unfinished_bytes`` is the size (as JSON) of the
+arguments of the jobs not finished yet, ``finished_bytes`` that of the
+arguments and results of the finished ones, which the queue's limits bound.
+
 Only the jobs and the keys are stored (``JobQueue``'s snapshot): ``rebuild``
-makes the indexes again from the jobs, without the stale entries.
+makes the indexes and weights again from the jobs, without the stale entries.
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import Any
+
+import orjson
 
 from actors.queue.model import FINISHED, WAITING, Job, JobState
 
@@ -29,6 +36,10 @@ class JobTable:
         self.unique: dict[str, tuple[str, float]] = {}  #: unique key -> (job id, until)
         self.idempotent: dict[str, str] = {}  #: idempotency key -> job id
         self.seq = 0  #: the last ready_seq handed out
+        self.args_bytes: dict[str, int] = {}  #: job id -> its arguments' size as JSON
+        self.result_bytes: dict[str, int] = {}  #: finished job id -> its result's size
+        self.unfinished_bytes = 0  #: arguments of the jobs not finished
+        self.finished_bytes = 0  #: arguments and results of the finished jobs
 
     @classmethod
     def rebuild(
@@ -45,6 +56,7 @@ class JobTable:
         table.jobs = {job.id: job for job in jobs}
         for job in jobs:
             table.by_state[job.state][job.id] = None
+            table._weigh(job)
             if job.state is JobState.QUEUED:
                 table.ready.append((-job.priority, job.ready_seq, job.id))
             elif job.state in WAITING:
@@ -62,10 +74,24 @@ class JobTable:
         jobs = self.jobs
         return [jobs[job_id] for ids in self.by_state.values() for job_id in ids]
 
+    def _weigh(self, job: Job) -> None:
+        """Count a job that joins the table in its state."""
+        size = self.args_bytes[job.id] = json_size(job.args)
+        if job.state in FINISHED:
+            result = self.result_bytes[job.id] = json_size(job.result)
+            self.finished_bytes += size + result
+        else:
+            self.unfinished_bytes += size
+
+    def unfinished(self) -> int:
+        """How many jobs have not finished (they count against the queue's limits)."""
+        return len(self.jobs) - self.finished_count()
+
     def add(self, job: Job, at: float, *, unique_until: float) -> None:
         """A new job (in state queued), due now or at its ``run_at``, and its keys."""
         self.jobs[job.id] = job
         self.by_state[job.state][job.id] = None
+        self._weigh(job)
         self.make_due(job, at)
         if job.idempotency_key is not None:
             self.idempotent[job.idempotency_key] = job.id
@@ -89,7 +115,17 @@ class JobTable:
     def move(self, job: Job, state: JobState) -> None:
         del self.by_state[job.state][job.id]
         self.by_state[state][job.id] = None
+        was_finished, finished = job.state in FINISHED, state in FINISHED
         job.state = state
+        if was_finished != finished:
+            size = self.args_bytes[job.id]
+            if finished:  # its result, set just before, is weighed now
+                result = self.result_bytes[job.id] = json_size(job.result)
+                self.unfinished_bytes -= size
+                self.finished_bytes += size + result
+            else:
+                self.finished_bytes -= size + self.result_bytes.pop(job.id, 0)
+                self.unfinished_bytes += size
 
     def make_due(self, job: Job, at: float) -> None:
         """Queue ``job`` now if it is due at ``at``, else schedule it for ``job.run_at``."""
@@ -113,6 +149,11 @@ class JobTable:
     def forget(self, job: Job) -> None:
         del self.jobs[job.id]
         del self.by_state[job.state][job.id]
+        size = self.args_bytes.pop(job.id)
+        if job.state in FINISHED:
+            self.finished_bytes -= size + self.result_bytes.pop(job.id, 0)
+        else:
+            self.unfinished_bytes -= size
         if job.idempotency_key is not None and self.idempotent.get(job.idempotency_key) == job.id:
             del self.idempotent[job.idempotency_key]
         if job.unique_key is not None and self.unique.get(job.unique_key, ("",))[0] == job.id:
@@ -142,16 +183,27 @@ class JobTable:
                 taken.append(job)
         return taken
 
-    def prunable(self, at: float, keep: int | None) -> bool:
-        """Whether a finished job has expired at ``at``, or more than ``keep`` are kept."""
+    def prunable(self, at: float, keep: int | None, max_bytes: int | None = None) -> bool:
+        """Whether a finished job has expired at ``at``, or more than ``keep`` are kept,
+        or they weigh more than ``max_bytes``."""
         if not self.finished:
             return False
-        return self.finished[0][0] <= at or (keep is not None and self.finished_count() > keep)
+        return (
+            self.finished[0][0] <= at
+            or (keep is not None and self.finished_count() > keep)
+            or (max_bytes is not None and self.finished_bytes > max_bytes)
+        )
 
-    def prune(self, at: float, keep: int | None) -> int:
+    def over(self, keep: int | None, max_bytes: int | None) -> bool:
+        """Whether more finished jobs are kept than ``keep``, or of more than ``max_bytes``."""
+        return (keep is not None and self.finished_count() > keep) or (
+            max_bytes is not None and self.finished_bytes > max_bytes
+        )
+
+    def prune(self, at: float, keep: int | None, max_bytes: int | None = None) -> int:
         """Forget finished jobs while ``prunable``, the soonest-expiring first."""
         pruned = 0
-        while self.prunable(at, keep):
+        while self.prunable(at, keep, max_bytes):
             expires_at, job_id = heapq.heappop(self.finished)
             job = self.jobs.get(job_id)
             if job is not None and job.state in FINISHED and job.expires_at == expires_at:
@@ -173,4 +225,9 @@ class JobTable:
         return f"<JobTable {depth or 'empty'}>"
 
 
-__all__ = ["JobTable"]
+def json_size(value: Any) -> int:
+    """``value``'s size as JSON (0 for None: no result)."""
+    return 0 if value is None else len(orjson.dumps(value))
+
+
+__all__ = ["JobTable", "json_size"]

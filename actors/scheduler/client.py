@@ -1,19 +1,27 @@
 """The scheduler's Python API, for the HTTP front and other services.
 
 Schedules are spread over ``REALM_SCHEDULER_PARTITIONS`` partition actors
-(``scheduler-<i>``) by rendezvous hashing of the schedule id, which the client
-makes, so a schedule's owner is known before it exists. Mutations carry
+(``scheduler-<i>``) by rendezvous hashing, so a schedule's partition is known
+before it exists. The key hashed is the part of the schedule id before its
+``-`` (the whole id if it has none): the client makes ids as
+``<owner tag>-<random>``, the tag a hash of the owner, so that every schedule
+of one owner lives on one partition, which holds them to
+``REALM_SCHEDULER_MAX_SCHEDULES_PER_OWNER`` exactly. Mutations carry
 idempotency keys: a call Ray retries after a partition restart applies once.
 
 ``owner`` scopes every call to one user's schedules (the HTTP front passes the
-caller's user id); ``None`` is unscoped, for trusted Python callers.
+caller's user id). A schedule is created for an owner, whose rights its
+firings have (the pub/sub ACL, their own queues); ``None`` on the other calls
+is unscoped, for trusted Python callers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
+from actors.runtime.errors import InvalidInput
 from actors.runtime.settings import Settings
 from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef
@@ -41,11 +49,16 @@ class SchedulerClient:
     def _partition(self, schedule_id: str) -> ActorRef:
         if not isinstance(schedule_id, str) or not 1 <= len(schedule_id) <= MAX_ID_CHARS:
             raise ScheduleNotFound(schedule_id=str(schedule_id)[:MAX_ID_CHARS])
-        return self.partitions.owner(schedule_id)
+        return self.partitions.owner(routing_key(schedule_id))
 
-    async def create(self, spec: dict[str, Any], *, owner: str | None = None) -> dict[str, Any]:
-        """Create a schedule from ``spec`` (see ``model.normalize``); its view."""
-        schedule_id = uuid.uuid4().hex
+    async def create(self, spec: dict[str, Any], *, owner: str) -> dict[str, Any]:
+        """Create a schedule of ``owner`` from ``spec`` (see ``model.normalize``); its view.
+
+        Refused if ``owner`` may not use its target (the pub/sub ACL; a queue that is not
+        theirs is absent), or holds ``max_schedules_per_owner`` schedules already."""
+        if not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER_CHARS:
+            raise InvalidInput(f"a schedule's owner is a user id of 1 to {MAX_OWNER_CHARS} chars")
+        schedule_id = f"{owner_tag(owner)}-{uuid.uuid4().hex}"
         view: dict[str, Any] = await self._partition(schedule_id).call(
             "create", schedule_id, owner, spec, key=f"create:{schedule_id}"
         )
@@ -109,3 +122,19 @@ class SchedulerClient:
 
     def __repr__(self) -> str:
         return f"<SchedulerClient partitions={len(self.partitions)}>"
+
+
+#: Longest owner id (a user id).
+MAX_OWNER_CHARS = 128
+
+
+def owner_tag(owner: str) -> str:
+    """The first part of every schedule id of ``owner``: what places it."""
+    return hashlib.blake2b(owner.encode(), digest_size=6).hexdigest()
+
+
+def routing_key(schedule_id: str) -> str:
+    """What is hashed to find a schedule's partition: its owner tag (the whole id for
+    ids made before owner tags)."""
+    tag, dash, _ = schedule_id.partition("-")
+    return tag if dash else schedule_id

@@ -40,7 +40,7 @@ import orjson
 
 from actors.runtime.backoff import Backoff
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import Conflict, InvalidInput, RealmError
+from actors.runtime.errors import Conflict, InvalidInput, LimitReached, RealmError
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
@@ -98,6 +98,7 @@ class Scheduler(Durable):
         self.targets = targets
         self.clock = clock or SystemClock()
         self.schedules: dict[str, Schedule] = {}
+        self.owned: dict[str | None, int] = {}  #: schedules per owner (not stored: counted)
         self.timers: Timers[Event] = Timers(self.clock, self._on_due)
         self.retry = Backoff(first_s=HAND_OFF_RETRY_FIRST_S, max_s=config.retry_max_s)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +124,7 @@ class Scheduler(Durable):
         schedule = Schedule(schedule_id, owner, spec, at, at, paused=paused)
         schedule.next_due_ms = spec.first_due(now_ms)
         self.schedules[schedule_id] = schedule
+        self.owned[owner] = self.owned.get(owner, 0) + 1
         return schedule.view()
 
     def apply_update(
@@ -146,8 +148,13 @@ class Scheduler(Durable):
         return schedule.view()
 
     def apply_delete(self, schedule_id: str) -> bool:
-        self._get(schedule_id)
+        owner = self._get(schedule_id).owner
         del self.schedules[schedule_id]
+        left = self.owned.get(owner, 1) - 1
+        if left > 0:
+            self.owned[owner] = left
+        else:
+            self.owned.pop(owner, None)
         return True
 
     def apply_pause(self, schedule_id: str, cancel: list[int], at: float) -> dict[str, Any]:
@@ -229,6 +236,9 @@ class Scheduler(Durable):
 
     def restore_state(self, state: dict[str, Schedule]) -> None:
         self.schedules = state
+        self.owned = {}
+        for schedule in state.values():
+            self.owned[schedule.owner] = self.owned.get(schedule.owner, 0) + 1
 
     # --- reads ----------------------------------------------------------------
 
@@ -275,12 +285,24 @@ class Scheduler(Durable):
             first: dict[str, Any] = replied[1]
             return first
         normalized = normalize(spec, self.targets, now_ms=self._now_ms())
+        await self._authorize(normalized, owner)
+        limit = self.config.max_schedules_per_owner
+        if owner is not None and self.owned.get(owner, 0) >= limit:
+            # Checked with nothing awaited before the create is applied: exact. An
+            # owner's schedules all live on one partition (the client sees to it).
+            raise LimitReached(
+                f"an owner may hold at most {limit} schedules; delete one first", limit=limit
+            )
         answer: dict[str, Any] = await self.execute(
             "create", key=key, schedule_id=schedule_id, owner=owner, spec=normalized,
             paused=bool(spec.get("paused", False)), at=self.clock.time(),
         )  # fmt: skip
         self._arm_again(schedule_id)
         return answer
+
+    async def _authorize(self, spec: Spec, owner: str | None) -> None:
+        """Refuse a spec whose target its owner may not use (as absent, or forbidden)."""
+        await self.targets[spec.target["type"]].authorize(spec.target, owner)
 
     def _cancellable(self, schedule: Schedule) -> list[int]:
         """Pending firings whose hand-off has not begun."""
@@ -297,6 +319,8 @@ class Scheduler(Durable):
         """Change fields; giving one of cron/every_s/at replaces the trigger."""
         schedule = self._get(schedule_id, owner)
         spec = changed(schedule.spec, changes, self.targets, now_ms=self._now_ms())
+        await self._authorize(spec, schedule.owner)
+        schedule = self._get(schedule_id, owner)  # deleted meanwhile?
         retime = spec.timing() != schedule.spec.timing()
         answer: dict[str, Any] = await self.execute(
             "update", key=key, schedule_id=schedule_id, spec=spec, retime=retime,
@@ -381,7 +405,8 @@ class Scheduler(Durable):
         if schedule.last_ref is None:
             return False
         spec = schedule.spec.target
-        return await run_going(self.targets[spec["type"]], spec, schedule.last_ref)
+        target = self.targets[spec["type"]]
+        return await run_going(target, spec, schedule.last_ref, owner=schedule.owner)
 
     async def _decide(self, schedule_id: str, due: int) -> None:
         try:
@@ -432,7 +457,9 @@ class Scheduler(Durable):
             handed_at = self.clock.time()
             error: dict[str, Any] | None = None
             try:
-                ref = await self.targets[spec["type"]].fire(spec, key=schedule.pending[due])
+                ref = await self.targets[spec["type"]].fire(
+                    spec, key=schedule.pending[due], owner=schedule.owner
+                )
             except RealmError as failure:
                 if failure.status >= 500:
                     self._retry_later(schedule_id, due, failure)

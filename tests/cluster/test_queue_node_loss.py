@@ -18,7 +18,6 @@ import ray
 
 from actors.queue.client import QueueClient
 from actors.queue.jobqueue import JobQueueActor
-from actors.queue.model import queue_actor_name
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import get_or_create
 from tests.cluster.conftest import MARKER, remove_and_wait
@@ -27,6 +26,7 @@ from tests.conftest import REDIS_URL
 CALLS = 60
 PER_CALL = 5
 PRODUCERS = 6
+OWNER = "tester"
 
 
 async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
@@ -46,12 +46,15 @@ async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
         queue_backoff_base_s=0.05,
         queue_backoff_max_s=0.2,
     )
-    name = queue_actor_name("jobs")
-    queue = get_or_create(JobQueueActor, name, settings, "jobs", namespace=settings.namespace,
-                          resources={MARKER: 0.01})  # fmt: skip
     client = QueueClient(settings)
     await client.start()
-    await client.stats("jobs")
+    # The queue is created (the directory records it) and its actor started here,
+    # pinned, before anything looks it up: the directory then finds it by name.
+    entry, _ = await client.directory.call("create", OWNER, "jobs")
+    name = entry["actor"]
+    queue = get_or_create(JobQueueActor, name, settings, "jobs", name, namespace=settings.namespace,
+                          resources={MARKER: 0.01})  # fmt: skip
+    await client.stats("jobs", owner=OWNER)
 
     # When the node is removed while enqueues keep coming and jobs run
     acked: list[dict[str, Any]] = []
@@ -66,7 +69,7 @@ async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
                  "unique_key": f"u{i}"}
                 for i in range(c * PER_CALL, (c + 1) * PER_CALL)
             ]  # fmt: skip
-            acked.extend(await client.enqueue_many("jobs", batch))
+            acked.extend(await client.enqueue_many("jobs", batch, owner=OWNER))
             if len(acked) >= CALLS // 3 * PER_CALL and not removed:
                 unanswered = CALLS - len(acked) // PER_CALL
                 remove_and_wait(cluster, worker)
@@ -79,11 +82,11 @@ async def test_no_acknowledged_job_is_lost_with_the_node_of_its_queue(
     acknowledged = {job["id"] for job in acked}
     assert unanswered > 0
     assert len(acknowledged) == CALLS * PER_CALL
-    jobs: list[dict[str, Any]] = (await client.list("jobs", limit=1_000))["jobs"]
+    jobs: list[dict[str, Any]] = (await client.list("jobs", owner=OWNER, limit=1_000))["jobs"]
     assert max(Counter(job["unique_key"] for job in jobs).values()) == 1
     assert acknowledged <= {job["id"] for job in jobs}
     for job_id in acknowledged:
-        done_job = await client.wait("jobs", job_id, timeout_s=120)
+        done_job = await client.wait("jobs", job_id, owner=OWNER, timeout_s=120)
         assert done_job["state"] == "succeeded", done_job
     workers = await queue.workers.remote()
     assert (workers["restarts"], workers["node_id"]) == (1, replacement.node_id)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+import ray
 
-from tests.integration.conftest import error_code, service_client
+from tests.integration.conftest import error_code, service_client, sign_up
 
 SERVICE = "queue"  # of the `http` fixture
 H = "actors.queue.handlers"
 
 
 @pytest.fixture
-def q() -> str:
-    """A fresh queue name per test."""
-    return f"q-{uuid.uuid4().hex[:8]}"
+async def q(http: httpx.AsyncClient) -> AsyncIterator[str]:
+    """A fresh queue per test, created by the session's user."""
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    created = await http.put(f"/{name}")
+    assert created.status_code == 201, created.text
+    yield name
+    await http.delete(f"/{name}")  # a user holds a few queues only
 
 
 async def test_enqueue_run_and_read_back(http, q):
@@ -100,11 +107,132 @@ async def test_bad_input_is_a_4xx_and_enqueues_nothing(http, q, body, status, co
     assert stats["counters"]["enqueued"] == 0 and sum(stats["depth"].values()) == 0
 
 
-async def test_a_user_is_required_and_names_are_checked(base_url, http):
+async def test_a_user_is_required_and_names_are_checked(base_url, http, q):
     async with service_client(base_url, "queue") as anonymous:
-        refused = await anonymous.post("/q/jobs", json={"handler": f"{H}:noop"})
-    assert refused.status_code == 401
+        refused = await anonymous.post(f"/{q}/jobs", json={"handler": f"{H}:noop"})
+        assert refused.status_code == 401
+        assert (await anonymous.put("/other")).status_code == 401
     bad_name = await http.post("/-bad/jobs", json={"handler": f"{H}:noop"})
     assert bad_name.status_code == 422
-    too_many = await http.post("/q/jobs/batch", json={"jobs": [{"handler": f"{H}:noop"}] * 1001})
+    assert (await http.put("/a%2Fb")).status_code in (404, 405, 422)  # no '/' in a queue name
+    jobs = {"jobs": [{"handler": f"{H}:noop"}] * 1001}
+    too_many = await http.post(f"/{q}/jobs/batch", json=jobs)
     assert too_many.status_code == 413 and error_code(too_many) == "batch_too_large"
+
+
+# --- queues are created explicitly and belong to their owner --------------------
+
+
+def _named(namespace: str) -> set[str]:
+    return {
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == namespace
+    }
+
+
+#: Every route on a queue, with a body it would take.
+ROUTES = [
+    ("GET", "", None),
+    ("GET", "/stats", None),
+    ("GET", "/jobs", None),
+    ("POST", "/jobs", {"handler": f"{H}:noop"}),
+    ("POST", "/jobs/batch", {"jobs": [{"handler": f"{H}:noop"}]}),
+    ("GET", "/jobs/some-job", None),
+    ("GET", "/jobs/some-job/wait?timeout_s=0", None),
+    ("POST", "/jobs/some-job/cancel", None),
+    ("POST", "/jobs/some-job/retry", None),
+    ("POST", "/dead/retry", {"ids": None}),
+    ("POST", "/dead/discard", {"ids": None}),
+    ("POST", "/pause", None),
+    ("POST", "/resume", None),
+    ("PUT", "/config", {"concurrency": 2}),
+    ("DELETE", "", None),
+]
+
+
+async def test_a_queue_that_does_not_exist_is_404_everywhere_and_creates_nothing(
+    http, http_settings
+):
+    before = _named(http_settings.namespace)
+    for method, path, body in ROUTES:
+        answer = await http.request(method, f"/never-made{path}", json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+        assert error_code(answer) == "queue_not_found"
+    assert _named(http_settings.namespace) == before
+
+
+async def test_another_users_queue_is_404_on_every_route(base_url, http, q, http_settings):
+    job = (await http.post(f"/{q}/jobs", json={"handler": f"{H}:noop"})).json()
+    before = _named(http_settings.namespace)
+    async with service_client(base_url, "queue", await sign_up(base_url)) as other:
+        for method, path, body in ROUTES:
+            answer = await other.request(method, f"/{q}{path.replace('some-job', job['id'])}",
+                                         json=body)  # fmt: skip
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert error_code(answer) == "queue_not_found"
+        assert (await other.get("/")).json()["queues"] == []
+        # their queue of the same name is their own, and does not touch this one
+        assert (await other.put(f"/{q}")).status_code == 201
+        theirs = (await other.post(f"/{q}/jobs", json={"handler": f"{H}:noop"})).json()
+        assert (await other.get(f"/{q}/jobs/{job['id']}")).status_code == 404
+        assert (await other.delete(f"/{q}")).status_code == 200
+    assert (await http.get(f"/{q}/jobs/{theirs['id']}")).status_code == 404
+    assert (await http.get(f"/{q}/jobs/{job['id']}")).status_code == 200
+    assert _named(http_settings.namespace) >= before
+
+
+async def test_queues_are_created_listed_and_deleted_within_a_quota(base_url, http_settings):
+    limit = 10  # REALM_QUEUE_MAX_QUEUES_PER_OWNER's default
+    async with service_client(base_url, "queue", await sign_up(base_url)) as http:
+        for i in range(limit):
+            created = await http.put(f"/mine-{i}", json={"concurrency": 3} if i == 0 else None)
+            assert created.status_code == 201, created.text
+        first = created.json()
+        assert (first["paused"], first["concurrency"]) == (False, 64)
+        again = await http.put("/mine-0", json={"concurrency": 2})
+        assert again.status_code == 200 and again.json()["concurrency"] == 2
+        refused = await http.put("/one-more")
+        assert (refused.status_code, error_code(refused)) == (403, "limit_reached")
+        listed = (await http.get("/")).json()
+        assert listed["limit"] == limit
+        assert [q["queue"] for q in listed["queues"]] == sorted(f"mine-{i}" for i in range(limit))
+        assert (await http.get("/mine-0")).json()["concurrency"] == 2
+        deleted = await http.delete("/mine-0")
+        assert deleted.json() == {"queue": "mine-0", "deleted": True}
+        assert (await http.get("/mine-0/stats")).status_code == 404
+        assert (await http.put("/one-more")).status_code == 201
+        for i in range(1, limit):
+            assert (await http.delete(f"/mine-{i}")).status_code == 200
+        assert (await http.delete("/one-more")).status_code == 200
+    # only the queue that was used ever had an actor, and it is gone
+    assert not any("/mine-" in name or "/one-more/" in name
+                   for name in _named(http_settings.namespace))  # fmt: skip
+
+
+async def test_a_queue_called_slots_runs_its_jobs(http):
+    # `slots` was once the name of the global slot actor: no job ran anywhere then.
+    assert (await http.put("/slots")).status_code == 201
+    try:
+        job = (await http.post("/slots/jobs", json={"handler": f"{H}:add",
+                                                    "args": {"a": 1, "b": 2}})).json()  # fmt: skip
+        done = (await http.get(f"/slots/jobs/{job['id']}/wait", params={"timeout_s": 30})).json()
+        assert (done["state"], done["result"]) == ("succeeded", 3)
+    finally:
+        await http.delete("/slots")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"handler": f"{H}:HandlerFailed"}, "unknown_handler"),  # a class, not a function
+        ({"handler": f"{H}:time"}, "unknown_handler"),  # a module it imported
+        ({"handler": f"{H}:noop", "timeout_s": 10**7}, "invalid_input"),  # over the maximum
+        ({"handler": f"{H}:noop", "delay_s": 10**9}, "invalid_input"),
+        ({"handler": f"{H}:noop", "priority": "5"}, "invalid_input"),  # strict types
+        ({"handler": f"{H}:noop", "max_attempts": True}, "invalid_input"),
+    ],
+)
+async def test_handlers_and_numbers_are_bounded(http, q, body, code):
+    answer = await http.post(f"/{q}/jobs", json=body)
+    assert (answer.status_code, error_code(answer)) == (422, code), answer.text

@@ -23,6 +23,7 @@ from tests.conftest import until
 from tests.integration.conftest import error_code, service_client, sign_up, store_overrides
 
 DEADLINE_S = 60.0
+OWNER = "tester"
 
 
 def fired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,6 +35,8 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
 ):
     queue = f"sched-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=base_url, headers=user_headers, timeout=30) as http:
+        # a schedule fires into one of its owner's queues, which must exist
+        assert (await http.put(f"/queue/{queue}")).status_code == 201
         created = await http.post(
             "/scheduler/schedules",
             json={
@@ -87,6 +90,7 @@ async def test_schedule_over_http_fires_jobs_on_the_queue(
         assert sid in [s["id"] for s in listed]
         assert (await http.delete(f"/scheduler/schedules/{sid}")).json()["deleted"] is True
         assert (await http.get(f"/scheduler/schedules/{sid}")).status_code == 404
+        assert (await http.delete(f"/queue/{queue}")).status_code == 200
 
 
 async def test_bad_input_is_refused_and_creates_nothing(base_url: str):
@@ -117,6 +121,8 @@ async def test_bad_input_is_refused_and_creates_nothing(base_url: str):
         ),
         ({"every_s": 10, "cron": "* * * * *", "target": queue_target}, 422, "invalid_input"),
         ({"every_s": 10}, 422, "invalid_input"),
+        ({"every_s": 10, "target": queue_target}, 404, "queue_not_found"),  # no such queue
+        ({"every_s": True, "target": queue_target}, 422, "invalid_input"),  # strict types
     ]
     async with service_client(base_url, "scheduler") as http:
         assert (await http.get("/schedules")).status_code == 401
@@ -137,13 +143,15 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
     await scheduler.start()
     await queues.start()
     queue = "ticks"
+    await queues.create(queue, owner=OWNER)
     schedule = await scheduler.create(
         {
             "every_s": 1,
             "misfire": "fire_all",
             "misfire_grace_s": 60,
             "target": {"type": "queue", "queue": queue, "handler": "actors.queue.handlers:noop"},
-        }
+        },
+        owner=OWNER,
     )
     sid = schedule["id"]
 
@@ -161,7 +169,7 @@ async def test_partition_killed_between_fires_neither_doubles_nor_skips(
     await until(await fired_at_least(7), within_s=DEADLINE_S, what="firings after the restart")
     await scheduler.pause(sid)
     runs = fired(await scheduler.history(sid))
-    page = await queues.list(queue, limit=1_000)
+    page = await queues.list(queue, owner=OWNER, limit=1_000)
     keys = Counter(job["idempotency_key"] for job in page["jobs"])
     assert all(count == 1 for count in keys.values()), "a due time made two jobs"
     dues = sorted(int(key.split(":")[1]) for key in keys)
@@ -184,7 +192,8 @@ async def test_pubsub_target_publishes_each_firing_once(ray_settings: Callable[.
     await scheduler.start()
     topic = f"ticks.{uuid.uuid4().hex[:8]}"
     schedule = await scheduler.create(
-        {"every_s": 1, "target": {"type": "pubsub", "topic": topic, "payload": {"n": 1}}}
+        {"every_s": 1, "target": {"type": "pubsub", "topic": topic, "payload": {"n": 1}}},
+        owner=OWNER,
     )
 
     async def two_published() -> dict[str, Any] | None:
@@ -201,3 +210,80 @@ async def test_pubsub_target_publishes_each_firing_once(ray_settings: Callable[.
     assert sorted(run["ref"]["seq"] for run in runs) == seqs[: len(runs)]
     assert len(seqs) <= len(runs) + 1  # at most one hand-off not yet recorded
     await scheduler.delete(schedule["id"])
+
+
+# --- a schedule acts for its owner: their queues and topics only ---------------
+
+
+async def _user_id(base_url: str, headers: dict[str, str]) -> str:
+    async with service_client(base_url, "auth", headers) as auth:
+        return str((await auth.get("/me")).json()["id"])
+
+
+async def test_a_schedule_cannot_reach_another_users_queue_or_private_topic(base_url: str):
+    ada, bob = await sign_up(base_url), await sign_up(base_url)
+    ada_id, bob_id = await _user_id(base_url, ada), await _user_id(base_url, bob)
+    queue = f"private-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        assert (await http.put(f"/queue/{queue}", headers=ada)).status_code == 201
+        target = {"type": "queue", "queue": queue, "handler": "actors.queue.handlers:noop"}
+        refused = await http.post(
+            "/scheduler/schedules", json={"every_s": 1, "target": target}, headers=bob
+        )
+        assert (refused.status_code, error_code(refused)) == (404, "queue_not_found")
+        to_ada = {"type": "pubsub", "topic": f"user.{ada_id}.inbox", "payload": {"x": 1}}
+        refused = await http.post(
+            "/scheduler/schedules", json={"every_s": 1, "target": to_ada}, headers=bob
+        )
+        assert (refused.status_code, error_code(refused)) == (403, "forbidden")
+        listed = await http.get("/scheduler/schedules", headers=bob)
+        assert listed.json()["schedules"] == []
+        # a schedule of bob's may not be pointed at them later either
+        own = {"type": "pubsub", "topic": f"user.{bob_id}.news", "payload": None}
+        created = await http.post(
+            "/scheduler/schedules", json={"cron": "0 0 1 1 *", "target": own}, headers=bob
+        )
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        moved = await http.patch(
+            f"/scheduler/schedules/{sid}", json={"target": target}, headers=bob
+        )
+        assert (moved.status_code, error_code(moved)) == (404, "queue_not_found")
+        moved = await http.patch(
+            f"/scheduler/schedules/{sid}", json={"target": to_ada}, headers=bob
+        )
+        assert (moved.status_code, error_code(moved)) == (403, "forbidden")
+        # ada's queue got nothing
+        stats = (await http.get(f"/queue/{queue}/stats", headers=ada)).json()
+        assert stats["counters"]["enqueued"] == 0
+        assert (await http.delete(f"/scheduler/schedules/{sid}", headers=bob)).status_code == 200
+        assert (await http.delete(f"/queue/{queue}", headers=ada)).status_code == 200
+
+
+async def test_firings_stop_reaching_a_queue_its_owner_deleted(
+    ray_settings: Callable[..., Settings],
+):
+    settings = ray_settings(scheduler_partitions=1)
+    scheduler, queues = SchedulerClient(settings), QueueClient(settings)
+    await scheduler.start()
+    await queues.start()
+    await queues.create("ticks", owner=OWNER)
+    target = {"type": "queue", "queue": "ticks", "handler": "actors.queue.handlers:noop"}
+    sid = (await scheduler.create({"every_s": 1, "target": target}, owner=OWNER))["id"]
+
+    async def history_has(outcome: str) -> list[dict[str, Any]]:
+        runs = await scheduler.history(sid)
+        return [run for run in runs if run["outcome"] == outcome]
+
+    await until(lambda: history_has("fired"), within_s=DEADLINE_S, what="a firing")
+    actor = await queues.actor_name("ticks", owner=OWNER)
+    await queues.delete("ticks", owner=OWNER)
+    # checked again at each firing: the queue is gone for its owner, so is the firing
+    [failed, *_] = await until(lambda: history_has("failed"), within_s=DEADLINE_S,
+                               what="a firing refused")  # fmt: skip
+    assert failed["error"]["code"] == "queue_not_found"
+    await scheduler.pause(sid)
+    named = ray.util.list_named_actors(all_namespaces=True)
+    mine = {a["name"] for a in named if a["namespace"] == settings.namespace}
+    assert not any(name.startswith(f"queue/{OWNER}/ticks/") for name in mine), actor
+    await queues.close()

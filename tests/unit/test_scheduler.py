@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import pytest
 
-from actors.queue.errors import JobArgsTooLarge, UnknownHandler
+from actors.auth.client import Principal
+from actors.queue.errors import JobArgsTooLarge, QueueNotFound, UnknownHandler
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import InvalidInput, RealmError, TooLarge, Unavailable
+from actors.runtime.errors import (
+    Forbidden,
+    InvalidInput,
+    LimitReached,
+    RealmError,
+    TooLarge,
+    Unavailable,
+)
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
+from actors.scheduler.client import SchedulerClient, owner_tag
 from actors.scheduler.errors import BadCron, ScheduleNotFound, UnknownTarget, UnknownTimeZone
 from actors.scheduler.model import Misfire, jitter_ms, plan
 from actors.scheduler.partition import Scheduler
@@ -40,6 +50,7 @@ def noop_handler(**_: Any) -> None:
 
 class FakeTarget:
     kind: ClassVar[str] = "fake"
+    scope: ClassVar[str] = "queue:enqueue"
     tracks_runs: ClassVar[bool] = True
 
     def __init__(self, clock: FakeClock) -> None:
@@ -50,12 +61,21 @@ class FakeTarget:
         self.failures = 0  #: the next this-many hand-offs fail as unavailable
         self.hang: asyncio.Event | None = None  #: hand-offs wait for this, if set
         self.refusal: RealmError | None = None  #: hand-offs are refused with this, if set
+        #: Owners who may not use a target (as ``authorize`` and ``fire`` find).
+        self.unauthorized: set[str | None] = set()
+        self.owners: list[str | None] = []  #: the owner of every hand-off
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"type": self.kind, "queue": spec.get("queue", "q")}
 
-    async def fire(self, spec: dict[str, Any], *, key: str) -> dict[str, Any]:
+    async def authorize(self, spec: dict[str, Any], owner: str | None) -> None:
+        if owner in self.unauthorized:
+            raise QueueNotFound(queue=spec["queue"])
+
+    async def fire(self, spec: dict[str, Any], *, key: str, owner: str | None) -> dict[str, Any]:
         self.calls.append((key, self.clock.time()))
+        self.owners.append(owner)
+        await self.authorize(spec, owner)
         if self.hang is not None:
             await self.hang.wait()
         if self.failures:
@@ -66,7 +86,9 @@ class FakeTarget:
         job = self.jobs.setdefault(key, {"queue": spec["queue"], "job_id": f"job-{len(self.jobs)}"})
         return dict(job)
 
-    async def status(self, spec: dict[str, Any], ref: dict[str, Any]) -> str | None:
+    async def status(
+        self, spec: dict[str, Any], ref: dict[str, Any], *, owner: str | None
+    ) -> str | None:
         return self.states.get(ref["job_id"], "succeeded")
 
     async def close(self) -> None: ...
@@ -96,10 +118,12 @@ async def open_scheduler(
 ) -> AsyncIterator[OpenScheduler]:
     opened: list[Scheduler] = []
 
-    async def open_(*, snapshot_every: int = 10_000, **config: Any) -> Scheduler:
+    async def open_(
+        *, snapshot_every: int = 10_000, targets: dict[str, Any] | None = None, **config: Any
+    ) -> Scheduler:
         scheduler = Scheduler(
             SchedulerSettings(decide_ahead_ms=AHEAD_MS, **config),
-            targets={"fake": target, "untracked": UntrackedTarget(clock)},
+            targets={"fake": target, "untracked": UntrackedTarget(clock), **(targets or {})},
             clock=clock,
         )
         await scheduler.open(
@@ -557,3 +581,160 @@ async def test_a_stale_incarnation_cannot_fire_what_the_owner_fires(
     assert len(target.calls) == 1 and len(target.jobs) == 1
     # The loser's journal refused the append (in an actor, it would now crash and recover).
     assert [s.journal._broken is not None for s in (first, second)].count(True) == 1
+
+
+# --- a schedule acts for its owner, with their rights only ---------------------
+
+#: Topics the ACL hook of these tests refuses.
+DENIED: set[str] = set()
+
+
+def acl_hook(user: Principal, action: str, subject: str) -> bool:
+    """The pub/sub ACL hook (``REALM_PUBSUB_ACL_HOOK``) of these tests."""
+    return subject not in DENIED
+
+
+@pytest.fixture
+def pubsub_target() -> Iterator[PubSubTarget]:
+    DENIED.clear()
+    yield PubSubTarget(Settings(pubsub_acl_hook=f"{__name__}:acl_hook"))
+    DENIED.clear()
+
+
+async def test_a_pubsub_target_is_held_to_its_owners_acl(pubsub_target: PubSubTarget):
+    mine = pubsub_target.validate({"type": "pubsub", "topic": "user.ada.news"})
+    await pubsub_target.authorize(mine, "ada")
+    theirs = pubsub_target.validate({"type": "pubsub", "topic": "user.bob.inbox"})
+    with pytest.raises(Forbidden):
+        await pubsub_target.authorize(theirs, "ada")
+    with pytest.raises(Forbidden):  # and at fire time, before anything is published
+        await pubsub_target.fire(theirs, key="k", owner="ada")
+    with pytest.raises(Forbidden):  # a schedule without an owner is nobody's: no private topic
+        await pubsub_target.authorize(mine, None)
+    DENIED.add("news.today")  # the hook is asked too
+    with pytest.raises(Forbidden):
+        await pubsub_target.authorize({"type": "pubsub", "topic": "news.today"}, "ada")
+
+
+async def test_a_schedule_to_another_users_private_topic_is_refused(
+    open_scheduler: OpenScheduler, pubsub_target: PubSubTarget
+):
+    scheduler = await open_scheduler(targets={"pubsub": pubsub_target})
+    victim = {"type": "pubsub", "topic": "user.bob.inbox", "payload": {"x": 1}}
+    with pytest.raises(Forbidden):
+        await scheduler.create("s", "ada", {"every_s": 10, "target": victim})
+    assert scheduler.schedules == {}
+    await scheduler.create("s", "ada", {"every_s": 10, "target": {**victim, "topic": "news"}})
+    with pytest.raises(Forbidden):  # nor may a schedule be pointed there later
+        await scheduler.update("s", "ada", {"target": victim})
+    assert (await scheduler.get("s", "ada"))["target"]["topic"] == "news"
+
+
+async def test_the_owners_acl_applies_again_at_fire_time(
+    clock: FakeClock, open_scheduler: OpenScheduler, pubsub_target: PubSubTarget
+):
+    scheduler = await open_scheduler(targets={"pubsub": pubsub_target})
+    topic = {"type": "pubsub", "topic": "news.ada", "payload": None}
+    await scheduler.create("s", "ada", {"every_s": 10, "target": topic})
+    DENIED.add("news.ada")  # the hook says no from now on
+    await advance(clock, scheduler, 11)
+    [run] = await scheduler.history("s", "ada")
+    assert (run["outcome"], run["error"]["code"]) == ("failed", "forbidden")
+
+
+class FakeQueues:
+    """The task queue's client as the queue target uses it: queues by (owner, name)."""
+
+    def __init__(self, *queues: tuple[str, str]) -> None:
+        self.queues = set(queues)
+        self.enqueued: list[tuple[str, str, str]] = []  #: (owner, queue, idempotency key)
+
+    async def exists(self, queue: str, *, owner: str) -> bool:
+        return (owner, queue) in self.queues
+
+    async def enqueue(
+        self, queue: str, handler: str, args: Any, *, owner: str, **options: Any
+    ) -> dict[str, Any]:
+        if (owner, queue) not in self.queues:
+            raise QueueNotFound(queue=queue)
+        self.enqueued.append((owner, queue, options["idempotency_key"]))
+        return {"queue": queue, "id": f"job-{len(self.enqueued)}", "state": "queued"}
+
+    async def close(self) -> None: ...
+
+
+async def test_a_queue_target_reaches_only_its_owners_queues():
+    target = QueueTarget(Settings(queue_handler_modules=__name__))
+    queues = target._client = FakeQueues(("ada", "emails"))  # type: ignore[assignment]
+    job = {"type": "queue", "queue": "emails", "handler": f"{__name__}:noop_handler"}
+    normalized = target.validate(job)
+    await target.authorize(normalized, "ada")
+    for owner in ("bob", None):  # bob's "emails" would be his own: he has none
+        with pytest.raises(QueueNotFound):
+            await target.authorize(normalized, owner)
+        with pytest.raises(QueueNotFound):
+            await target.fire(normalized, key="s:1", owner=owner)
+    assert await target.fire(normalized, key="s:2", owner="ada") == {
+        "queue": "emails",
+        "job_id": "job-1",
+        "state": "queued",
+    }
+    assert queues.enqueued == [("ada", "emails", "s:2")]
+    with pytest.raises(InvalidInput):  # a job's timeout has a maximum
+        target.validate({**job, "timeout_s": 10**9})
+
+
+async def test_a_schedule_is_refused_a_target_its_owner_may_not_use(
+    clock: FakeClock, scheduler: Scheduler, target: FakeTarget
+):
+    target.unauthorized.add("bob")
+    with pytest.raises(QueueNotFound):
+        await scheduler.create("b", "bob", spec(every_s=10))
+    assert scheduler.schedules == {}
+    await scheduler.create("a", "ada", spec(every_s=10))
+    await advance(clock, scheduler, 11)
+    assert target.owners == ["ada"]  # a firing acts for its owner
+    target.unauthorized.add("ada")  # e.g. ada deleted the queue: firings fail, as absent
+    await advance(clock, scheduler, 10)
+    runs = await scheduler.history("a", "ada")
+    assert [(r["outcome"], (r["error"] or {}).get("code")) for r in runs] == [
+        ("failed", "queue_not_found"),
+        ("fired", None),
+    ]
+    with pytest.raises(QueueNotFound):  # and it cannot be changed while she may not
+        await scheduler.update("a", "ada", {"name": "renamed"})
+
+
+async def test_an_owner_holds_at_most_max_schedules(open_scheduler: OpenScheduler):
+    scheduler = await open_scheduler(max_schedules_per_owner=2, snapshot_every=3)
+    await scheduler.create("a1", "ada", spec(every_s=10))
+    await scheduler.create("a2", "ada", spec(every_s=10))
+    with pytest.raises(LimitReached):
+        await scheduler.create("a3", "ada", spec(every_s=10))
+    assert sorted(scheduler.schedules) == ["a1", "a2"]
+    await scheduler.create("b1", "bob", spec(every_s=10))  # others are not held back
+    assert await scheduler.delete("a1", "ada")
+    await scheduler.create("a3", "ada", spec(every_s=10))
+    # the count comes back with the schedules after a restart (snapshot and records)
+    await scheduler.stop()
+    again = await open_scheduler(max_schedules_per_owner=2, snapshot_every=3)
+    assert again.owned == {"ada": 2, "bob": 1}
+    with pytest.raises(LimitReached):
+        await again.create("a4", "ada", spec(every_s=10))
+
+
+def test_an_owners_schedules_all_live_on_one_partition():
+    client = SchedulerClient(Settings(scheduler_partitions=16))
+    ada = {client._partition(f"{owner_tag('ada')}-{uuid.uuid4().hex}").name for _ in range(50)}
+    assert len(ada) == 1  # so that partition holds her to her quota exactly
+    spread = {client._partition(f"{owner_tag(f'u{i}')}-x").name for i in range(200)}
+    assert len(spread) > 8  # and owners are spread over the partitions
+    old = uuid.uuid4().hex  # an id made before owner tags is placed as it was
+    assert client._partition(old) is client.partitions.owner(old)
+
+
+async def test_a_schedule_is_created_for_an_owner():
+    client = SchedulerClient(Settings())
+    for owner in (None, "", "x" * 200):
+        with pytest.raises(InvalidInput):
+            await client.create(spec(every_s=10), owner=owner)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: run test unit integration cluster bench lint format haproxy docs clean
+.PHONY: run test unit integration cluster fuzz bench lint format haproxy docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest tests/unit tests/integration
 	$(BIN)/pytest tests/cluster
+	$(BIN)/pytest tests/fuzz
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -45,6 +46,14 @@ integration: $(STAMP)
 
 cluster: $(STAMP)
 	$(BIN)/pytest tests/cluster
+
+# Schemathesis over every service's OpenAPI (tests/fuzz). `make test` runs it with
+# 5 derandomized cases per operation and phase; this runs 200, drawn from a new
+# seed each time (schemathesis prints it; REALM_FUZZ_SEED=<seed> replays a run).
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	REALM_FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) REALM_FUZZ_SEED=$${REALM_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	  $(BIN)/pytest tests/fuzz
 
 bench: $(STAMP) haproxy
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1 || true

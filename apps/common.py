@@ -7,11 +7,23 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from ray.serve import Application
 
 from actors.auth.client import SessionVerifier
 from actors.runtime.settings import Settings
-from apps.errors import install_error_handlers
+from apps import signin
+from apps.errors import (
+    ANY_ROUTE,
+    SIGNED_IN,
+    WITH_BODY,
+    WITH_PARAMETERS,
+    RequestIds,
+    api_routes,
+    document_errors,
+    error_codes,
+    install_error_handlers,
+)
 from apps.limits import BodyLimit
 from apps.signin import install_verifier
 
@@ -28,7 +40,85 @@ def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIds)  # the last added runs first
+    install_openapi(app)
     return app
+
+
+#: The bearer scheme routes that need a principal name in the OpenAPI.
+BEARER = "bearer"
+
+
+def _needs_principal(dependant: Dependant) -> bool:
+    """Whether a route depends on signing in: on any dependency of ``apps.signin``
+    (``Scope(...)``, ``CurrentUser``, ``StreamUser``...)."""
+    return getattr(dependant.call, "__module__", None) == signin.__name__ or any(
+        _needs_principal(sub) for sub in dependant.dependencies
+    )
+
+
+def _has_parameters(dependant: Dependant) -> bool:
+    own = (dependant.path_params, dependant.query_params, dependant.header_params)
+    return (
+        any(own)
+        or bool(dependant.cookie_params)
+        or any(_has_parameters(sub) for sub in dependant.dependencies)
+    )
+
+
+def route_errors(route: Any) -> set[int]:
+    """The error statuses ``route`` can answer, whatever it does: see ``apps.errors``
+    (``ANY_ROUTE``...). A route declares the others it answers (``responses={504: {}}``)."""
+    statuses = set(ANY_ROUTE)
+    if route.body_field is not None:
+        statuses |= set(WITH_BODY)
+    if _has_parameters(route.dependant):
+        statuses |= set(WITH_PARAMETERS)
+    if _needs_principal(route.dependant):
+        statuses |= set(SIGNED_IN)
+    return statuses
+
+
+def _service_of(route: Any) -> str:
+    """``cache`` for a route defined in ``apps.cache`` (or ``apps.pubsub.sse``)."""
+    parts = getattr(route.endpoint, "__module__", "").split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "apps" else ""
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make ``app``'s OpenAPI document every error a route can answer, in the
+    envelope (``apps.errors.document_errors``), and the bearer token of every
+    route that needs a principal."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        statuses: dict[tuple[str, str], set[int]] = {}
+        codes: dict[str, dict[int, list[str]]] = {}
+        signed_in: set[tuple[str, str]] = set()
+        for route in api_routes(app):
+            if not route.include_in_schema:
+                continue
+            for method in route.methods:
+                key = (route.path_format, method.lower())
+                statuses[key] = route_errors(route)
+                if _needs_principal(route.dependant):
+                    signed_in.add(key)
+            codes[route.path_format] = error_codes(_service_of(route))
+        document_errors(schema, statuses, codes)
+        if signed_in:
+            schemes = schema["components"].setdefault("securitySchemes", {})
+            schemes[BEARER] = {"type": "http", "scheme": "bearer"}
+            for path, method in signed_in:
+                operation = schema["paths"].get(path, {}).get(method)
+                if operation is not None:
+                    operation.setdefault("security", [{BEARER: []}])
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 #: Concurrent requests a replica of a streaming ingress takes. Every open

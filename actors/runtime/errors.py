@@ -2,15 +2,22 @@
 
 Actors raise these; Ray carries them to the caller intact (the fields survive
 pickling), and one HTTP handler in ``apps.errors`` turns any of them into the
-error envelope ``{"error": {"code", "message", "details"}}``.
+error envelope ``{"error": {"code", "message", "details", "request_id"}}``.
 Every error has a stable ``code`` (for clients) and an HTTP ``status``; codes
 are unique across Realm, so an error stored in a journal comes back as its
 class (``RealmError.from_code``). A service's own errors live in its package
 (``actors/<service>/errors.py``), each a subclass of one of these.
+
+What a client sees of an error is ``to_dict()``: a client error (4xx) with its
+message and details, which speak of the request; a server fault (5xx) with its
+code and its class's message only (``summary()``). A fault's own message and
+details may name internals (a store's address, a file, another error's text):
+they are for the log, never for an answer.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 
@@ -38,8 +45,25 @@ class RealmError(Exception):
         """The error with ``code`` (a plain ``RealmError`` if no class has it)."""
         return _rebuild(RealmError.by_code.get(code, RealmError), message, details)
 
+    @classmethod
+    def summary(cls) -> str:
+        """The class's own message: the first paragraph of its docstring (or of the
+        nearest base's below ``RealmError``) on one line; "internal error" for the root."""
+        for klass in cls.__mro__:
+            if klass is RealmError:
+                break
+            doc = klass.__dict__.get("__doc__")
+            if doc:
+                return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+        return "internal error"
+
+    @property
+    def is_fault(self) -> bool:
+        """A server-side fault (5xx): its message and details stay out of answers."""
+        return self.status >= 500
+
     def __init__(self, message: str | None = None, /, **details: Any) -> None:
-        self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
+        self.message = message or self.summary()
         self.details = details
         super().__init__(self.message)
 
@@ -51,6 +75,11 @@ class RealmError(Exception):
         return f"{type(self).__name__}({self.message!r}{', ' if fields else ''}{fields})"
 
     def to_dict(self) -> dict[str, Any]:
+        """The error as a client may see it (an HTTP answer, a WebSocket frame, a
+        result kept for a user): a fault (5xx) shows its code and ``summary()``
+        only, with no details."""
+        if self.is_fault:
+            return {"code": self.code, "message": self.summary(), "details": {}}
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
@@ -137,7 +166,8 @@ class Unavailable(RealmError):
 
 
 class StoreUnavailable(Unavailable):
-    """The durable store did not take the write; it was not acknowledged."""
+    """The durable store is not answering; nothing was acknowledged, so the request
+    may be retried."""
 
     code = "store_unavailable"
 

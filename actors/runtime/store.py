@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from actors.runtime.errors import JournalConflict, StoreUnavailable
 from actors.runtime.settings import Settings
@@ -115,6 +116,8 @@ class SQLiteStore:
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as error:
+            # The path and SQLite's words are for the log: a fault's details never
+            # reach an answer (see actors.runtime.errors).
             raise StoreUnavailable(f"sqlite: {error}", path=str(self.path)) from error
 
     @staticmethod
@@ -291,9 +294,9 @@ class RedisStore:
         except redis.exceptions.ResponseError as error:
             if str(error).startswith("CONFLICT"):
                 raise
-            raise StoreUnavailable(f"redis: {error}", url=self.url) from error
+            raise StoreUnavailable(f"redis: {error}", url=redacted(self.url)) from error
         except (redis.exceptions.RedisError, OSError) as error:
-            raise StoreUnavailable(f"redis: {error}", url=self.url) from error
+            raise StoreUnavailable(f"redis: {error}", url=redacted(self.url)) from error
 
     async def append(self, stream: str, head: int, records: Sequence[bytes]) -> int:
         import redis.exceptions
@@ -338,4 +341,22 @@ class RedisStore:
         await self._redis.aclose()
 
     def __repr__(self) -> str:
-        return f"<RedisStore url={self.url!r} prefix={self.prefix!r}>"
+        return f"<RedisStore url={redacted(self.url)!r} prefix={self.prefix!r}>"
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (``redis://user:***@host:6379/0``), fit for a
+    log line or an error's details. Query parameters go too: they can carry one."""
+    parts = urlsplit(url)
+    try:
+        if parts.password is None and not parts.query:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    except ValueError:  # a port that is not a number: show nothing of it
+        return f"{parts.scheme}://(unreadable)"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc}"
+    return f"{parts.scheme}://{netloc}{parts.path}"

@@ -1,9 +1,18 @@
-"""HTTP front of the ledger (service 8), under ``/ledger``; every route needs a user.
+"""HTTP front of the ledger (service 8), under ``/ledger``.
 
-Bodies become the ledger's domain types (``AccountSpec``, ``TransferSpec``)
-here; integers are strict (a JSON ``1.0`` or ``"1"`` is refused, not rounded).
-A route for one thing answers a refusal with its own status in the error
-envelope (404 ``account_not_found``, 409 ``id_conflict``, 422
+Every route takes a principal with a scope: ``ledger:read`` (accounts,
+history, transfers), ``ledger:transfer`` (transfers, posts, voids) or
+``ledger:accounts`` (creating accounts); a signed-in user holds all three, an
+API key those it was granted. The caller's ``user_id`` is the owner the
+ledger acts for: accounts are theirs, transfers debit only their accounts,
+and another user's account or transfer answers 404 as a missing one does
+(``docs/ledger.md``, "Owners").
+
+Bodies (``apps.models.Body``: strict, unknown fields refused) become the
+ledger's domain types (``AccountSpec``, ``TransferSpec``) here; numbers are
+strict (a JSON ``1.0``, ``"1"`` or ``false`` is refused, not converted) and
+bounded. A route for one thing answers a refusal with its own status in the
+error envelope (404 ``account_not_found``, 409 ``id_conflict``, 422
 ``insufficient_funds``...); a batch answers 200 with one result per item,
 each either the thing or its error, as TigerBeetle does. Malformed input
 refuses the whole request with 422 (or 413 for too many items) and changes
@@ -14,16 +23,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel, Field, StrictInt
 from ray import serve
 from ray.serve import Application
 
+from actors.auth.client import Principal
 from actors.ledger.client import LedgerClient
 from actors.ledger.model import (
     MAX_AMOUNT,
     MAX_CODE,
     MAX_LEDGER,
+    MAX_NS,
     MAX_TIMEOUT_S,
     AccountSpec,
     Kind,
@@ -32,11 +43,22 @@ from actors.ledger.model import (
 from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.settings import Settings
 from apps.common import ClientIngress, ingress_application, service_app
-from apps.signin import CurrentUser
+from apps.models import Body
+from apps.signin import Scope
 
-Id = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$", description="1-128 of [A-Za-z0-9._:-]")
-]
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="1-128 of [A-Za-z0-9._:-]")]
+PathId = Annotated[str, Path(pattern=ID_PATTERN, description="1-128 of [A-Za-z0-9._:-]")]
+Nanos = Annotated[int, Query(ge=0, le=MAX_NS, description="ns since the epoch, 0..2**63-1")]
+Limit = Annotated[
+    int,
+    Query(ge=1, le=100_000, description="Entries per page; at most REALM_LEDGER_HISTORY_PAGE_MAX "
+          "(1,000 by default): more is refused with 422."),
+]  # fmt: skip
+#: The callers of the routes, by the scope each needs.
+Reader = Annotated[Principal, Scope("ledger:read")]
+Payer = Annotated[Principal, Scope("ledger:transfer")]
+Opener = Annotated[Principal, Scope("ledger:accounts")]
 Amount = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units, 1..2**63-1.")]
 Ledger = Annotated[StrictInt, Field(ge=1, le=MAX_LEDGER, description="Currency, 1..2**32-1.")]
 Code = Annotated[StrictInt, Field(ge=0, le=MAX_CODE, description="Your classification.")]
@@ -44,7 +66,7 @@ AccountFlag = Literal["debits_must_not_exceed_credits", "credits_must_not_exceed
 TransferFlag = Literal["linked", "pending", "post_pending_transfer", "void_pending_transfer"]
 
 
-class AccountIn(BaseModel):
+class AccountIn(Body):
     id: Id
     ledger: Ledger
     code: Code = 0
@@ -60,8 +82,10 @@ class AccountIn(BaseModel):
         ).check()
 
 
-class AccountsIn(BaseModel):
-    accounts: list[AccountIn] = Field(..., min_length=1)
+class AccountsIn(Body):
+    accounts: list[AccountIn] = Field(
+        ..., min_length=1, description="At most REALM_LEDGER_MAX_BATCH (1,000): more is 413."
+    )
 
 
 class Balances(BaseModel):
@@ -94,7 +118,7 @@ class AccountResults(BaseModel):
     results: list[AccountResult]
 
 
-class TransferIn(BaseModel):
+class TransferIn(Body):
     id: Id
     debit_account_id: Id | None = Field(None, description="Optional for a post or void.")
     credit_account_id: Id | None = Field(None, description="Optional for a post or void.")
@@ -104,7 +128,9 @@ class TransferIn(BaseModel):
     flags: list[TransferFlag] = []
     pending_id: Id | None = Field(None, description="The pending transfer to post or void.")
     timeout_s: Annotated[StrictInt, Field(ge=0, le=MAX_TIMEOUT_S)] = Field(
-        0, description="A pending transfer is voided this long after it was made; 0: never."
+        0,
+        description="A pending transfer is voided this long after it was made; 0: never. "
+        "At most REALM_LEDGER_MAX_TIMEOUT_S (30 days by default).",
     )
 
     def spec(self) -> TransferSpec:
@@ -136,8 +162,10 @@ class TransferIn(BaseModel):
         ).check()
 
 
-class TransfersIn(BaseModel):
-    transfers: list[TransferIn] = Field(..., min_length=1)
+class TransfersIn(Body):
+    transfers: list[TransferIn] = Field(
+        ..., min_length=1, description="At most REALM_LEDGER_MAX_BATCH (1,000): more is 413."
+    )
 
 
 class Transfer(BaseModel):
@@ -156,8 +184,12 @@ class Transfer(BaseModel):
 
 class TransferAnswer(BaseModel):
     transfer: Transfer
-    debit_account: Balances = Field(..., description="Its balances right after this transfer.")
-    credit_account: Balances
+    debit_account: Balances | None = Field(
+        ..., description="Its balances right after this transfer (null if not yours)."
+    )
+    credit_account: Balances | None = Field(
+        ..., description="The same; null when the credit account is another user's."
+    )
 
 
 class TransferResult(BaseModel):
@@ -171,12 +203,12 @@ class TransferResults(BaseModel):
     results: list[TransferResult]
 
 
-class PostIn(BaseModel):
+class PostIn(Body):
     id: Id = Field(..., description="Id of the post transfer itself.")
     amount: Amount | None = Field(None, description="Post only this much; the rest is released.")
 
 
-class VoidIn(BaseModel):
+class VoidIn(Body):
     id: Id = Field(..., description="Id of the void transfer itself.")
 
 
@@ -206,15 +238,15 @@ def make_app(client: LedgerClient, settings: Settings) -> FastAPI:
     app = service_app(
         title="ledger",
         description="Double-entry accounts and transfers (TigerBeetle's rules), sharded, "
-        "with two-phase commit across shards.",
+        "with two-phase commit across shards. Accounts belong to the user who creates "
+        "them; a transfer debits one of the caller's accounts and may credit anyone's.",
         settings=settings,
     )
-    errors: dict[int | str, dict[str, Any]] = {404: {}, 409: {}, 413: {}, 422: {}}
 
-    @app.post("/accounts", responses=errors)
-    async def create_accounts(body: AccountsIn, user: CurrentUser) -> AccountResults:
+    @app.post("/accounts")
+    async def create_accounts(body: AccountsIn, user: Opener) -> AccountResults:
         specs = [account.spec() for account in body.accounts]
-        results = await client.create_accounts(specs)
+        results = await client.create_accounts(specs, owner=user.user_id)
         return AccountResults(
             results=[
                 AccountResult(error=_problem(r))
@@ -224,32 +256,33 @@ def make_app(client: LedgerClient, settings: Settings) -> FastAPI:
             ]
         )
 
-    @app.get("/accounts/{account_id}", responses=errors)
-    async def get_account(account_id: str, user: CurrentUser) -> Account:
-        return Account(**await client.get_account(account_id))
+    @app.get("/accounts/{account_id}")
+    async def get_account(account_id: PathId, user: Reader) -> Account:
+        return Account(**await client.get_account(account_id, owner=user.user_id))
 
-    @app.get("/accounts/{account_id}/history", responses=errors)
+    @app.get("/accounts/{account_id}/history")
     async def history(
-        account_id: str,
-        user: CurrentUser,
-        since_ns: Annotated[int, Query(ge=0)] = 0,
-        until_ns: Annotated[int | None, Query(ge=0)] = None,
-        after_ns: Annotated[int | None, Query(ge=0, description="next_after_ns")] = None,
-        limit: Annotated[int, Query(ge=1)] = 100,
+        account_id: PathId,
+        user: Reader,
+        since_ns: Nanos = 0,
+        until_ns: Nanos | None = None,
+        after_ns: Annotated[int | None, Query(ge=0, le=MAX_NS, description="next_after_ns")] = None,
+        limit: Limit = 100,
     ) -> History:
         page = await client.history(
-            account_id, since_ns=since_ns, until_ns=until_ns, after_ns=after_ns, limit=limit
-        )
+            account_id, since_ns=since_ns, until_ns=until_ns, after_ns=after_ns, limit=limit,
+            owner=user.user_id,
+        )  # fmt: skip
         return History(**page)
 
-    @app.post("/transfers", status_code=201, responses=errors)
-    async def create_transfer(body: TransferIn, user: CurrentUser) -> TransferAnswer:
-        return TransferAnswer(**await client.create_transfer(body.spec()))
+    @app.post("/transfers", status_code=201)
+    async def create_transfer(body: TransferIn, user: Payer) -> TransferAnswer:
+        return TransferAnswer(**await client.create_transfer(body.spec(), owner=user.user_id))
 
-    @app.post("/transfers/batch", responses=errors)
-    async def create_transfers(body: TransfersIn, user: CurrentUser) -> TransferResults:
+    @app.post("/transfers/batch")
+    async def create_transfers(body: TransfersIn, user: Payer) -> TransferResults:
         specs = [transfer.spec() for transfer in body.transfers]
-        results = await client.create_transfers(specs)
+        results = await client.create_transfers(specs, owner=user.user_id)
         return TransferResults(
             results=[
                 TransferResult(error=_problem(r))
@@ -259,17 +292,18 @@ def make_app(client: LedgerClient, settings: Settings) -> FastAPI:
             ]
         )
 
-    @app.get("/transfers/{transfer_id}", responses=errors)
-    async def get_transfer(transfer_id: str, user: CurrentUser) -> Transfer:
-        return Transfer(**await client.get_transfer(transfer_id))
+    @app.get("/transfers/{transfer_id}")
+    async def get_transfer(transfer_id: PathId, user: Reader) -> Transfer:
+        return Transfer(**await client.get_transfer(transfer_id, owner=user.user_id))
 
-    @app.post("/transfers/{pending_id}/post", status_code=201, responses=errors)
-    async def post_pending(pending_id: str, body: PostIn, user: CurrentUser) -> TransferAnswer:
-        return TransferAnswer(**await client.post_pending(pending_id, body.id, body.amount))
+    @app.post("/transfers/{pending_id}/post", status_code=201)
+    async def post_pending(pending_id: PathId, body: PostIn, user: Payer) -> TransferAnswer:
+        answer = await client.post_pending(pending_id, body.id, body.amount, owner=user.user_id)
+        return TransferAnswer(**answer)
 
-    @app.post("/transfers/{pending_id}/void", status_code=201, responses=errors)
-    async def void_pending(pending_id: str, body: VoidIn, user: CurrentUser) -> TransferAnswer:
-        return TransferAnswer(**await client.void_pending(pending_id, body.id))
+    @app.post("/transfers/{pending_id}/void", status_code=201)
+    async def void_pending(pending_id: PathId, body: VoidIn, user: Payer) -> TransferAnswer:
+        return TransferAnswer(**await client.void_pending(pending_id, body.id, owner=user.user_id))
 
     return app
 

@@ -20,8 +20,13 @@ funded so that no transfer is refused. PostgreSQL is the server on
 127.0.0.1:5432; its tables ``bench_ledger_*`` are dropped at the end.
 
 N is each of --concurrency-levels (the same for both sides): a cross-shard
-transfer waits for three actor round trips and two store writes in a row, so
-its throughput grows with the transfers in flight where PostgreSQL's flattens.
+transfer waits for three actor round trips and three store writes in a row
+(prepare, decision, commit), so its throughput grows with the transfers in
+flight where PostgreSQL's flattens.
+
+The accounts are the system's (the client used without an owner): an owner's
+checks cost a dictionary lookup per side, and an owner's quota counts only
+account creations, which are not measured.
 
 The machine is shared and its load swings; so the variants run in --rounds
 interleaved rounds (each a 1/rounds slice of --duration-s), and each variant's

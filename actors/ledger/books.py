@@ -14,6 +14,14 @@ account's debits (pending + posted + this amount) may not exceed its posted
 credits (``insufficient_funds``), and symmetrically for
 ``credits_must_not_exceed_debits`` (``exceeds_debits``).
 
+Owners: a transfer's debit account must belong to the transfer's owner (or
+the transfer is the system's); one that does not is ``account_not_found``,
+exactly like a missing one. Its credit account may be anyone's; when it is not
+the owner's, the transfer learns nothing of it beyond whether it took the
+credit: a refusal that comes from that account (another ledger, its flag, an
+overflow) is ``account_not_found`` as well, and the answer leaves its balances
+out. A post or void is its pending transfer's owner's alone.
+
 Every transfer gets a timestamp in integer nanoseconds, unique and increasing
 per shard; history pages and time ranges use them. Each history entry holds
 the account's balances right after it, which is also how a repeated transfer
@@ -26,7 +34,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from actors.ledger.errors import (
     AccountNotFound,
@@ -47,6 +55,7 @@ from actors.ledger.model import (
     CREDIT,
     DEBIT,
     MAX_BALANCE,
+    SYSTEM,
     AccountSpec,
     BalancesRecord,
     Kind,
@@ -265,6 +274,8 @@ class Books:
         #: (expires at ns, transfer id) of local pending transfers with a timeout.
         self.expiries: list[tuple[int, str]] = []
         self.last_ts = 0
+        #: owner -> how many of its accounts are here (derived from ``accounts``).
+        self.owned: dict[str, int] = {}
 
     # --- as a snapshot keeps them ----------------------------------------------
 
@@ -292,7 +303,12 @@ class Books:
             for account_id, entries in state.history.items()
         }
         books.expiries, books.last_ts = state.expiries, state.last_ts
+        for account in books.accounts.values():
+            books._own(account.spec.owner)
         return books
+
+    def _own(self, owner: str) -> None:
+        self.owned[owner] = self.owned.get(owner, 0) + 1
 
     def size(self) -> int:
         """Roughly the items a snapshot holds (history: an entry per side)."""
@@ -317,8 +333,22 @@ class Books:
                 continue
             account = Account(spec, self.stamp(at))
             self.accounts[spec.id] = account
+            self._own(spec.owner)
             answers.append(account.public())
         return answers
+
+    def census(self, owner: str, ids: list[str]) -> tuple[int, int]:
+        """How many accounts ``owner`` has here, and how many of ``ids`` are free here."""
+        return self.owned.get(owner, 0), sum(account_id not in self.accounts for account_id in ids)
+
+    def owns(self, owner: str | None, account_id: str) -> bool:
+        """Whether ``account_id`` exists here and ``owner`` may see it (None: anyone)."""
+        account = self.accounts.get(account_id)
+        return account is not None and (owner is None or account.spec.owner == owner)
+
+    def get_accounts(self, ids: list[str], owner: str | None) -> list[dict[str, Any] | None]:
+        """Each account, or None if it is missing or not ``owner``'s (None: anyone's)."""
+        return [self.accounts[i].public() if self.owns(owner, i) else None for i in ids]
 
     def history_page(
         self,
@@ -328,10 +358,12 @@ class Books:
         until_ns: int | None,
         after_ns: int | None,
         limit: int,
+        owner: str | None = None,
     ) -> dict[str, Any]:
         """Entries of ``account_id`` with since <= timestamp < until, oldest first,
-        after the cursor ``after_ns``; ``next_after_ns`` continues (None at the end)."""
-        if account_id not in self.accounts:
+        after the cursor ``after_ns``; ``next_after_ns`` continues (None at the end).
+        Only ``owner``'s account (None: anyone's); another's is ``AccountNotFound``."""
+        if not self.owns(owner, account_id):
             raise AccountNotFound(account_id=account_id)
         if limit < 1:
             raise InvalidInput("limit must be at least 1", field="limit")
@@ -348,6 +380,13 @@ class Books:
         }
 
     # --- the rules ---------------------------------------------------------------
+
+    def _check_debit_owner(self, spec: TransferSpec, sides: tuple[str, ...]) -> None:
+        """A transfer's debit account must be its owner's: another's is answered
+        exactly as a missing account is."""
+        owner = spec.owner
+        if owner != SYSTEM and DEBIT in sides and not self.owns(owner, spec.debit_account_id):
+            raise AccountNotFound(account_id=spec.debit_account_id)
 
     def _claim_id(self, txn: _Txn, spec: TransferSpec, txid: str | None) -> Stored | None:
         """The stored transfer if this exact one already exists; raises if the id is taken."""
@@ -380,22 +419,23 @@ class Books:
         for side in sides:
             account = txn.account(account_of(spec, side))
             if account.spec.ledger != spec.ledger:
-                raise LedgerMismatch(
+                _refuse(spec, account, LedgerMismatch(
                     account_id=account.spec.id, account_ledger=account.spec.ledger,
                     transfer_ledger=spec.ledger,
-                )  # fmt: skip
+                ))  # fmt: skip
         for side in sides:
             account = txn.account(account_of(spec, side))
             pending_field, posted_field, bound_field, other, flag, refusal = _SIDES[side]
             own = getattr(account, pending_field) + getattr(account, posted_field) + amount
             bound = getattr(account, bound_field) + earlier.get((account.spec.id, other), 0)
             if getattr(account.spec, flag) and own > bound:
-                raise refusal(account_id=account.spec.id, available=bound - own + amount,
-                              amount=amount)  # fmt: skip
+                available = bound - own + amount
+                error = refusal(account_id=account.spec.id, available=available, amount=amount)
+                _refuse(spec, account, error)
             field = pending_field if pending else posted_field
             setattr(account, field, getattr(account, field) + amount)
             if own > MAX_BALANCE:
-                raise BalanceOverflow(account_id=account.spec.id)
+                _refuse(spec, account, BalanceOverflow(account_id=account.spec.id))
 
     @staticmethod
     def _move(
@@ -417,6 +457,8 @@ class Books:
         pending = txn.transfer(spec.pending_id)
         if pending is None or pending.spec.kind is not Kind.PENDING or pending.state == "prepared":
             raise PendingTransferNotFound(pending_id=spec.pending_id)
+        if spec.owner != SYSTEM and pending.spec.owner != spec.owner:
+            raise PendingTransferNotFound(pending_id=spec.pending_id)  # not theirs to close
         if pending.state != "pending":
             raise PendingTransferClosed(pending_id=spec.pending_id, state=pending.state)
         late = pending.expires_at and at_ns + EXPIRY_SLACK_NS >= pending.expires_at
@@ -476,17 +518,17 @@ class Books:
     @staticmethod
     def _answer(txn: _Txn, stored: Stored) -> dict[str, Any]:
         """What a transfer just applied answers: itself and the balances of its
-        accounts on this shard right after it."""
-        spec = stored.spec
-        return {
+        accounts on this shard right after it (of those its owner may see)."""
+        answer: dict[str, Any] = {
             "transfer": stored.public(),
-            "debit_account": txn.account(spec.debit_account_id).balances()
-            if DEBIT in stored.sides
-            else None,
-            "credit_account": txn.account(spec.credit_account_id).balances()
-            if CREDIT in stored.sides
-            else None,
+            "debit_account": None,
+            "credit_account": None,
         }
+        for side in stored.sides:
+            account = txn.account(account_of(stored.spec, side))
+            if _shown(stored.spec, account):
+                answer[f"{side}_account"] = account.balances()
+        return answer
 
     def answer_of(self, stored: Stored) -> dict[str, Any]:
         """The answer ``stored`` got when it was applied, again: the transfer as it
@@ -499,6 +541,8 @@ class Books:
         }
         for side in stored.sides:
             account_id = account_of(stored.spec, side)
+            if not _shown(stored.spec, self.accounts[account_id]):
+                continue
             entries = self.history[account_id]
             entry = entries[bisect_left(entries, (stored.timestamp,))]
             balances = dict(zip(BALANCE_FIELDS, entry[5:], strict=True))
@@ -517,6 +561,7 @@ class Books:
         repeats = 0
         for index, spec in enumerate(unit):
             try:
+                self._check_debit_owner(spec, BOTH)
                 existing = self._claim_id(txn, spec, None)
                 if existing is not None:
                     repeats += 1
@@ -546,6 +591,7 @@ class Books:
         earlier: dict[tuple[str, str], int] = {}
         for index, spec, sides in legs:
             try:
+                self._check_debit_owner(spec, sides)
                 if self._claim_id(txn, spec, txid) is not None:
                     raise IdConflict("the transfer id is already used", id=spec.id)
                 if spec.kind in (Kind.POSTED, Kind.PENDING):
@@ -621,14 +667,30 @@ class Books:
     # --- reads -----------------------------------------------------------------------
 
     def get_transfers(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each transfer as this shard knows it, with its ``sides`` here and its
+        ``parties`` (its owner and the owners of its accounts here: who may see it)."""
         found: list[dict[str, Any] | None] = []
         for transfer_id in ids:
             stored = self.transfers.get(transfer_id)
             if stored is None or stored.state == "prepared":
                 found.append(None)
-            else:
-                found.append(stored.public() | {"sides": list(stored.sides)})
+                continue
+            parties = {stored.spec.owner}
+            for side in stored.sides:
+                parties.add(self.accounts[account_of(stored.spec, side)].spec.owner)
+            found.append(
+                stored.public() | {"sides": list(stored.sides), "parties": sorted(parties)}
+            )
         return found
+
+    def committed_by(self, txid: str) -> dict[str, Any]:
+        """The answers of the transfers transaction ``txid`` committed here, found
+        by looking through every transfer (for a transaction forgotten since)."""
+        return {
+            stored.spec.id: self.answer_of(stored)
+            for stored in self.transfers.values()
+            if stored.txid == txid and stored.state != "prepared"
+        }
 
     def totals(self) -> dict[str, Any]:
         """Sums over the accounts (for checks and stats)."""
@@ -646,6 +708,19 @@ class Books:
 
     def __repr__(self) -> str:
         return f"<Books accounts={len(self.accounts)} transfers={len(self.transfers)}>"
+
+
+def _shown(spec: TransferSpec, account: Account) -> bool:
+    """Whether the owner of ``spec`` may see ``account``'s balances."""
+    return spec.owner == SYSTEM or account.spec.owner == spec.owner
+
+
+def _refuse(spec: TransferSpec, account: Account, refusal: RealmError) -> NoReturn:
+    """Raise ``refusal``; for an account the transfer's owner may not see, raise
+    what a missing account raises instead, so a refusal tells nothing of it."""
+    if not _shown(spec, account):
+        raise AccountNotFound(account_id=account.spec.id)
+    raise refusal
 
 
 __all__ = ["HISTORY_FIELDS", "Account", "Books", "BooksState", "Stored", "account_of"]

@@ -24,6 +24,14 @@ that holds a prepared transaction for long asks the coordinator
 (``resolve``): commit once the decision is durable, abort for an unknown or
 superseded transaction id, and "pending" while it is being decided.
 
+Presumed abort holds only if no shard can be in doubt about a commit the log
+has forgotten. A shard answers ``commit`` once its commit is in its store:
+that answer is its acknowledgement, and a transaction is finished only when
+every shard involved has acknowledged it. Until then its decision is kept,
+however old (and a snapshot keeps it too); only finished ones are ever
+forgotten (beyond ``FINISHED_KEPT``, and none younger than
+``FINISHED_MIN_AGE_S``), and none of their shards can ask about them again.
+
 Exactly once: a unit is identified by its first transfer id. A repeat with the
 same body answers the logged result of a committed unit, waits for one under
 way, and starts a new attempt (new transaction id) only once an earlier
@@ -34,6 +42,11 @@ repeat is tried again.
 Pending transfers that span shards and have a timeout are expired here: once
 the timeout has passed the coordinator that created them runs a void of them
 through the same 2PC (a post racing it fails on one side and aborts).
+
+A user's accounts are created here too, by the coordinator the owner hashes
+to (``create_accounts``): an owner's accounts live on every shard, so this is
+where their number is counted against the owner's quota, one creation of
+theirs at a time.
 
 ``TxCoordinator`` reaches shards through ``ShardPort``s it is given (in the
 actor, ``RemoteShard``s over the shard actors: ``actors.ledger.actors`` wires
@@ -58,6 +71,7 @@ from actors.ledger.model import (
     BOTH,
     CREDIT,
     DEBIT,
+    AccountSpec,
     AnswerRecord,
     BalancesRecord,
     Kind,
@@ -69,16 +83,18 @@ from actors.ledger.model import (
 from actors.runtime.backoff import retry_call
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import RealmError, Unavailable
+from actors.runtime.errors import LimitReached, RealmError, Unavailable
 from actors.runtime.journal import Durable
 from actors.runtime.supervision import ActorRef
 
 log = logging.getLogger(__name__)
 
-#: Finished transactions whose outcome is kept to answer repeats.
+#: Finished transactions (every shard acknowledged) whose outcome is kept to
+#: answer repeats of their units; older ones are forgotten. Unfinished ones are
+#: always kept.
 FINISHED_KEPT = 200_000
-#: ...and none younger than this, whatever their number: a shard that lost an
-#: unsynced commit record asks about it within seconds (see ``LedgerShard.commit``).
+#: ...and none younger than this, whatever their number, so that a client's
+#: retry within the hour gets its answer back.
 FINISHED_MIN_AGE_S = 3_600.0
 #: Attempts at telling one shard a decision before the driver gives up for now
 #: (the sweep picks the transaction up again).
@@ -158,6 +174,8 @@ class ShardPort(Protocol):
     async def commit(self, txids: list[str]) -> list[Any]: ...
     async def abort(self, txids: list[str]) -> list[Any]: ...
     async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]: ...
+    async def census(self, owner: str, ids: list[str]) -> tuple[int, int]: ...
+    async def create_accounts(self, specs: list[AccountSpec]) -> list[Any]: ...
 
 
 def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, list[Leg]]:
@@ -218,6 +236,10 @@ class TxCoordinator(Durable):
         self.finished_kept = finished_kept
         #: unit id (its first transfer id) -> entry; finished ones oldest first.
         self.entries: OrderedDict[str, Entry] = OrderedDict()
+        #: unit ids of finished entries, in the order they are forgotten
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        #: owner -> (lock serializing its account creations, callers holding or awaiting it)
+        self._owner_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         #: cross-shard pending transfers with a timeout: id -> (expires at, the pending transfer)
         self.expiring: dict[str, tuple[float, TransferSpec]] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
@@ -243,6 +265,9 @@ class TxCoordinator(Durable):
             (d.unit[0].id, Entry(d.unit, d.txid, d.state, d.began_at, result=d.result))
             for d in state.decided
         )
+        self._finished = OrderedDict(
+            (uid, None) for uid, e in self.entries.items() if e.state is TxState.COMMITTED
+        )
         self.expiring = state.expiring
 
     def apply_decide(self, uid: str, txid: str, unit: list[TransferSpec], at: float) -> None:
@@ -254,6 +279,7 @@ class TxCoordinator(Durable):
             self.entries[uid] = Entry(unit, txid, TxState.COMMITTING, at)
 
     def apply_finish(self, uid: str, txid: str, result: list[AnswerRecord], at: float) -> None:
+        """Every shard acknowledged the commit: the transaction is finished."""
         entry = self.entries.get(uid)
         if entry is None or entry.txid != txid:
             return
@@ -265,13 +291,19 @@ class TxCoordinator(Durable):
         self._retire(uid, at)
 
     def _retire(self, uid: str, at: float) -> None:
-        """Move a finished entry to the young end; forget the oldest finished ones."""
+        """Move a finished entry to the young end; forget the oldest finished ones
+        (an unfinished one is never forgotten, nor holds the others back)."""
         self.entries.move_to_end(uid)
-        while len(self.entries) > self.finished_kept:
-            oldest = self.entries[next(iter(self.entries))]
-            if oldest.state not in FINAL or oldest.began_at > at - FINISHED_MIN_AGE_S:
-                break
-            del self.entries[oldest.unit[0].id]
+        self._finished[uid] = None
+        self._finished.move_to_end(uid)
+        while len(self._finished) > self.finished_kept:
+            oldest = next(iter(self._finished))
+            entry = self.entries.get(oldest)
+            if entry is not None and entry.state in FINAL:
+                if entry.began_at > at - FINISHED_MIN_AGE_S:
+                    break
+                del self.entries[oldest]
+            del self._finished[oldest]  # (one begun again since is no longer finished)
 
     def apply_expired(self, pending_id: str) -> None:
         self.expiring.pop(pending_id, None)
@@ -467,6 +499,52 @@ class TxCoordinator(Durable):
                 outcomes.append("pending")
         return outcomes
 
+    # --- an owner's accounts --------------------------------------------------
+
+    async def create_accounts(self, owner: str, specs: list[AccountSpec], limit: int) -> list[Any]:
+        """Create ``owner``'s accounts (their shards hold them) unless that would take
+        the owner over ``limit`` accounts: then ``LimitReached``, and none is made.
+
+        Per account its answer or its error (``IdConflict``: the id is taken, by
+        the owner with another body or by anyone else). Creations of one owner
+        run one at a time here, so two cannot both pass the count."""
+        lock, users = self._owner_locks.get(owner) or (asyncio.Lock(), 0)
+        self._owner_locks[owner] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._create_accounts(owner, specs, limit)
+        finally:
+            lock, users = self._owner_locks[owner]
+            if users == 1:
+                del self._owner_locks[owner]
+            else:
+                self._owner_locks[owner] = (lock, users - 1)
+
+    async def _create_accounts(self, owner: str, specs: list[AccountSpec], limit: int) -> list[Any]:
+        by_shard: dict[int, list[int]] = {}
+        for position, spec in enumerate(specs):
+            by_shard.setdefault(self.route(spec.id), []).append(position)
+        shards = list(range(len(self.shards)))
+        census = await asyncio.gather(
+            *(self.shards[i].census(owner, [specs[p].id for p in by_shard.get(i, [])])
+              for i in shards)
+        )  # fmt: skip
+        held, free = sum(c[0] for c in census), sum(c[1] for c in census)
+        if held + free > limit:
+            raise LimitReached(
+                f"an owner may have at most {limit} ledger accounts",
+                limit=limit, held=held, asked=free,
+            )  # fmt: skip
+        answers: list[Any] = [None] * len(specs)
+
+        async def create(shard: int, positions: list[int]) -> None:
+            got = await self.shards[shard].create_accounts([specs[p] for p in positions])
+            for position, answer in zip(positions, got, strict=True):
+                answers[position] = answer
+
+        await asyncio.gather(*(create(shard, positions) for shard, positions in by_shard.items()))
+        return answers
+
     # --- pending timeouts of cross-shard pending transfers --------------------
 
     async def expire_due(self) -> list[str]:
@@ -525,6 +603,14 @@ class RemoteShard:
     async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = await self.ref.call("in_doubt", older_than_s)
         return found
+
+    async def census(self, owner: str, ids: list[str]) -> tuple[int, int]:
+        held, free = await self.ref.call("census", owner, ids)
+        return held, free
+
+    async def create_accounts(self, specs: list[AccountSpec]) -> list[Any]:
+        answers: list[Any] = await self.ref.call("create_accounts", specs)
+        return answers
 
     def calls(self) -> dict[str, tuple[int, int]]:
         """Per phase: (batched calls sent, requests they carried)."""

@@ -7,6 +7,14 @@ a ledger 1 .. 2**32 - 1, a code 0 .. 65535. Ids are client-chosen strings of
 types at the boundary (``apps/ledger.py``, ``LedgerClient``); actors get them
 already checked and check again what depends on state.
 
+Owners: an account belongs to the user who created it (``AccountSpec.owner``),
+and a transfer carries the user who asks for it (``TransferSpec.owner``). The
+debit account of a transfer must be its owner's; the credit account may be
+anyone's, and of one that is not the owner's the transfer learns nothing but
+whether it took the credit (``Books``). The empty owner is the system's (the
+Python client used without one: tests, benchmarks, the ledger's own expiry
+voids): it owns nothing and may use every account.
+
 A balance may reach 2**128 - 1, beyond the 64-bit integers of MessagePack (the
 journal's encoding, ``actors.runtime.codec``): where a record or snapshot
 carries balances it carries them as decimal strings (``BalancesRecord``,
@@ -28,6 +36,10 @@ MAX_BALANCE = 2**128 - 1
 MAX_LEDGER = 2**32 - 1
 MAX_CODE = 2**16 - 1
 MAX_TIMEOUT_S = 2**32 - 1
+#: Timestamps and time cursors are nanoseconds within 64 signed bits.
+MAX_NS = 2**63 - 1
+#: The system's owner: no user; may use every account (never a user id).
+SYSTEM = ""
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 #: The sides of a transfer: its debit account's and its credit account's.
@@ -73,6 +85,8 @@ class AccountSpec:
     code: int = 0
     debits_must_not_exceed_credits: bool = False
     credits_must_not_exceed_debits: bool = False
+    #: The user it belongs to (``SYSTEM`` for accounts made without one).
+    owner: str = SYSTEM
 
     def check(self) -> AccountSpec:
         check_id(self.id)
@@ -80,6 +94,8 @@ class AccountSpec:
         check_int(self.code, "code", 0, MAX_CODE)
         if self.debits_must_not_exceed_credits and self.credits_must_not_exceed_debits:
             raise InvalidInput("an account may not have both balance flags", field="flags")
+        if not isinstance(self.owner, str):
+            raise InvalidInput("an owner is a string", field="owner")
         return self
 
     @property
@@ -106,10 +122,14 @@ class TransferSpec:
     timeout_s: int = 0
     #: A void made by the ledger itself when the timeout passed (never from clients).
     expiry: bool = False
+    #: Who asks for it: its debit account must be theirs (``SYSTEM``: any account).
+    owner: str = SYSTEM
 
     def check(self) -> TransferSpec:
         check_id(self.id)
         check_int(self.code, "code", 0, MAX_CODE)
+        if not isinstance(self.owner, str):
+            raise InvalidInput("an owner is a string", field="owner")
         if self.kind in (Kind.POST, Kind.VOID):
             check_id(self.pending_id, "pending_id")
             if self.pending_id == self.id:
@@ -280,6 +300,8 @@ __all__ = [
     "DEBIT",
     "MAX_AMOUNT",
     "MAX_BALANCE",
+    "MAX_NS",
+    "SYSTEM",
     "TRANSFER_FLAGS",
     "AccountSpec",
     "AnswerRecord",

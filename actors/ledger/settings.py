@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from actors.ledger.model import MAX_TIMEOUT_S
 from actors.runtime.settings import Section
 
 
@@ -23,8 +24,17 @@ class LedgerSettings(Section, service="ledger"):
     max_batch: int = Field(1_000, ge=1, le=100_000)
     """Most accounts or transfers in one batch request."""
 
-    history_page_max: int = Field(1_000, ge=1)
-    """Most history entries in one page."""
+    history_page_max: int = Field(1_000, ge=1, le=100_000)
+    """Most history entries in one page (the largest ``limit`` of a history request)."""
+
+    max_accounts_per_owner: int = Field(1_000, ge=1, le=10_000_000)
+    """Most accounts one owner (a user, and the API keys acting for them) may have; one more
+    is refused with ``limit_reached`` (403).
+    """
+
+    max_timeout_s: int = Field(30 * 86_400, ge=1, le=MAX_TIMEOUT_S)
+    """Longest ``timeout_s`` of a pending transfer, in seconds (30 days by default).
+    """
 
     pending_sweep_s: float = Field(1.0, gt=0)
     """How often shards (and coordinators) void pending transfers whose timeout passed."""

@@ -20,6 +20,13 @@ Two ways in for transfers:
   ``in_doubt`` lists transactions prepared and not yet resolved, so a shard
   can ask their coordinator (the actor does, ``in_doubt_after_s``).
 
+Every answer waits for the store: a commit is answered once its record is
+committed, and that answer is the shard's acknowledgement of the decision (the
+coordinator keeps a decision until each of its shards has acknowledged it).
+Reads answer through ``after_commit``: they never show what a crash could
+still undo, so nobody sees a transfer that a restart would take back, or
+apply again with another timestamp and other balances.
+
 Pending transfers whose timeout passes are voided by a timer with the
 injected clock; a pending transfer spanning shards is expired by its
 coordinator instead (one decision for both shards), so a shard never expires
@@ -106,9 +113,15 @@ class LedgerShard(Durable):
         )
         return answers
 
-    async def get_accounts(self, ids: list[str]) -> list[dict[str, Any] | None]:
-        accounts = self.books.accounts
-        return [None if (a := accounts.get(i)) is None else a.public() for i in ids]
+    async def get_accounts(
+        self, ids: list[str], owner: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Each account, or None if it is missing or not ``owner``'s (None: anyone's)."""
+        return await self.after_commit(self.books.get_accounts(ids, owner))
+
+    async def census(self, owner: str, ids: list[str]) -> tuple[int, int]:
+        """How many accounts ``owner`` has here, and how many of ``ids`` are free here."""
+        return self.books.census(owner, ids)
 
     async def history_of(
         self,
@@ -118,12 +131,16 @@ class LedgerShard(Durable):
         until_ns: int | None = None,
         after_ns: int | None = None,
         limit: int = 100,
+        owner: str | None = None,
     ) -> dict[str, Any]:
         """Entries of ``account_id`` with since <= timestamp < until, oldest first,
-        after the cursor ``after_ns``; ``next_after_ns`` continues (None at the end)."""
-        return self.books.history_page(
-            account_id, since_ns=since_ns, until_ns=until_ns, after_ns=after_ns, limit=limit
-        )
+        after the cursor ``after_ns``; ``next_after_ns`` continues (None at the end).
+        Only of ``owner``'s account (None: anyone's)."""
+        page = self.books.history_page(
+            account_id, since_ns=since_ns, until_ns=until_ns, after_ns=after_ns, limit=limit,
+            owner=owner,
+        )  # fmt: skip
+        return await self.after_commit(page)
 
     # --- transfers applied here ------------------------------------------------
 
@@ -138,7 +155,8 @@ class LedgerShard(Durable):
         return results
 
     async def get_transfers(self, ids: list[str]) -> list[dict[str, Any] | None]:
-        return self.books.get_transfers(ids)
+        """Each transfer as this shard knows it, with its ``sides`` and ``parties``."""
+        return await self.after_commit(self.books.get_transfers(ids))
 
     # --- pending timeouts ------------------------------------------------------
 
@@ -193,6 +211,12 @@ class LedgerShard(Durable):
                 results.append({t: self.books.answer_of(transfers[t]) for t in transfer_ids})
                 continue
             if txid not in self.prepared:
+                # Resolved so long ago that it is forgotten (a coordinator that
+                # lost its finish record drives it again): its transfers say so.
+                answers = self.books.committed_by(txid)
+                if answers:
+                    results.append(answers)
+                    continue
                 # Never prepared here: the coordinator only commits after every
                 # shard prepared, so this is a lost shard state; say so loudly.
                 log.error("%s: commit of unknown transaction %s", self.name, txid)
@@ -207,13 +231,13 @@ class LedgerShard(Durable):
     async def commit(self, txids: list[str]) -> list[Any]:
         """Post what each transaction reserved; per txid its answers by transfer id.
 
-        Answers as soon as the commit is applied and queued for the journal,
-        without waiting for the store (no idempotency key: a commit is
-        idempotent itself): the coordinator's decision is durable already, so
-        if this shard crashes before its record is, it comes back with the
-        transaction prepared, asks, and commits it again."""
-        results: list[Any]
-        results, _ = self.record("commit", txids=txids, at=self.clock.time())
+        Answers once the commit is in the store (no idempotency key: a commit
+        is idempotent itself), so the answer acknowledges the decision for
+        good: the coordinator may then forget it, and no answer (nor read)
+        ever shows balances or a timestamp that a crash could change. A shard
+        that crashes first comes back with the transaction prepared and
+        commits it again, when its coordinator tells it or when it asks."""
+        results: list[Any] = await self.execute("commit", txids=txids, at=self.clock.time())
         return results
 
     def apply_abort(self, txids: list[str]) -> list[str]:
@@ -243,11 +267,11 @@ class LedgerShard(Durable):
 
     async def totals(self) -> dict[str, Any]:
         """Sums over this shard's accounts (for checks and stats)."""
-        return {"prepared": len(self.prepared), **self.books.totals()}
+        return await self.after_commit({"prepared": len(self.prepared), **self.books.totals()})
 
     async def accounts_page(self, after: str = "", limit: int = 1_000) -> list[dict[str, Any]]:
         """Accounts by id, after ``after`` (for audits)."""
-        return self.books.accounts_page(after, limit)
+        return await self.after_commit(self.books.accounts_page(after, limit))
 
     def __repr__(self) -> str:
         return (

@@ -13,24 +13,35 @@ and versioned by the class's ``schema_version``. ``open`` (called from the
 actor's ``__init__``) rebuilds the state from the latest snapshot plus the
 records after it. Each operation may carry an idempotency key: a repeat of a
 key, for instance a call Ray retries after a restart, gets the first answer
-and changes nothing.
+and changes nothing. A repeat that arrives while the first one's record is
+still on its way to the store waits for that commit, and fails as the first
+one does if it fails: a repeat never acknowledges a write the store lost.
 
 Between being applied and being committed, an operation's effect is visible to
 reads in the same actor; it is never acknowledged to its caller before commit.
-If a commit fails, the actor cannot know how far its memory is ahead of the
-store, so it fails the waiting calls and crashes on purpose: Ray restarts it
-and it recovers from the store (let it crash).
+A read that must not show what could still be lost answers through
+``after_commit``. If a commit fails, the actor cannot know how far its memory
+is ahead of the store, so it fails the waiting calls and crashes on purpose:
+Ray restarts it and it recovers from the store (let it crash).
+
+Snapshots are written in the background, each once its records are committed.
+A snapshot that fails to be written is logged and skipped: the journal keeps
+the records it would have dropped, and the next snapshot, taken at the usual
+pace, covers them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import reprlib
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from functools import partial
+from typing import Any, ClassVar, Literal, TypeVar
 
 from actors.runtime import codec
 from actors.runtime.backoff import RECONNECT, retry_call
@@ -38,6 +49,8 @@ from actors.runtime.errors import RealmError, RecordUndecodable, StoreUnavailabl
 from actors.runtime.store import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Idempotency keys remembered per actor; older keys are forgotten first.
 IDEMPOTENCY_KEYS_KEPT = 100_000
@@ -77,16 +90,28 @@ class Journal:
         self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._broken: BaseException | None = None
+        #: (record number, tie-breaker, future) of ``synced`` calls, soonest first
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tickets = itertools.count()
         self.commits = 0  #: store round trips so far
         self.records = 0  #: records committed so far
 
     def start_at(self, head: int) -> None:
         self.committed = self.assigned = head
 
-    def append(self, record: bytes) -> tuple[int, asyncio.Future[int]]:
-        """Number ``record`` now; the future resolves once the store has it."""
+    @property
+    def broken(self) -> bool:
+        """A commit failed: nothing more is appended (the actor is restarting)."""
+        return self._broken is not None
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` if a commit failed (nothing may be applied then)."""
         if self._broken is not None:
             raise StoreUnavailable("journal is broken; the actor is restarting")
+
+    def append(self, record: bytes) -> tuple[int, asyncio.Future[int]]:
+        """Number ``record`` now; the future resolves once the store has it."""
+        self.check()
         self.assigned += 1
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
@@ -111,15 +136,41 @@ class Journal:
             for offset, (_, future) in enumerate(batch):
                 if not future.done():
                     future.set_result(first + offset)
+            while self._waiters and self._waiters[0][0] <= self.committed:
+                waiter = heapq.heappop(self._waiters)[2]
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _fail(self, error: BaseException, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
         self._broken = error
-        failure = error if isinstance(error, RealmError) else StoreUnavailable(str(error))
+        failure = self._failure()
         for _, future in [*batch, *self._pending]:
             if not future.done():
                 future.set_exception(failure)
+        for _, _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(failure)
         self._pending.clear()
+        self._waiters.clear()
         self._on_failure(error)
+
+    def _failure(self) -> RealmError:
+        error = self._broken
+        return error if isinstance(error, RealmError) else StoreUnavailable(str(error))
+
+    async def synced(self, seq: int | None = None) -> None:
+        """Return once the store has every record up to ``seq`` (by default, every
+        record appended so far); raise the commit's failure if one failed first."""
+        seq = self.assigned if seq is None else seq
+        if self._broken is not None:
+            raise self._failure()
+        if seq <= self.committed:
+            return
+        if seq > self.assigned:
+            raise ValueError(f"record {seq} was never appended (last is {self.assigned})")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._tickets), waiter))
+        await asyncio.shield(waiter)
 
     async def drain(self) -> None:
         """Wait until everything appended so far is committed (or failed)."""
@@ -170,9 +221,11 @@ class Durable:
         self.journal = Journal(store, stream, max_batch=max_batch, on_failure=on_failure)
         self.snapshot_every = snapshot_every
         self._replies: OrderedDict[str, tuple[str, Any]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        #: Commit of the record of each key whose reply is not known to be durable yet.
+        self._inflight: dict[str, asyncio.Future[int]] = {}
         self._snapshot_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
+        self.snapshot_failures = 0  #: snapshots that could not be written
         snapshot, records = await _with_patience(lambda: _load(store, stream))
         if snapshot is not None:
             self._snapshot_seq, data = snapshot
@@ -219,25 +272,48 @@ class Durable:
         return result
 
     def reply(self, key: str) -> tuple[str, Any] | None:
-        """The operation and answer remembered for idempotency key ``key``, if any."""
-        return self._replies.get(key)
+        """The operation and answer remembered for idempotency key ``key``, once
+        its record is committed; None before (see ``committed_reply``)."""
+        found = self._replies.get(key)
+        if found is None or not _settled(self._inflight.get(key)):
+            return None
+        return found
+
+    def knows(self, key: str) -> bool:
+        """Whether a call with ``key`` was applied here (its record may still be on
+        its way to the store: ``committed_reply`` waits for it)."""
+        return key in self._replies
+
+    async def committed_reply(self, key: str) -> tuple[str, Any] | None:
+        """The operation and answer remembered for ``key``, if any, once its record
+        is committed: waits for a commit under way, and raises its failure."""
+        found = self._replies.get(key)
+        if found is not None:
+            await self._committed(key)
+        return found
+
+    async def _committed(self, key: str) -> None:
+        pending = self._inflight.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
 
     async def execute(self, op: str, *, key: str | None = None, **args: Any) -> Any:
-        """Apply ``op`` now, answer once the journal has it; a repeated key answers again."""
-        if key is not None:
-            if key in self._replies:
-                return self._replies[key][1]
-            if key in self._inflight:
-                return await asyncio.shield(self._inflight[key])
+        """Apply ``op`` now, answer once the journal has it. A repeated key answers
+        the first call's answer, once the first call's record is committed (and
+        fails as it did if that commit fails), and changes nothing."""
+        if key is not None and key in self._replies:
+            answer = self._replies[key][1]
+            await self._committed(key)
+            return answer
         result, committed = self.record(op, key=key, **args)
-        if key is not None:
-            self._inflight[key] = committed
-        try:
-            await committed
-        finally:
-            if key is not None:
-                self._inflight.pop(key, None)
+        await committed
         return result
+
+    async def after_commit(self, value: T) -> T:
+        """``value`` (read from this actor's state just now), once every change it
+        may show is committed: a read that never shows what a crash could undo."""
+        await self.journal.synced()
+        return value
 
     def record(
         self, op: str, *, key: str | None = None, **args: Any
@@ -249,14 +325,23 @@ class Durable:
         are durable because something else already is. Records commit in
         order, so whatever is recorded after this commits after it, and a
         failed commit crashes the actor, so nothing after it is answered."""
+        self.journal.check()  # nothing is applied once the journal is broken
         result = self._apply(op, args, key)  # raises (and changes nothing) to refuse
         data = codec.encode([self.schema_version, op, args, key])
         if CHECK_ROUND_TRIP:
             _check_round_trip(f"apply_{op}", args, self._decode_record(codec.decode(data))[1])
         seq, committed = self.journal.append(data)
+        if key is not None:
+            self._inflight[key] = committed
+            committed.add_done_callback(partial(self._settle, key))
         if seq - self._snapshot_seq >= max(self.snapshot_every, self.state_size()):
             self._take_snapshot(seq)
         return result, committed
+
+    def _settle(self, key: str, committed: asyncio.Future[int]) -> None:
+        """Forget a key's commit once it succeeded (a failed one stays: its reply is lost)."""
+        if _settled(committed) and self._inflight.get(key) is committed:
+            del self._inflight[key]
 
     def _decode_record(self, record: Any) -> tuple[str, dict[str, Any], str | None]:
         version, op, args, key = record
@@ -294,13 +379,26 @@ class Durable:
         previous = self._snapshot_task
 
         async def write() -> None:
-            if previous is not None:
-                await previous
-            await self.journal.drain()
-            if self.journal.committed >= seq:
+            if previous is not None:  # in order; its own failure does not stop this one
+                await asyncio.wait({previous})
+            try:
+                await self.journal.synced(seq)
                 await self.journal.store.write_snapshot(self.journal.stream, seq, data)
+            except Exception as error:
+                self.snapshot_failures += 1
+                log.warning(
+                    "%s: snapshot at record %d not written (%r); the journal keeps its "
+                    "records until the next one", self.journal.stream, seq, error,
+                )  # fmt: skip
 
         self._snapshot_task = asyncio.create_task(write())
+
+
+def _settled(committed: asyncio.Future[int] | None) -> bool:
+    """No commit to wait for, or one that succeeded."""
+    if committed is None:
+        return True
+    return committed.done() and not committed.cancelled() and committed.exception() is None
 
 
 def _state_type(cls: type[Durable]) -> Any:

@@ -1,6 +1,7 @@
 """The ledger over HTTP (``/ledger``, deployed with every service): each route,
-its refusals in the error envelope, and bad input refused with 4xx while
-nothing changes."""
+its refusals in the error envelope, bad input refused with 4xx while nothing
+changes, and owners: another user's accounts and transfers are not found, a
+transfer debits only the caller's accounts, and accounts count against a quota."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import error_code, service_client
+from tests.integration.conftest import error_code, service_client, sign_up
 
 SERVICE = "ledger"  # of the `http` fixture
 MAX_AMOUNT = 2**63 - 1
@@ -222,3 +223,102 @@ async def test_the_ledger_requires_a_user(base_url):
     async with service_client(base_url, "ledger") as anonymous:
         answer = await anonymous.get("/accounts/anything")
     assert answer.status_code == 401 and error_code(answer) == "unauthorized"
+
+
+# --- owners ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def stranger(base_url) -> Any:
+    """A client of the ledger signed in as another user."""
+    async with service_client(base_url, "ledger", await sign_up(base_url)) as client:
+        yield client
+
+
+def without_id(response: httpx.Response) -> dict[str, Any]:
+    """An error answer, less what names the request (the id asked for, the request id)."""
+    error = dict(response.json()["error"])
+    error.pop("request_id", None)
+    error["details"] = {k: v for k, v in error["details"].items() if k != "account_id"}
+    return {"status": response.status_code, **error}
+
+
+async def test_another_users_accounts_and_transfers_answer_as_missing_ones(ledger, books, stranger):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    paid = await transfer(ledger, f"{tag}-t1", alice, bob, 5)
+    assert paid.status_code == 201, paid.text
+    missing = f"{tag}-nobody"
+    for path in ("/accounts/{}", "/accounts/{}/history"):
+        theirs = await stranger.get(path.format(alice))
+        absent = await stranger.get(path.format(missing))
+        assert theirs.status_code == 404, theirs.text
+        assert without_id(theirs) == without_id(absent)
+    theirs = await stranger.get(f"/transfers/{tag}-t1")
+    assert theirs.status_code == 404 and error_code(theirs) == "transfer_not_found"
+
+    # the stranger may not debit alice, post or void her pending transfers...
+    await stranger.post("/accounts", json={"accounts": [{"id": f"{tag}-s", "ledger": 1}]})
+    stolen = await transfer(stranger, f"{tag}-steal", alice, f"{tag}-s", 5)
+    absent = await transfer(stranger, f"{tag}-steal", missing, f"{tag}-s", 5)
+    assert stolen.status_code == 404 and without_id(stolen) == without_id(absent)
+    hold = await transfer(ledger, f"{tag}-p1", alice, bob, 7, flags=["pending"])
+    assert hold.status_code == 201, hold.text
+    for action, body in (("post", {"id": f"{tag}-x"}), ("void", {"id": f"{tag}-y"})):
+        closed = await stranger.post(f"/transfers/{tag}-p1/{action}", json=body)
+        assert closed.status_code == 404, closed.text
+        assert error_code(closed) == "pending_transfer_not_found"
+    # ...nor take an account id she holds
+    taken = await stranger.post("/accounts", json={"accounts": [{"id": alice, "ledger": 1}]})
+    assert taken.json()["results"][0]["error"]["code"] == "id_conflict"
+    assert await balance(ledger, alice) == (7, 5, 0, 100)
+
+
+async def test_a_payment_to_another_user_shows_the_payer_none_of_the_payees_account(
+    ledger, books, stranger
+):
+    tag, alice = books["tag"], books["alice"]
+    payee, capped = f"{tag}-payee", f"{tag}-capped"
+    created = await stranger.post("/accounts", json={"accounts": [
+        {"id": payee, "ledger": 1},
+        {"id": capped, "ledger": 1, "flags": ["credits_must_not_exceed_debits"]},
+    ]})  # fmt: skip
+    assert all(r["account"] for r in created.json()["results"]), created.text
+
+    paid = await transfer(ledger, f"{tag}-pay", alice, payee, 30)
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["credit_account"] is None
+    assert paid.json()["debit_account"]["debits_posted"] == 30
+    # the payee sees the payment: its transfer and their history
+    seen = await stranger.get(f"/transfers/{tag}-pay")
+    assert seen.status_code == 200 and seen.json()["amount"] == 30
+    history = (await stranger.get(f"/accounts/{payee}/history")).json()["entries"]
+    assert [(e["transfer_id"], e["credits_posted"]) for e in history] == [(f"{tag}-pay", 30)]
+    # an account of theirs that refuses the credit answers as a missing one does
+    refused = await transfer(ledger, f"{tag}-pay2", alice, capped, 1)
+    absent = await transfer(ledger, f"{tag}-pay2", alice, f"{tag}-nobody", 1)
+    assert refused.status_code == 404 and without_id(refused) == without_id(absent)
+
+
+async def test_accounts_count_against_a_quota_per_owner(base_url):
+    limit = 1_000  # REALM_LEDGER_MAX_ACCOUNTS_PER_OWNER of the deployment
+    tag = uuid.uuid4().hex[:8]
+    async with service_client(base_url, "ledger", await sign_up(base_url)) as owner:
+        accounts = [{"id": f"{tag}-q{i}", "ledger": 1} for i in range(limit)]
+        full = await owner.post("/accounts", json={"accounts": accounts})
+        assert full.status_code == 200, full.text
+        assert all(r["account"] for r in full.json()["results"])
+        again = await owner.post("/accounts", json={"accounts": accounts[:3]})  # repeats fit
+        assert again.status_code == 200 and all(r["account"] for r in again.json()["results"])
+        over = await owner.post("/accounts", json={"accounts": [{"id": f"{tag}-qx", "ledger": 1}]})
+        assert over.status_code == 403 and error_code(over) == "limit_reached"
+        assert (await owner.get(f"/accounts/{tag}-qx")).status_code == 404
+
+
+async def test_a_pending_timeout_has_a_maximum(ledger, books):
+    tag, alice, bob = books["tag"], books["alice"], books["bob"]
+    day = 86_400
+    too_long = await transfer(ledger, f"{tag}-p", alice, bob, 1, flags=["pending"],
+                              timeout_s=30 * day + 1)  # fmt: skip
+    assert too_long.status_code == 422 and error_code(too_long) == "invalid_input"
+    fine = await transfer(ledger, f"{tag}-p", alice, bob, 1, flags=["pending"], timeout_s=30 * day)
+    assert fine.status_code == 201, fine.text

@@ -11,6 +11,7 @@ import pytest
 from actors.runtime.errors import Conflict, JournalConflict, StoreUnavailable
 from actors.runtime.journal import Durable
 from actors.runtime.store import SQLiteStore
+from tests.unit.conftest import settle
 
 
 class Account(Durable):
@@ -39,14 +40,30 @@ class Account(Durable):
 
 
 class FlakyStore(SQLiteStore):
-    """SQLite that can be told to fail its next append."""
+    """SQLite that can be told to fail its appends, to hold them until released,
+    or to fail its next snapshot writes."""
 
     fail_next = False
+    #: While set, appends wait for it to be set again (cleared: held).
+    gate: asyncio.Event | None = None
+    snapshot_failures_left = 0
 
     async def append(self, stream: str, head: int, records: Sequence[bytes]) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail_next:
             raise StoreUnavailable("injected")
         return await super().append(stream, head, records)
+
+    async def write_snapshot(self, stream: str, seq: int, data: bytes) -> None:
+        if self.snapshot_failures_left:
+            self.snapshot_failures_left -= 1
+            raise StoreUnavailable("injected snapshot failure")
+        await super().write_snapshot(stream, seq, data)
+
+    def hold(self) -> asyncio.Event:
+        self.gate = asyncio.Event()
+        return self.gate
 
 
 @pytest.fixture
@@ -166,3 +183,98 @@ async def test_a_stale_incarnation_cannot_write_after_its_successor(store):
     with pytest.raises(JournalConflict):
         await old.execute("add", amount=1)
     assert (await Account().start(store)).balance == 1
+
+
+async def test_a_repeat_waits_for_the_first_commit_and_fails_if_it_fails(store):
+    # Given a keyed write whose commit is still on its way to the store
+    account = await Account().start(store)
+    released = store.hold()
+    first = asyncio.ensure_future(account.execute("add", amount=5, key="once"))
+    await settle()
+    assert account.balance == 5 and not first.done()
+
+    # When the same key comes again (a client's or Ray's retry)
+    repeat = asyncio.ensure_future(account.execute("add", amount=5, key="once"))
+    await settle()
+
+    # Then it is not answered from memory before the first one is committed
+    assert not repeat.done()
+    assert account.reply("once") is None and account.knows("once")
+    # and when that commit fails, the repeat fails too: no success for a lost write
+    store.fail_next = True
+    released.set()
+    for call in (first, repeat):
+        with pytest.raises(StoreUnavailable):
+            await call
+    assert account.reply("once") is None
+    with pytest.raises(StoreUnavailable):
+        await account.committed_reply("once")
+    with pytest.raises(StoreUnavailable):
+        await account.execute("add", amount=5, key="once")
+    store.fail_next = False
+    assert (await Account().start(store)).balance == 0
+
+
+async def test_a_repeat_of_a_committed_key_answers_once_the_commit_lands(store):
+    account = await Account().start(store)
+    released = store.hold()
+    first = asyncio.ensure_future(account.execute("add", amount=3, key="k"))
+    await settle()
+    repeat = asyncio.ensure_future(account.execute("add", amount=3, key="k"))
+    await settle()
+    assert not repeat.done()
+    released.set()
+    assert await first == await repeat == 3
+    assert account.reply("k") == ("add", 3)
+    assert await account.committed_reply("k") == ("add", 3)
+    assert account.balance == 3
+
+
+async def test_nothing_is_applied_once_the_journal_is_broken(store):
+    account = await Account().start(store)
+    store.fail_next = True
+    with pytest.raises(StoreUnavailable):
+        await account.execute("add", amount=1)
+    # A call after the failure is refused before it changes anything, so its
+    # key is not remembered as if it had succeeded.
+    with pytest.raises(StoreUnavailable):
+        account.record("add", amount=2, key="late")
+    assert account.balance == 1 and account.reply("late") is None
+    with pytest.raises(StoreUnavailable):
+        await account.execute("add", amount=2, key="late")
+
+
+async def test_after_commit_answers_a_read_once_what_it_shows_is_durable(store):
+    account = await Account().start(store)
+    released = store.hold()
+    account.record("add", amount=4)
+    read = asyncio.ensure_future(account.after_commit(account.balance))
+    await settle()
+    assert not read.done()
+    released.set()
+    assert await read == 4
+
+
+async def test_a_failed_snapshot_does_not_stop_the_next_ones(store):
+    # Given a store that fails one snapshot write
+    account = await Account().start(store, snapshot_every=4)
+    store.snapshot_failures_left = 1
+    for i in range(4):
+        await account.execute("add", amount=1, key=f"k{i}")
+    await asyncio.wait({account._snapshot_task})
+    assert await store.read_snapshot("account") is None
+    assert len(await store.read("account")) == 4  # nothing trimmed
+
+    # When more records come
+    for i in range(4, 9):
+        await account.execute("add", amount=1, key=f"k{i}")
+    await asyncio.wait({account._snapshot_task})
+
+    # Then the next snapshot is written and the journal trimmed again
+    snapshot = await store.read_snapshot("account")
+    assert snapshot is not None and snapshot[0] == 8
+    assert [seq for seq, _ in await store.read("account")] == [9]
+    assert account.snapshot_failures == 1  # the failure was counted (and logged)
+    again = await Account().start(store, snapshot_every=4)
+    assert again.balance == 9
+    assert await again.execute("add", amount=1, key="k1") == 2  # keys survive too

@@ -481,3 +481,111 @@ async def test_a_credit_leg_is_checked_against_its_own_account(shard):
     assert isinstance(refused[2], ExceedsDebits)
     (missing,) = await shard.prepare([("tx#2", "c", [leg(t("x2", "r", "nobody", 5), (CREDIT,))])])
     assert isinstance(missing[2], AccountNotFound)
+
+
+# --- owners ------------------------------------------------------------------------
+
+
+ADA, BOB = "user-ada", "user-bob"
+
+
+@pytest.fixture
+async def owned(shard: LedgerShard) -> LedgerShard:
+    """On top of the system's accounts: ada's and bob's, each funded with 100."""
+    await shard.create_accounts(
+        [
+            AccountSpec("ada-1", 1, debits_must_not_exceed_credits=True, owner=ADA),
+            AccountSpec("ada-2", 1, owner=ADA),
+            AccountSpec("bob-1", 1, debits_must_not_exceed_credits=True, owner=BOB),
+            AccountSpec("bob-capped", 1, credits_must_not_exceed_debits=True, owner=BOB),
+            AccountSpec("bob-euro", 2, owner=BOB),
+        ]
+    )
+    for account in ("ada-1", "bob-1"):
+        await fund(shard, account, 100)
+    return shard
+
+
+def refusal(error: BaseException) -> tuple[Any, ...]:
+    """All a client sees of a refusal."""
+    assert isinstance(error, Exception)
+    return type(error), error.code, error.message, error.details  # type: ignore[attr-defined]
+
+
+async def outcome(shard: LedgerShard, spec: TransferSpec) -> Any:
+    (result,) = await shard.submit([[spec]])
+    (answer,) = unit_outcomes([spec], result)
+    return answer
+
+
+async def test_a_transfer_debits_only_an_account_of_its_owner(owned):
+    # Bob may not debit ada's account: it answers as a missing account does
+    stolen = await outcome(owned, t("steal", "ada-1", "bob-1", 10, owner=BOB))
+    missing = await outcome(owned, t("steal", "nobody", "bob-1", 10, owner=BOB))
+    assert refusal(stolen)[:3] == refusal(missing)[:3]
+    assert type(stolen) is AccountNotFound and stolen.details == {"account_id": "ada-1"}
+    # nor can he learn ada's transfer by repeating it (its id answers as any taken id)
+    await one(owned, t("ada-pays", "ada-1", "ada-2", 5, owner=ADA))
+    repeat = await outcome(owned, t("ada-pays", "ada-1", "ada-2", 5, owner=BOB))
+    assert isinstance(repeat, AccountNotFound)
+    # nor close her pending transfer
+    await one(owned, t("ada-hold", "ada-1", "bob-1", 5, owner=ADA, kind=Kind.PENDING))
+    void = t("bob-void", "ada-1", "bob-1", 5, owner=BOB, kind=Kind.VOID, pending_id="ada-hold")
+    assert isinstance(await outcome(owned, void), AccountNotFound | PendingTransferNotFound)
+    void = t("bob-void", "bob-1", "ada-1", 5, owner=BOB, kind=Kind.VOID, pending_id="ada-hold")
+    assert isinstance(await outcome(owned, void), AccountNotFound | PendingTransferNotFound)
+    assert await balances(owned, "ada-1") == (5, 5, 0, 100)
+    assert (await owned.get_transfers(["ada-hold"]))[0]["state"] == "pending"
+    # while she may
+    void = t("ada-void", "ada-1", "bob-1", 5, owner=ADA, kind=Kind.VOID, pending_id="ada-hold")
+    await one(owned, void)
+    assert await balances(owned, "ada-1") == (0, 5, 0, 100)
+
+
+async def test_a_credit_to_another_users_account_tells_nothing_of_it(owned):
+    # Ada may pay bob: the answer shows her balances, not his
+    answer = await one(owned, t("gift", "ada-1", "bob-1", 10, owner=ADA))
+    assert answer["debit_account"]["debits_posted"] == 10
+    assert answer["credit_account"] is None
+    assert await one(owned, t("gift", "ada-1", "bob-1", 10, owner=ADA)) == answer  # a repeat
+    assert await balances(owned, "bob-1") == (0, 0, 0, 110)
+    # An account of bob's that refuses the credit (its flag, another ledger)
+    # answers exactly as a missing account does
+    missing = refusal(await outcome(owned, t("x1", "ada-1", "nobody", 1, owner=ADA)))
+    for credit, ledger in (("bob-capped", 1), ("bob-euro", 1)):
+        refused = await outcome(owned, t("x1", "ada-1", credit, 1, owner=ADA, ledger=ledger))
+        assert refusal(refused)[:3] == missing[:3]
+        assert refused.details == {"account_id": credit}
+    # (her own account's refusals say what they are)
+    own = await outcome(owned, t("x2", "ada-1", "ada-2", 1_000, owner=ADA))
+    assert isinstance(own, InsufficientFunds) and own.details["account_id"] == "ada-1"
+    # and the system's transfers see every account
+    system = await one(owned, t("x3", "bank", "bob-1", 1))
+    assert system["credit_account"]["credits_posted"] == 111
+
+
+async def test_reads_show_an_owner_only_their_accounts_and_their_transfers(owned):
+    await one(owned, t("gift", "ada-1", "bob-1", 10, owner=ADA))
+    assert await owned.get_accounts(["ada-1", "bob-1", "nobody"], ADA) == [
+        (await owned.get_accounts(["ada-1"]))[0], None, None,
+    ]  # fmt: skip
+    with pytest.raises(AccountNotFound):
+        await owned.history_of("bob-1", owner=ADA)
+    assert [e["transfer_id"] for e in (await owned.history_of("ada-1", owner=ADA))["entries"]] == [
+        "fund-ada-1-100", "gift",
+    ]  # fmt: skip
+    (gift,) = await owned.get_transfers(["gift"])
+    assert gift["parties"] == [ADA, BOB]  # who may see it: its owner, its accounts' owners
+    (funding,) = await owned.get_transfers(["fund-ada-1-100"])
+    assert funding["parties"] == ["", ADA]  # the system's, to ada's account
+
+
+async def test_an_owners_accounts_are_counted_per_shard(owned):
+    assert await owned.census(ADA, ["ada-1", "ada-3", "bob-1", "new"]) == (2, 2)
+    assert await owned.census("user-nobody", []) == (0, 0)
+    await owned.create_accounts([AccountSpec("ada-3", 1, owner=ADA)])
+    # the same id for another owner is taken, whatever its body
+    (taken,) = await owned.create_accounts([AccountSpec("ada-3", 1, owner=BOB)])
+    assert isinstance(taken, IdConflict)
+    assert (await owned.census(ADA, []))[0] == 3
+    assert (await owned.census(BOB, []))[0] == 3

@@ -21,7 +21,7 @@ from actors.ledger.errors import (
 from actors.ledger.model import MAX_BALANCE, AccountSpec, Kind, TransferSpec, unit_outcomes
 from actors.ledger.shard import LedgerShard
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import Unavailable
+from actors.runtime.errors import LimitReached, Unavailable
 from actors.runtime.store import SQLiteStore
 from tests.conftest import until
 from tests.unit.test_ledger import stopped
@@ -61,6 +61,13 @@ class Port:
 
     async def in_doubt(self, older_than_s: float = 0.0) -> Any:
         return await self._call("in_doubt", older_than_s)
+
+    async def census(self, owner: str, ids: list[str]) -> Any:
+        self.calls.append("census")
+        return await self.shard.census(owner, ids)
+
+    async def create_accounts(self, specs: Any) -> Any:
+        return await self._call("create_accounts", specs)
 
 
 @pytest.fixture
@@ -370,15 +377,28 @@ class BreakableStore:
         return await self.store.append(stream, expected, records)
 
 
-async def test_a_shard_that_lost_an_unsynced_commit_commits_again(shards, store, clock):
-    # Given shard 1 on a store that will lose its writes, and a transfer to it
-    # whose commit is applied there (and answered) but never reaches the store
+async def drive_until_done(task: asyncio.Future[Any], clock: FakeClock) -> Any:
+    """Run ``task`` while moving the fake clock (the driver backs off on it)."""
+    for _ in range(500):
+        if task.done():
+            break
+        await asyncio.sleep(0.01)
+        clock.advance(5)
+    return await task
+
+
+async def test_a_shard_that_lost_its_commit_record_is_told_commit_however_late(
+    shards, store, clock
+):
+    # Given shard 1 on a store that loses its writes, and a cross-shard transfer
+    # whose commit is applied there but never reaches the store
     breakable = BreakableStore(store)
     bob_shard = LedgerShard(clock=clock, name="s1x")
     await bob_shard.open(breakable, "s1x", on_failure=lambda e: None)  # type: ignore[arg-type]
     await bob_shard.create_accounts([AccountSpec("b-bob", 1), AccountSpec("b-bank", 1)])
     ports = [Port(shards[0]), Port(bob_shard)]
-    coordinator = await open_coordinator(ports, store, clock)
+    coordinator = TxCoordinator("c0", ports, route, clock=clock, finished_kept=1)
+    await coordinator.open(store, "c0", on_failure=lambda e: None)
     await fund_alice(coordinator, 100)
     ports[1].calls.clear()
     ports[1].hold["commit"] = asyncio.Event()
@@ -386,22 +406,82 @@ async def test_a_shard_that_lost_an_unsynced_commit_commits_again(shards, store,
     await until(lambda: "commit" in ports[1].calls)
     breakable.broken = True
     ports[1].hold["commit"].set()
-    (answer,) = await task
-    assert answer["credit_account"]["credits_posted"] == 40
 
-    # When the shard restarts from what the store has: the transfer prepared
+    # Then nobody is told an outcome the shard could still lose: no answer (nor
+    # read) shows balances the shard has not stored, and the decision stays
+    (unknown,) = await drive_until_done(task, clock)
+    assert isinstance(unknown, Unavailable)
+    assert coordinator.entries["x1"].state is TxState.COMMITTING
+    txid = coordinator.entries["x1"].txid
+
+    # When the shard restarts from what the store has (the transfer prepared),
+    # hours pass and many transactions finish (the coordinator forgets old ones)
     again = LedgerShard(clock=clock, name="s1x")
     await again.open(store, "s1x", on_failure=lambda e: None)
-    ((txid, coordinator_of),) = await again.in_doubt()
-    assert coordinator_of == "c0"
-    assert (await again.get_accounts(["b-bob"]))[0]["credits_pending"] == 40
+    assert await again.in_doubt() == [(txid, "c0")]
+    ports[1].shard = again
+    clock.advance(3 * 3_600)
+    for i in range(5):
+        await fund_alice(coordinator, i + 1)
+    assert "fund-100" not in coordinator.entries  # finished ones are forgotten...
 
-    # Then asking the coordinator (what the shard actor does) commits it again, once
-    (outcome,) = await coordinator.resolve([txid])
-    assert outcome == "commit"
+    # Then the coordinator still answers "commit" to the shard in doubt (never
+    # the "abort" of an unknown transaction), and the shard commits it, once
+    assert await coordinator.resolve([txid]) == ["commit"]
     await again.commit([txid])
     assert (await again.get_accounts(["b-bob"]))[0]["credits_posted"] == 40
     assert (await again.get_accounts(["b-bob"]))[0]["credits_pending"] == 0
+    # and the decision is kept until the coordinator has heard the shard acknowledge it
+    assert coordinator.entries["x1"].state is TxState.COMMITTING
+    assert coordinator.sweep() == 1
+    await asyncio.gather(*coordinator._drivers.values())
+    assert coordinator.entries["x1"].state is TxState.COMMITTED
+
+    # and a retry of the transfer answers what the shards show, for good
+    (answer,) = await run(coordinator, t("x1", "a-alice", "b-bob", 40))
+    (stored,) = await again.get_transfers(["x1"])
+    assert answer["credit_account"] == {
+        "id": "b-bob", "debits_pending": 0, "debits_posted": 0, "credits_pending": 0,
+        "credits_posted": 40,
+    }  # fmt: skip
+    (entry,) = [e for e in (await again.history_of("b-bob"))["entries"] if e["transfer_id"] == "x1"]
+    assert entry["credits_posted"] == 40 and entry["timestamp"] == stored["timestamp"]
+
+
+async def test_a_read_never_shows_a_commit_the_store_does_not_have_yet(shards, clock):
+    # Given a transaction prepared on shard 0 and a store that holds its writes
+    bank = shards[0]
+    leg = (0, t("x1", "a-bank", "b-bob", 5), ("debit",))
+    assert await bank.prepare([("x1#1", "c0", [leg])]) == [None]
+    gate = asyncio.Event()
+    store = bank.journal.store
+    append = store.append
+
+    async def held(*args: Any) -> Any:
+        await gate.wait()
+        return await append(*args)
+
+    store.append = held  # type: ignore[method-assign]
+    try:
+        # When the commit is applied but not yet stored
+        commit = asyncio.ensure_future(bank.commit(["x1#1"]))
+        await until(lambda: bank.books.transfers["x1"].state == "posted")
+        reads = [
+            asyncio.ensure_future(bank.get_transfers(["x1"])),
+            asyncio.ensure_future(bank.get_accounts(["a-bank"])),
+            asyncio.ensure_future(bank.history_of("a-bank")),
+        ]
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+        # Then neither the commit nor any read answers before the store has it
+        assert not commit.done() and not any(read.done() for read in reads)
+        gate.set()
+        await commit
+        (transfer,), (account,), _ = await asyncio.gather(*reads)
+    finally:
+        store.append = append  # type: ignore[method-assign]
+    assert transfer["state"] == "posted" and account["debits_posted"] == 5
 
 
 async def test_the_units_of_one_call_share_their_store_writes(coordinator, shards):
@@ -436,3 +516,39 @@ async def test_a_remote_shard_sends_what_arrives_in_one_turn_in_one_call():
     assert answers == [[f"commit tx#{i}"] for i in range(5)]
     assert ref.sent == [("commit", [f"tx#{i}" for i in range(5)])]
     assert remote.calls()["commit"] == (1, 5)
+
+
+async def test_an_owners_accounts_count_against_their_quota_across_shards(coordinator, shards):
+    def account(id: str, owner: str = "user-ada") -> AccountSpec:
+        return AccountSpec(id, 1, owner=owner)
+
+    # Given ada's two accounts, one on each shard, under a quota of 3
+    first = [account("a-ada-1"), account("b-ada-1")]
+    created = await coordinator.create_accounts("user-ada", first, 3)
+    assert [a["id"] for a in created] == ["a-ada-1", "b-ada-1"]
+
+    # Then two more are refused whole, and nothing is created
+    with pytest.raises(LimitReached) as refused:
+        await coordinator.create_accounts("user-ada", [account("a-ada-2"), account("b-ada-2")], 3)
+    assert refused.value.details == {"limit": 3, "held": 2, "asked": 2}
+    assert await shards[0].get_accounts(["a-ada-2"]) == [None]
+    assert await shards[1].get_accounts(["b-ada-2"]) == [None]
+    # while repeating the ones she has, with one more, fits
+    again = await coordinator.create_accounts("user-ada", [*first, account("a-ada-2")], 3)
+    assert [a["id"] for a in again] == ["a-ada-1", "b-ada-1", "a-ada-2"]
+    # and an id someone else holds is theirs: a conflict, not counted as hers
+    (taken,) = await coordinator.create_accounts("user-bob", [account("a-ada-1", "user-bob")], 3)
+    assert isinstance(taken, IdConflict)
+
+    # When bob asks for accounts twice at once, the two cannot both pass the count
+    answers = await asyncio.gather(
+        coordinator.create_accounts("user-bob", [account(f"{s}-bob-1", "user-bob")
+                                                 for s in "ab"], 3),
+        coordinator.create_accounts("user-bob", [account(f"{s}-bob-2", "user-bob")
+                                                 for s in "ab"], 3),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert sum(isinstance(a, LimitReached) for a in answers) == 1
+    held = [(await shard.census("user-bob", []))[0] for shard in shards]
+    assert sum(held) == 2
+    assert coordinator._owner_locks == {}  # nothing kept per owner once done

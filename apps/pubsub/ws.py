@@ -47,6 +47,7 @@ from actors.pubsub.broker import MAX_GROUP_CHARS, MAX_SEQ
 from actors.pubsub.client import Message, PubSubClient, SlowConsumer, Subscription, check_pattern
 from actors.pubsub.settings import PubSubSettings
 from actors.runtime.errors import Conflict, InvalidInput, NotFound, RealmError, TooLarge
+from apps.errors import public_error, request_id_of
 from apps.models import Body
 from apps.pubsub.messages import Topic, encode_data, message_json
 from apps.signin import sign_in_websocket, until_signed_out, verifier_of
@@ -234,7 +235,8 @@ class Connection:
             self.end(CLOSE_SLOW_CONSUMER, SLOW)
 
     def send_error(self, ref: str | None, error: RealmError) -> None:
-        self.send({"type": "error", "ref": ref, "error": error.to_dict()})
+        public = public_error(error, request_id_of(self.ws), "pubsub WebSocket")
+        self.send({"type": "error", "ref": ref, "error": public})
 
     async def run(self) -> None:
         tasks = [

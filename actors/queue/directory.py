@@ -118,7 +118,7 @@ class QueueDirectory(Durable):
         """
         check_owner(owner)
         check_queue_name(name)
-        if key is not None and (replied := self.reply(key)) is not None:
+        if key is not None and (replied := await self.committed_reply(key)) is not None:
             first: QueueEntry = replied[1]
             return first.to_dict(), True
         existing = self.queues.get(owner, {}).get(name)
@@ -194,7 +194,7 @@ class _QueueDirectoryProcess(QueueDirectory):
         from actors.runtime.store import open_store
         from actors.runtime.supervision import kill_named
 
-        if key is not None and self.reply(key) is not None:
+        if key is not None and await self.committed_reply(key) is not None:
             return True
         entry = self.find(owner, name)
         # Stopped first: from here its callers see it dead and ask again, and then the

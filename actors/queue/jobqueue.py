@@ -291,7 +291,7 @@ class JobQueue(Durable):
         prepared: list[tuple[int, JobSpec]] = []
         # A call retried after a restart answers as the first did (``execute``), whose
         # jobs already count: it is not refused for want of room.
-        repeated = key is not None and key in self._replies
+        repeated = key is not None and self.knows(key)
         room = _Room(self) if not repeated else None
         for i, spec in enumerate(specs):
             try:

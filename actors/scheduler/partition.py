@@ -278,7 +278,7 @@ class Scheduler(Durable):
     ) -> dict[str, Any]:
         if not isinstance(schedule_id, str) or not 1 <= len(schedule_id) <= MAX_ID_CHARS:
             raise InvalidInput(f"a schedule id is 1 to {MAX_ID_CHARS} characters")
-        replied = None if key is None else self.reply(key)
+        replied = None if key is None else await self.committed_reply(key)
         if replied is not None:
             # A call retried after a restart answers as the first did, even if its
             # ``at`` is in the past by now (which ``normalize`` would refuse).
@@ -332,7 +332,7 @@ class Scheduler(Durable):
     async def delete(
         self, schedule_id: str, owner: str | None = None, *, key: str | None = None
     ) -> bool:
-        if key is None or self.reply(key) is None:
+        if key is None or await self.committed_reply(key) is None:
             self._get(schedule_id, owner)
         return bool(await self.execute("delete", key=key, schedule_id=schedule_id))
 

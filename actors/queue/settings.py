@@ -10,7 +10,7 @@ from actors.runtime.settings import MiB, Section
 class QueueSettings(Section, service="queue"):
     """The task queue: read once, where the deployment is built."""
 
-    handler_modules: str = "actors.queue.handlers"
+    handler_modules: str = "actors.queue.handlers,actors.push.jobs"
     """Comma-separated module prefixes a job's handler must come from: an enqueue names code to
     run, so only these modules may be named.
     """

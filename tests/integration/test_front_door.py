@@ -1,0 +1,302 @@
+"""The front door: ``make run``'s runner (``python serve_app.py``) started as
+``make run`` starts it, on a free port, killed hard, and started again; and the
+client address every way a request reaches a replica.
+
+Every runner here is this test's own: it runs in a session of its own, and
+every process of its tree is killed at the end; no Ray other than its own is
+touched. psutil comes with Ray (``ray/thirdparty_files``) and imports once Ray
+is imported, which the conftest does."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+import serve_app
+from tests.conftest import ROOT
+from tests.integration.conftest import client_address, service_client
+from tests.integration.test_listeners import assert_all_on_loopback, listeners, name
+
+#: How long a runner may take to deploy, on a machine others load too.
+READY_WITHIN_S = 240.0
+#: The port every runner of this module serves on (a free one, not 8000): the
+#: second start reuses the port the first left.
+PORT = serve_app.free_port()
+
+
+def until(condition: Callable[[], Any], what: str, within_s: float = 60.0) -> Any:
+    """Poll ``condition()`` until it is truthy; its value (a join, not a timing)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never held within {within_s} s")
+        time.sleep(0.1)
+
+
+class Runner:
+    """``python serve_app.py [args]`` with the environment ``make run`` gives it
+    (nothing of this test session's Ray or Serve), in a session of its own."""
+
+    def __init__(self, data_dir: Path, *args: str, port: int = PORT, **env: str) -> None:
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("RAY_", "REALM_", "FORWARDED_"))
+        }
+        tag = uuid.uuid4().hex[:10]
+        self.env = inherited | {
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # as the Makefile exports it
+            "REALM_HTTP_PORT": str(port),
+            "REALM_DATA_DIR": str(data_dir),
+            "REALM_NAMESPACE": f"front-door-{tag}",
+            "REALM_STORE_PREFIX": f"front-door-{tag}",
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "serve_app.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.known: dict[int, psutil.Process] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Ready."):
+                self.ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def said(self) -> str:
+        """The runner's own lines (not the logs Ray's processes forward to it), for a
+        failure's message."""
+        own = [line for line in self.lines if not line.lstrip().startswith(("[", "\x1b["))]
+        return "\n".join(own[-60:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_WITHIN_S
+        while not self.ready.wait(1.0):
+            assert self.process.poll() is None, f"the runner exited:\n{self.said()}"
+            assert time.monotonic() < deadline, f"not ready:\n{self.said()}"
+        self.tree()
+
+    def tree(self) -> list[psutil.Process]:
+        """The runner's processes now (remembered, so all are ended at the end)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            processes = []
+        for process in processes:
+            self.known.setdefault(process.pid, process)
+        return processes
+
+    def stop(self) -> None:
+        """Ctrl-C, as a person stops ``make run``; then whatever is left is killed."""
+        self.tree()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        for process in self.known.values():
+            try:
+                if process.is_running():
+                    process.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def runners(tmp_path: Path) -> Iterator[list[Runner]]:
+    """Start runners with ``runners.append(Runner(...))``; all are ended after the test."""
+    started: list[Runner] = []
+    yield started
+    for runner in started:
+        runner.stop()
+
+
+def listening(port: int) -> list[psutil.Process]:
+    return serve_app.listening_on(port)
+
+
+def kill_ray_hard(runner: Runner) -> list[psutil.Process]:
+    """What ``ray stop --force`` does to the runner's Ray: SIGKILL to every Ray
+    process (all of the runner's tree but the runner and HAProxy, which is not
+    Ray's). Returns the HAProxy processes it left."""
+    processes = runner.tree()[1:]
+    haproxies = [p for p in processes if name(p) == "haproxy"]
+    for process in processes:
+        if process not in haproxies:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    return haproxies
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def test_a_ray_killed_hard_takes_the_ingress_and_the_runner_with_it(ray_runtime, tmp_path, runners):
+    # Before: HAProxy outlived `ray stop --force`, holding the port and answering
+    # 500; the runner went on waiting for Ctrl-C as if nothing had happened.
+    runner = Runner(tmp_path / "data", "--services", "cache")
+    runners.append(runner)
+    runner.wait_ready()
+    # A Ray of its own, although this session's runs on the machine (before:
+    # `ray.init()` joined whatever Ray it found).
+    assert {"gcs_server", "raylet"} <= {name(p) for p in runner.tree()}
+    assert httpx.get(f"http://127.0.0.1:{PORT}/cache/docs", timeout=30).status_code == 200
+    haproxies = kill_ray_hard(runner)
+    assert haproxies, "HAProxy was the ingress"
+
+    assert runner.process.wait(timeout=120) == 1
+    until(lambda: "Ray is gone" in runner.output, "the runner to say why it stopped", 10)
+    assert "Exiting; `make run` starts them again." in runner.output
+    until(lambda: all(gone(p) for p in haproxies), "HAProxy to end with its Ray")
+    until(lambda: not listening(PORT), f"port {PORT} to be free")
+
+
+def orphaned_serve_haproxy(port: int, directory: Path) -> psutil.Process:
+    """An HAProxy like one a Serve left before the wrapper tied it to its
+    parent: Serve's config path, its parent gone, holding ``port``."""
+    binary = serve_app.haproxy_binary()
+    assert binary is not None
+    config = directory / ("0" * 56) / "haproxy.cfg"  # <dir>/<node id>/haproxy.cfg
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        "global\n    maxconn 100\n"
+        "defaults\n    mode http\n    timeout connect 1s\n"
+        "    timeout client 1s\n    timeout server 1s\n"
+        f"frontend http_frontend\n    bind 127.0.0.1:{port}\n"
+        "    http-request return status 500\n"
+    )
+    log = directory / "haproxy.log"
+    launched = subprocess.run(
+        ["sh", "-c", f'"{binary}" -db -f "{config}" </dev/null >"{log}" 2>&1 & echo $!'],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    stale = psutil.Process(int(launched.stdout))
+    until(lambda: listening(port) or gone(stale), "the stale HAProxy to listen or fail")
+    assert not gone(stale), f"the stale HAProxy did not start: {log.read_text()[-2000:]}"
+    return stale
+
+
+@dataclass
+class FullStack:
+    runner: Runner
+    #: The stale HAProxy the start found on its port.
+    stale_pid: int
+
+
+@pytest.fixture(scope="module")
+def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
+    """Every service, started as ``make run`` does, on the port an earlier run
+    left to a stale HAProxy."""
+    stale = orphaned_serve_haproxy(PORT, tmp_path_factory.mktemp("stale"))
+    runner = Runner(tmp_path_factory.mktemp("front-door") / "data")
+    try:
+        runner.wait_ready()
+        yield FullStack(runner, stale.pid)
+    finally:
+        runner.stop()
+        if not gone(stale):
+            stale.kill()
+
+
+def test_a_second_start_clears_the_stale_ingress_and_serves_every_service(full_stack):
+    # Before: "HAProxy crashed during startup", and the stale one answered 500.
+    output = full_stack.runner.output
+    said = re.search(r"Stopped a stale HAProxy \(pid (\d+)\)", output)
+    assert said and int(said.group(1)) == full_stack.stale_pid, output[-3000:]
+    for service in serve_app.SERVICES:
+        docs = httpx.get(f"http://127.0.0.1:{PORT}{service.prefix}/docs", timeout=60)
+        assert docs.status_code == 200, (service.name, docs.status_code)
+
+
+def test_every_listener_of_make_run_is_on_loopback(full_stack):
+    tree = full_stack.runner.tree()
+    assert_all_on_loopback(tree)
+    # Token authentication was set by serve_app itself (the runner's
+    # environment had no RAY_AUTH_MODE), for every Ray process.
+    assert "RAY_AUTH_MODE" not in full_stack.runner.env
+    ray_processes = [p for p in tree if name(p) in {"gcs_server", "raylet"}]
+    assert ray_processes
+    for process in ray_processes:
+        assert process.environ().get("RAY_AUTH_MODE") == "token"
+    # HAProxy's stats and metrics listeners are loopback too (all of them are checked
+    # above; here: they exist, so the check covered them).
+    (haproxy,) = [p for p in tree if name(p) == "haproxy"]
+    assert len(listeners([haproxy])) == 3  # HTTP, stats, metrics
+
+
+async def test_behind_haproxy_a_client_cannot_claim_another_address(base_url):
+    # Before: HAProxy passed the client's X-Forwarded-For on and the replica's
+    # uvicorn believed it (it came from loopback): every request could pick its
+    # own address for the login throttle and the session record.
+    await assert_address_is_the_connections(base_url, client_address())
+
+
+async def assert_address_is_the_connections(base_url: str, address: str) -> None:
+    username = f"addr-{uuid.uuid4().hex[:12]}"
+    credentials = {"username": username, "password": "correct horse battery"}
+    async with service_client(base_url, "auth", address=address) as auth:
+        assert (await auth.post("/register", json=credentials)).status_code == 201
+        for header, claimed in [
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", f"203.0.113.9, {address}"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+        ]:
+            login = await auth.post("/login", json=credentials, headers={header: claimed})
+            assert login.status_code == 200, login.text
+            assert login.json()["session"]["address"] == address, (header, claimed)
+
+
+async def test_behind_serves_python_proxy_a_client_cannot_claim_another_address(tmp_path, runners):
+    # Serve's Python proxy hands the replica the address that connected to it.
+    # Before: its uvicorn believed X-Forwarded-For from 127.0.0.1.
+    port = serve_app.free_port()
+    runner = Runner(
+        tmp_path / "data", "--services", "auth", port=port, RAY_SERVE_ENABLE_HA_PROXY="0"
+    )
+    runners.append(runner)
+    runner.wait_ready()
+    assert "ingress: Serve's Python proxy" in runner.output
+    await assert_address_is_the_connections(f"http://127.0.0.1:{port}", "127.0.0.1")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from actors.runtime.settings import Settings
-from serve_app import SERVICES, configure_ingress, deploy, free_port
+from serve_app import RAY_RUNTIME_ENV, SERVICES, configure_ingress, deploy, free_port
 from tests.conftest import ROOT
 
 
@@ -48,6 +48,7 @@ def start(data_dir: Path) -> Stack:
         include_dashboard=False,
         object_store_memory=150 * 1024 * 1024,
         namespace="realm-fuzz",
+        runtime_env=RAY_RUNTIME_ENV,
     )
     tag = uuid.uuid4().hex[:10]
     settings = Settings(

@@ -29,6 +29,8 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 REDIS_PORT = 6379
 RAY_DEFAULT_PORT = 6379  # what `ray start --head` uses without --port
 PASSWORD_FILE = "~/.realm/redis_password"
+#: Ray GCS's own Redis password, made on the head (never copied).
+GCS_PASSWORD_FILE = "~/.realm/redis_gcs_password"
 TOKEN_FILE = "~/.ray/auth_token"
 
 Config = dict[str, Any]
@@ -187,8 +189,9 @@ def check_gcs_in_redis(config: Config) -> None:
     start = one_ray_start(config, "head_start_ray_commands")
     address = start.env.get("RAY_REDIS_ADDRESS")
     assert address == f"{head_ip(config)}:{REDIS_PORT}", f"RAY_REDIS_ADDRESS={address}"
+    assert start.option("--redis-username") == "ray-gcs", "the GCS logs in as its own user"
     password = start.option("--redis-password")
-    assert password == f"$(cat {PASSWORD_FILE})", f"--redis-password={password}"
+    assert password == f"$(cat {GCS_PASSWORD_FILE})", f"--redis-password={password}"
 
 
 def check_store_url(config: Config) -> None:
@@ -247,7 +250,8 @@ def check_redis_on_head(config: Config) -> None:
     assert re.search(r"apt-get install\b.*\bredis-server\b", setup), "redis-server not installed"
     assert f"'bind {head_ip(config)} " in setup, "Redis not bound to the head's address"
     assert "'appendonly yes'" in setup, "Redis without the append-only log is not durable"
-    assert f"requirepass $(cat {PASSWORD_FILE})" in setup, "Redis without a password"
+    assert "'user default off'" in setup, "Redis with a default user"
+    assert f"user realm on >$(cat {PASSWORD_FILE}) ~realm:*" in setup, "no store user"
     assert "systemctl restart redis-server" in setup
     for section in ("setup_commands", "worker_setup_commands", "initialization_commands"):
         assert "redis-server" not in "\n".join(config.get(section, [])), section
@@ -359,7 +363,7 @@ BROKEN: dict[str, tuple[Callable[[Config], None], Callable[[Config], None]]] = {
         check_gcs_in_redis,
     ),
     "GCS without the password": (
-        replace_in(HEAD, '--redis-password="$(cat ~/.realm/redis_password)"', ""),
+        replace_in(HEAD, '--redis-password="$(cat ~/.realm/redis_gcs_password)"', ""),
         check_gcs_in_redis,
     ),
     "worker store on its own host": (
@@ -375,7 +379,7 @@ BROKEN: dict[str, tuple[Callable[[Config], None], Callable[[Config], None]]] = {
         check_store_url,
     ),
     "store without password": (
-        replace_in(WORKER, "redis://:$(cat ~/.realm/redis_password)@", "redis://"),
+        replace_in(WORKER, "redis://realm:$(cat ~/.realm/redis_password)@", "redis://"),
         check_store_url,
     ),
     "workers join another port": (
@@ -408,8 +412,8 @@ BROKEN: dict[str, tuple[Callable[[Config], None], Callable[[Config], None]]] = {
         replace_in("head_setup_commands", "'bind 192.0.2.10 ", "'bind "),
         check_redis_on_head,
     ),
-    "Redis without password": (
-        replace_in("head_setup_commands", '"requirepass $(cat ~/.realm/redis_password)"', ""),
+    "Redis with a default user": (
+        replace_in("head_setup_commands", "'user default off'", ""),
         check_redis_on_head,
     ),
     "half-replaced head address": (

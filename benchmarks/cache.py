@@ -2,6 +2,8 @@
 
 Every variant runs from this driver's event loop with --concurrency workers in flight;
 both sides return the stored JSON bytes undecoded (Realm ``get_raw``/``mget_raw``).
+Realm's keys belong to one owner (``owner=``, as the HTTP ingress passes the caller's
+user id), so every figure includes the owner's keyspace and its per-owner accounting.
   redis_get        redis-py GET, keys taken in turn from --keys preloaded keys
   redis_mget_<n>   redis-py MGET of n keys, for each n in --batch-sizes
   realm_get        CacheClient.get_raw without near cache, keys in turn
@@ -35,6 +37,8 @@ CLAIM = (
 REDIS_PREFIX = "bench:cache_client:"
 REALM_PREFIX = "bench:"
 NAMESPACE = "realm-bench"
+#: The owner of Realm's keys: a user id, as the HTTP ingress passes it.
+OWNER = "b3nch0000000user"
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,15 +86,15 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         step = plain.config.max_batch_keys
         for start in range(0, args.keys, step):
             chosen = range(start, min(start + step, args.keys))
-            await plain.mset({realm_keys[i]: orjson.loads(values[i]) for i in chosen})
+            await plain.mset({realm_keys[i]: orjson.loads(values[i]) for i in chosen}, owner=OWNER)
         redis_batch = {n: redis_keys[:n] for n in sizes}
         realm_batch = {n: realm_keys[:n] for n in sizes}
         expected = values[: sizes[0]]
         checks = {
             "redis mget": await r.mget(redis_batch[sizes[0]]),
-            "realm mget": await plain.mget_raw(realm_batch[sizes[0]]),
-            "realm get": [await plain.get_raw(k) for k in realm_batch[sizes[0]]],
-            "realm near get": [await near.get_raw(k) for k in realm_batch[sizes[0]]],
+            "realm mget": await plain.mget_raw(realm_batch[sizes[0]], owner=OWNER),
+            "realm get": [await plain.get_raw(k, owner=OWNER) for k in realm_batch[sizes[0]]],
+            "realm near get": [await near.get_raw(k, owner=OWNER) for k in realm_batch[sizes[0]]],
         }
         for label, got in checks.items():
             # Realm stores what orjson makes of the decoded value: the same bytes here.
@@ -103,13 +107,13 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         hot_key = REALM_PREFIX + hot
         variants: dict[str, dict[str, Any]] = {
             "redis_get": dict(op=lambda: r.get(next(redis_cycle))),
-            "realm_get": dict(op=lambda: plain.get_raw(next(realm_cycle))),
-            "realm_near_get": dict(op=lambda: near.get_raw(hot_key)),
+            "realm_get": dict(op=lambda: plain.get_raw(next(realm_cycle), owner=OWNER)),
+            "realm_near_get": dict(op=lambda: near.get_raw(hot_key, owner=OWNER)),
         }
         for n in sizes:
             variants[f"redis_mget_{n}"] = dict(op=partial(r.mget, redis_batch[n]), ops_per_call=n)
             variants[f"realm_mget_{n}"] = dict(
-                op=partial(plain.mget_raw, realm_batch[n]), ops_per_call=n
+                op=partial(plain.mget_raw, realm_batch[n], owner=OWNER), ops_per_call=n
             )
         for kw in variants.values():
             kw.setdefault("concurrency", args.concurrency)

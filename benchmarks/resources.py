@@ -12,6 +12,9 @@ clients looping acquire (waiting as long as it takes) then release at once:
   realm_mutex_redis      the same with the Redis store
   realm_semaphore        one semaphore of ``--capacity`` units (SQLite store)
 
+Realm's pools belong to one owner (``tenant=``, as the HTTP ingress passes the
+caller's user id).
+
 "wait" is the time from calling acquire until it returns with the grant;
 "fairness" is the fewest grants any client got over the most (FIFO hands the
 lock round; a polled lock lets the releaser take it straight back).
@@ -36,6 +39,8 @@ CLAIM = (
     "redis-py Lock on the local Redis (which has no fencing); no fixed goal."
 )
 NAMESPACE = "realm-bench-resources"
+#: The owner of Realm's pools: a user id, as the HTTP ingress passes it.
+TENANT = "b3nch0000000user"
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -91,8 +96,10 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
     try:
         for client in clients.values():
             await client.start()
-            await client.create_pool("bench-mutex", "mutex", ttl_s=30)
-            await client.create_pool("bench-sem", "semaphore", args.capacity, ttl_s=30)
+            await client.create_pool("bench-mutex", "mutex", ttl_s=30, tenant=TENANT)
+            await client.create_pool(
+                "bench-sem", "semaphore", args.capacity, ttl_s=30, tenant=TENANT
+            )
 
         def realm(client: ResourcesClient, pool: str, name: str) -> Any:
             waits[name] = Waits()
@@ -100,9 +107,9 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
             async def cycle() -> None:
                 owner = "bench"
                 started = time.perf_counter()
-                lease = await client.acquire(pool, owner, timeout_s=300)
+                lease = await client.acquire(pool, owner, timeout_s=300, tenant=TENANT)
                 waits[name].granted(started)
-                await client.release(pool, lease["token"], owner=owner)
+                await client.release(pool, lease["token"], owner=owner, tenant=TENANT)
 
             return cycle
 

@@ -5,6 +5,12 @@ shard and sends the parts in parallel, coalesces concurrent reads to one shard
 into one call (``actors.runtime.batching``), and can keep a near cache
 (``actors.runtime.near_cache``): local copies that are leases granted by the owning
 shard, dropped as soon as a write to them anywhere is acknowledged.
+
+Every key belongs to an owner: each method takes ``owner`` (the HTTP ingress
+passes the caller's user id), and the key is stored, routed, kept near and
+invalidated as ``<owner>\x1f<key>`` (``shard.owned_key``), so one owner's
+keys are never another's and the near cache and its leases need no change.
+``owner=None`` is the deployment's own keyspace, for other services' code.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ import orjson
 
 from actors.cache.settings import CacheSettings
 from actors.cache.shard import (
+    INT64_MAX,
+    INT64_MIN,
+    OWNER_SEPARATOR,
     SHARDS_PREFIX,
     CacheShardActor,
     check_batch,
     check_key,
+    check_owner,
     check_value,
 )
 from actors.runtime.batching import Coalescer
@@ -31,6 +41,9 @@ from actors.runtime.errors import InvalidInput
 from actors.runtime.near_cache import NearCache
 from actors.runtime.settings import Settings
 from actors.runtime.shards import Shards
+
+#: Owners' keys a client remembers as stored (it forgets them all beyond that).
+STORED_KEYS_KEPT = 10_000
 
 
 def encode(value: Any) -> bytes:
@@ -63,6 +76,14 @@ class CacheClient:
             if near_cache
             else None
         )
+        #: An ASCII key is within ``max_key_bytes`` if it has at most this many characters
+        #: (others are encoded to be measured, and refused if they hold a lone surrogate).
+        self._max_key = config.max_key_bytes
+        #: Per owner, keys it used lately as stored (``<owner>\x1f<key>``), each
+        #: checked once. The one under "" is the owner's prefix (which is the key
+        #: "" as stored). At most STORED_KEYS_KEPT in all.
+        self._stored: dict[str, dict[str, str]] = {}
+        self._remembered = 0
         #: Reads in flight to one shard are coalesced into batched mget calls.
         self._readers = [
             Coalescer(partial(self._read_shard, index), max_batch=config.max_batch_keys)
@@ -86,25 +107,63 @@ class CacheClient:
 
     # --- reads ---------------------------------------------------------
 
-    async def get_raw(self, key: str) -> bytes | None:
-        """The value's JSON bytes, or None."""
+    def _key(self, key: str, owner: str | None) -> str:
+        """``owner``'s ``key`` as its shard stores it, checked. On every read, so
+        kept cheap: an ASCII key is measured by its length, and a key
+        an owner used lately is checked and joined to its owner once."""
+        if owner is None:
+            if not key.isascii() or len(key) > self._max_key or OWNER_SEPARATOR in key:
+                check_key(key, self.config)
+            return key
+        known = self._stored.get(owner)
+        stored = None if known is None else known.get(key)
+        return self._remember(key, owner) if stored is None else stored
+
+    def _remember(self, key: str, owner: str) -> str:
         check_key(key, self.config)
+        known = self._stored.get(owner)
+        if known is None or self._remembered >= STORED_KEYS_KEPT:
+            if self._remembered >= STORED_KEYS_KEPT:
+                self._stored.clear()
+                self._remembered = 0
+            known = self._stored[owner] = {"": check_owner(owner) + OWNER_SEPARATOR}
+        stored = known[key] = known[""] + key
+        self._remembered += 1
+        return stored
+
+    def _keys(self, keys: list[str], owner: str | None) -> list[str]:
+        check_batch(len(keys), self.config)
+        longest = self._max_key
+        for key in keys:
+            if not key.isascii() or len(key) > longest or OWNER_SEPARATOR in key:
+                check_key(key, self.config)
+        if owner is None:
+            return keys
+        known = self._stored.get(owner)
+        prefix = known[""] if known is not None else check_owner(owner) + OWNER_SEPARATOR
+        return [prefix + key for key in keys]
+
+    async def get_raw(self, key: str, *, owner: str | None = None) -> bytes | None:
+        """The value's JSON bytes, or None."""
+        # ``_key``'s usual case written out: a near-cache hit costs little more.
+        known = None if owner is None else self._stored.get(owner)
+        stored = None if known is None else known.get(key)
+        key = self._key(key, owner) if stored is None else stored
         if self.near is not None:
             found: bytes | None = self.near.lookup(key)
             if found is not None:
                 return found
         return (await self._fetch([key]))[0]
 
-    async def get(self, key: str, default: Any = None) -> Any:
-        raw = await self.get_raw(key)
+    async def get(self, key: str, default: Any = None, *, owner: str | None = None) -> Any:
+        raw = await self.get_raw(key, owner=owner)
         return default if raw is None else decode(raw)
 
-    async def mget_raw(self, keys: Sequence[str]) -> list[bytes | None]:
+    async def mget_raw(
+        self, keys: Sequence[str], *, owner: str | None = None
+    ) -> list[bytes | None]:
         """Values (JSON bytes or None) in the order of ``keys``."""
-        keys = list(keys)
-        check_batch(len(keys), self.config)
-        for key in keys:
-            check_key(key, self.config)
+        keys = self._keys(list(keys), owner)
         results: list[bytes | None] = [None] * len(keys)
         missing = list(range(len(keys)))
         if self.near is not None:
@@ -140,39 +199,44 @@ class CacheClient:
             await asyncio.gather(*(fetch(index, members) for index, members in groups.items()))
         return results
 
-    async def mget(self, keys: Sequence[str]) -> dict[str, Any]:
+    async def mget(self, keys: Sequence[str], *, owner: str | None = None) -> dict[str, Any]:
         """The keys that exist, with their values."""
         keys = list(keys)
-        raw = await self.mget_raw(keys)
+        raw = await self.mget_raw(keys, owner=owner)
         return {
             key: decode(value) for key, value in zip(keys, raw, strict=True) if value is not None
         }
 
-    async def ttl(self, key: str) -> tuple[bool, float | None]:
+    async def ttl(self, key: str, *, owner: str | None = None) -> tuple[bool, float | None]:
         """(exists, seconds to live or None for no expiry)."""
-        check_key(key, self.config)
+        key = self._key(key, owner)
         exists, ttl = await self.shards.owner(key).call("ttl", key)
         return exists, ttl
 
     # --- writes --------------------------------------------------------
 
-    async def set(self, key: str, value: Any, *, ttl_s: float | None = None) -> None:
-        await self.set_raw(key, encode(value), ttl_s=ttl_s)
+    async def set(
+        self, key: str, value: Any, *, ttl_s: float | None = None, owner: str | None = None
+    ) -> None:
+        await self.set_raw(key, encode(value), ttl_s=ttl_s, owner=owner)
 
-    async def set_raw(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
-        check_key(key, self.config)
+    async def set_raw(
+        self, key: str, value: bytes, *, ttl_s: float | None = None, owner: str | None = None
+    ) -> None:
+        key = self._key(key, owner)
         check_value(value, self.config)
-        _check_ttl(ttl_s)
+        self._check_ttl(ttl_s)
         await self.shards.owner(key).call("set", key, value, ttl_s)
 
-    async def mset(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> int:
+    async def mset(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None, owner: str | None = None
+    ) -> int:
         """Store every item; each shard applies its part all or nothing."""
-        encoded = [(key, encode(value)) for key, value in items.items()]
-        check_batch(len(encoded), self.config)
-        for key, value in encoded:
-            check_key(key, self.config)
+        stored = self._keys(list(items), owner)
+        encoded = [(key, encode(value)) for key, value in zip(stored, items.values(), strict=True)]
+        for _, value in encoded:
             check_value(value, self.config)
-        _check_ttl(ttl_s)
+        self._check_ttl(ttl_s)
         groups = self.shards.split(key for key, _ in encoded)
         counts = await asyncio.gather(
             *(
@@ -182,27 +246,42 @@ class CacheClient:
         )
         return sum(counts)
 
-    async def delete(self, key: str) -> bool:
-        check_key(key, self.config)
+    async def delete(self, key: str, *, owner: str | None = None) -> bool:
+        key = self._key(key, owner)
         existed: bool = await self.shards.owner(key).call("delete", key)
         return existed
 
-    async def incr(self, key: str, by: int = 1) -> int:
-        check_key(key, self.config)
+    async def incr(self, key: str, by: int = 1, *, owner: str | None = None) -> int:
+        if isinstance(by, bool) or not isinstance(by, int) or not INT64_MIN <= by <= INT64_MAX:
+            raise InvalidInput("by is a 64-bit integer", by=str(by)[:40])
+        key = self._key(key, owner)
         total: int = await self.shards.owner(key).call("incr", key, by)
         return total
 
-    async def decr(self, key: str, by: int = 1) -> int:
-        return await self.incr(key, -by)
+    async def decr(self, key: str, by: int = 1, *, owner: str | None = None) -> int:
+        return await self.incr(key, -by, owner=owner)
 
-    async def expire(self, key: str, ttl_s: float | None) -> bool:
-        check_key(key, self.config)
-        _check_ttl(ttl_s)
+    async def expire(self, key: str, ttl_s: float | None, *, owner: str | None = None) -> bool:
+        key = self._key(key, owner)
+        self._check_ttl(ttl_s)
         found: bool = await self.shards.owner(key).call("expire", key, ttl_s)
         return found
 
     async def clear(self) -> int:
+        """Drop every key of every owner (for the deployment's operators, not over HTTP)."""
         return sum(await self.shards.call_all("clear"))
+
+    def _check_ttl(self, ttl_s: float | None) -> None:
+        if ttl_s is None:
+            return
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, int | float)
+            or not 0 < ttl_s <= self.config.max_ttl_s
+        ):
+            raise InvalidInput(
+                f"ttl_s is a number of seconds > 0 and <= {self.config.max_ttl_s:g}", ttl_s=ttl_s
+            )
 
     # --- get-or-compute ------------------------------------------------
 
@@ -212,14 +291,16 @@ class CacheClient:
         loader: Callable[[], Any | Awaitable[Any]],
         *,
         ttl_s: float | None = None,
+        owner: str | None = None,
     ) -> Any:
         """The cached value, or the loader's, computed once cluster-wide for
         concurrent misses. A loader error reaches every waiter (as
         ``LoaderFailed``) and nothing is cached."""
-        raw = await self.get_raw(key)
+        raw = await self.get_raw(key, owner=owner)
         if raw is not None:
             return decode(raw)
-        _check_ttl(ttl_s)
+        self._check_ttl(ttl_s)
+        key = self._key(key, owner)
         shard = self.shards.owner(key)
         kind, payload = await shard.call("load_begin", key)
         if kind == "hit":
@@ -243,6 +324,17 @@ class CacheClient:
         """Start (or find) every shard and wait until each answers."""
         await self.shards.start()
 
+    async def usage(self, owner: str | None = None) -> dict[str, Any]:
+        """What ``owner`` holds: entries and bytes in all, and per shard (each shard
+        caps them at ``max_entries_per_owner`` and ``max_bytes_per_owner``)."""
+        name = "" if owner is None else check_owner(owner)
+        shards: list[dict[str, int]] = await self.shards.call_all("usage", name)
+        return {
+            "entries": sum(s["entries"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "shards": shards,
+        }
+
     async def stats(self) -> dict[str, Any]:
         """Per-shard stats, their totals, and this client's near cache."""
         shards = await self.shards.call_all("stats")
@@ -261,11 +353,6 @@ class CacheClient:
 
     def __repr__(self) -> str:
         return f"<CacheClient shards={len(self.shards)} near={self.near!r}>"
-
-
-def _check_ttl(ttl_s: float | None) -> None:
-    if ttl_s is not None and not ttl_s > 0:
-        raise InvalidInput("ttl_s must be a positive number of seconds", ttl_s=ttl_s)
 
 
 __all__ = ["CacheClient", "decode", "encode"]

@@ -19,7 +19,20 @@ class CacheSettings(Section, service="cache"):
     """Entries one shard holds before it evicts."""
 
     max_bytes: int = Field(256 * MiB, ge=1024)
-    """Bytes of keys and values one shard holds before it evicts."""
+    """Bytes of keys and values one shard holds before it evicts. A full shard evicts from
+    the owner that holds the most bytes in it, so one owner's writes cannot push out
+    everyone else's keys.
+    """
+
+    max_entries_per_owner: int = Field(100_000, ge=1)
+    """Entries one owner's keys may take in one shard; past it, a write evicts that owner's
+    own least recently (or frequently) used entries, nobody else's.
+    """
+
+    max_bytes_per_owner: int = Field(32 * MiB, ge=1024)
+    """Bytes of keys and values one owner may hold in one shard; past it, a write evicts that
+    owner's own entries first (an entry larger than this alone: 413).
+    """
 
     eviction: Literal["lru", "lfu"] = "lru"
     """Which entry a full shard drops first: least recently or least frequently used."""
@@ -49,3 +62,6 @@ class CacheSettings(Section, service="cache"):
 
     max_batch_keys: int = Field(1_000, ge=1)
     """Most keys in one mget, mset or delete batch (more: 413)."""
+
+    max_ttl_s: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400.0)
+    """Longest time to live a set, mset or expire may ask for, in seconds (longer: 422)."""

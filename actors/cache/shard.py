@@ -6,7 +6,14 @@ known and HTTP answers need no re-encoding.
 
 - TTL: checked lazily on every read, and a periodic ``sweep`` removes what
   nobody reads; both use an injectable clock.
-- Caps on entries and bytes, with LRU (or LFU) eviction.
+- Owners: every key belongs to an owner, and is stored as
+  ``<owner>\x1f<key>`` (``owned_key``): a key of one owner is never another's
+  (clients refuse keys that hold ``\x1f``). Keys without an owner belong to
+  the deployment's own callers; HTTP always names the caller.
+- Caps on entries and bytes, with LRU (or LFU) eviction: per owner (a write
+  past its owner's cap evicts that owner's own entries) and per shard (a full
+  shard evicts from the owner holding the most bytes in it). Each owner has
+  its own eviction order, so nobody's reads or writes reorder another's keys.
 - Single-flight ``load_begin``/``load_end``: concurrent misses of one key elect
   one loader; the others wait here for its result or its error.
 - Near-cache coherence by leases: a client that asks with a follower id may
@@ -33,7 +40,7 @@ import orjson
 import ray
 
 from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
-from actors.cache.eviction import eviction_order
+from actors.cache.eviction import EvictionOrder, eviction_order
 from actors.cache.settings import CacheSettings
 from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import BatchTooLarge, InvalidInput
@@ -46,12 +53,52 @@ from actors.runtime.supervision import Restart, remote_actor, report_start
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Shard actors are named ``cache-shard-<i>`` (``shard_names``).
 SHARDS_PREFIX = "cache-shard"
+#: Between an owner and a key, in the keys a shard stores; no key may hold it.
+OWNER_SEPARATOR = "\x1f"
+#: Longest owner id (a user id).
+MAX_OWNER_CHARS = 128
 
 
 def check_key(key: str, config: CacheSettings) -> None:
-    size = len(key.encode())
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON "\\ud800"
+        raise InvalidInput("a key is text: it may not hold a lone surrogate") from None
     if size > config.max_key_bytes:
         raise KeyTooLong(size=size, limit=config.max_key_bytes)
+    if OWNER_SEPARATOR in key:
+        raise InvalidInput("a key may not hold the character U+001F")
+
+
+def check_owner(owner: str) -> str:
+    if (
+        not isinstance(owner, str)
+        or not 0 < len(owner) <= MAX_OWNER_CHARS
+        or OWNER_SEPARATOR in owner
+    ):
+        raise InvalidInput(f"an owner is 1-{MAX_OWNER_CHARS} characters without U+001F")
+    return owner
+
+
+def owned_key(owner: str | None, key: str) -> str:
+    """The key a shard stores for ``owner``'s ``key`` (the key itself for None)."""
+    return key if owner is None else owner + OWNER_SEPARATOR + key
+
+
+def owner_of(stored: str) -> str:
+    """The owner of a stored key ("" for the deployment's own keys)."""
+    owner, separator, _ = stored.partition(OWNER_SEPARATOR)
+    return owner if separator else ""
+
+
+def check_stored_key(key: str, config: CacheSettings) -> None:
+    """A key as a shard stores it: an owner's key (after the owner), or the deployment's."""
+    owner, separator, own = key.partition(OWNER_SEPARATOR)
+    if not separator:
+        own = owner
+    elif not 0 < len(owner) <= MAX_OWNER_CHARS:
+        raise InvalidInput(f"an owner is 1-{MAX_OWNER_CHARS} characters without U+001F")
+    check_key(own, config)
 
 
 def check_value(value: bytes, config: CacheSettings) -> None:
@@ -64,11 +111,22 @@ def check_batch(count: int, config: CacheSettings) -> None:
         raise BatchTooLarge(count=count, limit=config.max_batch_keys)
 
 
+@dataclass(slots=True, eq=False)
+class _Owner:
+    """What one owner holds in a shard, and the order its entries are evicted in."""
+
+    name: str
+    order: EvictionOrder
+    bytes: int = 0
+    entries: int = 0
+
+
 @dataclass(slots=True)
 class _Entry:
     value: bytes
     size: int
     expires_at: float | None
+    owner: _Owner
 
 
 @dataclass
@@ -103,7 +161,11 @@ class CacheShard(LeaseOwner):
         self.name = name
         self.clock = clock or SystemClock()
         self._entries: dict[str, _Entry] = {}
-        self._order = eviction_order(self.config.eviction)
+        #: Owners holding entries here, by name ("" for the deployment's own keys).
+        self._owners: dict[str, _Owner] = {}
+        #: (-bytes, owner) pushed whenever an owner's bytes grow: the largest owner
+        #: is the first item that matches its owner now (``_largest``).
+        self._sizes: list[tuple[int, str]] = []
         self._expiry: list[tuple[float, str]] = []
         self._bytes = 0
         self._flights: dict[str, _Flight] = {}
@@ -129,25 +191,73 @@ class CacheShard(LeaseOwner):
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.size
-            self._order.remove(key)
+            owner = entry.owner
+            owner.bytes -= entry.size
+            owner.entries -= 1
+            owner.order.remove(key)
+            if not owner.entries and self._owners.get(owner.name) is owner:
+                del self._owners[owner.name]
         return entry
 
-    def _store(self, key: str, value: bytes, expires_at: float | None) -> None:
-        check_key(key, self.config)
+    def _evict(self, owner: _Owner) -> None:
+        self._remove(owner.order.victim())
+        self.stats_.evictions += 1
+
+    def _largest(self) -> _Owner:
+        """The owner holding the most bytes here (there is one: the shard is not empty)."""
+        while True:
+            negative, name = self._sizes[0]
+            owner = self._owners.get(name)
+            if owner is not None and owner.bytes == -negative:
+                return owner
+            heapq.heappop(self._sizes)  # stale: the owner shrank or left
+            if owner is not None:
+                heapq.heappush(self._sizes, (-owner.bytes, name))
+
+    def _check_entry(self, key: str, value: bytes) -> int:
+        """The bytes ``key`` and ``value`` take, once checked against the limits."""
+        check_stored_key(key, self.config)
         check_value(value, self.config)
+        size = len(key.encode()) + len(value)
+        if size > self.config.max_bytes_per_owner:
+            raise ValueTooLarge(size=size, limit=self.config.max_bytes_per_owner)
+        return size
+
+    def _store(self, key: str, value: bytes, expires_at: float | None) -> None:
+        size = self._check_entry(key, value)
+        config = self.config
         self._remove(key)
-        entry = _Entry(value, len(key.encode()) + len(value), expires_at)
+        name = owner_of(key)
         # Make room before adding: under LFU the new key has the lowest count,
-        # so evicting after adding would drop the key just written.
-        while self._entries and (
-            len(self._entries) >= self.config.max_entries
-            or self._bytes + entry.size > self.config.max_bytes
+        # so evicting after adding would drop the key just written. The owner's
+        # own cap first, then the shard's, taken from whoever holds the most.
+        owner = self._owners.get(name)
+        while (
+            owner is not None
+            and owner.entries
+            and (
+                owner.entries >= config.max_entries_per_owner
+                or owner.bytes + size > config.max_bytes_per_owner
+            )
         ):
-            self._remove(self._order.victim())
-            self.stats_.evictions += 1
+            self._evict(owner)
+        while self._entries and (
+            len(self._entries) >= config.max_entries or self._bytes + size > config.max_bytes
+        ):
+            self._evict(self._largest())
+        owner = self._owners.get(name)
+        if owner is None:
+            owner = self._owners[name] = _Owner(name, eviction_order(config.eviction))
+        entry = _Entry(value, size, expires_at, owner)
         self._entries[key] = entry
-        self._bytes += entry.size
-        self._order.add(key)
+        self._bytes += size
+        owner.bytes += size
+        owner.entries += 1
+        owner.order.add(key)
+        heapq.heappush(self._sizes, (-owner.bytes, name))
+        if len(self._sizes) > 2 * len(self._owners) + 1024:  # drop stale items
+            self._sizes = [(-o.bytes, n) for n, o in self._owners.items()]
+            heapq.heapify(self._sizes)
         if expires_at is not None:
             heapq.heappush(self._expiry, (expires_at, key))
         flight = self._flights.get(key)
@@ -181,7 +291,7 @@ class CacheShard(LeaseOwner):
             self.stats_.misses += 1
             return None, 0.0
         self.stats_.hits += 1
-        self._order.touch(key)
+        entry.owner.order.touch(key)
         if follower is None:
             return entry.value, 0.0
         expires_in = None if entry.expires_at is None else entry.expires_at - self.clock.now()
@@ -218,8 +328,7 @@ class CacheShard(LeaseOwner):
     async def mset(self, items: list[tuple[str, bytes]], ttl_s: float | None = None) -> int:
         check_batch(len(items), self.config)
         for key, value in items:  # all or nothing: check before storing any
-            check_key(key, self.config)
-            check_value(value, self.config)
+            self._check_entry(key, value)
         await self._before_write()
         expires_at = self._expires_at(ttl_s)
         for key, value in items:
@@ -267,7 +376,8 @@ class CacheShard(LeaseOwner):
         await self._before_write()
         count = len(self._entries)
         self._entries.clear()
-        self._order = eviction_order(self.config.eviction)
+        self._owners.clear()
+        self._sizes.clear()
         self._expiry.clear()
         self._bytes = 0
         await self._invalidate(self.leases.held_keys())
@@ -323,6 +433,15 @@ class CacheShard(LeaseOwner):
 
     # --- stats ---------------------------------------------------------
 
+    async def usage(self, owner: str) -> dict[str, int]:
+        """What ``owner`` holds in this shard: entries and bytes."""
+        found = self._owners.get(owner)
+        return (
+            {"entries": found.entries, "bytes": found.bytes}
+            if found
+            else {"entries": 0, "bytes": 0}
+        )
+
     async def stats(self) -> dict[str, Any]:
         s = self.stats_
         return {
@@ -330,6 +449,7 @@ class CacheShard(LeaseOwner):
             "node_id": self.node_id,
             "entries": len(self._entries),
             "bytes": self._bytes,
+            "owners": len(self._owners),
             "hits": s.hits,
             "misses": s.misses,
             "sets": s.sets,
@@ -373,10 +493,16 @@ CacheShardActor = remote_actor(
 
 
 __all__ = [
+    "MAX_OWNER_CHARS",
+    "OWNER_SEPARATOR",
     "SHARDS_PREFIX",
     "CacheShard",
     "CacheShardActor",
     "check_batch",
     "check_key",
+    "check_owner",
+    "check_stored_key",
     "check_value",
+    "owned_key",
+    "owner_of",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.runtime.errors import Conflict, Forbidden, NotFound, RealmError
+from actors.runtime.errors import Conflict, Forbidden, NotFound, RateLimited, RealmError
 
 
 class PoolNotFound(NotFound):
@@ -21,6 +21,12 @@ class PoolExists(Conflict):
     """A pool (or group) of that name exists with a different definition."""
 
     code = "pool_exists"
+
+
+class PoolBusy(Conflict):
+    """The pool has leases held or acquires waiting; release or withdraw them first."""
+
+    code = "pool_busy"
 
 
 class LeaseNotFound(NotFound):
@@ -58,3 +64,9 @@ class QuotaExceeded(RealmError):
 
     code = "quota_exceeded"
     status = 429
+
+
+class TooManyAcquires(RateLimited):
+    """This WebSocket has as many acquires in progress as it may; wait for one to end."""
+
+    code = "too_many_acquires"

@@ -10,6 +10,10 @@
   in memory only (a restart forgets them; ``pool.py`` says how calls come back).
 - Input checks shared by the actor and the client (``check_name``,
   ``make_spec``, ``check_ttl``), and ``pick_least_loaded`` for group acquires.
+- Owners' namespaces: a pool (or group) ``name`` of owner ``tenant`` is kept
+  under the id ``<tenant>/<name>`` (``pool_id``); names cannot hold ``/``, so
+  no owner's id can equal another's. Ids without an owner belong to the
+  deployment's own callers (other services, tests); no HTTP route reaches them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from actors.resources.errors import (
     LeaseExpired,
     LeaseNotFound,
     NotLeaseHolder,
+    PoolBusy,
     PoolExists,
     PoolNotFound,
 )
@@ -35,10 +40,16 @@ from actors.runtime.errors import InvalidInput
 
 #: Pool and group names: letters, digits and . _ : - (they appear in URLs and keys).
 NAME = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A pool's or group's id: its name, after its owner's id and ``/`` when it has one.
+ID = re.compile(r"^(?:[A-Za-z0-9._:-]{1,128}/)?[A-Za-z0-9._:-]{1,128}$")
+#: Between an owner's id and a name, in an id.
+SEPARATOR = "/"
 #: Most units one pool may have (each is a dict entry while held).
 MAX_CAPACITY = 100_000
 #: Most pools in one group.
 MAX_GROUP_POOLS = 64
+#: Longest queue any pool may ask for (the deployment's ``max_waiters`` may set less).
+MAX_WAITERS = 1_000_000
 #: Ended leases remembered per actor, so a late release or validate can say how it ended.
 ENDED_KEPT = 10_000
 
@@ -129,8 +140,10 @@ class PoolState:
     owners: dict[str, Usage] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, spec: PoolSpec, at: float) -> PoolState:
-        return cls(spec, created_at=at, free=list(range(spec.capacity)))
+    def new(cls, spec: PoolSpec, at: float, first_token: int = 1) -> PoolState:
+        """A pool with every unit free, whose first grant takes ``first_token`` (above
+        every token an earlier pool of the same owner handed out, once one was deleted)."""
+        return cls(spec, created_at=at, next_token=first_token, free=list(range(spec.capacity)))
 
     def free_units(self) -> int:
         return self.spec.capacity - len(self.units)
@@ -194,6 +207,8 @@ class BookSnapshot:
     pools: dict[str, PoolState]
     groups: dict[str, list[str]]
     ended: list[Lease]
+    #: Per owner ("" for ids without one): the token a new pool starts from.
+    floors: dict[str, int] = field(default_factory=dict)
 
 
 class PoolBook:
@@ -210,6 +225,13 @@ class PoolBook:
         self.ended: OrderedDict[tuple[str, int], Lease] = OrderedDict()
         #: (expires_at, pool, token) of held leases; entries of renewed or ended leases are stale.
         self._deadlines: list[tuple[float, str, int]] = []
+        #: Per owner ("" for ids without one): the first token of its next new pool.
+        #: Raised past a pool's tokens when it is deleted, so a pool made again
+        #: under the same name never hands out a token its predecessor did.
+        self.floors: dict[str, int] = {}
+        #: Pools and groups per owner (ids with an owner only), for their quotas.
+        self.pool_counts: dict[str, int] = {}
+        self.group_counts: dict[str, int] = {}
 
     # --- changes -------------------------------------------------------------
 
@@ -219,24 +241,55 @@ class PoolBook:
             if existing.spec != spec:
                 raise PoolExists(
                     "a pool of that name exists with another definition",
-                    pool=spec.name,
-                    existing=existing.spec.public(),
+                    pool=local_name(spec.name),
+                    existing=existing.spec.public() | {"name": local_name(spec.name)},
                 )
             return existing.spec.public()
-        self.pools[spec.name] = PoolState.new(spec, at)
+        tenant = tenant_of(spec.name)
+        self.pools[spec.name] = PoolState.new(spec, at, self.floors.get(tenant or "", 1))
+        if tenant is not None:
+            self.pool_counts[tenant] = self.pool_counts.get(tenant, 0) + 1
         return spec.public()
+
+    def delete_pool(self, pool: str) -> dict[str, Any]:
+        """Forget an idle pool (``PoolBusy`` while any unit is held), and take it
+        out of this book's groups (a group left empty goes too)."""
+        state = self.pool(pool)
+        if state.units:
+            raise PoolBusy(pool=local_name(pool), held=len(state.units))
+        tenant = tenant_of(pool)
+        key = tenant or ""
+        self.floors[key] = max(self.floors.get(key, 1), state.next_token)
+        del self.pools[pool]
+        if tenant is not None:
+            _count_down(self.pool_counts, tenant)
+        for group, members in list(self.groups.items()):
+            if pool in members:
+                members.remove(pool)
+                if not members:
+                    self.delete_group(group)
+        return state.describe(0)
 
     def create_group(self, name: str, pools: list[str]) -> dict[str, Any]:
         existing = self.groups.get(name)
         if existing is not None and existing != pools:
-            raise PoolExists("a group of that name exists with other pools", group=name)
+            raise PoolExists("a group of that name exists with other pools", group=local_name(name))
+        if existing is None and (tenant := tenant_of(name)) is not None:
+            self.group_counts[tenant] = self.group_counts.get(tenant, 0) + 1
         self.groups[name] = list(pools)
         return {"name": name, "pools": list(pools)}
+
+    def delete_group(self, name: str) -> dict[str, Any]:
+        found = self.group(name)
+        del self.groups[name]
+        if (tenant := tenant_of(name)) is not None:
+            _count_down(self.group_counts, tenant)
+        return found
 
     def grant(self, pool: str, owner: str, ttl_s: float, at: float, waited_s: float) -> Lease:
         state = self.pool(pool)
         if state.free_units() < 1:  # the caller checked; replay never gets here
-            raise AcquireTimedOut("no free unit", pool=pool)
+            raise AcquireTimedOut("no free unit", pool=local_name(pool))
         lease = state.grant(owner, ttl_s, at, waited_s)
         heapq.heappush(self._deadlines, (lease.expires_at, pool, lease.token))
         return lease
@@ -244,7 +297,9 @@ class PoolBook:
     def renew(self, pool: str, token: int, owner: str | None, ttl_s: float, at: float) -> Lease:
         lease = self.held(pool, token, owner)
         if lease.expires_at <= at:
-            raise LeaseExpired("the lease expired before the renewal", pool=pool, token=token)
+            raise LeaseExpired(
+                "the lease expired before the renewal", pool=local_name(pool), token=token
+            )
         self.pools[pool].renew(lease, ttl_s, at)
         heapq.heappush(self._deadlines, (lease.expires_at, pool, token))
         return lease
@@ -277,13 +332,20 @@ class PoolBook:
     def pool(self, name: str) -> PoolState:
         state = self.pools.get(name)
         if state is None:
-            raise PoolNotFound(pool=name)
+            raise PoolNotFound(pool=local_name(name))
         return state
 
     def group(self, name: str) -> dict[str, Any]:
         if name not in self.groups:
-            raise GroupNotFound(group=name)
+            raise GroupNotFound(group=local_name(name))
         return {"name": name, "pools": list(self.groups[name])}
+
+    def owned_by(self, tenant: str | None) -> list[str]:
+        """The ids of ``tenant``'s pools (every pool's for None), sorted."""
+        if tenant is None:
+            return sorted(self.pools)
+        prefix = tenant + SEPARATOR
+        return sorted(name for name in self.pools if name.startswith(prefix))
 
     def current(self, pool: str, token: int) -> Lease | None:
         state = self.pools.get(pool)
@@ -295,10 +357,10 @@ class PoolBook:
         lease = state.current(token)
         if lease is None:
             if (pool, token) in self.ended or (is_int(token) and 0 < token < state.next_token):
-                raise LeaseExpired(pool=pool, token=token)
-            raise LeaseNotFound(pool=pool, token=token)
+                raise LeaseExpired(pool=local_name(pool), token=token)
+            raise LeaseNotFound(pool=local_name(pool), token=token)
         if owner is not None and lease.owner != owner:
-            raise NotLeaseHolder(pool=pool, token=token)
+            raise NotLeaseHolder(pool=local_name(pool), token=token)
         return lease
 
     def due(self, now: float) -> bool:
@@ -345,12 +407,17 @@ class PoolBook:
     # --- snapshots -----------------------------------------------------------
 
     def snapshot(self) -> BookSnapshot:
-        return BookSnapshot(self.pools, self.groups, list(self.ended.values()))
+        return BookSnapshot(self.pools, self.groups, list(self.ended.values()), self.floors)
 
     @classmethod
     def restored(cls, snapshot: BookSnapshot) -> PoolBook:
         book = cls()
         book.pools, book.groups = snapshot.pools, snapshot.groups
+        book.floors = snapshot.floors
+        for counts, names in ((book.pool_counts, book.pools), (book.group_counts, book.groups)):
+            for name in names:
+                if (tenant := tenant_of(name)) is not None:
+                    counts[tenant] = counts.get(tenant, 0) + 1
         book.ended = OrderedDict(((lease.pool, lease.token), lease) for lease in snapshot.ended)
         book._deadlines = [
             (lease.expires_at, name, lease.token)
@@ -392,21 +459,69 @@ class WaitQueue:
 # --- input ----------------------------------------------------------------------
 
 
+def _count_down(counts: dict[str, int], tenant: str) -> None:
+    left = counts.get(tenant, 0) - 1
+    if left > 0:
+        counts[tenant] = left
+    else:
+        counts.pop(tenant, None)
+
+
 def check_name(name: Any, what: str = "pool") -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidInput(f"a {what} name is 1-128 of A-Z a-z 0-9 . _ : -", name=str(name)[:200])
     return name
 
 
+def check_id(pool: Any, what: str = "pool") -> str:
+    """A pool's (or group's) id: its name, with its owner's id and ``/`` before it."""
+    if not isinstance(pool, str) or not ID.match(pool):
+        raise InvalidInput(f"a {what} name is 1-128 of A-Z a-z 0-9 . _ : -", name=str(pool)[:200])
+    return pool
+
+
+def pool_id(name: Any, tenant: str | None, what: str = "pool") -> str:
+    """The id of owner ``tenant``'s pool (or group) ``name``; ``name`` itself for None."""
+    check_name(name, what)
+    if tenant is None:
+        return str(name)
+    return check_name(tenant, "owner") + SEPARATOR + name
+
+
+def tenant_of(pool: str) -> str | None:
+    """The owner in a pool's (or group's) id, if it has one."""
+    tenant, separator, _ = pool.partition(SEPARATOR)
+    return tenant if separator else None
+
+
+def local_name(pool: str) -> str:
+    """A pool's (or group's) name, as its owner calls it: its id without the owner."""
+    return pool.rpartition(SEPARATOR)[2]
+
+
+def check_holder(owner: Any) -> str:
+    """A lease's holder: 1-256 characters of text (it is journaled with the lease)."""
+    try:
+        valid = isinstance(owner, str) and 0 < len(owner) <= 256 and bool(owner.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        valid = False
+    if not valid:
+        raise InvalidInput("an owner is 1-256 characters of text")
+    return str(owner)
+
+
 def check_group(name: Any, pools: Any) -> list[str]:
-    """A group's definition checked: its name, and 1-``MAX_GROUP_POOLS`` distinct pool names."""
-    check_name(name, "group")
+    """A group's definition checked: its id, and 1-``MAX_GROUP_POOLS`` distinct pools
+    of the same owner."""
+    check_id(name, "group")
     if not isinstance(pools, list) or not 1 <= len(pools) <= MAX_GROUP_POOLS:
         raise InvalidInput(f"a group has 1-{MAX_GROUP_POOLS} pools")
     for pool in pools:
-        check_name(pool)
+        check_id(pool)
+        if tenant_of(pool) != tenant_of(name):
+            raise InvalidInput("a group holds its owner's pools only", pool=local_name(pool))
     if len(set(pools)) != len(pools):
-        raise InvalidInput("a group names each pool once", pools=pools)
+        raise InvalidInput("a group names each pool once", pools=[local_name(p) for p in pools])
     return pools
 
 
@@ -419,9 +534,12 @@ def make_spec(
     quota_per_owner: int | None = None,
     max_waiters: int | None = None,
     max_ttl_s: float = float("inf"),
+    max_waiters_cap: int | None = None,
 ) -> PoolSpec:
-    """Check a pool definition and make it a ``PoolSpec`` (InvalidInput if it is not valid)."""
-    check_name(name)
+    """Check a pool definition and make it a ``PoolSpec`` (InvalidInput if it is not
+    valid). ``name`` is the pool's id (``pool_id``); ``max_waiters_cap`` is the
+    longest queue a pool may ask for."""
+    check_id(name)
     try:
         pool_kind = PoolKind(kind)
     except ValueError:
@@ -434,10 +552,15 @@ def make_spec(
         raise InvalidInput(f"capacity is an integer 1-{MAX_CAPACITY}", capacity=capacity)
     if ttl_s is not None:
         check_ttl(ttl_s, max_ttl_s)
-    if quota_per_owner is not None and (not is_int(quota_per_owner) or quota_per_owner < 1):
-        raise InvalidInput("quota_per_owner is an integer >= 1", quota_per_owner=quota_per_owner)
-    if max_waiters is not None and (not is_int(max_waiters) or max_waiters < 0):
-        raise InvalidInput("max_waiters is an integer >= 0", max_waiters=max_waiters)
+    if quota_per_owner is not None and (
+        not is_int(quota_per_owner) or not 1 <= quota_per_owner <= MAX_CAPACITY
+    ):
+        raise InvalidInput(
+            f"quota_per_owner is an integer 1-{MAX_CAPACITY}", quota_per_owner=quota_per_owner
+        )
+    cap = MAX_WAITERS if max_waiters_cap is None else max_waiters_cap
+    if max_waiters is not None and (not is_int(max_waiters) or not 0 <= max_waiters <= cap):
+        raise InvalidInput(f"max_waiters is an integer 0-{cap}", max_waiters=max_waiters)
     return PoolSpec(
         name,
         pool_kind,
@@ -478,6 +601,8 @@ __all__ = [
     "ENDED_KEPT",
     "MAX_CAPACITY",
     "MAX_GROUP_POOLS",
+    "MAX_WAITERS",
+    "SEPARATOR",
     "BookSnapshot",
     "Lease",
     "LeaseState",
@@ -489,8 +614,13 @@ __all__ = [
     "WaitQueue",
     "Waiter",
     "check_group",
+    "check_holder",
+    "check_id",
     "check_name",
     "check_ttl",
+    "local_name",
     "make_spec",
     "pick_least_loaded",
+    "pool_id",
+    "tenant_of",
 ]

@@ -20,6 +20,13 @@ or a mutex (one unit). A grant is a lease on one unit:
 - **Quotas**: a pool may cap an owner's concurrent grants (held plus
   waiting); over it, an acquire is refused with 429 ``quota_exceeded``.
 - **Groups** name several pools; the client acquires from the least-loaded.
+- **Owners**: a pool or group of an owner has the id ``<owner>/<name>``
+  (``model.pool_id``), and all of an owner's live on one actor, which counts
+  them against ``max_pools_per_owner`` and ``max_groups_per_owner``.
+- **Withdrawn acquires**: ``cancel`` (the caller went away) remembers the
+  acquire's idempotency key for as long as any acquire may wait, so the same
+  call arriving after its withdrawal (Ray re-sending it, or a call overtaken
+  by its own cancel) is refused instead of queueing for nobody.
 
 Durability: pools, groups, leases, token counters and usage counts are a fold
 of the journal (``Durable``), kept in a ``PoolBook`` (``model.py``); every
@@ -39,6 +46,8 @@ grant back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
@@ -46,6 +55,7 @@ from actors.resources.errors import (
     AcquireCancelled,
     AcquireTimedOut,
     NotLeaseHolder,
+    PoolBusy,
     QuotaExceeded,
 )
 from actors.resources.model import (
@@ -56,12 +66,16 @@ from actors.resources.model import (
     Waiter,
     WaitQueue,
     check_group,
+    check_holder,
+    check_id,
     check_ttl,
+    local_name,
     make_spec,
+    tenant_of,
 )
 from actors.resources.settings import ResourcesSettings
 from actors.runtime.clock import Clock, SystemClock, every
-from actors.runtime.errors import InvalidInput, QueueFull
+from actors.runtime.errors import InvalidInput, LimitReached, QueueFull
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
@@ -70,6 +84,8 @@ from actors.runtime.supervision import Restart, recover, remote_actor
 SHARD_PREFIX = "resources"
 #: Slack on an acquire's deadline, which was set on the caller's clock.
 CLOCK_SLACK_S = 1.0
+#: Withdrawn acquires' keys remembered per actor (the oldest go first beyond it).
+WITHDRAWN_KEPT = 100_000
 
 
 class ResourcePool(Durable):
@@ -84,14 +100,22 @@ class ResourcePool(Durable):
         self._queues: dict[str, WaitQueue] = {}
         #: acquire calls in progress by idempotency key (a repeated call joins the first).
         self._acquiring: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: Keys of withdrawn acquires -> until when a call with one is refused.
+        self._withdrawn: OrderedDict[str, float] = OrderedDict()
 
     # --- the journal's operations: the book's changes, replayed on recovery ----
 
     def apply_create_pool(self, spec: PoolSpec, at: float) -> dict[str, Any]:
         return self.book.create_pool(spec, at)
 
+    def apply_delete_pool(self, pool: str) -> dict[str, Any]:
+        return self.book.delete_pool(pool)
+
     def apply_create_group(self, name: str, pools: list[str]) -> dict[str, Any]:
         return self.book.create_group(name, pools)
+
+    def apply_delete_group(self, name: str) -> dict[str, Any]:
+        return self.book.delete_group(name)
 
     def apply_grant(
         self, pool: str, owner: str, ttl_s: float, at: float, waited_s: float
@@ -120,10 +144,25 @@ class ResourcePool(Durable):
     def restore_state(self, state: BookSnapshot) -> None:
         self.book = PoolBook.restored(state)
 
-    def _granted(self, key: str) -> dict[str, Any] | None:
-        """The lease the acquire with idempotency key ``key`` was granted, if the journal has it."""
-        reply = self.reply(key)
+    async def _granted(self, key: str) -> dict[str, Any] | None:
+        """The lease the acquire with idempotency key ``key`` was granted, once the
+        journal has it (a grant still on its way to the store is waited for)."""
+        reply = await self.committed_reply(key)
         return dict(reply[1]) if reply is not None and reply[0] == "grant" else None
+
+    def _withdraw(self, key: str) -> None:
+        """Refuse calls with ``key`` for as long as any acquire may wait."""
+        now = self.clock.time()
+        self._withdrawn[key] = now + self.config.max_wait_s + CLOCK_SLACK_S
+        self._withdrawn.move_to_end(key)
+        while self._withdrawn and (
+            len(self._withdrawn) > WITHDRAWN_KEPT or next(iter(self._withdrawn.values())) <= now
+        ):
+            self._withdrawn.popitem(last=False)
+
+    def _was_withdrawn(self, key: str) -> bool:
+        until = self._withdrawn.get(key)
+        return until is not None and until > self.clock.time()
 
     # --- pools and groups ----------------------------------------------------
 
@@ -137,37 +176,69 @@ class ResourcePool(Durable):
         quota_per_owner: int | None = None,
         max_waiters: int | None = None,
     ) -> dict[str, Any]:
-        """Create a pool (the same definition again is a no-op; another is 409)."""
+        """Create a pool (the same definition again is a no-op; another is 409). A
+        new pool of an owner counts against ``max_pools_per_owner``."""
         spec = make_spec(
             name, kind, capacity, ttl_s=ttl_s, quota_per_owner=quota_per_owner,
             max_waiters=max_waiters, max_ttl_s=self.config.max_ttl_s,
+            max_waiters_cap=self.config.max_waiters,
         )  # fmt: skip
         existing = self.book.pools.get(spec.name)
+        tenant = tenant_of(spec.name)
+        if existing is None and tenant is not None:
+            limit = self.config.max_pools_per_owner
+            if self.book.pool_counts.get(tenant, 0) >= limit:
+                raise LimitReached(f"an owner may have {limit} pools", limit=limit)
         if existing is None or existing.spec != spec:
             await self.execute("create_pool", spec=spec, at=self.clock.time())
         return self.describe(spec.name)
+
+    async def delete_pool(self, pool: str) -> dict[str, Any]:
+        """Delete an idle pool: 409 ``pool_busy`` while a unit is held or an acquire
+        waits. Its tokens are not handed out again by a pool made under its name."""
+        state = self.book.pool(pool)
+        queue = self._queues.get(pool)
+        waiting = len(queue.waiters) + queue.promised if queue else 0
+        if state.units or waiting:
+            raise PoolBusy(pool=local_name(pool), held=len(state.units), waiting=waiting)
+        deleted: dict[str, Any] = await self.execute("delete_pool", pool=pool)
+        self._queues.pop(pool, None)
+        return deleted
 
     def describe(self, pool: str) -> dict[str, Any]:
         queue = self._queues.get(pool)
         return self.book.pool(pool).describe(len(queue.waiters) if queue else 0)
 
     def loads(self, pools: list[str]) -> list[dict[str, Any]]:
-        """Capacity, held and waiting of each pool, for choosing among a group."""
+        """Capacity, held and waiting of each pool that exists, for choosing among a group."""
         return [
             {key: d[key] for key in ("name", "capacity", "held", "waiting")}
-            for d in map(self.describe, pools)
+            for d in map(self.describe, (p for p in pools if p in self.book.pools))
         ]
 
     async def create_group(self, name: str, pools: list[str]) -> dict[str, Any]:
-        """Name a list of pools (which the caller checked exist; they may live elsewhere)."""
+        """Name a list of pools (which the caller checked exist; they may live
+        elsewhere). A new group of an owner counts against ``max_groups_per_owner``."""
         check_group(name, pools)
-        if self.book.groups.get(name) == pools:
+        existing = self.book.groups.get(name)
+        if existing == pools:
             return {"name": name, "pools": list(pools)}
+        tenant = tenant_of(name)
+        if existing is None and tenant is not None:
+            limit = self.config.max_groups_per_owner
+            if self.book.group_counts.get(tenant, 0) >= limit:
+                raise LimitReached(f"an owner may have {limit} groups", limit=limit)
         result: dict[str, Any] = await self.execute("create_group", name=name, pools=pools)
         return result
 
     def group(self, name: str) -> dict[str, Any]:
         return self.book.group(name)
+
+    async def delete_group(self, name: str) -> dict[str, Any]:
+        """Forget a group (its pools stay)."""
+        self.book.group(name)  # 404 before anything is journaled
+        deleted: dict[str, Any] = await self.execute("delete_group", name=name)
+        return deleted
 
     # --- acquiring: now, or in the queue ---------------------------------------
 
@@ -182,15 +253,21 @@ class ResourcePool(Durable):
     ) -> dict[str, Any]:
         """Grant a unit of ``pool`` to ``owner``: now, or after queueing until the
         wall-clock time ``wait_until`` (None: do not wait). ``key`` makes the call
-        idempotent: a repeat (Ray retrying it after a restart) gets the same grant."""
-        granted = self._granted(key)
-        if granted is not None:
-            return granted
+        idempotent: a repeat (Ray retrying it after a restart) gets the same grant;
+        once the acquire was withdrawn (``cancel``), every call with ``key`` is refused."""
+        if self._was_withdrawn(key):
+            raise AcquireCancelled("the acquire was withdrawn", key=key)
         if key in self._acquiring:
             return dict(await asyncio.shield(self._acquiring[key]))
+        granted = await self._granted(key)
+        if granted is not None:
+            return granted
+        if key in self._acquiring:  # started while the grant's commit was awaited
+            return dict(await asyncio.shield(self._acquiring[key]))
+        if self._was_withdrawn(key):
+            raise AcquireCancelled("the acquire was withdrawn", key=key)
         state = self.book.pool(pool)
-        if not isinstance(owner, str) or not owner:
-            raise InvalidInput("owner is a non-empty string")
+        check_holder(owner)
         ttl = check_ttl(
             ttl_s if ttl_s is not None else state.spec.ttl_s or self.config.default_ttl_s,
             self.config.max_ttl_s,
@@ -232,20 +309,22 @@ class ResourcePool(Durable):
             if held + waiting >= quota:
                 queue.refusals += 1
                 raise QuotaExceeded(
-                    f"owner {owner!r} is at its quota of {quota} for pool {pool!r}",
-                    pool=pool, owner=owner, quota=quota, held=held, waiting=waiting,
+                    f"owner {owner!r} is at its quota of {quota} for pool {local_name(pool)!r}",
+                    pool=local_name(pool), owner=owner, quota=quota, held=held, waiting=waiting,
                     retry_after_s=state.soonest_end(owner, self.clock.time()),
                 )  # fmt: skip
         # No barging: only with nobody queued may a newcomer take a free unit.
         if not queue.waiters and state.free_units() - queue.promised > 0:
             return await self._grant(pool, owner, key, ttl, waited_s=0.0)
         if wait_until is None or wait_until <= queued_at:
-            raise AcquireTimedOut("no unit is free and the acquire does not wait", pool=pool)
+            raise AcquireTimedOut(
+                "no unit is free and the acquire does not wait", pool=local_name(pool)
+            )
         limit = state.spec.max_waiters
         limit = self.config.max_waiters if limit is None else limit
         if len(queue.waiters) >= limit:
             queue.refusals += 1
-            raise QueueFull(pool=pool, max_waiters=limit)
+            raise QueueFull(pool=local_name(pool), max_waiters=limit)
         waiter = Waiter(owner, queued_at, asyncio.get_running_loop().create_future())
         queue.waiters[key] = waiter
         await self._wait_turn(queue, key, waiter, wait_until)
@@ -303,13 +382,17 @@ class ResourcePool(Durable):
 
     async def cancel(self, pool: str, key: str) -> bool:
         """Withdraw the acquire with ``key``: leave the queue, or give back what it
-        was granted (a waiter whose client went away). True if something changed."""
+        was granted (a waiter whose client went away); and refuse the acquire if it
+        has not arrived yet. True if something changed."""
+        self._withdraw(key)
         queue = self._queues.get(pool)
         waiter = queue.waiters.pop(key, None) if queue else None
         if waiter is not None:
             waiter.turn.set_exception(AcquireCancelled(key=key))
             return True
-        granted = self._granted(key)
+        granted = None
+        with contextlib.suppress(Exception):  # a grant whose commit failed was never given
+            granted = await self._granted(key)
         if granted is None and key in self._acquiring:
             try:  # promised a unit, taking it now: wait for the grant, then give it back
                 granted = await asyncio.shield(self._acquiring[key])
@@ -347,7 +430,7 @@ class ResourcePool(Durable):
             ended = self.book.ended.get((pool, token))
             if ended is not None:
                 if owner is not None and ended.owner != owner:
-                    raise NotLeaseHolder(pool=pool, token=token)
+                    raise NotLeaseHolder(pool=local_name(pool), token=token)
                 answers[token] = ended.public()
             else:
                 self.book.held(pool, token, owner)  # raises if unknown or someone else's
@@ -363,10 +446,14 @@ class ResourcePool(Durable):
             answers.update({lease["token"]: lease for lease in released})
         return [answers[token] for token in tokens]
 
-    async def release_owner(self, owner: str) -> int:
-        """The owner is gone (its session ended): end its leases and its waits here."""
+    async def release_owner(self, owner: str, tenant: str | None = None) -> int:
+        """The owner is gone (its session ended): end its leases and its waits here,
+        in ``tenant``'s pools (in every pool for None)."""
         released = 0
-        for pool, state in list(self.book.pools.items()):
+        for pool in self.book.owned_by(tenant):
+            state = self.book.pools.get(pool)
+            if state is None:  # deleted meanwhile
+                continue
             queue = self._queues.get(pool)
             for key, waiter in list(queue.waiters.items()) if queue else []:
                 if waiter.owner == owner:
@@ -400,9 +487,12 @@ class ResourcePool(Durable):
     def leases(self, pool: str, owner: str | None = None) -> list[dict[str, Any]]:
         return self.book.leases(pool, owner)
 
-    def stats(self, pool: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
-        """Usage per pool (and per owner within it) of the pools here."""
-        names = [pool] if pool is not None else sorted(self.book.pools)
+    def stats(
+        self, pool: str | None = None, owner: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage per pool (and per owner within it) of the pools here: ``pool``, or
+        ``tenant``'s (every pool for None)."""
+        names = [check_id(pool)] if pool is not None else self.book.owned_by(tenant)
         answers = []
         for name in names:
             state = self.book.pool(name)

@@ -73,6 +73,25 @@ async def test_delete_incr_and_mset_also_invalidate_near_copies(clients):
     assert await reader.mget(["a", "b"]) == {"a": "new", "b": "back"}
 
 
+async def test_owners_keys_are_apart_in_shards_and_near_caches(clients):
+    # Given a reader whose near cache holds ann's "hot", and a writer elsewhere
+    reader, writer = clients(near_cache=True), clients()
+    await writer.set("hot", "ann's", owner="ann")
+    assert await reader.get("hot", owner="ann") == "ann's"
+    assert await reader.get("hot", owner="ann") == "ann's"  # now near
+    # When bob writes a key of the same name, ann's copy stays (it is another key)
+    await writer.set("hot", "bob's", owner="bob")
+    assert await reader.get("hot", owner="bob") == "bob's"
+    assert await reader.get("hot", owner="ann") == "ann's"
+    assert await reader.get("hot") is None  # nor is it the deployment's own
+    # And ann's own write still reaches every near copy of hers
+    await writer.set("hot", "ann's again", owner="ann")
+    assert await reader.get("hot", owner="ann") == "ann's again"
+    assert await reader.mget(["hot"], owner="bob") == {"hot": "bob's"}
+    usage = await writer.usage("ann")
+    assert usage["entries"] == 1 and len(usage["shards"]) == 3
+
+
 async def test_concurrent_misses_run_the_loader_once(clients, cache_settings):
     callers = [clients() for _ in range(4)]
     release = asyncio.Event()

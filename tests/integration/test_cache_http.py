@@ -1,14 +1,61 @@
-"""The cache over real HTTP, through Serve's ingress, as a user calls it."""
+"""The cache over real HTTP, through Serve's ingress, as a user calls it.
+
+Every route needs a principal; each user's keys are their own.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import error_code
+from tests.integration.conftest import admin_headers, error_code, service_client, sign_up
 
 SERVICE = "cache"  # of the `http` fixture
-SIGNED_IN = False  # the cache asks for no sign-in
 MiB = 1024 * 1024
+
+
+async def test_every_route_needs_a_principal(base_url):
+    async with service_client(base_url, SERVICE) as anonymous:
+        for method, path, body in [
+            ("GET", "/keys/a", None),
+            ("PUT", "/keys/a", {"value": 1}),
+            ("DELETE", "/keys/a", None),
+            ("POST", "/mget", {"keys": ["a"]}),
+            ("POST", "/mset", {"items": {"a": 1}}),
+            ("POST", "/incr", {"key": "a"}),
+            ("POST", "/expire/a", {"ttl_s": 5}),
+            ("GET", "/ttl/a", None),
+            ("GET", "/stats", None),
+        ]:
+            answer = await anonymous.request(method, path, json=body)
+            assert answer.status_code == 401, (method, path, answer.text)
+            assert error_code(answer) == "unauthorized"
+
+
+async def test_each_user_has_a_keyspace_of_their_own(http, base_url):
+    await http.put("/keys/profile", json={"value": {"name": "ada"}})
+    async with service_client(base_url, SERVICE, await sign_up(base_url)) as other:
+        assert (await other.get("/keys/profile")).status_code == 404
+        assert (await other.post("/mget", json={"keys": ["profile"]})).json()["missing"] == [
+            "profile"
+        ]
+        assert (await other.delete("/keys/profile")).json()["deleted"] is False
+        await other.put("/keys/profile", json={"value": {"name": "bob"}})
+        assert (await other.get("/keys/profile")).json()["value"] == {"name": "bob"}
+    # the near cache of the replica keeps each user's copy apart too
+    assert (await http.get("/keys/profile")).json()["value"] == {"name": "ada"}
+
+
+async def test_an_api_key_acts_in_its_users_keyspace_with_its_scopes(
+    http, base_url, api_key, user_headers
+):
+    await http.put("/keys/shared-with-my-key", json={"value": 42})
+    async with service_client(
+        base_url, SERVICE, await api_key(["cache:read"], owner=user_headers)
+    ) as reader:
+        assert (await reader.get("/keys/shared-with-my-key")).json()["value"] == 42
+        refused = await reader.put("/keys/shared-with-my-key", json={"value": 0})
+        assert refused.status_code == 403 and error_code(refused) == "forbidden"
+    assert (await http.get("/keys/shared-with-my-key")).json()["value"] == 42
 
 
 async def test_put_get_delete(http):
@@ -73,15 +120,20 @@ async def test_ttl_and_expire(http):
     assert gone.status_code == 404 and error_code(gone) == "key_not_found"
 
 
-async def test_stats_count_what_happened(http):
+async def test_stats_count_what_happened(http, base_url):
     before = (await http.get("/stats")).json()
     await http.put("/keys/stats:a", json={"value": "x"})
     await http.get("/keys/stats:missing")
     after = (await http.get("/stats")).json()
-    assert len(after["shards"]) == 4
-    assert after["total"]["sets"] == before["total"]["sets"] + 1
-    assert after["total"]["misses"] == before["total"]["misses"] + 1
-    assert after["total"]["entries"] == sum(s["entries"] for s in after["shards"])
+    assert after["usage"]["entries"] == before["usage"]["entries"] + 1
+    assert len(after["usage"]["shards"]) == 4
+    assert after["shards"] is None  # a user sees their own usage only
+
+    async with service_client(base_url, SERVICE, await admin_headers(base_url)) as admin:
+        everything = (await admin.get("/stats")).json()
+    assert len(everything["shards"]) == 4
+    assert everything["total"]["entries"] == sum(s["entries"] for s in everything["shards"])
+    assert everything["total"]["entries"] >= after["usage"]["entries"]
 
 
 async def test_openapi_docs_are_served(http):
@@ -146,6 +198,10 @@ async def test_one_bad_item_refuses_the_whole_batch(http):
         ("PUT", "/keys/a", b'{"value": 1, "ttl_s": "soon"}'),
         ("POST", "/mget", b'{"keys": "a"}'),
         ("POST", "/incr", b'{"key": "a", "by": 1.5}'),
+        ("POST", "/incr", b'{"key": "a", "by": false}'),
+        ("POST", "/incr", b'{"key": "a", "by": "2"}'),
+        ("PUT", "/keys/a", b'{"value": 1, "ttl_s": true}'),
+        ("PUT", "/keys/a", b'{"value": 1, "unknown": 2}'),
         ("POST", "/mset", b'{"items": [1, 2]}'),
     ],
 )

@@ -1,6 +1,7 @@
 """The resource manager over real HTTP and WebSocket, through Serve's ingress.
 
 The deployment is shared by every test, so each test uses its own pool names.
+Pools belong to the user who made them: another user's answer 404.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import websockets
 
 from tests.conftest import until
-from tests.integration.conftest import error_code, service_client, sign_up
+from tests.integration.conftest import client_address, error_code, service_client, sign_up
 
 SERVICE = "resources"  # of the `http` fixture
 
@@ -63,17 +64,26 @@ async def test_acquire_validate_renew_release(http):
     assert (await http.post(f"/pools/{name}/acquire", json={})).json()["token"] == 2
 
 
-async def test_a_long_poll_is_granted_when_the_holder_releases(http, other):
+async def test_a_long_poll_is_granted_when_the_holder_releases(
+    http, base_url, api_key, user_headers
+):
+    # the waiter is an API key of the same user: a key acts in its user's pools
     name = await make_pool(http)
     held = (await http.post(f"/pools/{name}/acquire", json={})).json()
-    busy = await other.post(f"/pools/{name}/acquire", json={"timeout_s": 0})
-    assert busy.status_code == 409 and error_code(busy) == "acquire_timed_out"
-    waiting = asyncio.ensure_future(other.post(f"/pools/{name}/acquire", json={"timeout_s": 30}))
-    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
-    await http.delete(f"/pools/{name}/leases/{held['token']}")
-    granted = await waiting
+    key = await api_key(["resources:acquire"], owner=user_headers)
+    async with service_client(base_url, SERVICE, key) as waiter:
+        unread = await waiter.get(f"/pools/{name}")  # the key holds resources:acquire only
+        assert unread.status_code == 403 and error_code(unread) == "forbidden"
+        busy = await waiter.post(f"/pools/{name}/acquire", json={"timeout_s": 0})
+        assert busy.status_code == 409 and error_code(busy) == "acquire_timed_out"
+        waiting = asyncio.ensure_future(
+            waiter.post(f"/pools/{name}/acquire", json={"timeout_s": 30})
+        )
+        await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
+        await http.delete(f"/pools/{name}/leases/{held['token']}")
+        granted = await waiting
     assert granted.status_code == 200 and granted.json()["token"] == held["token"] + 1
-    assert granted.json()["owner"] != held["owner"]
+    assert granted.json()["pool"] == name
 
 
 async def test_quota_and_ownership_are_enforced(fresh, other):
@@ -84,16 +94,31 @@ async def test_quota_and_ownership_are_enforced(fresh, other):
     details = over.json()["error"]["details"]
     assert (details["quota"], details["held"], details["pool"]) == (2, 2, name)
     assert over.headers["retry-after"]
-    # someone else's lease can be neither released nor renewed, nor acquired in their name
-    theirs = await other.delete(f"/pools/{name}/leases/{mine[0]['token']}")
-    assert theirs.status_code == 403 and error_code(theirs) == "not_lease_holder"
-    renew = await other.post(f"/pools/{name}/leases/{mine[0]['token']}/renew", json={})
-    assert renew.status_code == 403
-    posing = await other.post(f"/pools/{name}/acquire", json={"owner": mine[0]["owner"]})
+    before = (await fresh.get(f"/pools/{name}")).json()
+    # another user finds no such pool, by any route, and changes nothing
+    token = mine[0]["token"]
+    for method, path, body in [
+        ("GET", f"/pools/{name}", None),
+        ("GET", f"/pools/{name}/leases", None),
+        ("POST", f"/pools/{name}/acquire", {}),
+        ("POST", f"/pools/{name}/leases/{token}/renew", {}),
+        ("DELETE", f"/pools/{name}/leases/{token}", None),
+        ("GET", f"/pools/{name}/leases/{token}/validate", None),
+        ("DELETE", f"/pools/{name}", None),
+        ("GET", "/stats?pool=" + name, None),
+    ]:
+        answer = await other.request(method, path, json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+        assert error_code(answer) == "pool_not_found"
+    assert (await fresh.get(f"/pools/{name}")).json() == before
+    # nor can a user take a grant in another holder's name
+    posing = await fresh.post(f"/pools/{name}/acquire", json={"owner": "someone-else"})
     assert posing.status_code == 403 and error_code(posing) == "forbidden"
-    assert (await other.post(f"/pools/{name}/acquire", json={})).status_code == 200
+    # and a pool of the same name of theirs is another pool
+    theirs = await other.put(f"/pools/{name}", json={"kind": "mutex"})
+    assert theirs.status_code == 200 and theirs.json()["held"] == 0
     stats = (await fresh.get("/stats", params={"pool": name})).json()["pools"][0]
-    assert (stats["held"], stats["grants"], stats["refusals"]) == (3, 3, 1)
+    assert (stats["held"], stats["grants"], stats["refusals"]) == (2, 2, 1)
     assert stats["owners"][mine[0]["owner"]]["held"] == 2
     # the owner declared gone: its leases end
     assert (await fresh.post("/owners/me/release")).json() == {"released": 2}
@@ -129,6 +154,9 @@ async def test_bad_input_is_refused_and_changes_nothing(http, base_url):
         (await http.post(f"/pools/{name}/acquire", json={"ttl_s": -1}), 422),
         (await http.post(f"/pools/{name}/acquire", json={"timeout_s": 10**6}), 422),
         (await http.post(f"/pools/{name}/acquire", json={"timeout_s": "soon"}), 422),
+        (await http.post(f"/pools/{name}/acquire", json={"timeout_s": False}), 422),
+        (await http.post(f"/pools/{name}/acquire", json={"wait": 5}), 422),
+        (await http.put(f"/pools/{new_name()}", json={"kind": "mutex", "max_waiters": 10**8}), 422),
         (await http.post(f"/pools/{new_name()}/acquire", json={}), 404),
         (await http.post(f"/pools/{name}/leases/0/renew", json={}), 422),
         (await http.post(f"/pools/{name}/leases/999/renew", json={}), 404),
@@ -179,14 +207,73 @@ async def test_a_websocket_follows_a_wait(http, base_url, user_headers):
     assert refused.value.response.status_code == 401
 
 
-async def test_a_long_poll_whose_client_goes_away_leaves_the_queue(http, base_url, user_headers):
+async def test_a_websocket_has_so_many_acquires_in_progress(http, base_url, user_headers):
     name = await make_pool(http)
-    held = (await http.post(f"/pools/{name}/acquire", json={})).json()
-    gone = service_client(base_url, SERVICE, user_headers)
-    poll = asyncio.ensure_future(gone.post(f"/pools/{name}/acquire", json={"timeout_s": 60}))
-    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
-    poll.cancel()
-    await gone.aclose()
+    await http.post(f"/pools/{name}/acquire", json={})
+    url = base_url.replace("http://", "ws://") + f"/resources/pools/{name}/wait"
+    limit = 16  # REALM_RESOURCES_MAX_ACQUIRES_PER_SOCKET
+    async with websockets.connect(url, additional_headers=user_headers) as ws:
+        for i in range(limit + 1):
+            await ws.send(json.dumps({"type": "acquire", "ref": f"r{i}", "timeout_s": 60}))
+        frames = [json.loads(await ws.recv()) for _ in range(limit + 1)]
+        refused = [f for f in frames if f["type"] == "error"]
+        assert [(f["ref"], f["status"], f["error"]["code"]) for f in refused] == [
+            (f"r{limit}", 429, "too_many_acquires")
+        ]
+        await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == limit)
     await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 0)
-    await http.delete(f"/pools/{name}/leases/{held['token']}")
-    assert (await http.get(f"/pools/{name}")).json()["held"] == 0
+
+
+async def post_body_after_headers(
+    base_url: str, path: str, headers: dict[str, str], body: dict[str, Any]
+) -> asyncio.StreamWriter:
+    """Send a POST as most clients do under load: its headers, then its body in a
+    packet of its own; the answer is never read."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port), local_addr=(client_address(), 0))
+    data = json.dumps(body).encode()
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: {host}:{port}",
+        "content-type: application/json",
+        f"content-length: {len(data)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(data)
+    await writer.drain()
+    return writer
+
+
+@pytest.mark.parametrize("client", ["httpx", "body_after_headers"])
+async def test_a_long_poll_whose_client_goes_away_leaves_the_queue(
+    http, base_url, user_headers, client
+):
+    # Given a mutex held for an hour
+    name = await make_pool(http, ttl_s=3600)
+    held = (await http.post(f"/pools/{name}/acquire", json={})).json()
+    # When another request long-polls for it, and its client goes away
+    path = f"/resources/pools/{name}/acquire"
+    if client == "httpx":
+        gone = service_client(base_url, SERVICE, user_headers)
+        poll = asyncio.ensure_future(gone.post(f"/pools/{name}/acquire", json={"timeout_s": 300}))
+    else:
+        writer = await post_body_after_headers(base_url, path, user_headers, {"timeout_s": 300})
+    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 1)
+    if client == "httpx":
+        poll.cancel()
+        await gone.aclose()
+    else:
+        writer.close()
+    # Then its wait is withdrawn (the held lease lasts an hour, the wait five
+    # minutes: nothing else empties the queue), and nothing was granted
+    await until(lambda: http.get(f"/pools/{name}"), lambda r: r.json()["waiting"] == 0, within_s=60)
+    stats = (await http.get("/stats", params={"pool": name})).json()["pools"][0]
+    assert (stats["grants"], stats["held"], stats["timeouts"]) == (1, 1, 0)
+    # And once the holder releases, the mutex is free: no grant went to a caller that left
+    released = await http.delete(f"/pools/{name}/leases/{held['token']}")
+    assert released.json()["state"] == "released"
+    after = (await http.get(f"/pools/{name}")).json()
+    assert (after["held"], after["waiting"], after["next_token"]) == (0, 0, held["token"] + 1)

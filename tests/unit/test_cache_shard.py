@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
-from actors.cache.shard import CacheShard
+from actors.cache.shard import OWNER_SEPARATOR, CacheShard, check_key, owned_key
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import BatchTooLarge
+from actors.runtime.errors import BatchTooLarge, InvalidInput
 from actors.runtime.settings import Settings
 from tests.unit.conftest import cancel, settle
 
@@ -208,6 +208,76 @@ async def test_byte_cap_evicts_until_the_bytes_fit(shard: CacheShard) -> None:
     stats = await shard.stats()
     assert set(stored(shard)) == {"b", "c"}
     assert (stats["bytes"], stats["evictions"]) == (802, 1)
+
+
+# --- owners ----------------------------------------------------------------
+
+
+def mine(owner: str, key: str) -> str:
+    return owned_key(owner, key)
+
+
+async def test_each_owner_has_a_keyspace_of_its_own(shard: CacheShard) -> None:
+    await shard.set(mine("ann", "k"), b"1")
+    await shard.set(mine("bob", "k"), b"2")
+    assert await value_of(shard, mine("ann", "k")) == b"1"
+    assert await value_of(shard, mine("bob", "k")) == b"2"
+    assert await value_of(shard, "k") is None  # nor the deployment's own
+    assert await shard.delete(mine("bob", "k"))
+    assert await value_of(shard, mine("ann", "k")) == b"1"
+    assert await shard.usage("ann") == {"entries": 1, "bytes": len(mine("ann", "k")) + 1}
+    assert await shard.usage("bob") == {"entries": 0, "bytes": 0}
+
+
+async def test_an_owner_over_its_entry_cap_evicts_only_its_own(
+    make_shard: Callable[..., CacheShard],
+) -> None:
+    shard = make_shard(cache_max_entries=100, cache_max_entries_per_owner=3)
+    await shard.set(mine("bob", "keep"), b"1")
+    for i in range(6):
+        await shard.set(mine("ann", f"k{i}"), b"x")
+    assert set(stored(shard)) == {mine("bob", "keep")} | {mine("ann", f"k{i}") for i in (3, 4, 5)}
+    assert (await shard.stats())["evictions"] == 3
+
+
+async def test_an_owner_over_its_byte_cap_evicts_only_its_own(
+    make_shard: Callable[..., CacheShard],
+) -> None:
+    shard = make_shard(
+        cache_max_entries=100, cache_max_bytes=100_000, cache_max_bytes_per_owner=1024
+    )
+    await shard.set(mine("bob", "keep"), b"b" * 300)
+    for i in range(5):  # about 410 bytes each: two fit in ann's 1024
+        await shard.set(mine("ann", f"k{i}"), b"a" * 400)
+    assert set(stored(shard)) == {mine("bob", "keep"), mine("ann", "k3"), mine("ann", "k4")}
+    assert (await shard.usage("ann"))["bytes"] <= 1024
+    with pytest.raises(ValueTooLarge):  # alone larger than an owner may hold
+        await shard.set(mine("ann", "huge"), b"x" * 1100)
+
+
+async def test_a_full_shard_evicts_from_whoever_holds_the_most(
+    make_shard: Callable[..., CacheShard],
+) -> None:
+    # bob holds a little, ann fills the shard: ann's own entries make room, never bob's
+    shard = make_shard(cache_max_entries=100, cache_max_bytes=2048, cache_max_value_bytes=512)
+    await shard.set(mine("bob", "b1"), b"b" * 100)
+    await shard.set(mine("bob", "b2"), b"b" * 100)
+    for i in range(10):
+        await shard.set(mine("ann", f"k{i}"), b"a" * 400)
+    assert {mine("bob", "b1"), mine("bob", "b2")} <= set(stored(shard))
+    assert (await shard.stats())["bytes"] <= 2048
+    # once bob holds the most, the next to give way is bob's least recently used
+    for i in range(4):
+        await shard.set(mine("bob", f"c{i}"), b"b" * 400)
+    assert mine("bob", "b1") not in stored(shard)
+    assert any(key.startswith(mine("ann", "")) for key in stored(shard))
+
+
+async def test_a_key_may_not_hold_the_owner_separator(shard: CacheShard) -> None:
+    with pytest.raises(InvalidInput):
+        await shard.set("a" + OWNER_SEPARATOR + "b" + OWNER_SEPARATOR + "c", b"1")
+    with pytest.raises(InvalidInput):
+        check_key("x" + OWNER_SEPARATOR, shard.config)
 
 
 # --- limits ----------------------------------------------------------------

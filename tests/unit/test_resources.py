@@ -16,9 +16,11 @@ import pytest
 from actors.resources.errors import (
     AcquireCancelled,
     AcquireTimedOut,
+    GroupNotFound,
     LeaseExpired,
     LeaseNotFound,
     NotLeaseHolder,
+    PoolBusy,
     PoolExists,
     PoolNotFound,
     QuotaExceeded,
@@ -27,7 +29,7 @@ from actors.resources.model import pick_least_loaded
 from actors.resources.pool import ResourcePool
 from actors.resources.settings import ResourcesSettings
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import InvalidInput, QueueFull
+from actors.runtime.errors import InvalidInput, LimitReached, QueueFull
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
 
@@ -40,9 +42,11 @@ _keys = itertools.count()
 def open_pool(clock: FakeClock, store: SQLiteStore) -> OpenPool:
     """A ResourcePool recovered from ``store`` (a second call is a restarted actor)."""
 
-    async def open_(*, snapshot_every: int = 10_000, max_waiters: int = 100) -> ResourcePool:
+    async def open_(
+        *, snapshot_every: int = 10_000, max_waiters: int = 100, **more: Any
+    ) -> ResourcePool:
         config = ResourcesSettings(default_ttl_s=TTL_S, max_ttl_s=100.0, max_wait_s=60.0,
-                                   max_waiters=max_waiters)  # fmt: skip
+                                   max_waiters=max_waiters, **more)  # fmt: skip
         pool = ResourcePool(config, clock=clock)
         failures: list[BaseException] = []
         await pool.open(store, "resources-0", snapshot_every=snapshot_every,
@@ -537,3 +541,131 @@ def test_only_an_admin_acts_for_another_owner() -> None:
     assert (holder_check(user), holder_check(admin)) == ("u1", None)
     with pytest.raises(InvalidInput):
         pick_least_loaded([])
+
+
+# --- owners: namespaces, quotas, deletion --------------------------------------------
+
+
+async def test_an_owner_may_have_so_many_pools_and_groups(open_pool: OpenPool) -> None:
+    rp = await open_pool(max_pools_per_owner=2, max_groups_per_owner=1)
+    await rp.create_pool("u1/a", "mutex")
+    await rp.create_pool("u1/b", "semaphore", 2)
+    assert await rp.create_pool("u1/a", "mutex") == rp.describe("u1/a")  # the same: no new pool
+    before = rp.journal.assigned
+    with pytest.raises(LimitReached) as refused:
+        await rp.create_pool("u1/c", "mutex")
+    assert refused.value.status == 403 and refused.value.details == {"limit": 2}
+    assert rp.journal.assigned == before and "u1/c" not in rp.book.pools
+    # another owner, and the deployment's own pools, are not counted with u1's
+    await rp.create_pool("u2/a", "mutex")
+    await rp.create_pool("x", "mutex")
+    await rp.create_group("u1/g", ["u1/a", "u1/b"])
+    with pytest.raises(LimitReached):
+        await rp.create_group("u1/h", ["u1/a"])
+    with pytest.raises(InvalidInput):  # a group holds its owner's pools only
+        await rp.create_group("u2/g", ["u1/a"])
+    # deleting frees the quota
+    await rp.delete_group("u1/g")
+    await rp.create_group("u1/h", ["u1/a"])
+    await rp.delete_pool("u1/b")
+    await rp.create_pool("u1/c", "mutex")
+    assert rp.book.pool_counts == {"u1": 2, "u2": 1} and rp.book.group_counts == {"u1": 1}
+
+
+@pytest.mark.parametrize("snapshot_every", [10_000, 2])
+async def test_a_pool_made_again_never_reuses_a_token(
+    open_pool: OpenPool, snapshot_every: int
+) -> None:
+    rp = await open_pool(snapshot_every=snapshot_every)
+    await rp.create_pool("u1/lock", "mutex")
+    old = await take(rp, "u1/lock", "a")
+    await rp.release("u1/lock", [old["token"]])
+    lease = await take(rp, "u1/lock", "a")
+    await rp.release("u1/lock", [lease["token"]])
+    await rp.delete_pool("u1/lock")
+    with pytest.raises(PoolNotFound):
+        rp.describe("u1/lock")
+    await quiesce(rp)
+    restarted = await open_pool(snapshot_every=snapshot_every)
+    assert restarted.book.pool_counts == {}
+    await restarted.create_pool("u1/lock", "mutex")
+    again = await take(restarted, "u1/lock", "b")
+    assert again["token"] == lease["token"] + 1  # above every token the deleted pool gave
+    assert not valid(restarted, "u1/lock", lease["token"])
+    fresh = await restarted.create_pool("u2/lock", "mutex")  # other owners start at 1
+    assert fresh["next_token"] == 1
+
+
+async def test_a_busy_pool_is_not_deleted(rp: ResourcePool) -> None:
+    await rp.create_pool("u1/lock", "mutex")
+    await rp.create_group("u1/g", ["u1/lock"])
+    holder = await take(rp, "u1/lock", "a")
+    with pytest.raises(PoolBusy):
+        await rp.delete_pool("u1/lock")
+    queued = waiter(rp, "u1/lock", "b")
+    await settle()
+    await rp.release("u1/lock", [holder["token"]])
+    lease = await asyncio.wait_for(queued, 5)
+    await rp.release("u1/lock", [lease["token"]])
+    holder = await take(rp, "u1/lock", "a")
+    queued = waiter(rp, "u1/lock", "b")
+    await settle()
+    await rp.release("u1/lock", [holder["token"]])  # the unit is promised to the waiter
+    with pytest.raises(PoolBusy):
+        await rp.delete_pool("u1/lock")
+    await rp.release("u1/lock", [(await queued)["token"]])
+    deleted = await rp.delete_pool("u1/lock")
+    assert deleted["held"] == 0
+    with pytest.raises(GroupNotFound):  # its only pool went: so did the group
+        rp.group("u1/g")
+
+
+async def test_a_pool_asks_for_no_longer_queue_than_the_deployment_allows(
+    open_pool: OpenPool,
+) -> None:
+    rp = await open_pool(max_waiters=50)
+    with pytest.raises(InvalidInput):
+        await rp.create_pool("u1/q", "mutex", max_waiters=51)
+    with pytest.raises(InvalidInput):
+        await rp.create_pool("u1/q", "semaphore", 2, quota_per_owner=10**9)
+    assert (await rp.create_pool("u1/q", "mutex", max_waiters=50))["max_waiters"] == 50
+
+
+# --- a withdrawn acquire ------------------------------------------------------------
+
+
+async def test_an_acquire_that_arrives_after_its_withdrawal_is_refused(rp: ResourcePool) -> None:
+    # Given A holds the lock, and B's acquire is withdrawn before it reaches the
+    # actor (its caller went away; Ray re-sends it, or it was overtaken by its cancel)
+    holder = await take(rp, "lock", "a")
+    assert not await rp.cancel("lock", "late")
+    # When the acquire arrives, it is refused and does not queue
+    late = waiter(rp, "lock", "b", key="late")
+    await settle()
+    assert late.done() and rp.describe("lock")["waiting"] == 0
+    with pytest.raises(AcquireCancelled):
+        await late
+    # Then releasing the lock leaves it free: no grant went to nobody
+    await rp.release("lock", [holder["token"]])
+    assert rp.describe("lock")["held"] == 0
+
+
+async def test_a_withdrawn_acquire_repeated_gets_no_grant(rp: ResourcePool) -> None:
+    # A grant that raced with the withdrawal is given back, and a repeat of the call
+    # (Ray retrying it) does not get it (or another) again
+    lease = await take(rp, "lock", "a", key="raced")
+    assert await rp.cancel("lock", "raced")
+    assert rp.describe("lock")["held"] == 0
+    with pytest.raises(AcquireCancelled):
+        await take(rp, "lock", "a", key="raced")
+    assert rp.validate("lock", [lease["token"]])[0]["reason"] == "released"
+
+
+async def test_withdrawn_keys_are_forgotten_once_no_acquire_can_wait(
+    rp: ResourcePool, clock: FakeClock
+) -> None:
+    await rp.cancel("lock", "old")
+    clock.advance(rp.config.max_wait_s + 2)
+    await rp.cancel("lock", "new")  # remembering one forgets those past their time
+    assert list(rp._withdrawn) == ["new"]
+    assert (await take(rp, "lock", "a", key="old"))["owner"] == "a"

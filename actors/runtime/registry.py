@@ -42,7 +42,7 @@ class Service:
         return tuple(f"{self.name}:{action}" for action in self.actions)
 
 
-#: Every built service. Not yet built: game, chat, monitor, logs, push.
+#: Every built service. Not yet built: game, monitor, logs.
 SERVICES: tuple[Service, ...] = (
     Service("cache", "/cache", "distributed cache", ("read", "write")),
     Service("auth", "/auth", "users, sessions and login"),
@@ -56,6 +56,8 @@ SERVICES: tuple[Service, ...] = (
     Service("queue", "/queue", "durable job queues", ("read", "enqueue", "manage")),
     Service("ledger", "/ledger", "double-entry ledger", ("read", "transfer", "accounts")),
     Service("scheduler", "/scheduler", "cron, interval and one-shot schedules", ("read", "write")),
+    Service("chat", "/chat", "rooms, messages and presence", ("read", "write", "manage")),
+    Service("push", "/push", "device registry and notifications", ("read", "register", "send")),
 )
 
 #: Every scope an API key can hold.

@@ -21,16 +21,10 @@ from actors.runtime.clock import FakeClock
 from actors.runtime.store import SQLiteStore
 from apps.chat import make_app
 from apps.chat.frames import post_json
-from apps.signin import current_principal
+from tests.unit.fronts import calling_as, principal
 from tests.unit.test_chat_client import Directory, LocalRef
 
 SCOPES = {"chat:read", "chat:write", "chat:manage"}
-
-
-def principal(user_id: str, scopes: set[str] | None = None) -> Principal:
-    return Principal(
-        user_id, user_id, ("user",), "s", None if scopes is None else frozenset(scopes)
-    )
 
 
 @pytest.fixture
@@ -44,10 +38,7 @@ async def front(
     client.shards.refs = [LocalRef(shard)]  # type: ignore[list-item]
     app = make_app(client, settings)
     caller = [principal("alice")]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as http:
+    async with calling_as(app, caller, base_url="http://t") as http:
         made = await http.post("/rooms", json={"name": "general"})
         assert made.status_code == 201, made.text
         room = made.json()["id"]

@@ -19,7 +19,7 @@ from actors.ledger.errors import AccountNotFound
 from actors.ledger.model import MAX_NS, MAX_TIMEOUT_S
 from actors.runtime.settings import Settings
 from apps.ledger import make_app
-from apps.signin import current_principal
+from tests.unit.fronts import calling_as, principal
 
 BALANCES = {"debits_pending": 0, "debits_posted": 0, "credits_pending": 0, "credits_posted": 0}
 ACCOUNT = {"id": "a", **BALANCES, "ledger": 1, "code": 0, "flags": [], "timestamp": 1}
@@ -73,24 +73,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
 SCOPES = {"ledger:read", "ledger:transfer", "ledger:accounts"}
 
 
-def principal(user_id: str = "ada", scopes: set[str] | None = None) -> Principal:
-    return Principal(
-        user_id=user_id,
-        username=user_id,
-        roles=("user",),
-        session_id="s",
-        scopes=None if scopes is None else frozenset(scopes),
-    )
-
-
 @pytest.fixture
 async def front() -> AsyncIterator[tuple[httpx.AsyncClient, FakeLedger, list[Principal]]]:
     fake = FakeLedger()
-    app = make_app(fake, Settings())  # type: ignore[arg-type]
     caller = [principal()]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    app = make_app(fake, Settings())  # type: ignore[arg-type]
+    async with calling_as(app, caller) as http:
         yield http, fake, caller
 
 

@@ -22,19 +22,10 @@ from actors.runtime.errors import Forbidden, InvalidInput
 from actors.runtime.settings import Settings
 from apps.pubsub import make_app
 from apps.pubsub.ws import Connection, PublishFrame, SubscribeFrame, parse_frame
-from apps.signin import current_principal, stream_user
+from apps.signin import stream_user
+from tests.unit.fronts import calling_as, principal
 
 SCOPES = {"pubsub:publish", "pubsub:subscribe"}
-
-
-def principal(user_id: str = "ada", scopes: set[str] | None = None) -> Principal:
-    return Principal(
-        user_id=user_id,
-        username=user_id,
-        roles=("user",),
-        session_id="s",
-        scopes=None if scopes is None else frozenset(scopes),
-    )
 
 
 class FakePubSub:
@@ -63,12 +54,9 @@ class FakePubSub:
 @pytest.fixture
 async def front() -> AsyncIterator[tuple[httpx.AsyncClient, FakePubSub, list[Principal]]]:
     fake = FakePubSub()
-    app = make_app(fake, Settings())  # type: ignore[arg-type]
     caller = [principal()]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    app.dependency_overrides[stream_user] = lambda: caller[0]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    app = make_app(fake, Settings())  # type: ignore[arg-type]
+    async with calling_as(app, caller, also=(stream_user,)) as http:
         yield http, fake, caller
 
 

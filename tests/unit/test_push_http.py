@@ -12,16 +12,7 @@ from actors.auth.client import Principal
 from actors.push.errors import DeviceNotFound
 from actors.runtime.settings import Settings
 from apps.push import make_app
-from apps.signin import current_principal
-
-
-def principal(
-    user_id: str = "ada", scopes: set[str] | None = None, roles: tuple[str, ...] = ("user",)
-) -> Principal:
-    return Principal(
-        user_id=user_id, username=user_id, roles=roles, session_id="s",
-        scopes=None if scopes is None else frozenset(scopes),
-    )  # fmt: skip
+from tests.unit.fronts import calling_as, principal
 
 
 def view(nid: str = "n1", state: str = "delivered") -> dict[str, Any]:
@@ -61,11 +52,9 @@ class FakePush:
 @pytest.fixture
 async def front() -> AsyncIterator[tuple[httpx.AsyncClient, FakePush, list[Principal]]]:
     fake = FakePush()
-    app = make_app(fake, Settings())  # type: ignore[arg-type]
     caller = [principal()]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    app = make_app(fake, Settings())  # type: ignore[arg-type]
+    async with calling_as(app, caller) as http:
         yield http, fake, caller
 
 

@@ -17,7 +17,7 @@ from actors.auth.client import Principal
 from actors.queue.errors import QueueNotFound
 from actors.runtime.settings import Settings
 from apps.queue import make_app
-from apps.signin import current_principal
+from tests.unit.fronts import calling_as, principal
 
 H = "actors.queue.handlers"
 LIMITS = {"queue": "q", "paused": False, "concurrency": 4, "rate_limit_per_s": None,
@@ -93,24 +93,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
 SCOPES = {"queue:read", "queue:enqueue", "queue:manage"}
 
 
-def principal(user_id: str = "ada", scopes: set[str] | None = None) -> Principal:
-    return Principal(
-        user_id=user_id,
-        username=user_id,
-        roles=("user",),
-        session_id="s",
-        scopes=None if scopes is None else frozenset(scopes),
-    )
-
-
 @pytest.fixture
 async def front() -> AsyncIterator[tuple[httpx.AsyncClient, FakeQueues, list[Principal]]]:
     fake = FakeQueues()
-    app = make_app(fake, Settings())  # type: ignore[arg-type]
     caller = [principal()]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    app = make_app(fake, Settings())  # type: ignore[arg-type]
+    async with calling_as(app, caller) as http:
         yield http, fake, caller
 
 

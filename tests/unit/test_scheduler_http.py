@@ -16,7 +16,7 @@ from actors.auth.client import Principal
 from actors.runtime.settings import Settings
 from actors.scheduler.errors import ScheduleNotFound
 from apps.scheduler import make_app
-from apps.signin import current_principal
+from tests.unit.fronts import calling_as, principal
 
 QUEUE_TARGET = {"type": "queue", "queue": "q", "handler": "actors.queue.handlers:noop"}
 PUBSUB_TARGET = {"type": "pubsub", "topic": "news", "payload": None}
@@ -84,24 +84,12 @@ class FakeScheduler:
         return True
 
 
-def principal(user_id: str = "ada", scopes: set[str] | None = None) -> Principal:
-    return Principal(
-        user_id=user_id,
-        username=user_id,
-        roles=("user",),
-        session_id="s",
-        scopes=None if scopes is None else frozenset(scopes),
-    )
-
-
 @pytest.fixture
 async def front() -> AsyncIterator[tuple[httpx.AsyncClient, FakeScheduler, list[Principal]]]:
     fake = FakeScheduler()
-    app = make_app(fake, Settings())  # type: ignore[arg-type]
     caller = [principal()]
-    app.dependency_overrides[current_principal] = lambda: caller[0]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    app = make_app(fake, Settings())  # type: ignore[arg-type]
+    async with calling_as(app, caller) as http:
         yield http, fake, caller
 
 

@@ -120,15 +120,12 @@ class Runner:
         return processes
 
     def stop(self) -> None:
-        """Ctrl-C, as a person stops ``make run``; then whatever is left is killed."""
+        """Kill the runner and every process of its tree. (A graceful stop waits
+        for Serve's controller, 30 s or more, and no test here is about it.)"""
         self.tree()
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
         for process in self.known.values():
             try:
                 if process.is_running():

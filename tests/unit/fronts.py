@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from actors.auth.client import Principal
+from actors.runtime.errors import Unauthorized
 from apps.signin import current_principal
 
 
@@ -48,4 +49,30 @@ async def calling_as(
         yield http
 
 
-__all__ = ["calling_as", "principal"]
+class Callers:
+    """Clients of ``app``, each signed in as its own principal (or anonymous):
+    ``http(caller)`` marks its requests with a test header, and the app's
+    sign-in answers that header's principal, or 401 without one."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.callers: dict[str, Principal] = {}
+
+        async def principal_of(request: Request) -> Principal:
+            who = request.headers.get("x-test-as")
+            if who is None:
+                raise Unauthorized("an Authorization: Bearer <token> header is required")
+            return self.callers[who]
+
+        app.dependency_overrides[current_principal] = principal_of
+
+    def http(self, caller: Principal | None) -> httpx.AsyncClient:
+        headers = {}
+        if caller is not None:
+            self.callers[caller.session_id] = caller
+            headers["x-test-as"] = caller.session_id
+        transport = httpx.ASGITransport(app=self.app)
+        return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+
+__all__ = ["Callers", "calling_as", "principal"]

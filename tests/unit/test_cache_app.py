@@ -15,16 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
 
 from actors.auth.client import Principal
 from actors.cache.client import CacheClient
 from actors.cache.settings import CacheSettings
 from actors.cache.shard import CacheShard
-from actors.runtime.errors import Unauthorized
 from actors.runtime.settings import Settings
-from apps import signin
 from apps.cache import make_app
+from tests.unit.fronts import Callers
 from tests.unit.test_resources_app import LocalShards, key_of
 
 ANN = Principal("ann0000000000001", "ann", ("user",), "s-ann")
@@ -38,23 +36,7 @@ class Deployment:
         self.shards = [CacheShard(settings, name=f"cache-shard-{i}") for i in range(config.shards)]
         self.client = CacheClient(LocalShards(self.shards), config)  # type: ignore[arg-type]
         self.app = make_app(self.client, settings)
-        self.callers: dict[str, Principal] = {}
-
-        async def principal(request: Request) -> Principal:
-            who = request.headers.get("x-test-as")
-            if who is None:
-                raise Unauthorized("an Authorization: Bearer <token> header is required")
-            return self.callers[who]
-
-        self.app.dependency_overrides[signin.current_principal] = principal
-
-    def http(self, caller: Principal | None) -> httpx.AsyncClient:
-        headers = {}
-        if caller is not None:
-            self.callers[caller.session_id] = caller
-            headers["x-test-as"] = caller.session_id
-        transport = httpx.ASGITransport(app=self.app)
-        return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+        self.http = Callers(self.app).http
 
 
 @pytest.fixture

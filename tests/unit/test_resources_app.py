@@ -19,20 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
 from starlette.websockets import WebSocket
 
 from actors.auth.client import Principal
 from actors.resources.client import ResourcesClient
 from actors.resources.pool import ResourcePool
 from actors.resources.settings import ResourcesSettings
-from actors.runtime.errors import Unauthorized
 from actors.runtime.hashing import Rendezvous
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
-from apps import signin
 from apps.resources import Waiter, make_app
 from tests.unit.conftest import settle
+from tests.unit.fronts import Callers
 
 ANN = Principal("ann0000000000001", "ann", ("user",), "s-ann")
 BOB = Principal("bob0000000000002", "bob", ("user",), "s-bob")
@@ -89,23 +87,7 @@ class Deployment:
     def __init__(self, settings: Settings, client: ResourcesClient, pools: list[ResourcePool]):
         self.settings, self.client, self.pools = settings, client, pools
         self.app = make_app(client, settings)
-        self.callers: dict[str, Principal] = {}
-
-        async def principal(request: Request) -> Principal:
-            who = request.headers.get("x-test-as")
-            if who is None:
-                raise Unauthorized("an Authorization: Bearer <token> header is required")
-            return self.callers[who]
-
-        self.app.dependency_overrides[signin.current_principal] = principal
-
-    def http(self, caller: Principal | None) -> httpx.AsyncClient:
-        headers = {}
-        if caller is not None:
-            self.callers[caller.session_id] = caller
-            headers["x-test-as"] = caller.session_id
-        transport = httpx.ASGITransport(app=self.app)
-        return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+        self.http = Callers(self.app).http
 
 
 @pytest.fixture

@@ -96,12 +96,6 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--modes", default="paced,flat_out")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
-    parser.add_argument(
-        "--worker-niceness",
-        type=int,
-        default=0,
-        help="nice level of Ray's workers (Ray's default is 15)",
-    )
 
 
 def layout(scenario: str, args: argparse.Namespace) -> list[int]:
@@ -639,8 +633,6 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=15.0, extra=_add_flags)
     if args.quick:
         args.rounds, args.members, args.rooms, args.drain_s = 1, 50, 5, 5.0
-    # Ray reads this when it starts its raylet, which starts every worker at this level.
-    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray spells it so)
     fd_limit = raise_fd_limit(args.members * 3 + 1024)
     load_before = os.getloadavg()
     info: dict[str, Any] = {}

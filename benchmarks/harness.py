@@ -2,6 +2,13 @@
 
 Import this module before Ray: it pins Ray to loopback, which Ray reads once at import time.
 Benchmarks therefore take the ``ray`` module from :func:`ray_session` instead of importing it.
+
+Equal priority: Ray starts its workers at nice 15, below every peer here (Redis,
+PostgreSQL, uvicorn, Celery, NATS and this driver run at 0), which on a 2-core
+machine biases any side-by-side run against Realm. Every benchmark therefore
+runs Ray's workers at ``--worker-niceness`` (default 0, the peers' level), and
+every result records the nice levels it observed on both sides
+(:func:`observed_niceness`), read from the processes themselves.
 """
 
 from __future__ import annotations
@@ -30,6 +37,23 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Per-variant duration of a --quick smoke run: enough to see the script work, not to measure.
 QUICK_DURATION_S = 0.5
 _T0 = time.monotonic()
+#: The nice level of the peers' processes: Redis, PostgreSQL, NATS, uvicorn, Celery and
+#: this driver all run at the default.
+PEER_NICENESS = 0
+#: Processes that compete with Realm in some benchmark, by a part of their name.
+PEER_PROCESSES = (
+    "redis-server",
+    "postgres",
+    "nats-server",
+    "celery",
+    "uvicorn",
+    "etcd",
+    "alertmanager",
+)
+#: ``ray::`` processes that are Ray's node agents, not workers (they keep the raylet's level).
+RAY_AGENTS = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent"})
+#: Nice levels seen while Ray ran (filled by :func:`ray_session`, read by :func:`write_result`).
+_SEEN_NICENESS: dict[str, set[int]] = {}
 
 
 def progress(msg: str) -> None:
@@ -135,13 +159,58 @@ def parse_args(
     parser.add_argument("--concurrency", type=int, default=concurrency, help="workers in flight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run; results to *.quick.*")
+    parser.add_argument(
+        "--worker-niceness",
+        type=int,
+        default=PEER_NICENESS,
+        help=f"nice level of Ray's workers (Ray's own default is 15; the peers run at "
+        f"{PEER_NICENESS}, so the default compares both sides at the same priority)",
+    )
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration_s = min(args.duration_s, QUICK_DURATION_S)
+    # Ray's raylet reads this when it starts, and starts every worker at this level.
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray spells it so)
     random.seed(args.seed)
     return args
+
+
+def niceness_now() -> dict[str, set[int]]:
+    """The nice levels of the processes running now: this run's Ray workers
+    (``ray::...`` processes under this driver, which started their raylet), each
+    peer of :data:`PEER_PROCESSES` found on the machine, and this driver."""
+    import psutil
+
+    ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    seen: dict[str, set[int]] = {"driver": {os.getpriority(os.PRIO_PROCESS, 0)}}
+    for process in psutil.process_iter(["name", "cmdline", "nice"]):
+        name = process.info["name"] or ""
+        command = " ".join(process.info["cmdline"] or ())
+        if name.startswith("ray::") or command.startswith("ray::"):
+            if process.pid in ours and command.strip() not in RAY_AGENTS:
+                seen.setdefault("ray_workers", set()).add(process.info["nice"])
+            continue
+        for peer in PEER_PROCESSES:
+            if peer in name or peer in command.split(" ", 1)[0]:
+                seen.setdefault(peer, set()).add(process.info["nice"])
+    return seen
+
+
+def _remember_niceness() -> None:
+    for side, levels in niceness_now().items():
+        _SEEN_NICENESS.setdefault(side, set()).update(levels)
+
+
+def observed_niceness() -> dict[str, Any]:
+    """Every nice level seen on each side during the run (when Ray's session ended,
+    and now), and whether Ray's workers ran at the peers' level."""
+    _remember_niceness()
+    sides = {side: sorted(levels) for side, levels in sorted(_SEEN_NICENESS.items())}
+    peers = {level for side, levels in sides.items() if side != "ray_workers" for level in levels}
+    workers = set(sides.get("ray_workers", ()))
+    return {**sides, "equal": bool(workers) and workers <= peers | {PEER_NICENESS}}
 
 
 @contextlib.contextmanager
@@ -169,6 +238,7 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
     try:
         yield ray
     finally:
+        _remember_niceness()  # while Ray's workers and the peers still run
         ray.shutdown()
 
 
@@ -189,7 +259,13 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     """
     stem = f"{name}.quick" if result.get("params", {}).get("quick") else name
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    doc = {"name": name, "date": now, "machine": machine_info(), **result}
+    doc = {
+        "name": name,
+        "date": now,
+        "machine": machine_info(),
+        "niceness": observed_niceness(),
+        **result,
+    }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stem}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")

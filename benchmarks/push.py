@@ -48,13 +48,6 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=250, help="devices per delivery job")
     parser.add_argument("--shards", type=int, default=2, help="push shard actors")
-    parser.add_argument(
-        "--worker-niceness",
-        type=int,
-        default=0,
-        help="nice level of Ray's workers and of the receiver (the httpx sender runs in "
-        "this process at 0)",
-    )
 
 
 # --- the receiver (a process of its own) -----------------------------------------
@@ -283,7 +276,6 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, concurrency=64, extra=_add_flags)
     if args.quick:
         args.devices, args.notifications, args.rounds = 100, 2, 1
-    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray spells it so)
     os.environ.setdefault("REALM_QUEUE_HANDLER_MODULES", "actors.queue.handlers,actors.push.jobs")
     data_dir = tempfile.mkdtemp(prefix="realm-bench-push-")
     try:

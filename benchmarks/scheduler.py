@@ -52,13 +52,6 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=["queue", "pubsub"], default="queue")
     parser.add_argument("--partitions", type=int, default=2, help="scheduler partition actors")
     parser.add_argument("--rounds", type=int, default=3, help="windows, one after the other")
-    parser.add_argument(
-        "--worker-niceness",
-        type=int,
-        default=0,
-        help="nice level of Ray's workers (Ray's default is 15; APScheduler runs in this "
-        "process at the driver's level, 0, so 0 compares the two at the same priority)",
-    )
 
 
 def offsets_ms(args: argparse.Namespace) -> list[int]:
@@ -257,8 +250,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.timers, args.window_s, args.lead_s = 50, 2.0, 5.0
     harness.progress(f"{args.timers} timers within {args.window_s:g} s ({args.target} target)")
-    # Ray reads this when it starts its raylet, which starts every worker at this level.
-    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray spells it so)
     with harness.ray_session(namespace=NAMESPACE):
         rounds = asyncio.run(run_both(args))
     # Every round's timers pooled (a p99 over 3,000 timers rather than 1,000), and each round's.

@@ -225,6 +225,14 @@ def check_token_auth(config: Config) -> None:
     assert PASSWORD_FILE in mounts, "Redis password not copied to nodes"
 
 
+def check_workers_at_default_priority(config: Config) -> None:
+    """Realm's actors and replicas run at nice 0 on every node, not at Ray's 15."""
+    for section in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for start in ray_starts(config, section):
+            level = start.env.get("RAY_worker_niceness")
+            assert level == "0", f"{section}: RAY_worker_niceness={level}"
+
+
 def check_deploys_last(config: Config) -> None:
     last = simple_commands(config["head_start_ray_commands"][-1])
     assert [c.argv for c in last[:1]] == [["cd", "~/realm"]], "deploy from the synced project"
@@ -284,6 +292,7 @@ CHECKS: list[Callable[[Config], None]] = [
     check_store_url,
     check_workers_join_head,
     check_token_auth,
+    check_workers_at_default_priority,
     check_deploys_last,
     check_project_installed,
     check_redis_on_head,
@@ -396,6 +405,14 @@ BROKEN: dict[str, tuple[Callable[[Config], None], Callable[[Config], None]]] = {
     ),
     "token not copied": (deleter("file_mounts", TOKEN_FILE), check_token_auth),
     "password not copied": (deleter("file_mounts", PASSWORD_FILE), check_token_auth),
+    "workers at Ray's nice 15": (
+        replace_in(WORKER, "RAY_worker_niceness=0 ", ""),
+        check_workers_at_default_priority,
+    ),
+    "head workers below the rest": (
+        replace_in(HEAD, "RAY_worker_niceness=0", "RAY_worker_niceness=10"),
+        check_workers_at_default_priority,
+    ),
     "deploy not last": (appender(HEAD, "echo done"), check_deploys_last),
     "deploy another file": (
         replace_in(HEAD, "serve deploy serve_config.yaml", "serve deploy other.yaml"),

@@ -40,6 +40,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import yaml
 from ray.serve import Application
 
+from actors.runtime.metrics import scrape_targets
 from actors.runtime.registry import BY_NAME, SERVICES, Service
 from actors.runtime.settings import Settings
 
@@ -347,6 +348,22 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-29999")
 
 
+def metrics_port(settings: Settings) -> int | None:
+    """The port of the Ray that this process starts exports its metrics on
+    (``REALM_METRICS_PORT``; Ray binds it to 127.0.0.1 when, as here, the node's
+    address is loopback). When another process holds it, a free port is used
+    instead and said; the scrape URL is printed either way. None: Ray chooses."""
+    wanted = settings.metrics_port
+    if not wanted:
+        return None
+    holder = port_holder("127.0.0.1", wanted)
+    if holder is None:
+        return wanted
+    chosen = free_port()
+    print(f"Metrics port {wanted} is in use by {holder}: using {chosen} (REALM_METRICS_PORT)")
+    return chosen
+
+
 def serve_config(settings: Settings) -> dict[str, Any]:
     """The Serve config (``serve deploy``) for every built service."""
     return {
@@ -425,13 +442,19 @@ def deploy(settings: Settings, services: Sequence[Service] = SERVICES) -> list[s
     from ray import serve
 
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-    urls = []
-    for service in services:
-        serve.run(
-            build(service, settings), name=service.name, route_prefix=service.prefix, blocking=False
-        )
-        urls.append(f"http://{settings.http_host}:{settings.http_port}{service.prefix}")
-    return urls
+    # One call for all: Serve starts every application's replicas at once
+    # rather than waiting for each to run before deploying the next.
+    serve.run_many(
+        [
+            serve.RunTarget(
+                build(service, settings), name=service.name, route_prefix=service.prefix
+            )
+            for service in services
+        ]
+    )
+    return [
+        f"http://{settings.http_host}:{settings.http_port}{service.prefix}" for service in services
+    ]
 
 
 def chosen_services(names: str | None) -> list[Service]:
@@ -499,6 +522,10 @@ def run(
         return 2
     where = f"{settings.http_host}:{settings.http_port}"
     if starts_ray:
+        # Realm's actors and replicas are what this node is for: run them at the
+        # default priority, not Ray's nice 15 below everything else here
+        # (docs/benchmarks.md, "Equal priority"). RAY_worker_niceness overrides.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         for pid in clear_stale_ingress(settings.http_port):
             print(f"Stopped a stale HAProxy (pid {pid}) that an earlier run left on {where}.")
         holder = port_holder(settings.http_host, settings.http_port)
@@ -508,6 +535,9 @@ def run(
                 file=sys.stderr,
             )
             return 1
+    node_options: dict[str, Any] = (
+        {"_metrics_export_port": metrics_port(settings)} if starts_ray else {}
+    )
     ray.init(
         # Without --address, a Ray of this run's own: never one that happens to
         # run on this machine (ray.init's default would join it).
@@ -516,12 +546,15 @@ def run(
         include_dashboard=False,
         logging_level=logging.WARNING,
         runtime_env=RAY_RUNTIME_ENV,
+        **node_options,
     )
     store = settings.store_url or f"SQLite in {settings.data_dir}"
     proxy = "HAProxy" if haproxy else "Serve's Python proxy"
     print(f"Realm on Ray {ray.__version__}, store: {store}, ingress: {proxy}")
     for service, url in zip(services, deploy(settings, services), strict=True):
         print(f"  {service.name:<10} {url}   (docs: {url}/docs)")
+    for target in scrape_targets():
+        print(f"  {'metrics':<10} {target}   (Prometheus; Realm's series are ray_realm_*)")
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

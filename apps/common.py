@@ -3,15 +3,20 @@ replica options."""
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from ray.serve import Application
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.auth.client import SessionVerifier
+from actors.runtime import metrics
 from actors.runtime.settings import Settings
+from actors.runtime.supervision import run_start_hooks
 from apps import signin
 from apps.errors import (
     ANY_ROUTE,
@@ -28,11 +33,18 @@ from apps.limits import BodyLimit
 from apps.signin import install_verifier
 
 
-def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
-    """A FastAPI app with Realm's error envelope and body limit.
+def service_app(
+    *, title: str, description: str, settings: Settings, service: str | None = None
+) -> FastAPI:
+    """A FastAPI app with Realm's error envelope, body limit and request metrics.
 
     OpenAPI lives at ``/<prefix>/docs`` (Serve mounts the app under its prefix).
+    ``service`` labels its metrics; by default the name of the calling module
+    (``apps.queue`` is ``queue``).
     """
+    if service is None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        service = _service_of_module(caller) or "other"
     app = FastAPI(
         title=f"Realm {title}",
         description=description,
@@ -40,9 +52,81 @@ def service_app(*, title: str, description: str, settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, service=service)
     app.add_middleware(RequestIds)  # the last added runs first
     install_openapi(app)
     return app
+
+
+#: The route label of a request no route matched (or refused before routing).
+UNMATCHED = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that answered ``scope`` (``/keys/{key}``), never the
+    raw path: a label with few values."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
+
+
+class RequestMetrics:
+    """ASGI middleware: every HTTP request counted and timed by service, route
+    template, method and status (``realm_http_requests_total``,
+    ``realm_http_request_seconds``), and open WebSockets counted
+    (``realm_websockets_open``). A request that raises counts as a 500 (what
+    the outer error handler answers). A streamed answer (SSE) is timed to its end."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            method = scope.get("method", "")
+            labels: dict[str, str] = {
+                "service": self.service,
+                "route": route_template(scope),
+                "method": method if method in metrics.METHODS else "other",
+                "status": str(status),
+            }
+            metrics.HTTP_REQUESTS.inc(1, **labels)
+            metrics.HTTP_REQUEST_SECONDS.observe(time.perf_counter() - started, **labels)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        opened: str | None = None  # the route, once the socket is accepted
+
+        async def send_accept(message: Message) -> None:
+            nonlocal opened
+            if message["type"] == "websocket.accept" and opened is None:
+                opened = route_template(scope)
+                metrics.WEBSOCKETS_OPEN.add(1, service=self.service, route=opened)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_accept)
+        finally:
+            if opened is not None:
+                metrics.WEBSOCKETS_OPEN.add(-1, service=self.service, route=opened)
 
 
 #: The bearer scheme routes that need a principal name in the OpenAPI.
@@ -81,7 +165,12 @@ def route_errors(route: Any) -> set[int]:
 
 def _service_of(route: Any) -> str:
     """``cache`` for a route defined in ``apps.cache`` (or ``apps.pubsub.sse``)."""
-    parts = getattr(route.endpoint, "__module__", "").split(".")
+    return _service_of_module(getattr(route.endpoint, "__module__", ""))
+
+
+def _service_of_module(module: str) -> str:
+    """``cache`` for ``apps.cache`` (or ``apps.pubsub.sse``); empty outside ``apps``."""
+    parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "apps" else ""
 
 
@@ -164,6 +253,8 @@ class ClientIngress:
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         self.settings = settings
+        module = type(self).__module__.split(".")  # apps.<service>[.<module>]
+        run_start_hooks(settings, module[1] if len(module) > 1 else module[0], type(self).__name__)
         self.client = type(self).make_client(settings)
         self.auth = SessionVerifier(settings) if self.requires_user else None
         await self.client.start()

@@ -35,6 +35,7 @@ from actors.cache.shard import (
     check_owner,
     check_value,
 )
+from actors.runtime import metrics
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import InvalidInput
@@ -152,7 +153,9 @@ class CacheClient:
         if self.near is not None:
             found: bytes | None = self.near.lookup(key)
             if found is not None:
+                metrics.CACHE_LOOKUPS.inc(tier="near", result="hit")
                 return found
+            metrics.CACHE_LOOKUPS.inc(tier="near", result="miss")
         return (await self._fetch([key]))[0]
 
     async def get(self, key: str, default: Any = None, *, owner: str | None = None) -> Any:
@@ -170,6 +173,8 @@ class CacheClient:
             for i, key in enumerate(keys):
                 results[i] = self.near.lookup(key)
             missing = [i for i in missing if results[i] is None]
+            metrics.CACHE_LOOKUPS.inc(len(keys) - len(missing), tier="near", result="hit")
+            metrics.CACHE_LOOKUPS.inc(len(missing), tier="near", result="miss")
         for i, value in zip(missing, await self._fetch([keys[i] for i in missing]), strict=True):
             results[i] = value
         return results

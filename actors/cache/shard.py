@@ -42,6 +42,7 @@ import ray
 from actors.cache.errors import KeyTooLong, LoaderFailed, LoadTimedOut, NotAnInteger, ValueTooLarge
 from actors.cache.eviction import EvictionOrder, eviction_order
 from actors.cache.settings import CacheSettings
+from actors.runtime import metrics
 from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import BatchTooLarge, InvalidInput
 from actors.runtime.fanout import first_of
@@ -297,15 +298,27 @@ class CacheShard(LeaseOwner):
         expires_in = None if entry.expires_at is None else entry.expires_at - self.clock.now()
         return entry.value, self.leases.grant(key, follower, expires_in_s=expires_in)
 
+    def _count_lookups(self, hits: int, misses: int) -> None:
+        """Export the hits and misses counted since they were ``hits`` and ``misses``
+        (once per call, not per key: ``mget`` reads thousands)."""
+        metrics.CACHE_LOOKUPS.inc(self.stats_.hits - hits, tier="shard", result="hit")
+        metrics.CACHE_LOOKUPS.inc(self.stats_.misses - misses, tier="shard", result="miss")
+
     async def get(self, key: str, follower: str | None = None) -> tuple[bytes | None, float]:
         """The value (or None) and, for a follower, how long it may keep it."""
-        return self._read(key, follower)
+        hits, misses = self.stats_.hits, self.stats_.misses
+        found = self._read(key, follower)
+        self._count_lookups(hits, misses)
+        return found
 
     async def mget(
         self, keys: list[str], follower: str | None = None
     ) -> list[tuple[bytes | None, float]]:
         check_batch(len(keys), self.config)
-        return [self._read(key, follower) for key in keys]
+        hits, misses = self.stats_.hits, self.stats_.misses
+        found = [self._read(key, follower) for key in keys]
+        self._count_lookups(hits, misses)
+        return found
 
     async def ttl(self, key: str) -> tuple[bool, float | None]:
         """Whether the key exists, and its remaining time to live (None: no expiry)."""
@@ -388,7 +401,9 @@ class CacheShard(LeaseOwner):
     async def load_begin(self, key: str) -> tuple[str, Any]:
         """``("hit", value)`` if cached (or once another caller's load finishes),
         else ``("load", token)``: the caller runs the loader and calls ``load_end``."""
+        hits, misses = self.stats_.hits, self.stats_.misses
         value, _ = self._read(key, None)
+        self._count_lookups(hits, misses)
         if value is not None:
             return "hit", value
         flight = self._flights.get(key)
@@ -479,7 +494,7 @@ class _CacheShardProcess(CacheShard):
         super().__init__(settings, name=name)
         self.node_id = ray.get_runtime_context().get_node_id()
         store = open_store(settings, name)
-        self.stats_.restarts = await report_start(store, name)
+        self.stats_.restarts = await report_start(store, name, kind=metrics.kind_of(self))
         await store.close()
         if self.stats_.restarts:
             self.leases.hold_writes()  # copies granted before the crash may still be held

@@ -80,6 +80,7 @@ from actors.ledger.model import (
     UnitResult,
     error_result,
 )
+from actors.runtime import metrics
 from actors.runtime.backoff import retry_call
 from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
@@ -176,6 +177,21 @@ class ShardPort(Protocol):
     async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]: ...
     async def census(self, owner: str, ids: list[str]) -> tuple[int, int]: ...
     async def create_accounts(self, specs: list[AccountSpec]) -> list[Any]: ...
+
+
+#: The 2PC phase a transaction in each state is in, for ``realm_ledger_2pc_total``.
+_PHASE_OF = {
+    TxState.PREPARING: "prepare",
+    TxState.COMMITTING: "commit",
+    TxState.ABORTING: "abort",
+}
+
+
+def _phase_done(phase: str, started: float, outcome: str) -> None:
+    """Export one finished 2PC phase: its outcome and, if it went through, its time."""
+    metrics.LEDGER_2PC.inc(phase=phase, outcome=outcome)
+    if outcome == "ok":
+        metrics.LEDGER_2PC_SECONDS.observe(time.perf_counter() - started, phase=phase)
 
 
 def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, list[Leg]]:
@@ -382,6 +398,8 @@ class TxCoordinator(Durable):
         try:
             await self._drive_phases(uid, lockstep)
         except RealmError as error:
+            phase = _PHASE_OF.get(self.entries[uid].state, "prepare")
+            metrics.LEDGER_2PC.inc(phase=phase, outcome="stalled")
             self.entries[uid].stalled = error
             log.warning("%s: transaction %s stalled: %r", self.name, uid, error)
 
@@ -395,27 +413,34 @@ class TxCoordinator(Durable):
                 *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
             )
             refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
+            _phase_done("prepare", started, "refused" if refusals else "ok")
             if lockstep is not None:
                 await lockstep[0].wait()  # decide together: one store write
             if refusals:
                 entry.state, entry.error = TxState.ABORTING, refusals[0]
             else:
                 self.phase_s["prepare"] += time.perf_counter() - started
+                deciding = time.perf_counter()
                 at = self.clock.time()
                 await self.execute("decide", uid=uid, txid=txid, unit=entry.unit, at=at)
                 entry.durable = True
                 self.phase_s["decide"] += time.perf_counter() - started
+                _phase_done("decide", deciding, "ok")
             if lockstep is not None:
                 await lockstep[1].wait()  # tell together: one call per shard
         if entry.state is TxState.COMMITTING:
+            telling = time.perf_counter()
             parts = await asyncio.gather(*(self._tell(shard, "commit", txid) for shard in legs))
             self.phase_s["commit"] += time.perf_counter() - started
+            _phase_done("commit", telling, "ok")
             result = merge_answers(entry.unit, parts)
             # Answer now; the finish record only saves repeats a round of commits.
             self.record("finish", uid=uid, txid=txid, result=result, at=self.clock.time())
             self.committed += 1
         elif entry.state is TxState.ABORTING:
+            telling = time.perf_counter()
             await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
+            _phase_done("abort", telling, "ok")
             entry.state = TxState.ABORTED
             self._retire(uid, self.clock.time())
             self.aborted += 1

@@ -196,7 +196,7 @@ class Broker(Durable):
         self.index = SubscriptionIndex()  #: plain subscriptions: pattern -> followers
         self.groups = SubscriptionIndex()  #: queue groups: pattern -> "group\0follower"
         self._turn: dict[str, int] = {}  #: queue group -> round-robin counter
-        self.mailboxes = Mailboxes(self.clock, max_pending=max_pending)
+        self.mailboxes = Mailboxes(self.clock, max_pending=max_pending, name="pubsub")
         #: Per follower: (mailbox number, size) of what it has not acknowledged, and the sum.
         self._unpulled: dict[str, deque[tuple[int, int]]] = {}
         self._unpulled_bytes: dict[str, int] = {}

@@ -47,7 +47,8 @@ from actors.queue.model import (
 from actors.queue.settings import QueueSettings
 from actors.queue.stats import Tally
 from actors.queue.table import JobTable, json_size
-from actors.runtime.clock import Clock, SystemClock
+from actors.runtime import metrics
+from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import InvalidInput, QueueFull, RealmError
 from actors.runtime.fanout import first_of
 from actors.runtime.journal import Durable
@@ -56,6 +57,8 @@ from actors.runtime.supervision import Restart, remote_actor
 
 #: Longest error text kept per job.
 MAX_ERROR_CHARS = 2_000
+#: Seconds between exports of a queue's depth by state (``realm_queue_jobs``).
+DEPTH_REPORT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -446,6 +449,12 @@ class JobQueue(Durable):
             return False
         return True
 
+    def report_depth(self) -> None:
+        """Export how many jobs are in each state (``realm_queue_jobs``, labelled
+        with the actor's name: unique, and one process per queue)."""
+        for state, ids in self.table.by_state.items():
+            metrics.QUEUE_JOBS.set(len(ids), queue=self.holder, state=state.value)
+
     def __repr__(self) -> str:
         return f"<JobQueue {self.name} {self.table!r} {self.dispatcher!r}>"
 
@@ -522,6 +531,8 @@ class _JobQueueProcess(JobQueue):
         self.restarts = await recover(self, settings, actor_name)
         self.pool = RayWorkerPool(config, current_actor(), on_change=self.dispatcher.wake)
         self.dispatcher.start(self.pool, SlotsClient(settings))
+        self.report_depth()
+        self._depth_reporter = every(self.clock, DEPTH_REPORT_S, self.report_depth)
 
     async def ping(self) -> int:
         return len(self.table)

@@ -24,4 +24,5 @@ Configuration and errors
     registry    ``SERVICES``: every service, the one list
     settings    ``Settings`` (runtime and HTTP), ``Section`` (a service's settings)
     errors      ``RealmError`` and the errors every service shares
+    metrics     Realm's own metrics (``ray.util.metrics``), defined once: the catalogue
 """

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
+from actors.runtime import metrics
 from actors.runtime.backoff import RECONNECT, Backoff, retrying
 from actors.runtime.clock import Clock
 
@@ -36,12 +37,17 @@ class _Mailbox:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     ack_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     last_pull: float = 0.0
+    #: When the oldest message not yet handed out was posted (None: there is none).
+    oldest_new_at: float | None = None
 
 
 class Mailboxes:
-    def __init__(self, clock: Clock, *, max_pending: int = 100_000) -> None:
+    """``name`` labels the fan-out lag this owner reports (``realm_fanout_lag_seconds``)."""
+
+    def __init__(self, clock: Clock, *, max_pending: int = 100_000, name: str = "other") -> None:
         self.clock = clock
         self.max_pending = max_pending
+        self.name = name
         self._boxes: dict[str, _Mailbox] = {}
 
     def __contains__(self, follower: str) -> bool:
@@ -70,6 +76,8 @@ class Mailboxes:
         box = self._box(follower)
         box.last_seq += 1
         box.messages.append((box.last_seq, message))
+        if box.oldest_new_at is None:
+            box.oldest_new_at = self.clock.now()
         while len(box.messages) > self.max_pending:
             box.messages.popleft()  # the follower is far behind; deadlines cover it
         box.arrived.set()
@@ -84,6 +92,10 @@ class Mailboxes:
             box.arrived.clear()
             await first_of(box.arrived.wait(), self.clock.sleep(timeout_s))
             box = self._boxes.get(follower, box)
+        if box.oldest_new_at is not None and box.messages:
+            lag_s = max(0.0, self.clock.now() - box.oldest_new_at)
+            metrics.FANOUT_LAG_SECONDS.observe(lag_s, owner=self.name)
+            box.oldest_new_at = None
         return list(box.messages)
 
     def _ack(self, box: _Mailbox, seq: int) -> None:
@@ -92,6 +104,8 @@ class Mailboxes:
         box.acked = min(seq, box.last_seq)
         while box.messages and box.messages[0][0] <= box.acked:
             box.messages.popleft()
+        if not box.messages:
+            box.oldest_new_at = None
         still_waiting = []
         for wanted, future in box.ack_waiters:
             if wanted <= box.acked:

@@ -38,12 +38,13 @@ import itertools
 import logging
 import os
 import reprlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
-from actors.runtime import codec
+from actors.runtime import codec, metrics
 from actors.runtime.backoff import RECONNECT, retry_call
 from actors.runtime.errors import RealmError, RecordUndecodable, StoreUnavailable
 from actors.runtime.store import Store
@@ -80,10 +81,12 @@ class Journal:
         *,
         max_batch: int = 1_000,
         on_failure: Callable[[BaseException], None] = crash_process,
+        actor: str = "other",
     ) -> None:
         self.store = store
         self.stream = stream
         self.max_batch = max_batch
+        self.actor = actor  #: the label of this journal's metrics (an actor class)
         self._on_failure = on_failure
         self.committed = 0  #: last record number the store has
         self.assigned = 0  #: last record number handed out
@@ -123,6 +126,7 @@ class Journal:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            started = time.perf_counter()
             try:
                 self.committed = await self.store.append(
                     self.stream, self.committed, [record for record, _ in batch]
@@ -130,6 +134,7 @@ class Journal:
             except BaseException as error:
                 self._fail(error, batch)
                 return
+            took_s = time.perf_counter() - started
             self.commits += 1
             self.records += len(batch)
             first = self.committed - len(batch) + 1
@@ -140,6 +145,8 @@ class Journal:
                 waiter = heapq.heappop(self._waiters)[2]
                 if not waiter.done():
                     waiter.set_result(None)
+            metrics.JOURNAL_COMMIT_SECONDS.observe(took_s, actor=self.actor)
+            metrics.JOURNAL_BATCH_RECORDS.observe(len(batch), actor=self.actor)
 
     def _fail(self, error: BaseException, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
         self._broken = error
@@ -218,7 +225,9 @@ class Durable:
         on_failure: Callable[[BaseException], None] = crash_process,
     ) -> None:
         """Recover state from the store; call once, from ``__init__``."""
-        self.journal = Journal(store, stream, max_batch=max_batch, on_failure=on_failure)
+        self.journal = Journal(
+            store, stream, max_batch=max_batch, on_failure=on_failure, actor=metrics.kind_of(self)
+        )
         self.snapshot_every = snapshot_every
         self._replies: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         #: Commit of the record of each key whose reply is not known to be durable yet.

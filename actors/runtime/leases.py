@@ -38,7 +38,7 @@ class Leases:
         self.lease_s = lease_s
         self.incarnation = uuid.uuid4().hex
         self._holders: dict[str, dict[str, float]] = {}  #: key -> follower -> deadline
-        self._followers = Mailboxes(clock)
+        self._followers = Mailboxes(clock, name="leases")
         self._writes_open_at = 0.0
         self.invalidations = 0  #: invalidations sent so far
 

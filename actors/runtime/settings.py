@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * MiB, ge=1024)
     """Largest request body accepted; batch writes are the biggest bodies."""
 
+    # --- metrics -----------------------------------------------------------
+    metrics_port: int = Field(8090, ge=0, le=65_535)
+    """Port of the Prometheus scrape page (Ray's metrics export port) on loopback, for the
+    Ray that ``make run`` starts; 0 lets Ray choose. See docs/observability.md."""
+
     # --- services ----------------------------------------------------------
     sections: dict[str, Any] = Field(default_factory=dict, exclude=True)
     """Each registered service's section, by name (built from its own variables)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
+from actors.runtime import metrics
 from actors.runtime.backoff import retry_call
 from actors.runtime.errors import RealmError, Unavailable
 from actors.runtime.journal import Durable
@@ -162,11 +164,12 @@ def actor_restarted() -> bool:
         return bool(context.was_current_actor_reconstructed)
 
 
-async def report_start(store: Store, name: str) -> int:
+async def report_start(store: Store, name: str, *, kind: str = "other") -> int:
     """Call from ``__init__``: returns how many times actor ``name`` has restarted.
 
-    A restart is recorded as an event (a durable counter in the store, and a
-    warning in the log); monitoring will turn these into alerts.
+    A restart is recorded as an event (a durable counter in the store, a
+    warning in the log, and ``realm_actor_restarts_total`` labelled with
+    ``kind``, the actor's class); monitoring will turn these into alerts.
     """
     if not actor_restarted():
         return 0
@@ -175,7 +178,24 @@ async def report_start(store: Store, name: str) -> int:
     actor_id = ray.get_runtime_context().get_actor_id()
     count = await store.incr(f"restarts:{name}:{actor_id}")
     log.warning("actor %s restarted (restart #%d)", name, count)
+    metrics.ACTOR_RESTARTS.inc(actor=kind)
     return count
+
+
+#: Called as ``hook(settings, service, actor_name)`` when a durable actor starts
+#: (``recover``) or an ingress replica does: process-wide set-up that needs the
+#: deployment's settings (shipping the process's logs). The runtime knows no
+#: service: the worker setup hook (``apps.listeners``) fills this list.
+START_HOOKS: list[Callable[[Settings, str, str], None]] = []
+
+
+def run_start_hooks(settings: Settings, service: str, name: str) -> None:
+    """Run every start hook; one that fails is logged and skipped."""
+    for hook in START_HOOKS:
+        try:
+            hook(settings, service, name)
+        except Exception:
+            log.exception("start hook %r failed in %s", hook, name)
 
 
 async def recover(
@@ -186,14 +206,22 @@ async def recover(
 
     Returns how many times the actor has restarted (0 on its first start).
     """
+    run_start_hooks(settings, _service_of(type(actor)), name)
     store = store or open_store(settings, name)
     await actor.open(
         store, name, snapshot_every=settings.snapshot_every, max_batch=settings.group_commit_max
     )
-    return await report_start(store, name)
+    return await report_start(store, name, kind=metrics.kind_of(actor))
+
+
+def _service_of(cls: type) -> str:
+    """``queue`` for a class of ``actors.queue.jobqueue``."""
+    parts = cls.__module__.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
 __all__ = [
+    "START_HOOKS",
     "ActorRef",
     "Restart",
     "actor_restarted",
@@ -203,5 +231,6 @@ __all__ = [
     "recover",
     "remote_actor",
     "report_start",
+    "run_start_hooks",
     "unwrap",
 ]

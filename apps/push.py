@@ -115,6 +115,13 @@ class SendIn(Body):
     idempotency_key: str | None = Field(None, min_length=1, max_length=MAX_KEY_CHARS)
     mode: Literal["sync", "async"] = "async"
     wait_timeout_s: float = Field(30.0, ge=0, le=MAX_WAIT_S)
+    feedback_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4_096,
+        description="POSTed every device's result once all are final, signed with "
+        "the answer's feedback_secret (the rules of a webhook device's URL)",
+    )
 
 
 class Result(BaseModel):
@@ -137,15 +144,24 @@ class NotificationOut(BaseModel):
     expires_at: float
     finished: bool
     finished_at: float | None
+    feedback: str | None = Field(
+        None, description="none asked, waiting, due, sent or failed:<reason>"
+    )
     counts: dict[str, int]
     results: list[Result]
     duplicate: bool | None = None
+    feedback_secret: str | None = Field(
+        None, description="the send's answer only: the feedback webhook's signing secret"
+    )
 
 
 class Accepted(BaseModel):
     id: str
     devices: int
     duplicate: bool
+    feedback_secret: str | None = Field(
+        None, description="with a feedback_url: the HMAC-SHA256 secret its POST is signed with"
+    )
 
 
 class InboxMessage(BaseModel):
@@ -239,11 +255,17 @@ def make_app(client: PushClient, settings: Settings) -> FastAPI:
             wait=sync,
             wait_timeout_s=body.wait_timeout_s,
             privileged=privileged(user),
+            feedback_url=body.feedback_url,
         )
         if sync:
             return NotificationOut(**sent)
         response.status_code = 202
-        return Accepted(id=sent["id"], devices=len(sent["results"]), duplicate=sent["duplicate"])
+        return Accepted(
+            id=sent["id"],
+            devices=len(sent.get("results", [])),
+            duplicate=sent["duplicate"],
+            feedback_secret=sent.get("feedback_secret"),
+        )
 
     @app.get("/notifications/{notification_id}")
     async def notification(notification_id: NotificationId, user: Reader) -> NotificationOut:

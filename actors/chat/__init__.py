@@ -12,8 +12,8 @@
   mutes, slow mode, history and its trimming, search).
 - ``presence``: ``Presence`` (devices, expiry, batched diffs; ephemeral).
 - ``followers``: ``Followers`` (the replicas following each room, mailboxes).
-- ``notify``: ``MentionNotifier`` and ``PubSubMentions`` (mentions as pub/sub
-  notices on ``user.<id>.mentions`` until the push service replaces it).
+- ``notify``: ``MentionNotifier`` and ``PushMentions`` (a mention is a push
+  notification to every device of the mentioned user).
 - ``ratelimit``: ``UserRates`` (a token bucket per user).
 - ``model``: events, messages, members, input rules.
 - ``settings``: ``ChatSettings``, the ``REALM_CHAT_*`` section.

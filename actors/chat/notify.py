@@ -4,28 +4,30 @@ The shard calls ``MentionNotifier.notify`` once per mentioned member after the
 message is durable, in the background (a send does not wait for it), at most
 once: a shard that crashes between the commit and the notice does not send it.
 
-For now ``PubSubMentions`` publishes an in-app notice to the pub/sub topic
-``user.<id>.mentions`` (private to that user: only they may subscribe to it),
-which their WebSocket or SSE clients of ``/pubsub`` receive. The push service
-(service 12) will replace it with a notifier that reaches every device of the
-user, offline ones included.
+``PushMentions`` sends it through the push service (``actors.push.client``) to
+every device of the mentioned user: Web Push, FCM, APNs, webhooks and in-app
+devices, whose offline inbox keeps it until the device connects. The sender
+of the notification is the message's author; the idempotency key is made of
+the room, the seq and the mentioned user, so a notice repeated for any reason
+is delivered once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
-from actors.pubsub.client import PubSubClient
+from actors.push.client import PushClient
 from actors.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Characters of the message's text a notice carries.
 EXCERPT_CHARS = 200
+#: Characters of the room's name a notice's title carries.
+TITLE_ROOM_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,12 @@ class Mention:
     sender_name: str
     text: str
 
+    @property
+    def excerpt(self) -> str:
+        return self.text[:EXCERPT_CHARS]
+
     def body(self) -> dict[str, Any]:
+        """The notification's ``data``: what a client needs to open the message."""
         return {
             "type": "mention",
             "room": self.room,
@@ -47,8 +54,21 @@ class Mention:
             "seq": self.seq,
             "at": self.at,
             "from": {"user_id": self.sender_id, "username": self.sender_name},
-            "excerpt": self.text[:EXCERPT_CHARS],
+            "excerpt": self.excerpt,
         }
+
+    def title(self) -> str:
+        return (
+            f"{self.sender_name or 'Someone'} mentioned you in {self.room_name[:TITLE_ROOM_CHARS]}"
+        )
+
+    def key(self) -> str:
+        """The push idempotency key: one notification per room, seq and mentioned user
+        (hashed: room and user ids together may be longer than a key may be)."""
+        made = hashlib.blake2b(
+            f"{self.room}\0{self.seq}\0{self.user_id}".encode(), digest_size=16
+        ).hexdigest()
+        return f"chat-mention:{made}"
 
 
 class MentionNotifier(Protocol):
@@ -58,28 +78,31 @@ class MentionNotifier(Protocol):
     async def close(self) -> None: ...
 
 
-def mentions_topic(user_id: str) -> str:
-    return f"user.{user_id}.mentions"
+class PushMentions:
+    """A push notification to every device of the mentioned user."""
 
-
-class PubSubMentions:
-    """A notice on ``user.<id>.mentions`` through pub/sub (the push service replaces this)."""
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, push: PushClient | None = None) -> None:
         self.settings = settings
-        self._bus: PubSubClient | None = None
+        self._push = push  #: made on first use (the shard's process has Ray by then)
 
     async def notify(self, mention: Mention) -> None:
-        if self._bus is None:
-            self._bus = PubSubClient(self.settings)
-        key = f"chat-mention:{mention.room}:{mention.seq}:{mention.user_id}"
-        await self._bus.publish(
-            mentions_topic(mention.user_id), orjson.dumps(mention.body()), key=key
+        if self._push is None:
+            self._push = PushClient(self.settings)
+        await self._push.send(
+            mention.sender_id,
+            to={"user": mention.user_id},
+            title=mention.title(),
+            body=mention.excerpt,
+            data=mention.body(),
+            collapse_key=None,
+            priority="high",
+            idempotency_key=mention.key(),
+            privileged=True,  # the room checked that both are members
         )
 
     async def close(self) -> None:
-        if self._bus is not None:
-            await self._bus.close()
+        if self._push is not None:
+            await self._push.close()
 
 
 class NoMentions:
@@ -92,4 +115,4 @@ class NoMentions:
         return None
 
 
-__all__ = ["Mention", "MentionNotifier", "NoMentions", "PubSubMentions", "mentions_topic"]
+__all__ = ["Mention", "MentionNotifier", "NoMentions", "PushMentions"]

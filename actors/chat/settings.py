@@ -83,6 +83,16 @@ class ChatSettings(Section, service="chat"):
     as many); beyond it each frame gets an ``error`` (``rate_limited``), and a connection
     that keeps on is closed (4429)."""
 
+    frames_in_flight: int = Field(512, ge=1, le=100_000)
+    """WebSocket frames of one connection being handled at once (frames about one room
+    one after the other, about different rooms side by side); its reader waits beyond
+    it. A client sending to many rooms needs about its send rate times the round trip
+    of a send (a shard call and a journal commit)."""
+
+    frames_in_flight_bytes: int = Field(4 * MiB, ge=64 * 1024)
+    """Bytes of the frames of one connection being handled at once (each counts its text
+    plus 1 KiB); its reader waits beyond it."""
+
     max_rooms_per_connection: int = Field(100, ge=1)
     """Rooms one WebSocket connection may have joined at once."""
 

@@ -51,7 +51,7 @@ from actors.chat.model import (
     check_topic,
     mentioned_names,
 )
-from actors.chat.notify import Mention, MentionNotifier, NoMentions, PubSubMentions
+from actors.chat.notify import Mention, MentionNotifier, NoMentions, PushMentions
 from actors.chat.presence import Presence
 from actors.chat.ratelimit import UserRates
 from actors.chat.room import Room
@@ -731,7 +731,7 @@ EXPIRY_SWEEP_S = 1.0
 class _ChatShardProcess(ChatShard):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
         config = ChatSettings.of(settings)
-        super().__init__(config, notifier=PubSubMentions(settings))
+        super().__init__(config, notifier=PushMentions(settings))
         self.restarts = await recover(self, settings, name)
         self._loops = [
             every(self.clock, config.presence_batch_s, self.announce_presence),

@@ -32,6 +32,7 @@ from actors.push.model import (
     check_device,
     check_name,
     check_notification,
+    check_url,
     device_id,
 )
 from actors.push.settings import PushSettings
@@ -182,10 +183,14 @@ class PushClient:
         wait: bool = False,
         wait_timeout_s: float = 30.0,
         privileged: bool = False,
+        feedback_url: str | None = None,
     ) -> dict[str, Any]:
         """Accept a notification and hand it to the delivery jobs. Answers it with its
         per-device results: as they are when accepted, or (``wait``) once every device
-        has one or ``wait_timeout_s`` passed (``finished`` says which)."""
+        has one or ``wait_timeout_s`` passed (``finished`` says which).
+
+        ``feedback_url`` (the rules of a webhook device's URL) is POSTed every device's
+        result once all are final, signed with the ``feedback_secret`` of the answer."""
         _check_user(sender, "the sender")
         title, body, data, ttl, collapse, prio = check_notification(
             title=title, body=body, data=data, ttl_s=ttl_s, collapse_key=collapse_key,
@@ -195,6 +200,8 @@ class PushClient:
             check_name(idempotency_key, "an idempotency key")
         if not 0 <= wait_timeout_s <= MAX_WAIT_S:
             raise InvalidInput(f"wait_timeout_s is 0 to {MAX_WAIT_S}")
+        if feedback_url is not None:
+            check_url(feedback_url, self.config, "the feedback URL")
         devices, target = await self._targets(sender, to, privileged)
         if len(devices) > self.config.max_deliveries_per_send:
             raise TooLarge(
@@ -217,12 +224,16 @@ class PushClient:
         notification = Notification(
             uuid.uuid4().hex, sender, title, body, data, ttl, collapse, prio, target,
             time.time(), deliveries, batches,
+            feedback_url=feedback_url or "",
+            feedback_secret="whsec_" + secrets.token_urlsafe(32) if feedback_url else "",
         )  # fmt: skip
         key = f"send:{sender}:{idempotency_key}" if idempotency_key else uuid.uuid4().hex
         shard = self.shards.owner(sender)
         answer: dict[str, Any] = await shard.call("send", notification, key=key)
         if wait and not answer.get("finished"):
             done: dict[str, Any] = await shard.call("wait", sender, answer["id"], wait_timeout_s)
+            if "feedback_secret" in answer:
+                done["feedback_secret"] = answer["feedback_secret"]
             return {**done, "duplicate": answer.get("duplicate", False)}
         return answer
 

@@ -96,6 +96,14 @@ class Notification:
     batches: list[list[str]]  #: device ids per delivery job
     enqueued: bool = False
     finished_at: float | None = None
+    feedback_url: str = ""  #: where the per-device results are POSTed once final
+    feedback_secret: str = ""  #: signs that POST (HMAC-SHA256, as webhooks are signed)
+    feedback_state: str = ""  #: "" (none yet), "sent" or "failed:<reason>"
+
+    @property
+    def feedback_due(self) -> bool:
+        """Every device has its result and the feedback webhook has not had them yet."""
+        return bool(self.feedback_url) and self.finished_at is not None and not self.feedback_state
 
     @property
     def expires_at(self) -> float:
@@ -117,6 +125,15 @@ class Notification:
             "created_at": self.created_at,
         }
 
+    def feedback_view(self) -> str | None:
+        """The feedback webhook's state: None (none asked), ``waiting`` (for results),
+        ``due`` (being POSTed), ``sent``, or ``failed:<reason>``."""
+        if not self.feedback_url:
+            return None
+        if self.feedback_state:
+            return self.feedback_state
+        return "due" if self.finished_at is not None else "waiting"
+
     def view(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for delivery in self.deliveries.values():
@@ -130,6 +147,7 @@ class Notification:
             "expires_at": self.expires_at,
             "finished": self.finished_at is not None,
             "finished_at": self.finished_at,
+            "feedback": self.feedback_view(),
             "counts": counts,
             "results": [
                 {

@@ -125,12 +125,18 @@ class WebhookProvider(Provider):
     async def send(self, device: Device, message: dict[str, Any]) -> Outcome:
         check_url(device.token, self.config, "the webhook")  # its address may have changed
         body = orjson.dumps({"type": "notification", "device": device.id, **message})
-        headers = {
-            "content-type": "application/json",
-            SIGNATURE_HEADER: sign_webhook(device.keys["secret"], int(time.time()), body),
-        }
-        response = await self.http.post(device.token, content=body, headers=headers)
-        return by_status(response)
+        return await post_signed(self.http, device.token, device.keys["secret"], body)
+
+
+async def post_signed(http: httpx.AsyncClient, url: str, secret: str, body: bytes) -> Outcome:
+    """POST ``body`` (JSON) to ``url`` signed with ``secret``: a webhook device's
+    notification, and a notification's feedback. The URL is checked by the caller."""
+    headers = {
+        "content-type": "application/json",
+        SIGNATURE_HEADER: sign_webhook(secret, int(time.time()), body),
+    }
+    response = await http.post(url, content=body, headers=headers)
+    return by_status(response)
 
 
 class WebPushProvider(Provider):
@@ -414,6 +420,7 @@ __all__ = [
     "WebPushProvider",
     "WebhookProvider",
     "jwt_sign",
+    "post_signed",
     "retry_after",
     "sign_webhook",
     "verify_webhook",

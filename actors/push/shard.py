@@ -19,6 +19,15 @@ collapsed), sends, and reports each device's outcome; a report of a device
 that already has one changes nothing. A sweep reports ``lost`` every device
 still pending past the delivery deadline, so every accepted notification ends
 delivered or reported failed. Quotas and latency samples are not journaled.
+
+A notification may name a **feedback** webhook: once every device has its
+result, the shard POSTs them there, signed as webhook devices are
+(``Realm-Signature``) with the secret the send was answered with. That it is
+due follows from the journal (finished, no feedback recorded yet), so a shard
+that restarts sends it again: at least once, with ``idempotency_id`` in the
+payload for the receiver to drop repeats. Attempts are bounded as deliveries
+are (``max_attempts``, backoff with jitter, ``Retry-After``); the outcome is
+recorded (``sent`` or ``failed:<reason>``) and shown in the notification.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -34,6 +45,7 @@ import orjson
 
 from actors.push.errors import DeviceNotFound, NotificationNotFound, PushQuotaExceeded
 from actors.push.model import FINAL, Device, Inbox, InboxEntry, Notification
+from actors.push.providers import Outcome
 from actors.push.settings import PushSettings
 from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.errors import LimitReached, QueueFull
@@ -83,6 +95,7 @@ class Dispatch(Protocol):
     async def enqueue(self, notification: Notification, batch: int) -> None: ...
     async def publish(self, user: str, device: str, entries: list[dict[str, Any]]) -> None: ...
     async def prune(self, user: str, device: str) -> None: ...
+    async def feedback(self, url: str, secret: str, body: bytes) -> Outcome: ...
 
 
 class Bucket:
@@ -128,6 +141,9 @@ class PushShard(Durable):
         self._finished: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._dispatching: set[str] = set()  #: notifications being handed to the queue
+        #: finished notifications whose feedback webhook has not had its results yet
+        self._feedback_due: set[str] = set()
+        self._feedback_running: set[str] = set()
 
     # --- durable state --------------------------------------------------------
 
@@ -149,9 +165,12 @@ class PushShard(Durable):
             for device in user_devices.values():
                 self._index(device)
         self.collapse = {}
+        self._feedback_due = set()
         for notification in self.notifications.values():
             if notification.collapse_key:
                 self.collapse[_collapse(notification)] = notification.id
+            if notification.feedback_due:
+                self._feedback_due.add(notification.id)
 
     def _index(self, device: Device) -> None:
         for topic in device.topics:
@@ -261,6 +280,12 @@ class PushShard(Durable):
             self._trim_inbox(inbox, now)
         return reported
 
+    def apply_feedback(self, notification: str, state: str) -> None:
+        found = self.notifications.get(notification)
+        if found is not None and not found.feedback_state:
+            found.feedback_state = state
+        self._feedback_due.discard(notification)
+
     def apply_inbox_put(
         self, user: str, device: str, entries: list[InboxEntry]
     ) -> list[InboxEntry]:
@@ -313,6 +338,8 @@ class PushShard(Durable):
     def _maybe_finished(self, notification: Notification, at: float) -> None:
         if notification.finished_at is None and notification.pending() == 0:
             notification.finished_at = at
+            if notification.feedback_due:
+                self._feedback_due.add(notification.id)
             event = self._finished.pop(notification.id, None)
             if event is not None:
                 event.set()
@@ -326,6 +353,7 @@ class PushShard(Durable):
 
     def _forget(self, notification: Notification) -> None:
         self.notifications.pop(notification.id, None)
+        self._feedback_due.discard(notification.id)
         if notification.collapse_key:
             key = _collapse(notification)
             if self.collapse.get(key) == notification.id:
@@ -395,8 +423,9 @@ class PushShard(Durable):
             first = await self.committed_reply(key)
             if first is not None:
                 known = self.notifications.get(first[1])
-                view = known.view() if known is not None else {"id": first[1]}
-                return {**view, "duplicate": True}
+                if known is None:
+                    return {"id": first[1], "duplicate": True}
+                return {**_accepted(known), "duplicate": True}
         self._check_quotas(notification)
         if sum(1 for n in self.notifications.values() if n.finished_at is None) >= (
             self.config.max_pending_per_shard
@@ -404,7 +433,8 @@ class PushShard(Durable):
             raise QueueFull("too many notifications are being delivered; try again later")
         await self.execute("accept", key=key, notification=notification)
         self._spawn(self._dispatch(notification))
-        return {**notification.view(), "duplicate": False}
+        self.start_feedbacks()
+        return {**_accepted(notification), "duplicate": False}
 
     def _check_quotas(self, notification: Notification) -> None:
         now = self.clock.now()
@@ -450,10 +480,63 @@ class PushShard(Durable):
             self._dispatching.discard(notification.id)
 
     def redispatch(self) -> None:
-        """After a restart: hand the queue whatever was accepted but not yet enqueued."""
+        """After a restart: hand the queue whatever was accepted but not yet enqueued,
+        and send the feedbacks that are due."""
         for notification in list(self.notifications.values()):
             if not notification.enqueued and notification.finished_at is None:
                 self._spawn(self._dispatch(notification))
+        self.start_feedbacks()
+
+    def start_feedbacks(self) -> None:
+        """Send every feedback that is due and not under way."""
+        if self.dispatch is None:
+            return
+        for notification in sorted(self._feedback_due - self._feedback_running):
+            self._feedback_running.add(notification)
+            self._spawn(self._feedback(notification))
+
+    async def _feedback(self, notification: str) -> None:
+        """POST a finished notification's results to its feedback URL, with bounded
+        retries; record how it went (a crash before that sends it again)."""
+        assert self.dispatch is not None
+        try:
+            attempts = 0
+            state = "failed:retries_exhausted"
+            while True:
+                found = self.notifications.get(notification)
+                if found is None or not found.feedback_due:
+                    return
+                body = orjson.dumps(feedback_payload(found))
+                try:
+                    outcome = await self.dispatch.feedback(
+                        found.feedback_url, found.feedback_secret, body
+                    )
+                except Exception as error:  # timeouts, refused connections, a bad URL
+                    outcome = _feedback_error(error)
+                attempts += 1
+                if outcome.state == "delivered":
+                    state = "sent"
+                    break
+                if outcome.state != "retry":
+                    state = f"failed:{outcome.reason or outcome.state}"
+                    break
+                if attempts >= self.config.max_attempts:
+                    state = f"failed:{outcome.reason or 'retries_exhausted'}"
+                    break
+                ceiling = min(
+                    self.config.retry_base_s * 2 ** (attempts - 1), self.config.retry_max_s
+                )
+                wait = random.uniform(0, ceiling)
+                if outcome.retry_after_s is not None:
+                    wait = max(wait, outcome.retry_after_s)
+                if wait > self.config.retry_max_s:
+                    state = f"failed:{outcome.reason}:retry_after_too_long"
+                    break
+                await asyncio.sleep(wait)
+            if notification in self.notifications:
+                await self.execute("feedback", notification=notification, state=state)
+        finally:
+            self._feedback_running.discard(notification)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -487,6 +570,7 @@ class PushShard(Durable):
                 if delivery is not None and delivery.state == "pending" and report.latency_ms:
                     self._sample(delivery.device, report.latency_ms)
         dead = await self.execute("report", notification=notification, reports=reports, at=now)
+        self.start_feedbacks()
         if found is not None and self.dispatch is not None:
             for device_id in dead:
                 device = found.deliveries[device_id].device
@@ -631,6 +715,44 @@ def _collapse(notification: Notification) -> str:
     return f"{notification.sender}\0{notification.collapse_key}"
 
 
+def _accepted(notification: Notification) -> dict[str, Any]:
+    """What its sender is answered: the notification, and the feedback's secret."""
+    answer = notification.view()
+    if notification.feedback_url:
+        answer["feedback_secret"] = notification.feedback_secret
+    return answer
+
+
+def feedback_payload(notification: Notification) -> dict[str, Any]:
+    """The body of a feedback POST: every device's final result."""
+    view = notification.view()
+    return {
+        "type": "feedback",
+        "idempotency_id": f"feedback:{notification.id}",
+        "notification": notification.id,
+        "target": view["target"],
+        "created_at": view["created_at"],
+        "finished_at": view["finished_at"],
+        "counts": view["counts"],
+        "results": view["results"],
+        "sent_at": time.time(),
+    }
+
+
+def _feedback_error(error: Exception) -> Outcome:
+    import httpx
+
+    from actors.push.errors import BadDevice
+
+    if isinstance(error, httpx.TimeoutException):
+        return Outcome("retry", "timeout")
+    if isinstance(error, httpx.TransportError):
+        return Outcome("retry", "network")
+    if isinstance(error, BadDevice):
+        return Outcome("failed", "bad_url")
+    return Outcome("failed", f"error:{type(error).__name__}")
+
+
 #: The queue delivery jobs go through, and its owner (no user id has a ':').
 QUEUE_NAME = "push-deliveries"
 QUEUE_OWNER = "service:push"
@@ -648,6 +770,7 @@ class RayDispatch:
         self.queue = QueueClient(settings)
         self.pubsub = PubSubClient(settings)
         self.peers: Shards | None = None
+        self._http: Any = None  #: httpx client of feedback webhooks, made on first use
         self._queue_ready = False
         self._queue_timeout_s = min(
             self.queue.config.max_job_timeout_s,
@@ -680,6 +803,19 @@ class RayDispatch:
                 topic, orjson.dumps(entry), key=f"{device}:{entry['seq']}:{entry.get('id', '')}"
             )
 
+    async def feedback(self, url: str, secret: str, body: bytes) -> Outcome:
+        import httpx
+
+        from actors.push.model import check_url
+        from actors.push.providers import post_signed
+
+        check_url(url, self.config, "the feedback URL")  # its address may have changed
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self.config.request_timeout_s, follow_redirects=False
+            )
+        return await post_signed(self._http, url, secret, body)
+
     async def prune(self, user: str, device: str) -> None:
         if self.peers is None:
             self.peers = Shards(PushShardActor, SHARD_PREFIX, self.config.shards, self.settings)
@@ -708,4 +844,12 @@ PushShardActor = remote_actor(
 )  # fmt: skip
 
 
-__all__ = ["QUEUE_NAME", "QUEUE_OWNER", "SHARD_PREFIX", "PushShard", "PushShardActor", "Report"]
+__all__ = [
+    "QUEUE_NAME",
+    "QUEUE_OWNER",
+    "SHARD_PREFIX",
+    "PushShard",
+    "PushShardActor",
+    "Report",
+    "feedback_payload",
+]

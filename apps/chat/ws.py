@@ -90,9 +90,8 @@ HEARTBEAT_CHECK_S = 1.0
 MAX_FRAME_BYTES = 64 * 1024
 #: Room in a client's frame for the envelope around a message's text.
 ENVELOPE_BYTES = 4096
-#: Frames of one connection handled at once (about different rooms; one room's are
-#: handled in order).
-MAX_FRAMES_IN_FLIGHT = 32
+#: What a frame being handled counts against ``frames_in_flight_bytes`` beyond its text.
+FRAME_OVERHEAD_BYTES = 1024
 #: A connection refused this many frames for their rate in a row is closed (4429).
 MAX_REFUSED_FRAMES = 2_000
 #: Longest ``ref`` a client may choose.
@@ -267,6 +266,34 @@ class Outbox:
         return len(self.lines)
 
 
+class InFlight:
+    """Frames one connection has being handled at once, bounded in count and in bytes
+    (one always fits): the reader waits for room, which is back pressure on the socket."""
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self.max_frames, self.max_bytes = max_frames, max_bytes
+        self.frames = 0
+        self.bytes = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while self.frames and (
+            self.frames >= self.max_frames or self.bytes + size > self.max_bytes
+        ):
+            self._freed.clear()
+            await self._freed.wait()
+        self.frames += 1
+        self.bytes += size
+
+    def release(self, size: int) -> None:
+        self.frames -= 1
+        self.bytes -= size
+        self._freed.set()
+
+    def __repr__(self) -> str:
+        return f"<InFlight frames={self.frames} bytes={self.bytes}>"
+
+
 # --- one connection ---------------------------------------------------------------
 
 
@@ -301,7 +328,7 @@ class Connection:
         self.close_reason = ""
         self._background: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, asyncio.Future[None]] = {}  #: room -> its last frame
-        self._slots = asyncio.Semaphore(MAX_FRAMES_IN_FLIGHT)
+        self.in_flight = InFlight(config.frames_in_flight, config.frames_in_flight_bytes)
 
     def end(self, code: int, reason: str) -> None:
         if not self.ended.is_set():
@@ -385,7 +412,9 @@ class Connection:
     async def handle_text(self, text: str) -> None:
         """Check and parse a frame, then handle it: one about a room in that room's lane
         (frames about one room are handled one after the other, in the order sent;
-        frames about different rooms at once, up to ``MAX_FRAMES_IN_FLIGHT``)."""
+        frames about different rooms at once, up to ``frames_in_flight`` frames and
+        ``frames_in_flight_bytes``: a single connection sending to many rooms keeps
+        that many sends in flight, each batched with the others on its shard)."""
         ref = None
         try:
             self._take_frame()
@@ -400,20 +429,21 @@ class Connection:
         if room is None:
             await self._answer(frame_, ref)
             return
-        await self._slots.acquire()  # the reader waits here: back pressure on the socket
-        lane = asyncio.ensure_future(self._in_lane(self._lanes.get(room), frame_, ref))
+        size = len(text) + FRAME_OVERHEAD_BYTES
+        await self.in_flight.acquire(size)  # the reader waits here: back pressure
+        lane = asyncio.ensure_future(self._in_lane(self._lanes.get(room), frame_, ref, size))
         self._lanes[room] = lane
         lane.add_done_callback(functools.partial(self._lane_done, room))
 
     async def _in_lane(
-        self, previous: asyncio.Future[None] | None, f: Any, ref: str | None
+        self, previous: asyncio.Future[None] | None, f: Any, ref: str | None, size: int
     ) -> None:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
             await self._answer(f, ref)
         finally:
-            self._slots.release()
+            self.in_flight.release(size)
 
     def _lane_done(self, room: str, lane: asyncio.Future[None]) -> None:
         if self._lanes.get(room) is lane:

@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     service_client,
     sign_up,
 )
+from tests.unit.test_push_standins import WebhookReceiver
 
 SERVICE = "chat"  # of the `http` fixture
 DEADLINE_S = 60.0
@@ -506,27 +507,41 @@ async def view_becomes(s: Socket, room: str, expected: set[str]) -> None:
         await s._more(deadline)
 
 
-async def test_a_mention_is_published_to_the_mentioned_user_s_pubsub_topic(base_url):
-    async with people(base_url, 2) as (alice, bob):
+async def test_a_mention_is_a_push_to_the_mentioned_user_s_devices(base_url):
+    receiver = WebhookReceiver()
+    await receiver.start()
+    async with people(base_url, 2) as (alice, bob), contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(receiver.stop)
+        push = await stack.enter_async_context(service_client(base_url, "push", bob.headers))
+        hook = await push.post(
+            "/devices", json={"platform": "webhook", "token": f"{receiver.url}/bob", "app": "chat"}
+        )
+        assert hook.status_code == 201, hook.text
+        receiver.secrets[hook.json()["id"]] = hook.json()["secret"]
+        inapp = await push.post(
+            "/devices", json={"platform": "inapp", "token": "bob-phone", "app": "chat"}
+        )
+        assert inapp.status_code == 201, inapp.text
         room = await make_room(alice)
         await bob.http.post(f"/rooms/{room}/join")
-        pubsub = base_url.replace("http://", "ws://") + "/pubsub/ws"
-        async with connect(pubsub, additional_headers=bob.headers) as ws:
-            topic = f"user.{bob.id}.mentions"
-            await ws.send(orjson.dumps({"type": "subscribe", "pattern": topic}).decode())
-            assert (
-                orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S))["type"] == "subscribed"
-            )
-            sent = await send(alice, room, f"ping @{bob.name}")
-            while True:
-                frame = await asyncio.wait_for(ws.recv(), DEADLINE_S)
-                assert isinstance(frame, str)
-                message = orjson.loads(frame.split("\n")[0])
-                if message["type"] == "message":
-                    break
-        notice = message["data"]
+        sent = await send(alice, room, f"ping @{bob.name}, look at this")
+        assert sent["mentions"] == [bob.id]
+        [got] = await until(
+            lambda: receiver.received, within_s=DEADLINE_S, what="the webhook is called"
+        )
+        # the offline in-app device finds it in its inbox when it connects
+        inbox = await until(
+            lambda: push.get(f"/devices/{inapp.json()['id']}/inbox"),
+            lambda r: r.json()["messages"],
+            within_s=DEADLINE_S,
+        )
+    assert receiver.refused == []  # signed with the device's secret
+    for notice in (got["data"], inbox.json()["messages"][0]["data"]):
         assert (notice["type"], notice["room"], notice["seq"]) == ("mention", room, sent["seq"])
+        assert notice["excerpt"] == f"ping @{bob.name}, look at this"
         assert notice["from"] == {"user_id": alice.id, "username": alice.name}
+    assert got["title"] == f"{alice.name} mentioned you in room"
+    assert got["body"] == f"ping @{bob.name}, look at this"
 
 
 # --- SSE ----------------------------------------------------------------------------------

@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import ray
+from aiohttp import web
 
+from actors.push.providers import SIGNATURE_HEADER, verify_webhook
 from actors.runtime.settings import Settings
 from tests.conftest import until
 from tests.integration.conftest import error_code, service_client, sign_up
-from tests.unit.test_push_standins import WebhookReceiver
+from tests.unit.test_push_standins import Served, WebhookReceiver
 
 SERVICE = "push"
 
@@ -251,3 +254,65 @@ async def test_shard_and_workers_killed_mid_send_lose_nothing(
         delivered += states.count("delivered")
     titles = {r["title"] for r in receiver.received}
     assert delivered > 0 and titles <= {f"k{n}" for n in range(6)}
+
+
+class FeedbackReceiver(Served):
+    """A sender's feedback endpoint: checks the signature with the secret its send was
+    answered with; one it does not know yet is answered 503 (it is sent again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}  #: notification id -> feedback secret
+        self.raw: list[tuple[str, bytes]] = []  #: signature header and body of each accepted
+        self.app.router.add_post("/{path}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = orjson.loads(body)
+        secret = self.secrets.get(payload.get("notification", ""))
+        if secret is None:
+            return web.Response(status=503)
+        header = request.headers.get(SIGNATURE_HEADER, "")
+        if not verify_webhook(secret, header, body):
+            self.refused.append(payload["notification"])
+            return web.Response(status=400)
+        self.received.append(payload)
+        self.raw.append((header, body))
+        return web.Response(status=204)
+
+
+async def test_async_feedback_webhook_is_signed_and_reports_dead_tokens(
+    alice: httpx.AsyncClient, receiver: WebhookReceiver
+) -> None:
+    feedback = FeedbackReceiver()
+    await feedback.start()
+    try:
+        ok = await webhook(alice, receiver, "fb-ok")
+        dead = await webhook(alice, receiver, "fb-dead")
+        to = {"user": await my_id(alice)}
+        for bad in ("ftp://127.0.0.1/x", "http://user:pw@127.0.0.1/x", "not a url"):
+            refused = await alice.post("/send", json={"to": to, "feedback_url": bad})
+            assert refused.status_code == 422, refused.text
+        sent = await alice.post(
+            "/send", json={"to": to, "title": "fb", "feedback_url": f"{feedback.url}/hook"}
+        )
+        assert sent.status_code == 202, sent.text
+        accepted = sent.json()
+        assert accepted["feedback_secret"].startswith("whsec_")
+        feedback.secrets[accepted["id"]] = accepted["feedback_secret"]
+        [payload] = await until(lambda: feedback.received, within_s=60, what="the feedback")
+        assert feedback.refused == []
+        header, body = feedback.raw[0]
+        assert not verify_webhook("whsec_another", header, body)  # the secret matters
+        assert payload["idempotency_id"] == f"feedback:{accepted['id']}"
+        states = {r["device"]: (r["state"], r["reason"]) for r in payload["results"]}
+        assert states == {ok["id"]: ("delivered", None), dead["id"]: ("dead", "http_410")}
+        done = await until(
+            lambda: alice.get(f"/notifications/{accepted['id']}"),
+            lambda r: r.json()["feedback"] == "sent",
+            within_s=60,
+        )
+        assert done.json()["counts"] == {"delivered": 1, "dead": 1}
+        assert "feedback_secret" not in done.json() or done.json()["feedback_secret"] is None
+    finally:
+        await feedback.stop()

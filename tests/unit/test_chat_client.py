@@ -26,7 +26,7 @@ from actors.runtime.errors import InvalidInput, RateLimited
 from actors.runtime.store import SQLiteStore
 from apps.chat.frames import post_json
 from apps.chat.sse import parse_last_event_id
-from apps.chat.ws import MAX_FRAME_BYTES, Connection, Outbox, parse_frame, ref_of
+from apps.chat.ws import MAX_FRAME_BYTES, Connection, InFlight, Outbox, parse_frame, ref_of
 from tests.unit.conftest import settle
 
 ROOM = "r-" + "a" * 24
@@ -269,6 +269,45 @@ async def test_frames_about_one_room_keep_their_order_and_other_rooms_do_not_wai
     assert client.order == ["b1", "a1", "a2"]
     answers = [orjson.loads(line) for line in connection.outbox.lines]
     assert [a["ref"] for a in answers] == ["b1", "a1", "a2"]
+
+
+async def test_frames_in_flight_are_bounded_in_count_and_bytes(
+    clock: FakeClock, make_settings: Any
+) -> None:
+    # many rooms at once, as one sender to 100 rooms does, up to the bound; then the
+    # reader waits (back pressure) until one finishes
+    config = ChatSettings.of(make_settings(chat_frames_in_flight=40))
+    client = SlowSends()
+    user = Principal("alice", "alice", ("user",), "s")
+    pieces: dict[str, Any] = {"verifier": None, "user": user, "credential": "", "config": config}
+    connection = Connection(None, client, clock=clock, **pieces)  # type: ignore[arg-type]
+
+    def frame(n: int) -> str:
+        return orjson.dumps(
+            {"type": "send", "ref": f"s{n}", "room": f"r-{n}", "text": "x"}
+        ).decode()
+
+    for n in range(40):
+        await connection.handle_text(frame(n))
+    assert connection.in_flight.frames == 40  # more than the 32 the replica used to allow
+    reader = asyncio.ensure_future(connection.handle_text(frame(40)))
+    await settle()
+    assert not reader.done()  # the 41st waits
+    client.gates.setdefault("r-3", asyncio.Event()).set()
+    await settle()
+    assert reader.done() and client.order == ["x"]
+    # bytes: one frame always fits, a second not beyond the bound
+    bounded = InFlight(max_frames=100, max_bytes=1_500)
+    await bounded.acquire(1_200)
+    waiting = asyncio.ensure_future(bounded.acquire(1_200))
+    await settle()
+    assert not waiting.done()
+    bounded.release(1_200)
+    await settle()
+    assert waiting.done() and (bounded.frames, bounded.bytes) == (1, 1_200)
+    for gate in range(41):
+        client.gates.setdefault(f"r-{gate}", asyncio.Event()).set()
+    await settle()
 
 
 @pytest.mark.parametrize(

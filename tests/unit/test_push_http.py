@@ -89,9 +89,17 @@ async def test_sync_answers_results_async_answers_202(front: Any) -> None:
         "/send", json={"to": {"device": "d1"}}, headers={"idempotency-key": "abc"}
     )
     assert answer.status_code == 202 and answer.json() == {
-        "id": "n1", "devices": 1, "duplicate": False,
+        "id": "n1", "devices": 1, "duplicate": False, "feedback_secret": None,
     }  # fmt: skip
     assert fake.calls[-1][1][1]["idempotency_key"] == "abc"
+    assert fake.calls[-1][1][1]["feedback_url"] is None
+    hook = "http://127.0.0.1:9/feedback"
+    answer = await http.post("/send", json={"to": {"device": "d1"}, "feedback_url": hook})
+    assert answer.status_code == 202 and fake.calls[-1][1][1]["feedback_url"] == hook
+    too_long = await http.post(
+        "/send", json={"to": {"device": "d1"}, "feedback_url": "http://x/" + "a" * 5000}
+    )
+    assert too_long.status_code == 422
     missing = await http.get("/devices/nope")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "device_not_found")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from actors.push.errors import DeviceNotFound, NotificationNotFound, PushQuotaExceeded
 from actors.push.model import Delivery, Device, Notification, check_device, device_id
+from actors.push.providers import Outcome
 from actors.push.settings import PushSettings
 from actors.push.shard import PushShard, Report
 from actors.runtime.clock import FakeClock
@@ -22,6 +24,8 @@ class FakeDispatch:
         self.enqueued: list[tuple[str, int]] = []
         self.published: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.pruned: list[tuple[str, str]] = []
+        self.feedbacks: list[tuple[str, str, dict[str, Any]]] = []
+        self.feedback_outcomes: list[Outcome] = []  #: answers of the next feedback POSTs
 
     async def enqueue(self, notification: Notification, batch: int) -> None:
         self.enqueued.append((notification.id, batch))
@@ -31,6 +35,10 @@ class FakeDispatch:
 
     async def prune(self, user: str, device: str) -> None:
         self.pruned.append((user, device))
+
+    async def feedback(self, url: str, secret: str, body: bytes) -> Outcome:
+        self.feedbacks.append((url, secret, json.loads(body)))
+        return self.feedback_outcomes.pop(0) if self.feedback_outcomes else Outcome("delivered")
 
 
 def make_device(
@@ -262,3 +270,79 @@ async def test_the_app_quota_refuses_and_gives_the_senders_back(
         await shard.send(make_notification("u2", [device], nid="n2"))
     assert "n2" not in shard.notifications
     assert shard.users_quota["u2"].tokens == shard.users_quota["u2"].capacity
+
+
+async def test_feedback_is_posted_once_every_result_is_final(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    dispatch = FakeDispatch()
+    dispatch.feedback_outcomes = [Outcome("retry", "http_503", 0.0)]  # then delivered
+    shard = await open_shard(store, clock, dispatch, retry_base_s=0)
+    devices = [make_device("u1", "a"), make_device("u1", "b")]
+    notification = make_notification("u1", devices)
+    notification.feedback_url, notification.feedback_secret = "https://h.example/f", "whsec_f"
+    sent = await shard.send(notification, key="send:u1:f")
+    assert sent["feedback_secret"] == "whsec_f" and sent["feedback"] == "waiting"
+    await shard.report("n1", [Report(devices[0].id, "delivered", "", 1, 5.0)])
+    await settle()
+    assert dispatch.feedbacks == []  # one device still pending
+    await shard.report("n1", [Report(devices[1].id, "dead", "Unregistered")])
+    await shard.journal.drain()
+    for _ in range(5):
+        await settle()
+    assert len(dispatch.feedbacks) == 2  # the 503, then the retry
+    url, secret, payload = dispatch.feedbacks[-1]
+    assert (url, secret) == ("https://h.example/f", "whsec_f")
+    assert payload["type"] == "feedback" and payload["idempotency_id"] == "feedback:n1"
+    states = {r["device"]: (r["state"], r["reason"]) for r in payload["results"]}
+    assert states == {devices[0].id: ("delivered", None), devices[1].id: ("dead", "Unregistered")}
+    assert (await shard.notification("u1", "n1"))["feedback"] == "sent"
+    repeat = await shard.send(make_notification("u1", devices, nid="n2"), key="send:u1:f")
+    assert repeat["feedback_secret"] == "whsec_f" and repeat["duplicate"]
+    # sent and recorded: a restart does not send it again
+    await shard.journal.drain()
+    again_dispatch = FakeDispatch()
+    again = await open_shard(store, clock, again_dispatch)
+    again.redispatch()
+    await settle()
+    assert again_dispatch.feedbacks == []
+
+
+async def test_a_due_feedback_survives_a_restart_and_failures_are_recorded(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    class ReceiverAway(FakeDispatch):
+        async def feedback(self, url: str, secret: str, body: bytes) -> Outcome:
+            raise ConnectionError("the shard dies before it can POST")
+
+    shard = await open_shard(store, clock, None)  # no way out: the feedback stays due
+    device = make_device("u1", "a")
+    notification = make_notification("u1", [device])
+    notification.feedback_url, notification.feedback_secret = "https://h.example/f", "s"
+    await shard.send(notification)
+    await shard.report("n1", [Report(device.id, "delivered")])
+    await shard.journal.drain()
+    assert shard.notifications["n1"].feedback_due
+    dispatch = FakeDispatch()
+    again = await open_shard(store, clock, dispatch)
+    again.redispatch()
+    for _ in range(3):
+        await settle()
+    assert [p["notification"] for _, _, p in dispatch.feedbacks] == ["n1"]
+    assert again.notifications["n1"].feedback_state == "sent"
+    # a receiver that refuses for good is recorded as such, and not retried
+    broken = FakeDispatch()
+    broken.feedback_outcomes = [Outcome("failed", "http_400")]
+    third = await open_shard(store, clock, broken)
+    second = make_notification("u1", [device], nid="n2")
+    second.feedback_url, second.feedback_secret = "https://h.example/g", "s"
+    await third.send(second)
+    await third.report("n2", [Report(device.id, "failed", "http_500")])
+    for _ in range(3):
+        await settle()
+    assert len(broken.feedbacks) == 1
+    assert (await third.notification("u1", "n2"))["feedback"] == "failed:http_400"
+    away = await open_shard(store, clock, ReceiverAway())
+    away.redispatch()
+    await settle()
+    assert away.notifications["n1"].feedback_state == "sent"  # nothing more is due

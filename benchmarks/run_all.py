@@ -17,6 +17,8 @@ from benchmarks.harness import progress
 
 #: Benchmarks of the platform itself, run first.
 PLATFORM = ["benchmarks.engine_limit", "benchmarks.http_overhead"]
+#: Run on their own, not by ``make bench``: the soak takes 10 minutes (``make soak``).
+SEPARATE = ["benchmarks.soak"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,354 @@
+"""Monitoring: rule evaluations/s, `for`-to-webhook latency, and alerts/s accepted and
+notified next to Prometheus Alertmanager.
+
+Three measurements, one after the other:
+
+  evaluate   ``RuleEngine.evaluate`` in this process over 10,000 series (100 names x
+             100 label sets, ``--samples`` points each) and 1,000 rules (10 per name,
+             each matching a tenth of its series by regex, ``avg``/``max``/``rate``
+             over a window): rule evaluations per second, and series reduced per second
+  latency    on Ray: ``--rules`` rules with ``for`` = 1 s fed one sample each; for each,
+             the time from its ``for`` elapsing (``startsAt`` + 1 s) to the webhook
+             stand-in receiving the firing notification (evaluations every
+             ``--eval-ms``, alert manager flushes every 50 ms, ``group_wait`` 0)
+  alerts     ``--alerts`` alerts (``--names`` alertnames, grouped by alertname,
+             ``group_wait`` 0.5 s, ``group_interval`` 1 s) pushed in batches of 500:
+             to Realm's alert manager actor through ``MonitorClient.post_alerts``, and
+             to Alertmanager (Debian's ``prometheus-alertmanager``, on loopback)
+             through ``POST /api/v2/alerts``; accepted/s (pushing them all) and
+             notified/s (until the webhook stand-in has seen every one)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness  # sets loopback-only Ray before ray is imported
+
+CLAIM = (
+    "Issue 13 (monitoring): rule evaluations/s with 10,000 series and 1,000 rules; p99 "
+    "latency from `for` elapsing to the webhook (goal <= 1 s); alerts/s accepted and "
+    "notified against Prometheus Alertmanager (goal >= 0.5x)."
+)
+NAMESPACE = "realm-bench-monitor"
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--series", type=int, default=10_000)
+    parser.add_argument("--rules-evaluated", type=int, default=1_000)
+    parser.add_argument("--samples", type=int, default=10, help="points per series")
+    parser.add_argument("--passes", type=int, default=5, help="evaluation passes")
+    parser.add_argument("--rules", type=int, default=50, help="latency: rules that fire")
+    parser.add_argument("--eval-ms", type=int, default=200)
+    parser.add_argument("--alerts", type=int, default=5_000)
+    parser.add_argument("--names", type=int, default=50)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# --- evaluate --------------------------------------------------------------------
+
+
+async def evaluate(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    from actors.monitor.evaluator import RuleEngine
+    from actors.monitor.model import Rule, check_rule
+    from actors.monitor.settings import MonitorSettings
+    from actors.runtime.store import SQLiteStore
+
+    names = 100
+    per_name = max(1, args.series // names)
+    engine = RuleEngine(MonitorSettings(max_series_per_owner=10_000_000, retention_s=3_600))
+    store = SQLiteStore(Path(data_dir) / "eval.sqlite3", synchronous="NORMAL")
+    await engine.open(store, "bench-eval")
+    now = time.time()
+    for n in range(names):
+        batch = [
+            (
+                f"m{n}",
+                {"pod": f"p{i}", "zone": f"z{i % 10}"},
+                now - args.samples + k,
+                random.random(),
+            )
+            for i in range(per_name)
+            for k in range(args.samples)
+        ]
+        await engine.execute("ingest", owner="o", samples=batch)
+    fns = ["avg", "max", "rate"]
+    for r in range(args.rules_evaluated):
+        rule = Rule(
+            f"r{r}",
+            "o",
+            f"A{r}",
+            "threshold",
+            f"m{r % names}",
+            matchers=[f'zone=~"z{r % 10}"'],
+            fn=fns[r % 3],
+            window_s=60.0,
+            threshold=2.0,
+        )
+        await engine.execute("put_rule", rule=check_rule(rule, max_window_s=3_600))
+    started = time.perf_counter()
+    for _ in range(args.passes):
+        await engine.evaluate(now)
+    took = time.perf_counter() - started
+    await store.close()
+    evaluations = args.rules_evaluated * args.passes
+    series = evaluations * per_name // 10
+    harness.progress(f"evaluate: {evaluations / took:,.0f} rule evaluations/s")
+    return {
+        "rule_evaluations_per_s": evaluations / took,
+        "series_reduced_per_s": series / took,
+        "pass_ms": took / args.passes * 1000,
+        "throughput_ops_s": evaluations / took,
+    }
+
+
+# --- the webhook stand-in -----------------------------------------------------------
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.got: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self.port = 0
+
+    async def start(self) -> None:
+        import orjson
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            at = time.time()
+            body = orjson.loads(await request.read())
+            self.got.setdefault(request.match_info["who"], []).append((at, body))
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/{who}", handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def url(self, who: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{who}"
+
+    def seen(self, who: str) -> tuple[int, float]:
+        """How many distinct alerts were notified, and when the last new one came."""
+        found: set[str] = set()
+        last = 0.0
+        for at, body in self.got.get(who, []):
+            for alert in body.get("alerts", []):
+                key = str(sorted(alert["labels"].items()))
+                if key not in found:
+                    found.add(key)
+                    last = at
+        return len(found), last
+
+
+async def wait_until(done: Any, within_s: float) -> None:
+    """Poll ``done()`` every 50 ms until it holds or ``within_s`` passed."""
+    deadline = time.time() + within_s
+    while not done() and time.time() < deadline:  # noqa: ASYNC110 (state of another task)
+        await asyncio.sleep(0.05)
+
+
+def parse_iso(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- latency and alerts on Ray ------------------------------------------------------------
+
+
+async def on_ray(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    from actors.monitor.alerting import AlertIn, Route
+    from actors.monitor.alerting import Receiver as Sink
+    from actors.monitor.client import MonitorClient
+    from actors.monitor.model import Rule
+    from actors.runtime.settings import Settings
+
+    settings = Settings(
+        namespace=NAMESPACE,
+        store_prefix=NAMESPACE,
+        data_dir=data_dir,
+        sqlite_synchronous="NORMAL",
+        monitor_eval_interval_ms=args.eval_ms,
+        monitor_flush_interval_ms=50,
+        monitor_max_alerts_per_owner=1_000_000,
+    )
+    receiver = Receiver()
+    await receiver.start()
+    client = MonitorClient(settings)
+    await client.start()
+    # latency
+    route = Route(receiver="hook", group_by=["alertname"], group_wait_s=0.0, group_interval_s=0.05)
+    await client.configure("lat", route, [Sink("hook", "webhook", receiver.url("lat"))], [])
+    for r in range(args.rules):
+        await client.put_rule(
+            "lat",
+            Rule(
+                f"l{r}",
+                "lat",
+                f"L{r}",
+                "threshold",
+                f"lat{r}",
+                fn="max",
+                window_s=30.0,
+                threshold=0.5,
+                for_s=1.0,
+            ),
+        )
+    now = time.time()
+    await client.ingest("lat", [(f"lat{r}", {}, now, 1.0) for r in range(args.rules)])
+    await wait_until(lambda: len(receiver.got.get("lat", [])) >= args.rules, 30)
+    latencies = [
+        (at - (parse_iso(body["alerts"][0]["startsAt"]) + 1.0)) * 1000
+        for at, body in receiver.got.get("lat", [])
+    ]
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    harness.progress(f"latency: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    # alerts/s: Realm
+    route = Route(receiver="hook", group_by=["alertname"], group_wait_s=0.5, group_interval_s=1.0)
+    await client.configure("bulk", route, [Sink("hook", "webhook", receiver.url("realm"))], [])
+    alerts = [
+        AlertIn({"alertname": f"N{i % args.names}", "i": str(i)}, {}, 0.0, 0.0)
+        for i in range(args.alerts)
+    ]
+    started = time.time()
+    for i in range(0, len(alerts), 500):
+        await client.post_alerts("bulk", alerts[i : i + 500])
+    accepted = time.time() - started
+    await wait_until(lambda: receiver.seen("realm")[0] >= args.alerts, 60)
+    count, last = receiver.seen("realm")
+    realm = {
+        "accepted_per_s": args.alerts / accepted,
+        "notified": count,
+        "notified_per_s": count / max(1e-9, last - started),
+    }
+    harness.progress(f"realm: {realm}")
+    am = await alertmanager(args, receiver)
+    return {
+        "latency": {
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "count": len(latencies),
+            "throughput_ops_s": 0.0,
+        },
+        "realm-alerts": {**realm, "throughput_ops_s": realm["notified_per_s"]},
+        **({"alertmanager-alerts": {**am, "throughput_ops_s": am["notified_per_s"]}} if am else {}),
+    }
+
+
+async def alertmanager(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any] | None:
+    import httpx
+
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        harness.progress("alertmanager: not installed; its row is skipped")
+        return None
+    work = Path(tempfile.mkdtemp(prefix="realm-bench-am-"))
+    hook = receiver.url("am")
+    (work / "am.yml").write_text(
+        "route: {receiver: hook, group_by: [alertname], group_wait: 500ms, group_interval: 1s,"
+        f" repeat_interval: 1h}}\nreceivers: [{{name: hook, webhook_configs: [{{url: '{hook}',"
+        " max_alerts: 0}]}]\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(  # noqa: ASYNC220
+        [
+            binary,
+            f"--config.file={work / 'am.yml'}",
+            f"--storage.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=30
+        ) as http:
+            for _ in range(200):
+                try:
+                    if (await http.get("/-/ready")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+            body = [
+                {"labels": {"alertname": f"N{i % args.names}", "i": str(i)}}
+                for i in range(args.alerts)
+            ]
+            started = time.time()
+            for i in range(0, len(body), 500):
+                answer = await http.post("/api/v2/alerts", json=body[i : i + 500])
+                answer.raise_for_status()
+            accepted = time.time() - started
+            await wait_until(lambda: receiver.seen("am")[0] >= args.alerts, 60)
+            count, last = receiver.seen("am")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "accepted_per_s": args.alerts / accepted,
+        "notified": count,
+        "notified_per_s": count / max(1e-9, last - started),
+    }
+    harness.progress(f"alertmanager: {result}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(__doc__ or "", argv, extra=_add_flags)
+    if args.quick:
+        args.series, args.rules_evaluated, args.passes = 1_000, 100, 2
+        args.rules, args.alerts = 10, 500
+    data_dir = tempfile.mkdtemp(prefix="realm-bench-monitor-")
+    try:
+        variants = {"evaluate": asyncio.run(evaluate(args, data_dir))}
+        with harness.ray_session(namespace=NAMESPACE):
+            variants |= asyncio.run(on_ray(args, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    ratios: dict[str, float] = {
+        "latency p99 ms / 1000 ms goal": round(variants["latency"]["p99_ms"] / 1000, 3)
+    }
+    if "alertmanager-alerts" in variants:
+        am, realm = variants["alertmanager-alerts"], variants["realm-alerts"]
+        ratios["realm/alertmanager accepted/s"] = round(
+            realm["accepted_per_s"] / am["accepted_per_s"], 3
+        )
+        ratios["realm/alertmanager notified/s"] = round(
+            realm["notified_per_s"] / am["notified_per_s"], 3
+        )
+    harness.write_result(
+        "monitor",
+        {
+            "claim": CLAIM,
+            "params": vars(args) | {"load_avg_at_end": os.getloadavg()},
+            "variants": variants,
+            "ratios": ratios,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Webhook signing, target checks, notification text, Prometheus text parsing and
+Realm's default rules, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.monitor.errors import BadTarget
+from actors.monitor.model import SYSTEM_OWNER
+from actors.monitor.receivers import check_url, sign, text_of, verify
+from actors.monitor.settings import MonitorSettings
+from actors.monitor.watcher import default_rules, parse_prometheus
+
+
+def test_signature_round_trip_and_refusals() -> None:
+    body = b'{"status":"firing"}'
+    header = sign("s3cret", body, 1_000)
+    assert verify("s3cret", body, header, now=1_010)
+    assert not verify("other", body, header, now=1_010)  # wrong secret
+    assert not verify("s3cret", body + b" ", header, now=1_010)  # body changed
+    assert not verify("s3cret", body, header, now=2_000)  # too old: a replay
+    assert not verify("s3cret", body, "garbage", now=1_000)
+
+
+@pytest.mark.parametrize(
+    ("url", "remote", "ok"),
+    [
+        ("http://127.0.0.1:9000/x", False, True),
+        ("http://localhost/x", False, True),
+        ("http://10.0.0.1/x", False, False),
+        ("https://example.com/x", False, False),
+        ("https://example.com/x", True, True),
+        ("ftp://127.0.0.1/x", True, False),
+        ("not a url", True, False),
+    ],
+)
+def test_targets(url: str, remote: bool, ok: bool) -> None:
+    if ok:
+        assert check_url(url, allow_remote=remote) == url
+    else:
+        with pytest.raises(BadTarget):
+            check_url(url, allow_remote=remote)
+
+
+def test_text_for_people() -> None:
+    payload = {
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "Hot", "host": "a"},
+                "annotations": {"summary": "97%"},
+            },
+        ],
+    }
+    title, body = text_of(payload)
+    assert title == "[FIRING] Hot" and "host=a" in body and "97%" in body
+
+
+def test_prometheus_text() -> None:
+    text = (
+        "# HELP req_total Requests.\n# TYPE req_total counter\n"
+        'req_total{route="/a",status="200"} 12\nup 1\n'
+    )
+    samples = parse_prometheus(text, 5.0)
+    assert ("req_total", {"route": "/a", "status": "200"}, 5.0, 12.0) in samples
+    assert ("up", {}, 5.0, 1.0) in samples
+
+
+def test_default_rules() -> None:
+    rules = {
+        r.alert: r for r in default_rules(MonitorSettings(restart_limit=2, restart_window_s=30))
+    }
+    assert set(rules) == {
+        "RealmActorRestarting",
+        "RealmNodeLost",
+        "RealmActorDied",
+        "RealmStoreUnavailable",
+        "RealmQueueDeadLetters",
+        "RealmReplicaErrors",
+        "Watchdog",
+    }
+    restarting = rules["RealmActorRestarting"]
+    assert (restarting.fn, restarting.window_s, restarting.threshold) == ("increase", 30.0, 2.0)
+    assert all(r.owner == SYSTEM_OWNER for r in rules.values())
+    assert rules["Watchdog"].kind == "always"

@@ -68,10 +68,11 @@ def app(args: dict[str, Any] | None = None) -> Application:
 HAPROXY_WRAPPER = Path(__file__).resolve().parent / "apps" / "haproxy-loopback"
 
 #: Ray's runtime environment for the jobs Realm starts (``ray.init(runtime_env=...)``):
-#: every worker runs ``apps.listeners.bind_to_node_address`` first, so Serve
-#: replicas' internal gRPC servers bind the node's address, not ``[::]``.
+#: every worker runs ``apps.worker.setup`` first, so Serve replicas' internal
+#: gRPC servers bind the node's address, not ``[::]``, and Realm's logs reach
+#: the logs service.
 RAY_RUNTIME_ENV: dict[str, Any] = {
-    "worker_process_setup_hook": "apps.listeners.bind_to_node_address",
+    "worker_process_setup_hook": "apps.worker.setup",
 }
 
 

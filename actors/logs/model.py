@@ -1,0 +1,272 @@
+"""Entries, streams and chunks: the logs service's data and its input rules.
+
+A *stream* is a tenant's label set; its id is a hash of the tenant and the
+sorted labels, so every replica routes it to the same shard. An *entry* is
+``(ts_ns, seq, line, metadata)``: ``seq`` is the shard's own counter, given as
+the entry is accepted, and is what a tail's cursor counts. A stream's newest
+entries sit in its *head* (journaled, in memory); the head is cut into a
+*chunk*: the entries in columns, MessagePack, compressed with zstd, in a file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import xxhash
+import zstandard
+
+from actors.logs.errors import BadEntry, IngestLimited
+from actors.logs.settings import LogsSettings
+
+#: Realm's own tenant (its actors' and replicas' logs); only the admin reads it.
+REALM_TENANT = "realm"
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Entries are (timestamp in ns, shard sequence number, line, structured metadata).
+Entry = tuple[int, int, str, dict[str, str]]
+#: Metadata names and values share the line's byte limit; at most this many pairs.
+MAX_METADATA_PAIRS = 64
+ZSTD_LEVEL = 3
+
+
+@dataclass
+class ChunkRef:
+    """Where one chunk of a stream is, and what it covers."""
+
+    file: str  #: name inside the shard's chunk directory
+    min_ts: int
+    max_ts: int
+    first_seq: int
+    last_seq: int
+    count: int
+    raw_bytes: int  #: line bytes before compression
+    stored_bytes: int  #: the file's size
+
+
+@dataclass
+class Stream:
+    tenant: str
+    labels: dict[str, str]
+    head: list[Entry] = field(default_factory=list)
+    chunks: list[ChunkRef] = field(default_factory=list)
+    newest_ts: int = 0
+    head_bytes: int = 0
+    head_since: float = 0.0  #: wall time the head's first entry arrived (0: empty)
+
+
+@dataclass
+class Pushed:
+    """One stream's accepted entries in a push record: (ts_ns, line, metadata)."""
+
+    labels: dict[str, str]
+    entries: list[tuple[int, str, dict[str, str]]]
+
+
+def stream_id(tenant: str, labels: dict[str, str]) -> str:
+    canonical = "\x00".join(f"{k}\x01{v}" for k, v in sorted(labels.items()))
+    return xxhash.xxh3_128_hexdigest(f"{tenant}\x02{canonical}".encode())
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    """``{a="1", b="2"}``, as Loki writes a label set."""
+    import orjson
+
+    return (
+        "{" + ", ".join(f"{k}={orjson.dumps(v).decode()}" for k, v in sorted(labels.items())) + "}"
+    )
+
+
+def check_labels(labels: dict[str, str], config: LogsSettings) -> dict[str, str]:
+    """A stream's labels, checked: names, lengths and count (429 over the count)."""
+    if not labels:
+        raise BadEntry("a stream needs at least one label")
+    if len(labels) > config.max_labels_per_stream:
+        raise IngestLimited(
+            f"a stream has at most {config.max_labels_per_stream} labels",
+            reason="max_label_names_per_series", limit=config.max_labels_per_stream,
+        )  # fmt: skip
+    for name, value in labels.items():
+        if not isinstance(name, str) or not LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise BadEntry(f"bad label name {str(name)[:64]!r}")
+        if len(name) > config.max_label_name_chars:
+            raise BadEntry(f"a label name has at most {config.max_label_name_chars} characters")
+        if not isinstance(value, str) or not value:
+            raise BadEntry(f"label {name} needs a non-empty string value")
+        if len(value) > config.max_label_value_chars:
+            raise BadEntry(f"a label value has at most {config.max_label_value_chars} characters")
+    return dict(sorted(labels.items()))
+
+
+def entry_bytes(line: str, metadata: dict[str, str]) -> int:
+    return len(line.encode()) + sum(len(k) + len(v) for k, v in metadata.items())
+
+
+def check_entry(
+    ts_ns: Any, line: Any, metadata: Any, config: LogsSettings
+) -> tuple[int, str, dict[str, str]]:
+    if type(ts_ns) is not int or not 0 < ts_ns < 2**63:
+        raise BadEntry("a timestamp is nanoseconds since the epoch, a positive integer")
+    if not isinstance(line, str):
+        raise BadEntry("a line is a string")
+    metadata = metadata or {}
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA_PAIRS:
+        raise BadEntry(f"structured metadata is at most {MAX_METADATA_PAIRS} string pairs")
+    for name, value in metadata.items():
+        if not isinstance(value, str) or not LABEL_NAME.fullmatch(str(name)):
+            raise BadEntry("structured metadata maps label-like names to strings")
+    if entry_bytes(line, metadata) > config.max_line_bytes:
+        raise IngestLimited(
+            f"a line (with its metadata) has at most {config.max_line_bytes} bytes",
+            reason="line_too_long", limit=config.max_line_bytes,
+        )  # fmt: skip
+    return ts_ns, line, metadata
+
+
+class Bucket:
+    """A token bucket (not journaled: limits restart full)."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.capacity = rate, max(burst, rate)
+        self.tokens, self.at = self.capacity, now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+
+    def wait_s(self, count: float) -> float:
+        """Seconds until ``count`` tokens are there (inf if never)."""
+        if count > self.capacity:
+            return float("inf")
+        return max(0.0, (count - self.tokens) / self.rate)
+
+
+class RateLimiter:
+    """A tenant's bytes/s and lines/s buckets: a push takes from both, or from neither."""
+
+    def __init__(self, config: LogsSettings, share: float = 1.0, clock: Any = time.monotonic):
+        self.config, self.share, self.clock = config, share, clock
+        self.buckets: dict[str, tuple[Bucket, Bucket]] = {}
+
+    def take(self, tenant: str, lines: int, size: int, limits: dict[str, float]) -> None:
+        now = self.clock()
+        found = self.buckets.get(tenant)
+        rates = (
+            limits.get("ingest_rate_bytes_per_s", self.config.ingest_rate_bytes_per_s) * self.share,
+            limits.get("ingest_burst_bytes", self.config.ingest_burst_bytes) * self.share,
+            limits.get("ingest_rate_lines_per_s", self.config.ingest_rate_lines_per_s) * self.share,
+            limits.get("ingest_burst_lines", self.config.ingest_burst_lines) * self.share,
+        )
+        if found is None or (found[0].rate, found[0].capacity, found[1].rate) != (
+            rates[0], max(rates[1], rates[0]), rates[2],
+        ):  # fmt: skip
+            found = (Bucket(rates[0], rates[1], now), Bucket(rates[2], rates[3], now))
+            self.buckets[tenant] = found
+        by_bytes, by_lines = found
+        by_bytes.refill(now)
+        by_lines.refill(now)
+        if size > by_bytes.tokens or lines > by_lines.tokens:
+            wait = max(by_bytes.wait_s(size), by_lines.wait_s(lines))
+            what = "bytes" if size > by_bytes.tokens else "lines"
+            raise IngestLimited(
+                f"ingest rate limit reached ({what} per second); nothing was kept",
+                reason="rate_limited", retry_after_s=min(wait, 3_600.0),
+            )  # fmt: skip
+        by_bytes.tokens -= size
+        by_lines.tokens -= lines
+
+
+# --- chunks -----------------------------------------------------------------------
+
+
+class ChunkData(msgspec.Struct, array_like=True):
+    ts: list[int]
+    seq: list[int]
+    lines: list[str]
+    metadata: list[dict[str, str]]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ChunkData)
+
+
+def encode_chunk(entries: list[Entry]) -> bytes:
+    """Entries (sorted by time) as a compressed chunk."""
+    data = ChunkData(
+        [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries],
+        [e[3] for e in entries],
+    )  # fmt: skip
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(_encoder.encode(data))
+
+
+class Chunk:
+    """A decoded chunk: columns, plus what metric queries need as arrays."""
+
+    __slots__ = ("_cum", "_ts", "data", "size")
+
+    def __init__(self, blob: bytes) -> None:
+        raw = zstandard.ZstdDecompressor().decompress(blob)
+        self.data: ChunkData = _decoder.decode(raw)
+        self.size = len(raw)
+        self._ts: np.ndarray[Any, Any] | None = None
+        self._cum: np.ndarray[Any, Any] | None = None
+
+    @property
+    def ts(self) -> np.ndarray[Any, Any]:
+        if self._ts is None:
+            self._ts = np.asarray(self.data.ts, dtype=np.int64)
+        return self._ts
+
+    @property
+    def cumulative_bytes(self) -> np.ndarray[Any, Any]:
+        """``cum[i]``: bytes of the lines before entry ``i`` (length count + 1)."""
+        if self._cum is None:
+            sizes = np.fromiter((len(s.encode()) for s in self.data.lines), np.int64)
+            self._cum = np.concatenate(([0], np.cumsum(sizes)))
+        return self._cum
+
+    def entries(self) -> list[Entry]:
+        d = self.data
+        return list(zip(d.ts, d.seq, d.lines, d.metadata, strict=True))
+
+
+def steps(start_ns: int, end_ns: int, step_ns: int) -> np.ndarray[Any, Any]:
+    return np.arange(start_ns, end_ns + 1, step_ns, dtype=np.int64)
+
+
+def window_sums(
+    ts: np.ndarray[Any, Any],
+    at: np.ndarray[Any, Any],
+    range_ns: int,
+    cumulative: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """For each step ``t`` in ``at``: how many of the sorted ``ts`` lie in
+    ``(t - range, t]``, or with ``cumulative`` (see ``Chunk.cumulative_bytes``) their bytes."""
+    high = np.searchsorted(ts, at, side="right")
+    low = np.searchsorted(ts, at - range_ns, side="right")
+    if cumulative is None:
+        return (high - low).astype(np.float64)
+    return (cumulative[high] - cumulative[low]).astype(np.float64)
+
+
+__all__ = [
+    "REALM_TENANT",
+    "Bucket",
+    "Chunk",
+    "ChunkRef",
+    "Entry",
+    "Pushed",
+    "RateLimiter",
+    "Stream",
+    "check_entry",
+    "check_labels",
+    "encode_chunk",
+    "entry_bytes",
+    "labels_text",
+    "steps",
+    "stream_id",
+    "window_sums",
+]

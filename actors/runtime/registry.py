@@ -42,7 +42,7 @@ class Service:
         return tuple(f"{self.name}:{action}" for action in self.actions)
 
 
-#: Every built service. Not yet built: game, monitor, logs.
+#: Every service, in the order they are deployed and listed.
 SERVICES: tuple[Service, ...] = (
     Service("cache", "/cache", "distributed cache", ("read", "write")),
     Service("auth", "/auth", "users, sessions and login"),
@@ -58,6 +58,9 @@ SERVICES: tuple[Service, ...] = (
     Service("scheduler", "/scheduler", "cron, interval and one-shot schedules", ("read", "write")),
     Service("chat", "/chat", "rooms, messages and presence", ("read", "write", "manage")),
     Service("push", "/push", "device registry and notifications", ("read", "register", "send")),
+    Service("game", "/game", "multiplayer RPG rooms with a tick loop", ("read", "play", "trade")),
+    Service("monitor", "/monitor", "rules, alerts, silences and routing", ("read", "write", "ingest")),
+    Service("logs", "/logs", "log streams, LogQL queries and live tail", ("push", "read", "delete")),
 )
 
 #: Every scope an API key can hold.

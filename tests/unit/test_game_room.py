@@ -1,0 +1,227 @@
+"""A game room without Ray: seats, mailboxes, patches, recovery from snapshot + log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from actors.game.room import CLOSE_REPLACED, Room
+from actors.game.settings import GameSettings
+from actors.ledger.model import check_id
+from actors.runtime.clock import FakeClock
+from actors.runtime.store import SQLiteStore
+
+
+class FakeOutside:
+    """A ledger that answers a repeated transfer id once, and the rest recorded."""
+
+    def __init__(self) -> None:
+        self.transfers: dict[str, tuple[str, int]] = {}
+        self.progress: list[tuple[str, dict[str, Any]]] = []
+        self.reports: list[int] = []
+        self.closed: list[str] = []
+
+    async def credit_gold(self, user: str, amount: int, transfer_id: str) -> int:
+        self.transfers.setdefault(transfer_id, (user, amount))
+        return sum(a for u, a in self.transfers.values() if u == user)
+
+    async def save_progress(self, user: str, progress: list[dict[str, Any]]) -> None:
+        self.progress.extend((user, p) for p in progress)
+
+    async def report(self, room: str, players: int) -> None:
+        self.reports.append(players)
+
+    async def closed(self, room: str) -> None:  # type: ignore[override]
+        self.closed.append(room)
+
+
+CHAR = {"id": "c-1", "name": "ana", "class": "warrior", "xp": 0}
+INFO = {
+    "id": "g-test",
+    "zone": "meadow",
+    "mode": "world",
+    "label": "",
+    "private": False,
+    "max_players": 2,
+}
+
+
+def make(
+    store: SQLiteStore, clock: FakeClock, outside: FakeOutside | None = None, **settings: Any
+) -> Room:
+    config = GameSettings(**settings)
+    return Room(
+        config,
+        dict(INFO),
+        store,
+        outside or FakeOutside(),
+        clock=clock,
+        on_failure=lambda error: None,
+    )
+
+
+def frames(room: Room, replica: str = "r1") -> list[dict[str, Any]]:
+    box = room.boxes[replica]
+    items, box.items = box.items, []
+    return [orjson.loads(text) if text else {"close": close} for _, text, close in items]
+
+
+async def seated(store: SQLiteStore, clock: FakeClock, **settings: Any) -> Room:
+    room = make(store, clock, **settings)
+    await room.open()
+    await room.reserve("u1", CHAR)
+    answer = room.attach("r1", "conn1", "u1")
+    assert answer["ok"]
+    return room
+
+
+async def test_a_reserved_seat_joins_with_a_full_state_then_gets_patches(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    room = await seated(store, clock)
+    answer = room.attach("r1", "conn1", "u1")
+    full = orjson.loads(answer["frames"][0])
+    assert full["t"] == "full" and full["room"]["id"] == "g-test" and not full["resync"]
+    me = room.sim.players["u1"]
+    assert full["me"] == me.id and any(e["i"] == me.id for e in full["ents"])
+    room.inputs("r1", [("conn1", "u1", {"t": "move", "n": 1, "x": me.x + 1, "y": me.y})])
+    room.tick_once()
+    patches = [f for f in frames(room) if f.get("t") == "p"]
+    assert patches and patches[-1]["n"] == 1 and patches[-1]["k"] == room.sim.tick
+
+
+async def test_no_seat_without_a_reservation_and_the_room_has_a_size(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    room = make(store, clock)
+    await room.open()
+    assert room.attach("r1", "c", "stranger")["code"] == "no_seat"
+    await room.reserve("u1", CHAR)
+    await room.reserve("u2", CHAR)
+    from actors.game.errors import RoomFull
+
+    with pytest.raises(RoomFull):
+        await room.reserve("u3", CHAR)
+    await room.reserve("u1", CHAR)  # a refresh of one's own is fine
+
+
+async def test_a_cheating_input_gets_an_error_frame(store: SQLiteStore, clock: FakeClock) -> None:
+    room = await seated(store, clock)
+    room.inputs("r1", [("conn1", "u1", {"t": "move", "n": 7, "x": 30, "y": 20})])
+    room.tick_once()
+    errors = [f for f in frames(room) if f.get("t") == "error"]
+    assert errors == [{"t": "error", "code": "teleport", "message": errors[0]["message"], "n": 7}]
+    assert room.stats()["cheats"] == 1
+
+
+async def test_a_second_connection_replaces_the_first(store: SQLiteStore, clock: FakeClock) -> None:
+    room = await seated(store, clock)
+    frames(room)
+    assert room.attach("r2", "conn2", "u1")["ok"]
+    assert {"close": CLOSE_REPLACED} in frames(room, "r1")
+    # the old connection's inputs are ignored
+    me = room.sim.players["u1"]
+    room.inputs("r1", [("conn1", "u1", {"t": "move", "n": 1, "x": me.x + 1, "y": me.y})])
+    room.tick_once()
+    assert me.last_n == 0
+
+
+async def test_a_dropped_seat_is_kept_for_the_grace_then_released_and_the_room_disposed(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    room = await seated(store, clock, reconnect_grace_s=5, empty_room_grace_s=3)
+    room.detach("r1", "conn1", "u1")
+    clock.advance(4)
+    room.housekeeping()
+    assert "u1" in room.seats
+    assert room.attach("r1", "conn9", "u1")["ok"]  # back within the grace: same seat
+    room.detach("r1", "conn9", "u1")
+    clock.advance(6)
+    room.housekeeping()
+    assert "u1" not in room.seats and "u1" not in room.sim.players
+    assert not room.should_dispose()
+    clock.advance(3)
+    assert room.should_dispose()
+
+
+async def test_room_chat_reaches_every_seat_and_is_throttled(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    room = await seated(store, clock)
+    await room.reserve("u2", {**CHAR, "id": "c-2", "name": "bo"})
+    room.attach("r1", "conn2", "u2")
+    frames(room)
+    for _ in range(6):
+        room.inputs("r1", [("conn1", "u1", {"t": "say", "text": "hi"})])
+    got = frames(room)
+    chats = [f for f in got if f.get("t") == "chat"]
+    assert len(chats) == 10 and chats[0]["from"] == "ana"  # 5 lines to 2 seats
+    assert [f["code"] for f in got if f.get("t") == "error"] == ["throttled"]
+
+
+async def _play(room: Room, ticks: int) -> None:
+    me = room.sim.players["u1"]
+    for i in range(ticks):
+        if i % 5 == 0:
+            step = 1 if (i // 25) % 2 == 0 else -1
+            room.inputs(
+                "r1", [("conn1", "u1", {"t": "move", "n": i + 1, "x": me.x + step, "y": me.y})]
+            )
+        room.tick_once()
+
+
+async def test_a_restarted_room_resumes_from_snapshot_plus_log(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    outside = FakeOutside()
+    room = make(store, clock, outside, snapshot_every_s=1.0)
+    await room.open()
+    await room.reserve("u1", CHAR)
+    room.attach("r1", "conn1", "u1")
+    for _ in range(3):
+        await _play(room, 20)
+        clock.advance(1.0)  # a snapshot every second of ticks
+    await _play(room, 13)  # commands after the last snapshot: in the log only
+    room.inputs("r1", [("conn1", "u1", {"t": "attack", "n": 999})])
+    room._flush()
+    await room.journal.drain()
+    for task in list(room._tasks):
+        await task
+    expected = room.sim.to_data()
+    assert (await store.read_snapshot(room.stream)) is not None
+    # the actor is killed here; Ray starts it again on the same store
+    again = make(store, clock, outside)
+    await again.open()
+    assert again.restored and again.epoch != room.epoch
+    assert again.sim.to_data() == expected
+    # the replica learns the new epoch from its pull and re-attaches its connection
+    pulled = await again.pull("r1", room.epoch, 0.01)
+    assert pulled["reattach"]
+    answer = again.reattach("r1", [("conn1", "u1")])["answers"]["conn1"]
+    assert answer["ok"] and orjson.loads(answer["frames"][0])["resync"] is True
+
+
+async def test_gold_is_credited_once_even_when_a_replay_picks_it_up_again(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    outside = FakeOutside()
+    room = make(store, clock, outside)
+    await room.open()
+    await room.reserve("u1", CHAR)
+    room.attach("r1", "conn1", "u1")
+    me = room.sim.players["u1"]
+    pile = next(g for g in room.sim.golds.values() if (g.x, g.y) == (7, 4))
+    me.x, me.y = 6, 4  # next to the pile near the spawn
+    room.inputs("r1", [("conn1", "u1", {"t": "move", "n": 1, "x": 7, "y": 4})])
+    room.tick_once()
+    for task in list(room._tasks):
+        await task
+    assert list(outside.transfers.values()) == [("u1", pile.amount)]
+    check_id(next(iter(outside.transfers)))  # a transfer id the ledger takes
+    assert {"t": "gold", "balance": pile.amount, "delta": pile.amount} in frames(room)
+    # replaying the same pickup repeats the same transfer id: still one credit
+    room.pending_credits[next(iter(outside.transfers))] = ["u1", pile.amount]
+    await room._credit(next(iter(outside.transfers)))
+    assert len(outside.transfers) == 1

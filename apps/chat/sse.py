@@ -32,12 +32,9 @@ from actors.chat.client import ChatClient, Post, Watch
 from actors.chat.settings import EVENT_OVERHEAD_BYTES, ChatSettings
 from actors.runtime.errors import InvalidInput
 from apps.chat.frames import users
-from apps.chat.ws import SLOW
 from apps.signin import StreamUser, until_signed_out, verifier_of
+from apps.streams import SLOW, error_event, retry_hint, sse_event, sse_response
 
-#: How long an EventSource waits before it reconnects, in milliseconds (the ``retry`` hint).
-RETRY_MS = 1_000
-SEP = "\n"
 LAST_EVENT_ID = re.compile(r"^([0-9a-f]{1,64}):([0-9]{1,18})$")
 
 
@@ -51,21 +48,6 @@ def parse_last_event_id(value: str | None) -> tuple[int, str] | None:
             "Last-Event-ID is not an id this stream gave out", last_event_id=value[:100]
         )
     return int(found.group(2)), found.group(1)
-
-
-def error_event(code: str, message: str) -> ServerSentEvent:
-    body = orjson.dumps({"code": code, "message": message}).decode()
-    return ServerSentEvent(body, event="error", sep=SEP)
-
-
-def keepalive() -> ServerSentEvent:
-    return ServerSentEvent(comment="keepalive", sep=SEP)
-
-
-def data_event(event_id: str | None, data: str) -> bytes:
-    """An event with ``data`` (one line of compact JSON) and ``id``, framed by hand."""
-    head = "" if event_id is None else f"id: {event_id}{SEP}"
-    return f"{head}data: {data}{SEP}{SEP}".encode()
 
 
 class Stream:
@@ -166,12 +148,7 @@ def router(client: ChatClient, config: ChatSettings) -> APIRouter:
         }
         stream.put(None, orjson.dumps(joined).decode())
         watch.begin(caught.start, caught.history)
-        return EventSourceResponse(
-            events(stream, watch, client, user, http, config),
-            ping=config.keepalive_s,
-            ping_message_factory=keepalive,
-            sep=SEP,
-        )
+        return sse_response(events(stream, watch, client, user, http, config), config.keepalive_s)
 
     return routes
 
@@ -186,7 +163,7 @@ async def events(
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     signed_out = asyncio.create_task(until_signed_out(verifier_of(http), user, config.keepalive_s))
     try:
-        yield ServerSentEvent(retry=RETRY_MS, sep=SEP)
+        yield retry_hint()
         while True:
             waiting = asyncio.ensure_future(stream.next())
             await asyncio.wait([waiting, signed_out], return_when=asyncio.FIRST_COMPLETED)
@@ -199,7 +176,7 @@ async def events(
                 yield error_event("slow_consumer", SLOW)
                 return
             event_id, line = item
-            yield data_event(event_id, line)
+            yield sse_event(event_id, line)
             if stream.ended is not None and not stream.lines:
                 return
     finally:

@@ -43,51 +43,37 @@ too many frames (``REALM_CHAT_FRAMES_PER_S``), 1009 a frame over the size limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections import deque
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import Field, TypeAdapter, ValidationError
+from fastapi import APIRouter, WebSocket
+from pydantic import Field, TypeAdapter
 from ray.exceptions import RayActorError
-from starlette.websockets import WebSocketState
 
 from actors.auth.client import Principal, SessionVerifier
 from actors.chat.client import ChatClient, Post, Watch
 from actors.chat.model import MAX_MENTIONS, MAX_PAGE
 from actors.chat.ratelimit import UserRates
 from actors.chat.settings import EVENT_OVERHEAD_BYTES, ChatSettings
-from actors.runtime.clock import Clock, SystemClock
+from actors.runtime.clock import Clock
 from actors.runtime.errors import (
     Conflict,
-    InvalidInput,
     LimitReached,
     RateLimited,
     RealmError,
     Unavailable,
 )
+from apps import streams
 from apps.chat.frames import frame, users
 from apps.models import Body
-from apps.signin import sign_in_websocket, until_signed_out, verifier_of
+from apps.signin import verifier_of
+from apps.streams import CLOSE_TOO_MANY, StreamConnection, open_stream
+from apps.streams import MAX_FRAME_BYTES as MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Close codes of the WebSocket protocol.
-CLOSE_SLOW_CONSUMER = 4008
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_HEARTBEAT = 4408
-CLOSE_TOO_MANY = 4429
-CLOSE_TOO_BIG = 1009
-#: How long a close frame may wait behind what a slow client has not read yet.
-CLOSE_TIMEOUT_S = 30.0
-#: How often a connection checks that its client was heard from.
-HEARTBEAT_CHECK_S = 1.0
-#: A server frame takes more queued lines while it is under this size.
-MAX_FRAME_BYTES = 64 * 1024
 #: Room in a client's frame for the envelope around a message's text.
 ENVELOPE_BYTES = 4096
 #: What a frame being handled counts against ``frames_in_flight_bytes`` beyond its text.
@@ -100,7 +86,6 @@ MAX_REF_CHARS = 64
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
 RoomId = Annotated[str, Field(min_length=1, max_length=40)]
 Seq = Annotated[int, Field(ge=0)]
-SLOW = "slow consumer: reconnect and resume from your last seq"
 
 
 # --- frames ---------------------------------------------------------------------
@@ -206,14 +191,7 @@ WRITES = (SendFrame, EditFrame, DeleteFrame, ReactFrame, ReadFrame, TypingFrame)
 
 
 def parse_frame(text: str) -> Any:
-    try:
-        return FRAME.validate_json(text)
-    except ValidationError as error:
-        problems = [
-            {"where": ".".join(str(p) for p in problem["loc"]), "problem": problem["msg"]}
-            for problem in error.errors()
-        ]
-        raise InvalidInput("the frame is not valid", problems=problems) from None
+    return streams.parse_frame(FRAME, text)
 
 
 def ref_of(text: str) -> str | None:
@@ -230,40 +208,13 @@ def ref_of(text: str) -> str | None:
 # --- the send buffer ------------------------------------------------------------
 
 
-class Outbox:
-    """Lines waiting to be sent to one client, bounded in count and in bytes."""
+class Outbox(streams.Outbox):
+    """Lines waiting to be sent to one client, bounded in count and in bytes (each
+    line counts its length and ``EVENT_OVERHEAD_BYTES``)."""
 
-    def __init__(self, max_lines: int, max_bytes: int) -> None:
-        self.max_lines, self.max_bytes = max_lines, max_bytes
-        self.lines: deque[str] = deque()
-        self.bytes = 0
-        self.ready = asyncio.Event()
-
-    def put(self, line: str) -> bool:
-        """Queue ``line``; False if that would go over a bound (one line always fits)."""
-        size = len(line) + EVENT_OVERHEAD_BYTES
-        if self.lines and (len(self.lines) >= self.max_lines or self.bytes + size > self.max_bytes):
-            return False
-        self.lines.append(line)
-        self.bytes += size
-        self.ready.set()
-        return True
-
-    async def next_frame(self) -> str:
-        """Wait for a line; join those queued behind it, one per line, under ``MAX_FRAME_BYTES``."""
-        while not self.lines:
-            self.ready.clear()
-            await self.ready.wait()
-        taken = [self.lines.popleft()]
-        size = len(taken[0])
-        while self.lines and size + len(self.lines[0]) < MAX_FRAME_BYTES:
-            taken.append(self.lines.popleft())
-            size += len(taken[-1]) + 1
-        self.bytes -= sum(len(line) + EVENT_OVERHEAD_BYTES for line in taken)
-        return "\n".join(taken)
-
-    def __len__(self) -> int:
-        return len(self.lines)
+    @staticmethod
+    def size_of(line: str) -> int:
+        return len(line) + EVENT_OVERHEAD_BYTES
 
 
 class InFlight:
@@ -297,8 +248,11 @@ class InFlight:
 # --- one connection ---------------------------------------------------------------
 
 
-class Connection:
+class Connection(StreamConnection):
     """A chat client's WebSocket: the rooms it joined, and its bounded send buffer."""
+
+    where = "chat WebSocket"
+    heartbeat_reason = "no heartbeat: send a ping every 10 s"
 
     def __init__(
         self,
@@ -311,10 +265,18 @@ class Connection:
         config: ChatSettings,
         clock: Clock | None = None,
     ) -> None:
-        self.ws, self.client, self.verifier = websocket, client, verifier
-        self.user, self.credential, self.config = user, credential, config
-        self.clock = clock or SystemClock()
-        self.outbox = Outbox(config.send_buffer, config.send_buffer_bytes)
+        super().__init__(
+            websocket,
+            verifier=verifier,
+            user=user,
+            signed_in=credential,
+            outbox=Outbox(config.send_buffer, config.send_buffer_bytes),
+            keepalive_s=config.keepalive_s,
+            max_frame_chars=config.max_message_bytes + ENVELOPE_BYTES,
+            heartbeat_timeout_s=config.heartbeat_timeout_s,
+            clock=clock,
+        )
+        self.client, self.credential, self.config = client, credential, config
         self.watches: dict[str, Watch] = {}
         self.joining: set[str] = set()
         self.typed_at: dict[str, float] = {}
@@ -322,92 +284,23 @@ class Connection:
             self.clock, rate_per_s=config.frames_per_s, burst=int(4 * config.frames_per_s) + 1
         )
         self.refused = 0
-        self.last_heard = self.clock.now()
-        self.ended = asyncio.Event()
-        self.close_code = 1000
-        self.close_reason = ""
         self._background: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, asyncio.Future[None]] = {}  #: room -> its last frame
         self.in_flight = InFlight(config.frames_in_flight, config.frames_in_flight_bytes)
 
-    def end(self, code: int, reason: str) -> None:
-        if not self.ended.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.ended.set()
-
-    def send_line(self, line: str) -> None:
-        if not self.outbox.put(line):
-            self.end(CLOSE_SLOW_CONSUMER, SLOW)
-
     def send(self, body: dict[str, Any]) -> None:
         self.send_line(frame(body))
-
-    def send_error(self, ref: str | None, error: RealmError) -> None:
-        self.send({"type": "error", "ref": ref, "error": error.to_dict()})
 
     def _sink(self, post: Post, text: str) -> None:
         self.send_line(text)
 
-    async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._watch_session()),
-            asyncio.create_task(self._watch_heartbeat()),
-            asyncio.create_task(self.ended.wait()),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lanes = list(self._lanes.values())
-            for task in tasks:
-                task.cancel()
-            for lane in lanes:
-                lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
-            watches, self.watches = list(self.watches.values()), {}
-            await asyncio.gather(
-                *(self.client.close_watch(w) for w in watches), return_exceptions=True
-            )
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.ws.close(self.close_code, self.close_reason), CLOSE_TIMEOUT_S
-                    )
-
-    async def _write(self) -> None:
-        while True:
-            await self.ws.send_text(await self.outbox.next_frame())
-
-    async def _watch_session(self) -> None:
-        """A session revoked or expired while connected ends the connection."""
-        await until_signed_out(self.verifier, self.credential, self.config.keepalive_s)
-        self.end(CLOSE_UNAUTHORIZED, "the session ended")
-
-    async def _watch_heartbeat(self) -> None:
-        """A client not heard from for ``heartbeat_timeout_s`` is closed (and leaves presence)."""
-        while True:
-            await self.clock.sleep(HEARTBEAT_CHECK_S)
-            if self.clock.now() - self.last_heard > self.config.heartbeat_timeout_s:
-                self.end(CLOSE_HEARTBEAT, "no heartbeat: send a ping every 10 s")
-                return
-
-    async def _read(self) -> None:
-        limit = self.config.max_message_bytes + ENVELOPE_BYTES
-        while True:
-            try:
-                text = await self.ws.receive_text()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            except KeyError:  # a binary frame
-                self.last_heard = self.clock.now()
-                self.send_error(None, InvalidInput("frames are JSON text"))
-                continue
-            self.last_heard = self.clock.now()
-            if len(text) > limit:
-                self.end(CLOSE_TOO_BIG, f"a frame is at most {limit} bytes")
-                return
-            await self.handle_text(text)
+    async def release(self) -> None:
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        watches, self.watches = list(self.watches.values()), {}
+        await asyncio.gather(*(self.client.close_watch(w) for w in watches), return_exceptions=True)
 
     async def handle_text(self, text: str) -> None:
         """Check and parse a frame, then handle it: one about a room in that room's lane
@@ -588,14 +481,10 @@ def router(client: ChatClient, config: ChatSettings) -> APIRouter:
 
     @routes.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
-        signed_in = await sign_in_websocket(ws)
+        signed_in = await open_stream(ws, "chat:read")
         if signed_in is None:
             return
         user, credential = signed_in
-        await ws.accept()
-        if not user.allows("chat:read"):
-            await ws.close(CLOSE_FORBIDDEN, "this API key lacks the chat:read scope")
-            return
         connection = Connection(
             ws, client, verifier=verifier_of(ws), user=user, credential=credential, config=config
         )

@@ -30,41 +30,31 @@ the size limit, 1011 a subscription failed inside (reconnect and resume).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
-from collections import deque
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import Field, TypeAdapter, ValidationError
-from starlette.websockets import WebSocketState
+from fastapi import APIRouter, WebSocket
+from pydantic import Field, TypeAdapter
 
 from actors.auth.client import Principal, SessionVerifier
 from actors.pubsub.acl import Acl
 from actors.pubsub.broker import MAX_GROUP_CHARS, MAX_SEQ
 from actors.pubsub.client import Message, PubSubClient, SlowConsumer, Subscription, check_pattern
 from actors.pubsub.settings import PubSubSettings
-from actors.runtime.errors import Conflict, InvalidInput, NotFound, RealmError, TooLarge
-from apps.errors import public_error, request_id_of
+from actors.runtime.errors import Conflict, NotFound, RealmError, TooLarge
+from apps import streams
 from apps.models import Body
 from apps.pubsub.messages import Topic, encode_data, message_json
-from apps.signin import sign_in_websocket, until_signed_out, verifier_of
+from apps.signin import verifier_of
+from apps.streams import CLOSE_INTERNAL, CLOSE_SLOW_CONSUMER, SLOW, StreamConnection, open_stream
+from apps.streams import MAX_FRAME_BYTES as MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Close codes of the WebSocket protocol.
-CLOSE_SLOW_CONSUMER = 4008
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-#: How long a close frame may wait behind what a slow client has not read yet.
-CLOSE_TIMEOUT_S = 30.0
 #: Longest subscription id or publish ref a client may choose.
 MAX_REF_CHARS = 64
-#: A server frame takes more queued messages while it is under this size.
-MAX_FRAME_BYTES = 64 * 1024
 #: Room in a client's frame for the envelope around a publish's data.
 ENVELOPE_BYTES = 4096
 
@@ -76,7 +66,6 @@ def max_frame_bytes(config: PubSubSettings) -> int:
 
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
-SLOW = "slow consumer: reconnect and resume from your last seq"
 
 
 # --- frames ---------------------------------------------------------------------
@@ -114,14 +103,7 @@ FRAME = TypeAdapter(Frame)
 
 
 def parse_frame(text: str) -> Any:
-    try:
-        return FRAME.validate_json(text)
-    except ValidationError as error:
-        problems = [
-            {"where": ".".join(str(p) for p in problem["loc"]), "problem": problem["msg"]}
-            for problem in error.errors()
-        ]
-        raise InvalidInput("the frame is not valid", problems=problems) from None
+    return streams.parse_frame(FRAME, text)
 
 
 def message_frame(sub_json: str, message: Message) -> str:
@@ -129,39 +111,17 @@ def message_frame(sub_json: str, message: Message) -> str:
     return f'{{"type":"message","sub":{sub_json},{message_json(message)[1:]}'
 
 
-class Outbox:
+class Outbox(streams.Outbox):
     """What waits to be sent to one client: at most ``max_items`` messages and
-    ``max_bytes`` (their size in memory); one message always fits when it is empty."""
+    ``max_bytes`` (their size in memory); one message always fits when it is empty.
+    A frame takes queued messages while it is under ``MAX_FRAME_BYTES``."""
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
-        self.max_items, self.max_bytes = max_items, max_bytes
-        self.items: deque[str] = deque()
-        self.size = 0
-        self._arrived = asyncio.Event()
+    size_of = staticmethod(sys.getsizeof)
+    fill_frames = True
 
-    def put(self, text: str) -> bool:
-        """Queue ``text``; False (and nothing queued) if it does not fit."""
-        size = sys.getsizeof(text)
-        if self.items and (len(self.items) >= self.max_items or self.size + size > self.max_bytes):
-            return False
-        self.items.append(text)
-        self.size += size
-        self._arrived.set()
-        return True
-
-    async def next_frame(self) -> str:
-        """Wait for a queued message; join those queued behind it, one per line,
-        while the frame is under ``MAX_FRAME_BYTES``."""
-        while not self.items:
-            self._arrived.clear()
-            await self._arrived.wait()
-        lines = [self.items.popleft()]
-        length = len(lines[0])
-        while length < MAX_FRAME_BYTES and self.items:
-            lines.append(self.items.popleft())
-            length += len(lines[-1]) + 1
-        self.size -= sum(sys.getsizeof(line) for line in lines)
-        return "\n".join(lines)
+    @property
+    def items(self) -> Any:
+        return self.lines
 
 
 def limit_websocket_messages(max_bytes: int) -> None:
@@ -199,8 +159,10 @@ def limit_websocket_messages(max_bytes: int) -> None:
 # --- one connection ---------------------------------------------------------------
 
 
-class Connection:
+class Connection(StreamConnection):
     """A subscriber's WebSocket: its subscriptions and its bounded send buffer."""
+
+    where = "pubsub WebSocket"
 
     def __init__(
         self,
@@ -213,81 +175,32 @@ class Connection:
         token: str,
         config: PubSubSettings,
     ) -> None:
-        self.ws, self.client, self.verifier, self.acl = websocket, client, verifier, acl
-        self.user, self.token, self.config = user, token, config
-        self.outbox = Outbox(config.send_buffer, config.send_buffer_bytes)
+        super().__init__(
+            websocket,
+            verifier=verifier,
+            user=user,
+            signed_in=user,
+            outbox=Outbox(config.send_buffer, config.send_buffer_bytes),
+            keepalive_s=config.keepalive_s,
+            max_frame_chars=max_frame_bytes(config),
+        )
+        self.client, self.acl, self.token, self.config = client, acl, token, config
         self.may_read = acl.reader(user)
         self.subscriptions: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
-        self.ended = asyncio.Event()
-        self.close_code = 1000
-        self.close_reason = ""
 
-    def end(self, code: int, reason: str) -> None:
-        if not self.ended.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.ended.set()
+    async def release(self) -> None:
+        for subscription, pump in self.subscriptions.values():
+            pump.cancel()
+            await subscription.close()
 
-    def send(self, frame: dict[str, Any]) -> None:
-        self.send_json(orjson.dumps(frame).decode())
-
-    def send_json(self, text: str) -> None:
-        if not self.outbox.put(text):
-            self.end(CLOSE_SLOW_CONSUMER, SLOW)
-
-    def send_error(self, ref: str | None, error: RealmError) -> None:
-        public = public_error(error, request_id_of(self.ws), "pubsub WebSocket")
-        self.send({"type": "error", "ref": ref, "error": public})
-
-    async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._watch_session()),
-            asyncio.create_task(self.ended.wait()),
-        ]
+    async def handle_text(self, text: str) -> None:
+        ref = None
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for subscription, pump in self.subscriptions.values():
-                pump.cancel()
-                await subscription.close()
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.ws.close(self.close_code, self.close_reason), CLOSE_TIMEOUT_S
-                    )
-
-    async def _write(self) -> None:
-        while True:
-            await self.ws.send_text(await self.outbox.next_frame())
-
-    async def _watch_session(self) -> None:
-        """A session revoked or expired while connected ends the connection."""
-        await until_signed_out(self.verifier, self.user, self.config.keepalive_s)
-        self.end(CLOSE_UNAUTHORIZED, "the session ended")
-
-    async def _read(self) -> None:
-        limit = max_frame_bytes(self.config)
-        while True:
-            try:
-                text = await self.ws.receive_text()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            except KeyError:  # a binary frame
-                self.send_error(None, InvalidInput("frames are JSON text"))
-                continue
-            if len(text) > limit:  # where uvicorn's own limit is not ours (see above)
-                self.end(CLOSE_TOO_BIG, f"a frame is at most {limit} bytes")
-                return
-            ref = None
-            try:
-                frame = parse_frame(text)
-                ref = getattr(frame, "ref", None) or getattr(frame, "id", None)
-                await self._handle(frame)
-            except RealmError as error:
-                self.send_error(ref, error)
+            frame = parse_frame(text)
+            ref = getattr(frame, "ref", None) or getattr(frame, "id", None)
+            await self._handle(frame)
+        except RealmError as error:
+            self.send_error(ref, error)
 
     async def _handle(self, frame: Any) -> None:
         if isinstance(frame, PingFrame):
@@ -337,7 +250,7 @@ class Connection:
         try:
             async for message in subscription:
                 if self.may_read(message.topic):
-                    self.send_json(message_frame(sub_json, message))
+                    self.send_line(message_frame(sub_json, message))
         except SlowConsumer:
             self.end(CLOSE_SLOW_CONSUMER, SLOW)
         except Exception:  # e.g. history out of reach: the client reconnects and resumes
@@ -350,11 +263,10 @@ def router(client: PubSubClient, acl: Acl, config: PubSubSettings) -> APIRouter:
 
     @routes.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
-        signed_in = await sign_in_websocket(ws)
+        signed_in = await open_stream(ws)
         if signed_in is None:
             return
         user, token = signed_in
-        await ws.accept()
         connection = Connection(
             ws, client, verifier=verifier_of(ws), acl=acl, user=user, token=token, config=config
         )

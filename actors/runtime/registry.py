@@ -59,8 +59,12 @@ SERVICES: tuple[Service, ...] = (
     Service("chat", "/chat", "rooms, messages and presence", ("read", "write", "manage")),
     Service("push", "/push", "device registry and notifications", ("read", "register", "send")),
     Service("game", "/game", "multiplayer RPG rooms with a tick loop", ("read", "play", "trade")),
-    Service("monitor", "/monitor", "rules, alerts, silences and routing", ("read", "write", "ingest")),
-    Service("logs", "/logs", "log streams, LogQL queries and live tail", ("push", "read", "delete")),
+    Service(
+        "monitor", "/monitor", "rules, alerts, silences and routing", ("read", "write", "ingest")
+    ),
+    Service(
+        "logs", "/logs", "log streams, LogQL queries and live tail", ("push", "read", "delete")
+    ),
 )
 
 #: Every scope an API key can hold.

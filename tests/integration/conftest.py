@@ -17,7 +17,7 @@ import ray
 import redis
 
 from actors.runtime.settings import Settings
-from serve_app import RAY_RUNTIME_ENV, SERVICES, configure_ingress, deploy, free_port
+from serve_app import RAY_RUNTIME_ENV, configure_ingress, deploy, free_port
 from tests.conftest import REDIS_URL, ROOT
 
 
@@ -154,8 +154,9 @@ def base_url(http_settings: Settings) -> Iterator[str]:
 
     deploy(http_settings)
     yield f"http://{http_settings.http_host}:{http_settings.http_port}"
-    for service in SERVICES:  # replicas first, so none re-creates an actor
-        serve.delete(service.name)
+    # Replicas first, so none re-creates an actor: every application at once
+    # (one serve.delete per application waited about as long each).
+    serve.shutdown()
     _kill_namespace(http_settings.namespace)
 
 

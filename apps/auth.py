@@ -160,7 +160,7 @@ class ApiKeys(BaseModel):
 
 def make_app(client: AuthClient, settings: Settings) -> FastAPI:
     app = service_app(
-        title="auth",
+        "auth",
         description="Accounts, bearer-token sessions, password change and reset, login throttling.",
         settings=settings,
     )

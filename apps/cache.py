@@ -131,7 +131,7 @@ def make_app(client: CacheClient, settings: Settings) -> FastAPI:
         ttl_s: float | None = ttl_field(config.max_ttl_s)
 
     app = service_app(
-        title="cache",
+        "cache",
         description="Sharded in-memory cache with TTL, eviction and single-flight loads; "
         "every user has a keyspace of their own.",
         settings=settings,

@@ -3,7 +3,6 @@ replica options."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,19 +33,16 @@ from apps.signin import install_verifier
 
 
 def service_app(
-    *, title: str, description: str, settings: Settings, service: str | None = None
+    service: str, *, description: str, settings: Settings, title: str | None = None
 ) -> FastAPI:
     """A FastAPI app with Realm's error envelope, body limit and request metrics.
 
-    OpenAPI lives at ``/<prefix>/docs`` (Serve mounts the app under its prefix).
-    ``service`` labels its metrics; by default the name of the calling module
-    (``apps.queue`` is ``queue``).
+    ``service`` is the registry's name (it labels the app's metrics); ``title``
+    what the OpenAPI page calls it, by default the same. OpenAPI lives at
+    ``/<prefix>/docs`` (Serve mounts the app under its prefix).
     """
-    if service is None:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        service = _service_of_module(caller) or "other"
     app = FastAPI(
-        title=f"Realm {title}",
+        title=f"Realm {title or service}",
         description=description,
         version="0.1.0",
     )

@@ -236,7 +236,7 @@ def _problem(error: RealmError) -> Problem:
 
 def make_app(client: LedgerClient, settings: Settings) -> FastAPI:
     app = service_app(
-        title="ledger",
+        "ledger",
         description="Double-entry accounts and transfers (TigerBeetle's rules), sharded, "
         "with two-phase commit across shards. Accounts belong to the user who creates "
         "them; a transfer debits one of the caller's accounts and may credit anyone's.",

@@ -205,7 +205,7 @@ class Accepted(BaseModel):
 
 def make_app(client: MonitorClient, settings: Settings) -> FastAPI:
     app = service_app(
-        title="monitor",
+        "monitor",
         description="Rules over samples, events and logs; alerts with grouping, routing, "
         "silences, inhibition and acknowledgements; Realm's own runtime as input.",
         settings=settings,

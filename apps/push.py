@@ -199,7 +199,7 @@ def privileged(user: Principal) -> bool:
 
 def make_app(client: PushClient, settings: Settings) -> FastAPI:
     app = service_app(
-        title="push",
+        "push",
         description="Device registry and push notifications: Web Push, FCM, APNs, signed "
         "webhooks and in-app inboxes, delivered through the task queue.",
         settings=settings,

@@ -219,6 +219,7 @@ def _spec(body: Body, idempotency_key: str | None = None) -> dict[str, Any]:
 
 def make_app(client: QueueClient, settings: Settings) -> FastAPI:
     app = service_app(
+        "queue",
         title="task queue",
         description="Durable named job queues: at-least-once with leases, retries with "
         "backoff, dead letters, priorities, delays, unique jobs, rate limits.",

@@ -192,7 +192,7 @@ def make_app(client: ResourcesClient, settings: Settings) -> FastAPI:
         timeout_s: float = timeout_field(config.max_wait_s)
 
     app = service_app(
-        title="resources",
+        "resources",
         description="Leased mutexes and semaphores with fencing tokens, fair queues and quotas. "
         "Pools and groups belong to the user who creates them.",
         settings=settings,

@@ -160,7 +160,7 @@ CHANGES: dict[int | str, dict[str, Any]] = {
 
 def make_app(client: SchedulerClient, settings: Settings) -> FastAPI:
     app = service_app(
-        title="scheduler",
+        "scheduler",
         description="Cron, interval and one-shot schedules in IANA time zones, "
         "fired exactly once into queues or topics.",
         settings=settings,

@@ -41,7 +41,7 @@ def make_client(settings: Settings) -> ChatClient:
 def make_app(client: ChatClient, settings: Settings) -> FastAPI:
     config = ChatSettings.of(settings)
     app = service_app(
-        title="chat",
+        "chat",
         description="\n\n".join([DESCRIPTION, ws.__doc__ or "", sse.__doc__ or ""]),
         settings=settings,
     )

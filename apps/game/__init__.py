@@ -32,7 +32,7 @@ docs/game.md.
 def make_app(client: GameClient, settings: Settings) -> FastAPI:
     config = GameSettings.of(settings)
     app = service_app(
-        title="game",
+        "game",
         description="\n\n".join([DESCRIPTION, ws.__doc__ or ""]),
         settings=settings,
     )

@@ -31,7 +31,7 @@ tenant; the admin may also read Realm's own logs (tenant `realm`).
 def make_app(client: LogsClient, settings: Settings) -> FastAPI:
     config = LogsSettings.of(settings)
     app = service_app(
-        title="logs",
+        "logs",
         description="\n\n".join([DESCRIPTION, tail.__doc__ or ""]),
         settings=settings,
     )

@@ -40,6 +40,7 @@ crosses the cluster once per replica whatever the number of subscribers.
 def make_app(client: PubSubClient, settings: Settings) -> FastAPI:
     config = PubSubSettings.of(settings)
     app = service_app(
+        "pubsub",
         title="pub/sub",
         description="\n\n".join([DESCRIPTION, ws.__doc__ or "", sse.__doc__ or ""]),
         settings=settings,

@@ -37,7 +37,7 @@ class Thing(Body):
 
 
 def make_app() -> FastAPI:
-    app = service_app(title="test", description="routes that fail", settings=Settings())
+    app = service_app("test", description="routes that fail", settings=Settings())
 
     @app.get("/store")
     async def store_route() -> dict[str, Any]:

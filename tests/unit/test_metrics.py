@@ -221,10 +221,10 @@ def test_make_run_takes_its_metrics_port_or_a_free_one_when_it_is_held(make_sett
 @pytest.fixture
 def app(make_settings: Callable[..., Settings]) -> FastAPI:
     app = service_app(
+        "mtest",
         title="metrics test",
         description="",
         settings=make_settings(max_body_bytes=1024),
-        service="mtest",
     )
 
     @app.get("/items/{item_id}")

@@ -645,48 +645,10 @@ class Sim:
         sim.cheats = data["cheats"]
         sim.players, sim.by_id, sim.monsters, sim.golds = {}, {}, {}, {}
         for row in data["players"]:
-            (
-                pid,
-                seat,
-                character,
-                name,
-                klass,
-                level,
-                xp,
-                kills,
-                deaths,
-                x,
-                y,
-                hp,
-                dead_until,
-                next_step,
-                next_attack,
-                last_n,
-                queue,
-                refused,
-            ) = row
-            player = Player(
-                pid,
-                seat,
-                character,
-                name,
-                klass,
-                level,
-                xp,
-                kills,
-                deaths,
-                x,
-                y,
-                hp,
-                dead_until,
-                next_step,
-                next_attack,
-                last_n,
-                deque(queue),
-                dict(refused),
-            )
-            sim.players[seat] = player
-            sim.by_id[pid] = player
+            player = Player(*row)  # the fields in Player's order
+            player.queue, player.refused = deque(player.queue), dict(player.refused)
+            sim.players[player.seat] = player
+            sim.by_id[player.id] = player
         for row in data["monsters"]:
             monster = Monster(*row)
             sim.monsters[monster.id] = monster

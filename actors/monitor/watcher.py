@@ -17,6 +17,7 @@ rules (``default_rules``) read them; their alerts are the admin's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -128,6 +129,13 @@ class RuntimeWatcher:
         self.lost_nodes: set[str] = set()
         self.last_scrape = 0.0
         self.polls = 0
+        #: Whether Ray's state API answers (it needs the dashboard, which Realm
+        #: does not start); after its first failure the GCS table is read instead.
+        self.state_api = True
+        #: This namespace's named actors' ids, by name (for the GCS table).
+        self.actor_ids: dict[str, str] = {}
+        #: Every id ``actor_ids`` ever held.
+        self.tracked: set[str] = set()
 
     async def install(self) -> None:
         """Realm's default rules, rules file and admin route (idempotent)."""
@@ -161,40 +169,63 @@ class RuntimeWatcher:
             )
 
     def actors(self) -> list[dict[str, Any]]:
+        """This namespace's actors, from Ray's state API when the dashboard serves
+        it, otherwise (and from then on) from the GCS's actor table."""
+        if self.state_api:
+            try:
+                return self._actors_from_state_api()
+            except Exception:  # the state API is served by the dashboard
+                self.state_api = False
         import ray
 
-        try:
-            from ray.util.state import list_actors
+        # The GCS's table names no namespace: this namespace's actors are found by
+        # their names (resolved to ids once; an id outlives its restarts).
+        # A name whose actor died for good may come back as a new actor: its old
+        # id stays tracked (for its death), its new one is added.
+        namespace = self.settings.namespace
+        table = ray._private.state.actors()
+        for named in ray.util.list_named_actors(all_namespaces=True):
+            name = named["name"]
+            known = self.actor_ids.get(name)
+            if named["namespace"] != namespace or (
+                known is not None and table.get(known, {}).get("State") != "DEAD"
+            ):
+                continue
+            with contextlib.suppress(Exception):  # gone since it was listed
+                self.actor_ids[name] = ray.get_actor(name, namespace=namespace)._actor_id.hex()
+                self.tracked.add(self.actor_ids[name])
+        ours = self.tracked
+        return [
+            {
+                "id": i,
+                "name": a.get("Name", ""),
+                "class": a.get("ActorClassName", ""),
+                "state": a.get("State", ""),
+                "restarts": int(a.get("NumRestarts", 0)),
+            }
+            for i, a in table.items()
+            if i in ours
+        ]
 
-            found = list_actors(
-                filters=[("ray_namespace", "=", self.settings.namespace)],
-                limit=10_000,
-                timeout=5,
-                raise_on_missing_output=False,
-            )
-            return [
-                {
-                    "id": a.actor_id,
-                    "name": a.name,
-                    "class": a.class_name,
-                    "state": a.state,
-                    "restarts": a.num_restarts,
-                }
-                for a in found
-            ]
-        except Exception:  # the state API is served by the dashboard: the GCS table then
-            table = ray._private.state.actors()
-            return [
-                {
-                    "id": i,
-                    "name": a.get("Name", ""),
-                    "class": a.get("ActorClassName", ""),
-                    "state": a.get("State", ""),
-                    "restarts": int(a.get("NumRestarts", 0)),
-                }
-                for i, a in table.items()
-                if a.get("RayNamespace", self.settings.namespace) == self.settings.namespace
-            ]
+    def _actors_from_state_api(self) -> list[dict[str, Any]]:
+        from ray.util.state import list_actors
+
+        found = list_actors(
+            filters=[("ray_namespace", "=", self.settings.namespace)],
+            limit=10_000,
+            timeout=5,
+            raise_on_missing_output=False,
+        )
+        return [
+            {
+                "id": a.actor_id,
+                "name": a.name,
+                "class": a.class_name,
+                "state": a.state,
+                "restarts": a.num_restarts,
+            }
+            for a in found
+        ]
 
     async def poll(self) -> None:
         import ray

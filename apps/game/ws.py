@@ -90,6 +90,17 @@ class RoomLink:
             log.info("room %s: inputs not delivered (%r)", self.room, error)
 
     async def _pull_loop(self) -> None:
+        try:
+            await self._pull_while_linked()
+        finally:
+            # Only now does the link leave the hub: a pull in flight when its last
+            # connection left may hold frames for one that joined since, which
+            # must find this link (a new link's loop would share the mailbox and
+            # the frames of one pull would be lost: a missed patch or close).
+            if not self.conns and self.hub.links.get(self.room) is self:
+                del self.hub.links[self.room]
+
+    async def _pull_while_linked(self) -> None:
         while self.conns:
             try:
                 out = await call(self.handle, "pull", self.hub.replica, self.epoch, PULL_TIMEOUT_S)
@@ -153,8 +164,6 @@ class RoomLink:
             del self.conns[conn.id]
         if conn.link is self:
             conn.link = None
-        if not self.conns:
-            self.hub.links.pop(self.room, None)
 
 
 class Hub:

@@ -38,7 +38,7 @@ def make_app(client: GameClient, settings: Settings) -> FastAPI:
     )
     app.include_router(routes.router(client, config))
     app.include_router(ws.router(client, config))
-    app.mount("/", routes.static_files(), name="client")
+    app.include_router(routes.client_router())
     return app
 
 

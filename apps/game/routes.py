@@ -13,9 +13,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel, Field
-from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Send
-from starlette.types import Scope as AsgiScope
 
 from actors.auth.client import Principal
 from actors.game import content, world
@@ -292,21 +289,34 @@ def router(client: GameClient, config: GameSettings) -> APIRouter:
     return routes
 
 
-class ClientFiles(StaticFiles):
+#: The browser client's files: path under ``/game/`` -> (file, media type). Routes of
+#: their own (not a mount at the root), so that any other path answers as the API's
+#: routes do (404, or 405 with ``Allow`` for a known path and another method).
+CLIENT_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/game.js": ("game.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+def client_router() -> APIRouter:
     """The browser client's files, with a strict Content-Security-Policy."""
-
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"content-security-policy", CSP.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"cache-control", b"no-cache"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await super().__call__(scope, receive, send_with_headers)
+    files = APIRouter(include_in_schema=False)
+    headers = {
+        "content-security-policy": CSP,
+        "x-content-type-options": "nosniff",
+        "cache-control": "no-cache",
+    }
+    for path, (name, media_type) in CLIENT_FILES.items():
+        body = (STATIC_DIR / name).read_bytes()
+        files.add_api_route(path, _file_route(body, media_type, headers))
+    return files
 
 
-def static_files() -> ClientFiles:
-    return ClientFiles(directory=STATIC_DIR, html=True, check_dir=False)
+def _file_route(body: bytes, media_type: str, headers: dict[str, str]) -> Any:
+    """A route answering ``body`` (it takes no parameter from the request)."""
+
+    async def serve() -> Response:
+        return Response(body, media_type=media_type, headers=headers)
+
+    return serve

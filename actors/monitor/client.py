@@ -53,28 +53,22 @@ class MonitorClient:
 
     async def ingest(self, owner: str, samples: list[Sample], *, key: str | None = None) -> int:
         """Add samples ``(name, labels, t, value)``; answered once durable."""
-        self._check_batch(len(samples))
-        key = key or uuid.uuid4().hex
-        groups = self.evaluators.split([s[0] for s in samples])
-        counts = await asyncio.gather(
-            *(
-                self.evaluators[i].call(
-                    "ingest", owner, [samples[p] for p in positions], key=f"{key}:{i}"
-                )
-                for i, positions in groups.items()
-            )
-        )
-        return sum(counts)
+        return await self._spread("ingest", owner, samples, key)
 
     async def events(self, owner: str, events: list[EventIn], *, key: str | None = None) -> int:
         """Add events ``(name, labels, t, data)``; answered once durable."""
-        self._check_batch(len(events))
+        return await self._spread("events", owner, events, key)
+
+    async def _spread(self, method: str, owner: str, items: list[Any], key: str | None) -> int:
+        """Hand each evaluator the items whose name (their first field) it owns, at
+        once, each part under its own idempotency key; how many were taken."""
+        self._check_batch(len(items))
         key = key or uuid.uuid4().hex
-        groups = self.evaluators.split([e[0] for e in events])
+        groups = self.evaluators.split([item[0] for item in items])
         counts = await asyncio.gather(
             *(
                 self.evaluators[i].call(
-                    "events", owner, [events[p] for p in positions], key=f"{key}:{i}"
+                    method, owner, [items[p] for p in positions], key=f"{key}:{i}"
                 )
                 for i, positions in groups.items()
             )

@@ -33,6 +33,15 @@ interleaved rounds (each a 1/rounds slice of --duration-s), and each variant's
 figure is over all its slices, so PostgreSQL and Realm see the same weather.
 
 Goals (from the issue): cross-shard >= 0.5 x PostgreSQL; batched >= PostgreSQL.
+
+--decline runs only the batched cross-shard variant and PostgreSQL at the first
+of --concurrency-levels, interleaved, for --rounds rounds of --duration-s each
+(e.g. ``--decline --rounds 10 --duration-s 15``), on one set of actors, and
+writes ``results/ledger_rounds.json``: per round both rates, and what might
+make Realm's fall: the size of every map each shard and coordinator keeps,
+their garbage collections (count and pauses per generation), resident
+memory, journal and snapshot positions, SQLite file and WAL sizes, and the
+object store's use and spilling. Goal: the last round >= 0.9 x the first.
 """
 
 from __future__ import annotations
@@ -75,6 +84,12 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "--store-url", default="", help="Realm's store: empty for SQLite, or redis://..."
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--decline",
+        action="store_true",
+        help="--rounds rounds of --duration-s each of cross_shard_batch and PostgreSQL, "
+        "with per-round figures and the actors' state (results/ledger_rounds.json)",
+    )
 
 
 SCHEMA = """
@@ -229,6 +244,7 @@ async def realm_side(
         per_call = {"concurrency": args.batch_concurrency, "ops_per_call": args.batch}
         variants["same_shard_batch"] = dict(op=lambda: batch(False), **per_call)
         variants["cross_shard_batch"] = dict(op=lambda: batch(True), **per_call)
+        variants["_client"] = dict(client=client)
         yield variants
         totals = (await client.totals())["total"]
         assert totals["debits_posted"] == totals["credits_posted"], totals
@@ -247,6 +263,7 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
         postgres_side(args, accounts, levels) as peer,
         realm_side(args, accounts, levels) as realm,
     ):
+        realm.pop("_client")
         order = [f"postgres@{n}" for n in levels] + list(realm)
         variants = peer | realm
         merged: dict[str, harness.Sampler] = {}
@@ -264,10 +281,126 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
     return merged
 
 
+async def actor_state(client: Any) -> dict[str, Any]:
+    """Every shard's and coordinator's ``diagnostics``, by actor name."""
+    refs = [*client.shards, *client.coordinators]
+    found = await asyncio.gather(*(ref.call("diagnostics") for ref in refs))
+    return {ref.name: state for ref, state in zip(refs, found, strict=True)}
+
+
+def object_store_state() -> dict[str, Any]:
+    """The object store's use and spilling, as ``ray memory --stats-only`` shows them."""
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    address = ray.get_runtime_context().gcs_address
+    stats = get_memory_info_reply(get_state_from_address(address)).store_stats
+    fields = (
+        "object_store_bytes_used", "object_store_bytes_avail", "object_store_bytes_fallback",
+        "num_local_objects", "spilled_bytes_total", "spilled_objects_total",
+        "restored_bytes_total",
+    )  # fmt: skip
+    return {name: int(getattr(stats, name)) for name in fields}
+
+
+def process_tree() -> dict[str, dict[str, float]]:
+    """CPU seconds and resident memory of this driver and each process it started
+    (Ray's GCS, raylet, workers), by name and pid."""
+    import psutil
+
+    found = {}
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            cpu = process.cpu_times()
+            title = " ".join(process.cmdline()[:1]).rsplit("/", 1)[-1][:60]
+            found[f"{title} {process.pid}"] = {
+                "cpu_s": round(cpu.user + cpu.system, 2),
+                "rss_mb": round(process.memory_info().rss / 2**20, 1),
+            }
+    return found
+
+
+async def measure_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """--decline: the batched cross-shard variant and PostgreSQL, round after round."""
+    accounts = [f"acct-{i}" for i in range(args.accounts)]
+    level = int(args.concurrency_levels.split(",")[0])
+    peer_name = f"postgres@{level}"
+    rounds: list[dict[str, Any]] = []
+    async with (
+        postgres_side(args, accounts, [level]) as peer,
+        realm_side(args, accounts, [level]) as realm,
+    ):
+        client = realm.pop("_client")["client"]
+        variants = {peer_name: peer[peer_name], "cross_shard_batch": realm["cross_shard_batch"]}
+        before = await actor_state(client)
+        for round_ in range(args.rounds):
+            harness.progress(f"round {round_ + 1} of {args.rounds}")
+            load = os.getloadavg()
+            slices = await harness.run_variants(variants, duration_s=args.duration_s, warmup=1)
+            rounds.append(
+                {
+                    "round": round_ + 1,
+                    "loadavg": load,
+                    **{name: part.metrics() for name, part in slices.items()},
+                    "actors": await actor_state(client),
+                    "object_store": object_store_state(),
+                    "processes": process_tree(),
+                }
+            )
+    return {"peer": peer_name, "before": before, "rounds": rounds}
+
+
+def main_rounds(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    with harness.ray_session(namespace=NAMESPACE):
+        found = asyncio.run(measure_rounds(args))
+    rounds, peer = found["rounds"], found["peer"]
+    realm = [r["cross_shard_batch"]["throughput_ops_s"] for r in rounds]
+    pg = [r[peer]["throughput_ops_s"] for r in rounds]
+    last_over_first = round(realm[-1] / realm[0], 3) if realm[0] else 0.0
+    harness.progress(f"cross_shard_batch per round: {realm}")
+    harness.progress(f"{peer} per round: {pg}")
+    goal = last_over_first >= 0.9
+    harness.progress(f"goal last round >= 0.9 x first ({last_over_first}): "
+                     f"{'met' if goal else 'NOT MET'}")  # fmt: skip
+    pooled = {
+        name: {
+            "throughput_ops_s": round(sum(r[name]["ops"] for r in rounds)
+                                      / sum(r[name]["duration_s"] for r in rounds), 1),
+        }
+        for name in ("cross_shard_batch", peer)
+    }  # fmt: skip
+    harness.write_result(
+        "ledger_rounds",
+        {
+            "claim": "Issue 14: Realm's batched cross-shard rate holds round after round "
+            "(last round >= 0.9 x the first) while PostgreSQL's does.",
+            "params": vars(args)
+            | {
+                "store": "sqlite (synchronous=FULL)" if not args.store_url else args.store_url,
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+            },
+            "variants": pooled,
+            "per_round_ops_s": {"cross_shard_batch": realm, peer: pg},
+            "ratios": {
+                "cross_shard_batch last/first round": last_over_first,
+                f"{peer} last/first round": round(pg[-1] / pg[0], 3) if pg[0] else 0.0,
+            },
+            "goals": {"cross_shard_batch last round >= 0.9 x first": goal},
+            "actors_before": found["before"],
+            "rounds": rounds,
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(
         __doc__ or "", argv, duration_s=15.0, concurrency=32, extra=_add_flags
     )
+    if args.decline:
+        main_rounds(args)
+        return
     load_before = os.getloadavg()
     with harness.ray_session(namespace=NAMESPACE):
         samplers = asyncio.run(measure(args))

@@ -1,0 +1,200 @@
+"""Ledger: what the garbage collector costs a batched cross-shard transfer as the
+ledger's state grows, with and without ``actors.runtime.heap`` (issue 14 §2).
+
+One ``TxCoordinator`` over 4 ``LedgerShard``s in one process, without Ray,
+each with its own SQLite file (synchronous=FULL), runs batches of 100
+cross-shard transfers, 4 in flight, for --rounds rounds of --duration-s. Two
+such processes run side by side (the same weather): ``plain``, as the
+ledger was, and ``frozen``, which runs ``HeapFreezer.step`` every second as
+the ledger's actors do. Per round each reports the main thread's CPU time
+per transfer and the part of it spent in collections, by generation
+(``thread_time``, so a busy machine slows the rate but hardly the CPU per
+transfer), and the objects a full collection walks. Writes
+``results/ledger_gc.json``.
+
+Goal: with the freezer, the CPU per transfer of the last round is within 10%
+of the first round's, while the plain process's grows with the state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+
+CLAIM = (
+    "Issue 14: a batched cross-shard transfer costs the same CPU however many "
+    "transfers the ledger holds (the collector does not walk its state)."
+)
+MODES = ("plain", "frozen")
+SHARDS = 4
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+
+
+class _Collections:
+    """CPU time of collections per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.cpu_s = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.cpu_s[info["generation"]] += time.thread_time() - self._started
+            self.count[info["generation"]] += 1
+
+
+class _Port:
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+
+    async def prepare(self, items: Any) -> Any:
+        return await self.shard.prepare(items)
+
+    async def commit(self, txids: Any) -> Any:
+        return await self.shard.commit(txids)
+
+    async def abort(self, txids: Any) -> Any:
+        return await self.shard.abort(txids)
+
+    async def in_doubt(self, older_than_s: float = 0.0) -> Any:
+        return await self.shard.in_doubt(older_than_s)
+
+
+async def _one_mode(args: argparse.Namespace) -> None:
+    """Run one mode's rounds; print them as JSON on stdout and end the process."""
+    from actors.ledger.coordinator import TxCoordinator
+    from actors.ledger.model import AccountSpec, TransferSpec
+    from actors.ledger.shard import LedgerShard
+    from actors.runtime.clock import SystemClock, every
+    from actors.runtime.heap import process_freezer
+    from actors.runtime.store import SQLiteStore
+
+    data = Path(tempfile.mkdtemp(prefix="realm-bench-ledger-gc-"))
+    route = lambda account: int(account.split("-")[1]) % SHARDS  # noqa: E731
+    shards = []
+    for i in range(SHARDS):
+        shard = LedgerShard(name=f"s{i}")
+        await shard.open(SQLiteStore(data / f"s{i}.sqlite3"), f"s{i}")
+        shards.append(shard)
+    ports: list[Any] = [_Port(s) for s in shards]  # the two calls benchmarked are enough
+    coordinator = TxCoordinator("c0", ports, route)
+    await coordinator.open(SQLiteStore(data / "c0.sqlite3"), "c0")
+    accounts = [f"a-{i}" for i in range(args.accounts)]
+    for i, shard in enumerate(shards):
+        await shard.create_accounts([AccountSpec(a, 1) for a in accounts if route(a) == i])
+    if args.mode == "frozen":
+        every(SystemClock(), 1.0, process_freezer().step)
+    collections = _Collections()
+    ids, rng = itertools.count(), random.Random(args.seed)
+
+    def unit() -> list[TransferSpec]:
+        while True:
+            debit, credit = rng.sample(accounts, 2)
+            if route(debit) != route(credit):
+                return [TransferSpec(f"t{next(ids)}", debit, credit, 1, 1)]
+
+    rounds = []
+    for round_ in range(args.rounds):
+        done = 0
+        cpu0, gc0, count0 = time.thread_time(), list(collections.cpu_s), list(collections.count)
+        started = time.perf_counter()
+        deadline = started + args.duration_s
+
+        async def worker(deadline: float = deadline) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                results = await coordinator.run([unit() for _ in range(100)])
+                assert all(r[0] == "ok" for r in results), results[:2]
+                done += len(results)
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+        elapsed = time.perf_counter() - started
+        cpu_us = (time.thread_time() - cpu0) / done * 1e6
+        gc_us = [(c - c0) / done * 1e6 for c, c0 in zip(collections.cpu_s, gc0, strict=True)]
+        rounds.append({
+            "round": round_ + 1,
+            "loadavg": os.getloadavg()[0],
+            "transfers_s": round(done / elapsed, 1),
+            "transfers_held": len(coordinator.entries),
+            "cpu_us_per_transfer": round(cpu_us, 1),
+            "gc_cpu_us_per_transfer": [round(g, 1) for g in gc_us],
+            "collections": [c - c0 for c, c0 in zip(collections.count, count0, strict=True)],
+            "walked_objects": len(gc.get_objects()),
+            "frozen_objects": gc.get_freeze_count(),
+        })  # fmt: skip
+        print(f"{args.mode} {json.dumps(rounds[-1])}", file=sys.stderr, flush=True)
+    print(json.dumps(rounds), flush=True)
+    os._exit(0)  # the stores' threads need no goodbye
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parse_args(__doc__ or "", argv, duration_s=8.0, extra=_add_flags)
+    if args.mode:
+        asyncio.run(_one_mode(args))
+    passed = list(argv if argv is not None else sys.argv[1:])
+    load_before = os.getloadavg()
+    runs = {
+        mode: subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.ledger_gc", *passed, "--mode", mode],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for mode in MODES
+    }
+    found = {mode: json.loads(run.communicate()[0]) for mode, run in runs.items()}
+    ratios, goals = {}, {}
+    for mode, rounds in found.items():
+        first, last = rounds[0]["cpu_us_per_transfer"], rounds[-1]["cpu_us_per_transfer"]
+        ratios[f"{mode}: CPU per transfer, last / first round"] = round(last / first, 3)
+        harness.progress(f"{mode}: CPU us per transfer by round "
+                         f"{[r['cpu_us_per_transfer'] for r in rounds]}")  # fmt: skip
+    goals["frozen: last round's CPU per transfer <= 1.1 x the first"] = (
+        ratios["frozen: CPU per transfer, last / first round"] <= 1.1
+    )
+    for label, met in goals.items():
+        harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
+    harness.write_result(
+        "ledger_gc",
+        {
+            "claim": CLAIM,
+            "params": vars(args)
+            | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+            "variants": {
+                mode: {
+                    "throughput_ops_s": round(
+                        sum(r["transfers_s"] for r in rounds) / len(rounds), 1
+                    )
+                }
+                for mode, rounds in found.items()
+            },
+            "ratios": ratios,
+            "goals": goals,
+            "rounds": found,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -12,12 +12,19 @@ user id), so every figure includes the owner's keyspace and its per-owner accoun
 
 Realm runs --shards CacheShard actors on a fresh local Ray; Redis is the server on
 127.0.0.1:6379, its keys under ``bench:cache_client:`` (deleted at the end).
+
+With ``--address`` (an existing cluster), the shards spread over its nodes and
+Realm's variants run from one load generator actor per node
+(``benchmarks/loadgen.py``), the --concurrency calls in flight split between
+them, each with clients of its own (so one near cache per node); Redis's
+variants still run from this driver.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -29,6 +36,9 @@ from typing import Any
 import orjson
 
 from benchmarks import harness  # before anything that imports ray
+
+# isort: split
+from benchmarks import loadgen
 
 CLAIM = (
     "DESIGN (Benchmarks, cache): batched keys/s >= redis-py MGET; hot-key reads with the near "
@@ -54,7 +64,26 @@ def value_of(i: int) -> bytes:
     return orjson.dumps({"id": i, "name": f"user-{i}", "score": i * 1.5, "tags": ["a", "b"]})
 
 
-async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler], dict[str, Any]]:
+async def realm_get_load(
+    settings: Any, keys: list[str], *, near_cache: bool = False
+) -> tuple[loadgen.Op, Any]:
+    """In a load generator: ``get_raw`` of ``keys`` in turn (one key: a hot key)."""
+    from actors.cache.client import CacheClient
+
+    client = CacheClient.connect(settings, near_cache=near_cache)
+    cycle = itertools.cycle(keys)
+    return (lambda: client.get_raw(next(cycle), owner=OWNER)), client.close
+
+
+async def realm_mget_load(settings: Any, keys: list[str]) -> tuple[loadgen.Op, Any]:
+    """In a load generator: ``mget_raw`` of ``keys``."""
+    from actors.cache.client import CacheClient
+
+    client = CacheClient.connect(settings)
+    return partial(client.mget_raw, keys, owner=OWNER), client.close
+
+
+async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     import redis.asyncio as aioredis
 
     from actors.cache.client import CacheClient
@@ -78,6 +107,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
     )
     r = aioredis.Redis.from_url(args.redis_url, max_connections=args.concurrency + 4)
     plain = near = None
+    spread = contextlib.AsyncExitStack()
     try:
         # --- preload and check that both sides answer the same bytes ---------------------
         await r.mset(dict(zip(redis_keys, values, strict=True)))
@@ -105,23 +135,41 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, harness.Sampler],
         redis_cycle = itertools.cycle(redis_keys)
         realm_cycle = itertools.cycle(realm_keys)
         hot_key = REALM_PREFIX + hot
+        # A variant with a factory runs from the load generators on a cluster.
         variants: dict[str, dict[str, Any]] = {
             "redis_get": dict(op=lambda: r.get(next(redis_cycle))),
-            "realm_get": dict(op=lambda: plain.get_raw(next(realm_cycle), owner=OWNER)),
-            "realm_near_get": dict(op=lambda: near.get_raw(hot_key, owner=OWNER)),
+            "realm_get": dict(
+                op=lambda: plain.get_raw(next(realm_cycle), owner=OWNER),
+                factory=partial(realm_get_load, settings, realm_keys),
+            ),
+            "realm_near_get": dict(
+                op=lambda: near.get_raw(hot_key, owner=OWNER),
+                factory=partial(realm_get_load, settings, [hot_key], near_cache=True),
+            ),
         }
         for n in sizes:
             variants[f"redis_mget_{n}"] = dict(op=partial(r.mget, redis_batch[n]), ops_per_call=n)
             variants[f"realm_mget_{n}"] = dict(
-                op=partial(plain.mget_raw, realm_batch[n], owner=OWNER), ops_per_call=n
+                op=partial(plain.mget_raw, realm_batch[n], owner=OWNER),
+                factory=partial(realm_mget_load, settings, realm_batch[n]),
+                ops_per_call=n,
             )
         for kw in variants.values():
             kw.setdefault("concurrency", args.concurrency)
-        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=50)
+        generators = None
+        if harness.on_cluster():
+            generators = await spread.enter_async_context(loadgen.LoadGenerators())
+        samplers = await loadgen.run_variants(
+            variants, duration_s=args.duration_s, warmup=50, generators=generators
+        )
+        await spread.aclose()
         stats = await near.stats()
         extra = {"near_cache": stats["near"], "shard_totals": stats["total"]}
+        if generators is not None:
+            extra["near_cache_of"] = "this driver's client (the load generators had their own)"
         harness.progress(f"near cache of realm_near_get: {stats['near']}")
     finally:
+        await spread.aclose()
         for client in (near, plain):
             if client is not None:
                 await client.close()

@@ -9,6 +9,15 @@ machine biases any side-by-side run against Realm. Every benchmark therefore
 runs Ray's workers at ``--worker-niceness`` (default 0, the peers' level), and
 every result records the nice levels it observed on both sides
 (:func:`observed_niceness`), read from the processes themselves.
+
+Clusters: ``--address`` (default ``$RAY_ADDRESS``, else ``local``) points a
+benchmark at an existing Ray cluster instead of a fresh local Ray. The session
+then connects (it neither starts nor stops the cluster), refuses a namespace
+that already holds live actors, and kills the named actors of its namespace at
+the end. In either mode every result records the cluster it ran on
+(:class:`Placement`): the node count, the node of every actor the run started
+and, on a cluster, each node's share of the CPU those actors used.
+``benchmarks/loadgen.py`` runs a workload from one load generator actor per node.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import os
 import platform
 import random
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +64,13 @@ PEER_PROCESSES = (
 RAY_AGENTS = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent"})
 #: Nice levels seen while Ray ran (filled by :func:`ray_session`, read by :func:`write_result`).
 _SEEN_NICENESS: dict[str, set[int]] = {}
+#: ``--address`` of this run: ``local`` starts a Ray of our own, anything else connects.
+LOCAL = "local"
+_ADDRESS = LOCAL
+#: ``--results-dir`` of this run (``RESULTS_DIR`` unless given).
+_RESULTS_TO = RESULTS_DIR
+#: Seconds between two reads of the GCS actor table while a session runs.
+PLACEMENT_POLL_S = 1.0
 
 
 def progress(msg: str) -> None:
@@ -166,11 +183,22 @@ def parse_args(
         help=f"nice level of Ray's workers (Ray's own default is 15; the peers run at "
         f"{PEER_NICENESS}, so the default compares both sides at the same priority)",
     )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") or LOCAL,
+        help="Ray cluster to run on (default $RAY_ADDRESS, else 'local': a fresh Ray of "
+        "this run's own); the cluster is neither started nor stopped",
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and PNG go"
+    )
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration_s = min(args.duration_s, QUICK_DURATION_S)
+    global _ADDRESS, _RESULTS_TO
+    _ADDRESS, _RESULTS_TO = args.address, args.results_dir
     # Ray's raylet reads this when it starts, and starts every worker at this level.
     os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 (Ray spells it so)
     random.seed(args.seed)
@@ -213,9 +241,22 @@ def observed_niceness() -> dict[str, Any]:
     return {**sides, "equal": bool(workers) and workers <= peers | {PEER_NICENESS}}
 
 
+def on_cluster() -> bool:
+    """Whether this run connects to an existing cluster (``--address``) rather than
+    starting a local Ray of its own."""
+    return _ADDRESS != LOCAL
+
+
 @contextlib.contextmanager
 def ray_session(**overrides: Any) -> Iterator[ModuleType]:
-    """A local Ray runtime sized for this 2-core machine; yields the ``ray`` module."""
+    """A Ray session; yields the ``ray`` module.
+
+    By default a fresh local Ray sized for this 2-core machine. With ``--address``,
+    a connection to that cluster: the cluster's own sizing stands, the
+    namespace must hold no live actors, and the session kills its namespace's
+    named actors when it ends. Either way the actors of the run and their nodes
+    are recorded for :func:`write_result` while the session lasts.
+    """
     import ray
     from ray._private import ray_constants
 
@@ -224,7 +265,7 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
     if ray_constants.ENABLE_RAY_CLUSTER:
         raise RuntimeError("ray was imported before benchmarks.harness: it would not use loopback")
     options: dict[str, Any] = {
-        # Always a fresh Ray of our own, never a `ray start` cluster found here.
+        # A fresh Ray of our own, never a `ray start` cluster found here (unless --address).
         "address": "local",
         "num_cpus": 2,
         "include_dashboard": False,
@@ -234,12 +275,243 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
         # Replicas' gRPC servers on loopback, as `make run` has them.
         "runtime_env": RAY_RUNTIME_ENV,
     }
-    ray.init(**(options | overrides))
+    if on_cluster():
+        # Connecting: sizing belongs to the cluster; Ray refuses these arguments.
+        for key in ("num_cpus", "include_dashboard", "object_store_memory"):
+            options.pop(key)
+            overrides.pop(key, None)
+        options["address"] = _ADDRESS
+    options |= overrides
+    ray.init(**options)
+    placement = Placement(ray, options["namespace"])
+    if on_cluster():
+        try:
+            placement.check_free()
+        except BaseException:
+            ray.shutdown()  # and never clean up: the actors found are another run's
+            raise
     try:
+        placement.start()
         yield ray
     finally:
         _remember_niceness()  # while Ray's workers and the peers still run
+        placement.stop()
+        if on_cluster():
+            placement.clean_up()
         ray.shutdown()
+
+
+@dataclass
+class _ActorSeen:
+    name: str
+    class_name: str
+    namespace: str
+    node_id: str
+    pid: int
+    cpu_s: float = 0.0
+    nice: int | None = None
+
+
+class Placement:
+    """The actors of one session and where they ran, read from the GCS actor table.
+
+    The table (``ray._private.state``) answers with the dashboard off, as the
+    benchmarks and tests run Ray; ``ray.util.state`` needs the dashboard. An
+    actor belongs to the run when its job is the driver's (the actors it
+    starts, detached or not, and the actors those start; not the dead actors
+    of earlier runs in the same namespace, which the table keeps). A thread reads the
+    table every :data:`PLACEMENT_POLL_S`, so actors that end before the
+    session (a deleted queue's) are recorded too. On a cluster, the load
+    generators of ``benchmarks/loadgen.py`` also read each actor's CPU time
+    and nice level on their node around each measured window
+    (:meth:`note_work`): each node's share of the work is its actors' CPU
+    seconds within the windows.
+    """
+
+    #: The session open now (one per process): what :func:`write_result` records.
+    current: Placement | None = None
+
+    def __init__(self, ray: ModuleType, namespace: str) -> None:
+        self.ray = ray
+        self.namespace = namespace
+        self.job_id = ray.get_runtime_context().get_job_id()
+        self.nodes = {
+            n["NodeID"]: {"address": n["NodeManagerAddress"], "cpus": n["Resources"].get("CPU", 0)}
+            for n in ray.nodes()
+            if n["Alive"]
+        }
+        self.actors: dict[str, _ActorSeen] = {}
+        self.load_generators: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+        Placement.current = self
+
+    def table(self) -> list[tuple[str, Any]]:
+        """(actor id, ``ActorTableData``) of every actor the GCS knows."""
+        from ray._private import state
+        from ray.core.generated import gcs_pb2
+
+        table_data: Any = gcs_pb2.ActorTableData  # type: ignore[attr-defined]
+        with self._table_lock:  # one reader at a time (the poll thread and the driver)
+            accessor = state.state._connect_and_get_accessor()
+            raw_rows = accessor.get_actor_table(None, None)
+        rows = [table_data.FromString(raw) for raw in raw_rows]
+        return [(row.actor_id.hex(), row) for row in rows]
+
+    def _ours(self, row: Any) -> bool:
+        return bool(row.job_id.hex() == self.job_id)
+
+    def refresh(self) -> None:
+        """Record every actor of the run that has a node now."""
+        try:
+            rows = self.table()
+        except Exception as error:  # a private API: record the failure, never fail the run
+            self.error = f"actor table unreadable: {type(error).__name__}: {error}"
+            return
+        with self._lock:
+            for actor_id, row in rows:
+                node = row.address.node_id.hex()
+                if not self._ours(row) or not node or set(node) <= {"0", "f"}:  # nil: no node
+                    continue
+                seen = self.actors.get(actor_id)
+                if seen is None or seen.pid != row.pid:  # new, or restarted elsewhere
+                    self.actors[actor_id] = _ActorSeen(
+                        row.name, row.class_name, row.ray_namespace, node, row.pid
+                    )
+            for node_id in {a.node_id for a in self.actors.values()} - set(self.nodes):
+                self.nodes[node_id] = {"address": None, "cpus": None}
+
+    def pids_by_node(self) -> dict[str, list[int]]:
+        with self._lock:
+            by_node: dict[str, list[int]] = {}
+            for actor in self.actors.values():
+                by_node.setdefault(actor.node_id, []).append(actor.pid)
+        return by_node
+
+    def note_work(self, node_id: str, pid: int, cpu_s: float, nice: int) -> None:
+        """CPU seconds an actor process on ``node_id`` used in a measured window."""
+        with self._lock:
+            for actor in self.actors.values():
+                if actor.node_id == node_id and actor.pid == pid:
+                    actor.cpu_s += cpu_s
+                    actor.nice = nice
+            _SEEN_NICENESS.setdefault("ray_workers", set()).add(nice)
+
+    def note_load_generator(self, node_id: str, pid: int) -> None:
+        with self._lock:
+            self.load_generators.append({"node_id": node_id, "pid": pid})
+
+    def check_free(self) -> None:
+        """Refuse a namespace with live actors (a run in progress or one's leftovers,
+        which ``get_if_exists`` would reuse) and a cluster that runs Serve, which the
+        HTTP benchmarks would replace and shut down."""
+        alive = {"ALIVE", "PENDING_CREATION", "RESTARTING", "DEPENDENCIES_UNREADY"}
+        from ray.core.generated import gcs_pb2
+
+        table_data: Any = gcs_pb2.ActorTableData  # type: ignore[attr-defined]
+        state_name = table_data.ActorState.Name
+        busy = sorted(
+            row.name or actor_id
+            for actor_id, row in self.table()
+            if row.ray_namespace == self.namespace and state_name(row.state) in alive
+        )
+        if busy:
+            raise SystemExit(
+                f"namespace {self.namespace!r} on {_ADDRESS} has live actors ({', '.join(busy[:5])}"
+                f"{', ...' if len(busy) > 5 else ''}): another run, or its leftovers"
+            )
+        try:
+            self.ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+        except ValueError:
+            return
+        raise SystemExit(
+            f"{_ADDRESS} runs Ray Serve: the HTTP benchmarks deploy and shut down Serve, "
+            "so run against a cluster without a deployment"
+        )
+
+    def start(self) -> None:
+        self.refresh()
+
+        def poll() -> None:
+            while not self._stop.wait(PLACEMENT_POLL_S):
+                self.refresh()
+
+        self._thread = threading.Thread(target=poll, name="placement", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.refresh()
+
+    def clean_up(self) -> None:
+        """Kill every named actor left in the session's namespace (Realm's actors
+        are detached: they would outlive the run)."""
+        killed = 0
+        for name in self.ray.util.list_named_actors(all_namespaces=True):
+            if name["namespace"] == self.namespace:
+                try:
+                    self.ray.kill(self.ray.get_actor(**name), no_restart=True)
+                    killed += 1
+                except ValueError:
+                    pass  # ended meanwhile
+        progress(f"killed {killed} actors left in namespace {self.namespace!r}")
+
+    def summary(self) -> dict[str, Any]:
+        """What a result records: nodes, each actor's node, the load generators'
+        nodes, and each node's share of the actors, their CPU and the load."""
+        with self._lock:
+            generators = list(self.load_generators)
+            # The load generators are listed apart: the work is Realm's actors'.
+            pids = {(g["node_id"], g["pid"]) for g in generators}
+            seen = sorted(self.actors.values(), key=lambda a: (a.class_name, a.name, a.pid))
+            actors = [a for a in seen if (a.node_id, a.pid) not in pids]
+            cpu_of = {(a.node_id, a.pid): a.cpu_s for a in seen}
+        names = {node_id: f"node{i}" for i, node_id in enumerate(self.nodes)}
+        cpu_total = sum(a.cpu_s for a in actors)
+        per_node: dict[str, dict[str, Any]] = {}
+        for node_id, node in self.nodes.items():
+            here = [a for a in actors if a.node_id == node_id]
+            cpu = sum(a.cpu_s for a in here)
+            per_node[names[node_id]] = {
+                "node_id": node_id,
+                **node,
+                "actors": len(here),
+                "load_generators": sum(g["node_id"] == node_id for g in generators),
+                # CPU of the run's actors here within the load generators' windows.
+                "actor_cpu_s": round(cpu, 3) if generators else None,
+                "actor_cpu_share": round(cpu / cpu_total, 3) if cpu_total else None,
+            }
+        return {
+            "address": _ADDRESS,
+            "namespace": self.namespace,
+            "node_count": len(self.nodes),
+            "nodes_with_actors": len({a.node_id for a in actors}),
+            "nodes": per_node,
+            "actors": [
+                {
+                    "class": a.class_name,
+                    "name": a.name,
+                    "node": names[a.node_id],
+                    "pid": a.pid,
+                    **({"cpu_s": round(a.cpu_s, 3)} if a.cpu_s else {}),
+                }
+                for a in actors
+            ],
+            "load_generators": [
+                {
+                    "node": names[g["node_id"]],
+                    "pid": g["pid"],
+                    "cpu_s": round(cpu_of.get((g["node_id"], g["pid"]), 0.0), 3),
+                }
+                for g in generators
+            ],
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 def machine_info() -> dict[str, Any]:
@@ -267,12 +539,20 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
         "load_avg_at_end": os.getloadavg(),
         **result,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{stem}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    _plot(doc, RESULTS_DIR / f"{stem}.png")
-    progress(f"wrote {path.relative_to(RESULTS_DIR.parent.parent)} and .png")
+    if Placement.current is not None and "cluster" not in doc:
+        doc["cluster"] = Placement.current.summary()
+    _RESULTS_TO.mkdir(parents=True, exist_ok=True)
+    path = _RESULTS_TO / f"{stem}.json"
+    path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    _plot(doc, _RESULTS_TO / f"{stem}.png")
+    progress(f"wrote {path} and .png")
     return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):  # --results-dir in params
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _plot(doc: dict[str, Any], path: Path) -> None:

@@ -22,6 +22,12 @@ last job done). The latency is enqueue
 the start): for Realm every job's, from its record; for Celery one job in 100
 (and each producer's last) records it, which is also how the end is seen.
 
+With ``--address`` (an existing cluster), the queue's actors spread over its
+nodes and the burst variants' producers run as one load generator actor per
+node (``benchmarks/loadgen.py``), the --concurrency producers split between
+them, each with a client of its own; the paced variants and Celery's side
+still run from this machine.
+
 Goal (from the issue): Realm >= 2x Celery's throughput.
 """
 
@@ -39,10 +45,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
+
+# isort: split
+from benchmarks import loadgen
 
 CLAIM = "Issue (task queue): no-op jobs end to end >= 2x Celery's throughput (Redis broker)."
 NAMESPACE = "realm-bench-queue"
@@ -92,8 +102,40 @@ async def _wait_completed(client: Any, queue: str, count: int, timeout_s: float 
     return time.perf_counter()
 
 
+async def enqueue_load(settings: Any, queue: str, batch: int) -> tuple[loadgen.Op, Any]:
+    """In a load generator: one call enqueues ``batch`` no-op jobs (one: ``enqueue``)."""
+    from actors.queue.client import QueueClient
+
+    client = QueueClient(settings)
+    await client.start()
+
+    async def op() -> Any:
+        if batch == 1:
+            return await client.enqueue(queue, NOOP, {"t": time.time()}, owner=OWNER)
+        now = time.time()
+        jobs = [{"handler": NOOP, "args": {"t": now}} for _ in range(batch)]
+        return await client.enqueue_many(queue, jobs, owner=OWNER)
+
+    return op, client.close
+
+
 async def run_realm(
     args: argparse.Namespace, settings: Any, queue: str, batch: int, *, paced: bool = False
+) -> dict:
+    if harness.on_cluster() and not paced:
+        async with loadgen.LoadGenerators() as generators:
+            return await _run_realm(args, settings, queue, batch, generators=generators)
+    return await _run_realm(args, settings, queue, batch, paced=paced)
+
+
+async def _run_realm(
+    args: argparse.Namespace,
+    settings: Any,
+    queue: str,
+    batch: int,
+    *,
+    paced: bool = False,
+    generators: loadgen.LoadGenerators | None = None,
 ) -> dict:
     from actors.queue.client import QueueClient
 
@@ -129,14 +171,33 @@ async def run_realm(
                     queue, [{"handler": NOOP, "args": {"t": now}} for _ in range(n)], owner=OWNER
                 )
 
-    harness.progress(f"{queue}: {jobs:,} jobs" + (" paced" if paced else ""))
-    started = time.perf_counter()
-    if paced:
-        producers = [asyncio.ensure_future(paced_producer())]
+    spread: dict[str, Any] = {}
+    producers: list[asyncio.Future[Any]]
+    if generators is not None:  # the producers are the load generators, one per node
+        calls = -(-jobs // batch)
+        jobs = calls * batch
+        await generators.prepare(partial(enqueue_load, settings, queue, batch))
+        harness.progress(f"{queue}: {jobs:,} jobs from {len(generators)} nodes")
+        await generators.begin_window()
+        started = time.perf_counter() + loadgen.START_LEAD_S
+        run = generators.run(
+            concurrency=args.concurrency, count=calls, ops_per_call=batch, window=False
+        )
+        producers = [asyncio.ensure_future(run)]
     else:
-        producers = [asyncio.ensure_future(producer()) for _ in range(args.concurrency)]
+        harness.progress(f"{queue}: {jobs:,} jobs" + (" paced" if paced else ""))
+        started = time.perf_counter()
+        if paced:
+            producers = [asyncio.ensure_future(paced_producer())]
+        else:
+            producers = [asyncio.ensure_future(producer()) for _ in range(args.concurrency)]
     done_at = await _wait_completed(client, queue, base + jobs)
-    await asyncio.gather(*producers)
+    produced = await asyncio.gather(*producers)
+    if generators is not None:
+        await generators.end_window()
+        await generators.finish()
+        enqueues = produced[0].metrics()  # the enqueue calls' own latencies, by node
+        spread = {"load_generators": enqueues["load_generators"], "per_node": enqueues["per_node"]}
     latencies = []
     offset: int | None = 0
     while offset is not None:
@@ -146,7 +207,7 @@ async def run_realm(
     stats = await client.stats(queue, owner=OWNER)
     await client.delete(queue, owner=OWNER)  # its actor and workers stop
     await client.close()
-    metrics = _metrics(jobs, done_at - started, latencies)
+    metrics = _metrics(jobs, done_at - started, latencies) | spread
     harness.progress(f"{queue}: {metrics}")
     return metrics | {"queue_stats": {k: stats[k] for k in ("counters", "wait_s", "run_s")}}
 

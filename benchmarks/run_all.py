@@ -17,8 +17,16 @@ from benchmarks.harness import progress
 
 #: Benchmarks of the platform itself, run first.
 PLATFORM = ["benchmarks.engine_limit", "benchmarks.http_overhead"]
-#: Run on their own, not by ``make bench``: the soak takes 10 minutes (``make soak``).
-SEPARATE = ["benchmarks.soak"]
+#: Run on their own, not by ``make bench``: the soak takes 10 minutes (``make soak``);
+#: scale starts a cluster of its own and runs cache and queue on it at 1-3 nodes;
+#: serial_points measures each service's serial actor alone; ledger_gc is the
+#: ledger's garbage-collection study, without Ray.
+SEPARATE = [
+    "benchmarks.soak",
+    "benchmarks.scale",
+    "benchmarks.serial_points",
+    "benchmarks.ledger_gc",
+]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -7,7 +7,10 @@ go when the connection ends (``release``); this module owns the rest:
 - ``open_stream``: the handshake: sign-in (header or single-use ``?ticket=``,
   refused in the error envelope), accept, and a scope check (close 4403);
 - ``Outbox``: what waits to be sent to one client, bounded in count and in
-  bytes; a client that falls behind it is closed 4008 (slow consumer);
+  bytes; a client that falls behind it is closed 4008 (slow consumer); a
+  producer that should go only as fast as its client reads awaits ``drained``;
+- ``FrameRate``: how fast a client may send (a token bucket), and when a client
+  that keeps sending over it is flooding (the service closes it);
 - ``StreamConnection.run``: read, write, watch the session (4401 once it ended,
   rechecked every ``keepalive_s``), watch the heartbeat (4408, if the service
   asks for one), until the first of them ends or ``end(code, reason)`` is
@@ -18,8 +21,10 @@ go when the connection ends (``release``); this module owns the rest:
 - the close codes, one set for every service.
 
 For Server-Sent Events: the ``retry`` hint, the ``: keepalive`` comment, the
-closing ``error`` event and an event framed by hand (``sse_event``), and
-``sse_response`` which sends the keepalives.
+closing ``error`` event and an event framed by hand (``sse_event``),
+``until_signed_out_events`` which ends a stream (with an ``unauthorized``
+event) once its session ends, idle or not, and ``sse_response`` which sends the
+keepalives.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
@@ -46,6 +51,8 @@ from apps.signin import sign_in_websocket, until_signed_out
 
 #: The client fell too far behind its outbox: reconnect and resume.
 CLOSE_SLOW_CONSUMER = 4008
+#: What the client asked for cannot be served (a bad query or cursor in the URL).
+CLOSE_BAD_REQUEST = 4400
 #: The session (or API key) the stream signed in with ended.
 CLOSE_UNAUTHORIZED = 4401
 #: The credential lacks the scope the stream needs.
@@ -81,12 +88,17 @@ class Outbox:
     #: What one queued line counts against ``max_bytes``.
     size_of: Callable[[str], int] = staticmethod(len)
     fill_frames = False
+    #: A frame carries one line only (a protocol whose client reads one JSON object
+    #: a message).
+    one_line_per_frame = False
 
     def __init__(self, max_lines: int, max_bytes: int) -> None:
         self.max_lines, self.max_bytes = max_lines, max_bytes
         self.lines: deque[str] = deque()
         self.size = 0
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     def put(self, line: str) -> bool:
         """Queue ``line``; False (and nothing queued) if it does not fit."""
@@ -96,7 +108,13 @@ class Outbox:
         self.lines.append(line)
         self.size += size
         self._ready.set()
+        self._drained.clear()
         return True
+
+    async def drained(self) -> None:
+        """Wait until every queued line has been taken into a frame."""
+        while self.lines:
+            await self._drained.wait()
 
     async def next_frame(self) -> str:
         """Wait for a queued line; join those queued behind it into one frame."""
@@ -105,18 +123,76 @@ class Outbox:
             await self._ready.wait()
         taken = [self.lines.popleft()]
         length = len(taken[0])
-        while self.lines and (
-            length < MAX_FRAME_BYTES
-            if self.fill_frames
-            else length + len(self.lines[0]) < MAX_FRAME_BYTES
+        while (
+            self.lines
+            and not self.one_line_per_frame
+            and (
+                length < MAX_FRAME_BYTES
+                if self.fill_frames
+                else length + len(self.lines[0]) < MAX_FRAME_BYTES
+            )
         ):
             taken.append(self.lines.popleft())
             length += len(taken[-1]) + 1
         self.size -= sum(self.size_of(line) for line in taken)
+        if not self.lines:
+            self._drained.set()
         return "\n".join(taken)
 
     def __len__(self) -> int:
         return len(self.lines)
+
+
+# --- a client's frame rate ------------------------------------------------------------
+
+
+class FrameRate:
+    """How fast one client may send: ``per_s`` frames a second, with a burst of as
+    many (a token bucket). ``take`` says whether a frame may be handled; a client
+    refused without a pause for ``grace_s`` is ``flooding`` (its service closes
+    it), while one that comes back under the rate never is. ``warn`` is true at
+    most once every ``warn_every_s``: one error frame about the throttle, not one
+    per dropped frame."""
+
+    def __init__(
+        self, per_s: float, *, grace_s: float, clock: Clock, warn_every_s: float = 1.0
+    ) -> None:
+        self.per_s, self.grace_s, self.clock = per_s, grace_s, clock
+        self.warn_every_s = warn_every_s
+        self.tokens = float(per_s)
+        self.refill_at = clock.now()
+        self.throttled_since: float | None = None
+        self.warned_at = -1e18
+        self.refused = 0
+        self.flooding = False
+
+    def take(self) -> bool:
+        """A token for one frame; False (the frame dropped) when over the rate."""
+        now = self.clock.now()
+        self.tokens = min(self.per_s, self.tokens + (now - self.refill_at) * self.per_s)
+        self.refill_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            if self.tokens >= 1:  # under the rate again (not just the token that came back)
+                self.throttled_since = None
+            return True
+        if self.throttled_since is None:
+            self.throttled_since = now
+        elif now - self.throttled_since >= self.grace_s:
+            self.flooding = True
+        self.refused += 1
+        return False
+
+    def warn(self) -> bool:
+        """Whether to tell the client about the throttle now."""
+        now = self.clock.now()
+        if now - self.warned_at < self.warn_every_s:
+            return False
+        self.warned_at = now
+        return True
+
+    def __repr__(self) -> str:
+        return f"<FrameRate per_s={self.per_s:g} refused={self.refused} flooding={self.flooding}>"
 
 
 # --- client frames -----------------------------------------------------------------
@@ -166,6 +242,8 @@ class StreamConnection:
     is longer (1009)."""
 
     where = "WebSocket"
+    #: The close reason of a client too far behind its outbox.
+    slow_reason = SLOW
     #: How often a connection with a heartbeat checks that its client was heard from.
     heartbeat_check_s = 1.0
     heartbeat_reason = "no heartbeat"
@@ -213,7 +291,7 @@ class StreamConnection:
     def send_line(self, line: str) -> None:
         """Queue one JSON line; a client too far behind is closed (slow consumer)."""
         if not self.outbox.put(line):
-            self.end(CLOSE_SLOW_CONSUMER, SLOW)
+            self.end(CLOSE_SLOW_CONSUMER, self.slow_reason)
 
     def send(self, body: dict[str, Any]) -> None:
         self.send_line(orjson.dumps(body).decode())
@@ -318,6 +396,39 @@ def sse_event(event_id: str | None, data: str, event: str | None = None) -> byte
     head = "" if event_id is None else f"id: {event_id}{SEP}"
     kind = "" if event is None else f"event: {event}{SEP}"
     return f"{head}{kind}data: {data}{SEP}{SEP}".encode()
+
+
+_Item = TypeVar("_Item")
+
+
+async def until_signed_out_events(
+    items: AsyncIterator[_Item], signed_out: Callable[[], Awaitable[None]]
+) -> AsyncIterator[_Item | ServerSentEvent]:
+    """``items`` until they end or ``signed_out()`` returns (the session ended): then
+    an ``unauthorized`` error event ends the stream, even while ``items`` waits."""
+    watcher = asyncio.ensure_future(signed_out())
+    step: asyncio.Future[_Item] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(items))
+            await asyncio.wait([step, watcher], return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done():
+                yield error_event("unauthorized", "the session ended")
+                return
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        watcher.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await step  # whatever it came to, the stream is over
+        closing = getattr(items, "aclose", None)
+        if closing is not None:
+            await closing()
 
 
 def sse_response(

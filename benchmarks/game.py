@@ -48,6 +48,12 @@ Most players at 20 Hz: the largest size whose p99 lateness is at most
 ``--goal-late-ms`` (10 ms) while its clients keep up (patch lag p99 at most
 250 ms). Goal (issue 12): realm >= 0.7 x the floor's players at that p99.
 
+Patch census (``--census-sizes``, in process, no wall clock): Realm's ``Room`` (a
+fake clock, a throwaway SQLite store) and the floor's loop driven tick by tick at
+20 Hz with the same bots, each at a phase of its own: patches per client per
+second and the share that were keepalives. It says how often a player's view
+changes under this load, apart from how fast the machine is (``patch_census``).
+
 Reconnect after a kill (realm only: a plain server that dies takes its room
 with it): ``--kill-players`` bots in a room, the room actor killed with
 ``ray.kill(no_restart=False)`` ``--kills`` times; per bot, the time from the
@@ -115,6 +121,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kill-players", type=int, default=50)
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--census-sizes", default="10,50", help="players of the patch census (in process)"
+    )
 
 
 # --- what the bots record -----------------------------------------------------------------
@@ -178,6 +187,8 @@ class Bot:
         self.stopping = False
         self.ws: Any = None
         self.joined = asyncio.Event()
+        #: The bot's clock (attack cooldowns); the census drives it tick by tick.
+        self.now: Callable[[], float] = time.perf_counter
 
     # receiving -------------------------------------------------------------------------
 
@@ -248,7 +259,7 @@ class Bot:
         return None
 
     def next_frame(self, slot: int) -> dict[str, Any]:
-        now = time.perf_counter()
+        now = self.now()
         if slot % 2 == 0:
             move = self._next_move()
             if move is not None:
@@ -541,6 +552,154 @@ def _floor_main(ready: Any, niceness: int, config: FloorConfig) -> None:
             await asyncio.Future()
 
     asyncio.run(serve())
+
+
+# --- the patch census: how often a view changes, apart from any machine's speed ----------
+
+
+class _CensusOutside:
+    """What a room reaches outside itself, answered in place (no ledger, no characters)."""
+
+    async def credit_gold(self, user: str, amount: int, transfer_id: str) -> int:
+        return amount
+
+    async def save_progress(self, user: str, progress: list[dict[str, Any]]) -> None:
+        pass
+
+    async def report(self, room: str, players: int) -> None:
+        pass
+
+    async def closed(self, room: str) -> None:
+        pass
+
+
+async def patch_census(players: int, *, ticks: int = 400, zone_name: str = "meadow",
+                       seed: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Patches per client per second sent by Realm's room (``actors.game.room.Room``,
+    a fake clock, a throwaway SQLite store) and by the floor's loop (``Sim`` and
+    ``View`` as ``FloorRoom`` runs them), both driven tick by tick at 20 Hz with the
+    same bots: each a ``Bot`` sending a frame every other tick, at a phase of its own
+    (as the 10 Hz bots of a run are). No wall clock anywhere: the counts say how
+    often a player's view changes, whatever the machine's load. The first 2 s are
+    left out (joins)."""
+    from actors.game import protocol, world
+    from actors.game.room import Room
+    from actors.game.settings import GameSettings
+    from actors.game.sim import Sim
+    from actors.game.view import Snapshot, View, encode
+    from actors.runtime.clock import FakeClock
+    from actors.runtime.store import SQLiteStore
+
+    zone = world.load(zone_name)
+    period = 0.05
+    skip = 40
+    rng = random.Random(seed)
+    phases = [(rng.randrange(2), rng.randrange(2)) for _ in range(players)]
+    sim_time = [0.0]
+
+    def bots() -> list[Bot]:
+        made = [Bot(i, zone, Tally(), 1 / (2 * period)) for i in range(players)]
+        for bot in made:
+            bot.now = lambda: sim_time[0]
+        return made
+
+    def due(i: int, tick: int) -> int | None:
+        """The bot's frame slot if it sends on this tick."""
+        phase, slot = phases[i]
+        return tick // 2 + slot if (tick + phase) % 2 == 0 else None
+
+    def count(texts: list[str], tally: Counter[str]) -> None:
+        for text in texts:
+            frame = orjson.loads(text)
+            if frame["t"] == "p":
+                tally["patches"] += 1
+                tally["keepalives"] += not (set(frame) - {"t", "k", "n"})
+
+    # Realm's room
+    realm: Counter[str] = Counter()
+    clock = FakeClock()
+    with tempfile.TemporaryDirectory(prefix="census-") as private:
+        store = SQLiteStore(Path(private) / "room.sqlite3")
+        info = {"id": "g-census", "zone": zone_name, "mode": "world", "label": "",
+                "private": False, "max_players": players}  # fmt: skip
+        room = Room(GameSettings(max_players_per_room=players), info, store, _CensusOutside(),
+                    clock=clock, on_failure=lambda error: None)  # fmt: skip
+        await room.open()
+        realm_bots = bots()
+        for i, bot in enumerate(realm_bots):
+            character = {"id": f"c{i}", "name": f"bot{i}", "class": "archer", "xp": 0}
+            await room.reserve(f"u{i}", character)
+            for text in room.attach("census", f"conn{i}", f"u{i}")["frames"]:
+                bot.on_frame(text)
+        for tick in range(ticks):
+            sim_time[0] = tick * period
+            inputs = []
+            for i, bot in enumerate(realm_bots):
+                slot = due(i, tick)
+                if slot is not None and (frame := bot.next_frame(slot))["t"] != "ping":
+                    inputs.append((f"conn{i}", f"u{i}", frame))
+            room.inputs("census", inputs)
+            clock.advance(period)
+            room.tick_once()
+            await asyncio.sleep(0)  # the journal's writes
+            box = room.boxes["census"]
+            box.last_pull = clock.now()
+            items, box.items = box.items, []
+            for conn, text, _close in items:
+                if text:
+                    realm_bots[int(conn.removeprefix("conn"))].on_frame(text)
+                    if tick >= skip:
+                        count([text], realm)
+        await room.stop()
+        await room.journal.drain()
+        await store.close()
+
+    # the floor's loop
+    floor: Counter[str] = Counter()
+    sim = Sim(zone, tick_hz=round(1 / period), input_queue=GameSettings().input_queue)
+    floor_bots = bots()
+    views, last_sent = [], [0.0] * players
+    shown = {"id": "census", "zone": zone_name, "mode": "world", "label": "", "private": False}
+    for i in range(players):
+        sim.add_player(f"s{i}", {"id": f"s{i}", "name": f"bot{i}", "class": "archer"})
+        views.append(View(f"s{i}", GameSettings().view_radius_tiles))
+    for i, bot in enumerate(floor_bots):
+        bot.on_frame(encode(views[i].full(Snapshot(sim, views[i].radius), shown, resync=False)))
+    events: list[dict[str, Any]] = []
+    for tick in range(ticks):
+        sim_time[0] = tick * period
+        for i, bot in enumerate(floor_bots):
+            slot = due(i, tick)
+            if slot is not None and (frame := bot.next_frame(slot))["t"] != "ping":
+                sim.queue_input(f"s{i}", frame)
+        sim.step()
+        new_events, refusals, _ = sim.drain()
+        events.extend(new_events)
+        for refusal in refusals:
+            bot = floor_bots[int(refusal.seat.removeprefix("s"))]
+            bot.on_frame(encode(protocol.error(refusal.code, refusal.message, refusal.n)))
+        snap = Snapshot(sim, views[0].radius)
+        for i, view in enumerate(views):
+            patch = view.patch(snap, events, heartbeat=sim_time[0] - last_sent[i] >= 1.0)
+            if patch is not None:
+                last_sent[i] = sim_time[0]
+                text = encode(patch)
+                floor_bots[i].on_frame(text)
+                if tick >= skip:
+                    count([text], floor)
+        events = []
+    seconds = (ticks - skip) * period
+    return {
+        "players": players,
+        "ticks": ticks,
+        **{
+            name: {
+                "patches_per_client_s": round(tally["patches"] / players / seconds, 2),
+                "keepalive_share": round(tally["keepalives"] / max(1, tally["patches"]), 4),
+            }
+            for name, tally in (("realm_room", realm), ("floor_loop", floor))
+        },
+    }
 
 
 # --- peers -------------------------------------------------------------------------------
@@ -1040,6 +1199,9 @@ def main(argv: list[str] | None = None) -> None:
     if "realm" in args.peer_list:
         realm, sides["realm"] = realm_run(args)
         results |= realm
+    census = [asyncio.run(patch_census(int(size))) for size in args.census_sizes.split(",") if size]
+    for row in census:
+        harness.progress(f"patch census, {row['players']} players: {row}")
     most, ratios, goals = summarize(results, args)
     kill = results.get("realm_kill")
     if kill:
@@ -1065,6 +1227,7 @@ def main(argv: list[str] | None = None) -> None:
             "method": __doc__,
             "sides": sides,
             "variants": results,
+            "patch_census": census,
             "most_players": most,
             "ratios": ratios,
             "goals": goals,

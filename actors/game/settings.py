@@ -62,6 +62,15 @@ class GameSettings(Section, service="game"):
     send_buffer: int = Field(256, ge=8, le=100_000)
     """Frames waiting to be written to one slow client; beyond, it is closed (4008)."""
 
+    send_buffer_bytes: int = Field(1_048_576, ge=65_536, le=1_073_741_824)
+    """Bytes of frames waiting to be written to one slow client; beyond, it is closed
+    (4008)."""
+
+    heartbeat_timeout_s: float = Field(90.0, ge=0, le=3_600)
+    """A connection that sent nothing (not even a ``ping``) for this long is closed
+    (4408), and its seat held for the reconnection grace; 0: never. The browser client
+    pings every 2 s."""
+
     character_shards: int = Field(2, ge=1, le=64)
     """Actors keeping characters (by user id)."""
 

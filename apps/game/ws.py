@@ -9,12 +9,16 @@ pull answers with a new epoch (the room's actor was restarted), the link
 re-attaches every connection it holds, and each gets a full state marked
 ``"resync": true``.
 
-Limits: a frame over ``REALM_GAME_MAX_FRAME_BYTES`` closes the socket (1009);
-over ``REALM_GAME_FRAMES_PER_S`` frames are dropped with a ``throttled``
-error, and a connection throttled for ``REALM_GAME_FLOOD_GRACE_S`` in a row is
-closed (4008), as is one whose client does not read what it is sent
-(``REALM_GAME_SEND_BUFFER`` frames waiting). 4401: the session ended. 4409:
-another connection took the seat. 4404: the seat is gone (after a restart).
+A ``Connection`` is the shared WebSocket skeleton (``apps.streams``: sign-in,
+the bounded send buffer, the session and heartbeat watches, close codes) with
+the game's frames. Limits: a frame over ``REALM_GAME_MAX_FRAME_BYTES`` closes
+the socket (1009); over ``REALM_GAME_FRAMES_PER_S`` frames are dropped with a
+``throttled`` error, and a connection throttled for ``REALM_GAME_FLOOD_GRACE_S``
+in a row is closed (4008), as is one whose client does not read what it is
+sent (``REALM_GAME_SEND_BUFFER`` frames or ``REALM_GAME_SEND_BUFFER_BYTES``
+waiting). 4401: the session ended. 4408: nothing heard for
+``REALM_GAME_HEARTBEAT_TIMEOUT_S``. 4409: another connection took the seat.
+4404: the seat is gone (after a restart).
 """
 
 from __future__ import annotations
@@ -23,31 +27,28 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 from ray.exceptions import ActorDiedError
-from starlette.websockets import WebSocketState
 
 from actors.auth.client import Principal, SessionVerifier
 from actors.game import protocol
 from actors.game.client import GameClient
 from actors.game.settings import GameSettings
-from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import RealmError
+from actors.runtime.clock import Clock
+from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.supervision import Handle, call
-from apps.signin import sign_in_websocket, until_signed_out, verifier_of
+from apps.signin import verifier_of
+from apps.streams import FrameRate, Outbox, StreamConnection, open_stream
 
 log = logging.getLogger(__name__)
 
+#: A client that floods (over its frame rate for ``flood_grace_s``) or does not read:
+#: the issue's 4008, the same code as the shared skeleton's slow consumer.
 CLOSE_FLOODING = 4008
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_NO_SEAT = 4404
 CLOSE_REPLACED = 4409
-CLOSE_TOO_BIG = 1009
-CLOSE_TIMEOUT_S = 5.0
 #: A pull waits this long for frames before it is answered empty.
 PULL_TIMEOUT_S = 1.0
 REASONS = {
@@ -208,113 +209,65 @@ class Hub:
             await call(link.handle, "detach", self.replica, conn.id, conn.user_id)
 
 
-class Connection:
-    """One player's WebSocket."""
+class GameOutbox(Outbox):
+    """A connection's send buffer: one frame a WebSocket message, as clients read them."""
+
+    one_line_per_frame = True
+
+
+class Connection(StreamConnection):
+    """One player's WebSocket: the shared skeleton (``apps.streams``) with the game's
+    frames, its frame rate (throttled, then closed 4008) and its room link."""
+
+    where = "game WebSocket"
+    slow_reason = "slow consumer: reconnect for a fresh state"
 
     def __init__(self, ws: WebSocket, hub: Hub, *, verifier: SessionVerifier, user: Principal,
                  config: GameSettings, clock: Clock | None = None) -> None:  # fmt: skip
-        self.ws, self.hub, self.verifier, self.user, self.config = ws, hub, verifier, user, config
+        super().__init__(
+            ws,
+            verifier=verifier,
+            user=user,
+            signed_in=user,
+            outbox=GameOutbox(config.send_buffer, config.send_buffer_bytes),
+            keepalive_s=config.session_check_s,
+            max_frame_chars=config.max_frame_bytes,
+            heartbeat_timeout_s=config.heartbeat_timeout_s or None,
+            clock=clock,
+        )
+        self.hub, self.config = hub, config
         self.user_id = user.user_id
-        self.clock = clock or SystemClock()
         self.id = uuid.uuid4().hex[:16]
         self.link: RoomLink | None = None
-        self.outbox: deque[str] = deque()
-        self.ready = asyncio.Event()
-        self.ended = asyncio.Event()
-        self.close_code, self.close_reason = 1000, ""
-        self.tokens = float(config.frames_per_s)
-        self.refill_at = self.clock.now()
-        self.throttled_since: float | None = None
-        self.throttled_said = -1e9
-        self.refused = 0
+        self.rate = FrameRate(config.frames_per_s, grace_s=config.flood_grace_s, clock=self.clock)
 
-    def end(self, code: int, reason: str) -> None:
-        if not self.ended.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.ended.set()
+    def __repr__(self) -> str:
+        room = self.link.room if self.link is not None else ""
+        return f"<game Connection {self.id} room={room!r} waiting={len(self.outbox)} {self.rate!r}>"
 
-    def send_line(self, text: str) -> None:
-        if len(self.outbox) >= self.config.send_buffer:
-            self.end(CLOSE_FLOODING, "slow consumer: reconnect for a fresh state")
-            return
-        self.outbox.append(text)
-        self.ready.set()
+    async def release(self) -> None:
+        await self.hub.leave_link(self)
 
-    def send(self, frame: dict[str, Any]) -> None:
-        from actors.game.view import encode
+    def send_error(self, ref: str | None, error: RealmError) -> None:
+        """A refusal from the shared skeleton (a binary frame) as the game's ``error``."""
+        code = "bad_frame" if isinstance(error, InvalidInput) else error.code
+        self.send(protocol.error(code, error.message))
 
-        self.send_line(encode(frame))
-
-    async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._watch_session()),
-            asyncio.create_task(self.ended.wait()),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await self.hub.leave_link(self)
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.ws.close(self.close_code, self.close_reason), CLOSE_TIMEOUT_S
-                    )
-
-    async def _write(self) -> None:
-        while True:
-            while not self.outbox:
-                self.ready.clear()
-                await self.ready.wait()
-            await self.ws.send_text(self.outbox.popleft())
-
-    async def _watch_session(self) -> None:
-        await until_signed_out(self.verifier, self.user, self.config.session_check_s)
-        self.end(CLOSE_UNAUTHORIZED, "the session ended")
-
-    def _take(self) -> bool:
-        """A token of the connection's frame rate; False once it is flooding."""
-        now = self.clock.now()
-        rate = self.config.frames_per_s
-        self.tokens = min(rate, self.tokens + (now - self.refill_at) * rate)
-        self.refill_at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            if self.tokens >= 1:  # below the rate again (not just the token that came back)
-                self.throttled_since = None
+    def admit(self) -> bool:
+        """Whether a frame is within the connection's rate; one over it is dropped
+        (with a ``throttled`` error at most once a second), and a connection still
+        over it after ``flood_grace_s`` is closed (4008)."""
+        if self.rate.take():
             return True
-        if self.throttled_since is None:
-            self.throttled_since = now
-        elif now - self.throttled_since >= self.config.flood_grace_s:
+        if self.rate.flooding:
             self.end(CLOSE_FLOODING, "flooding: too many frames for too long")
-        self.refused += 1
+        elif self.rate.warn():
+            self.send(protocol.error("throttled", "too many frames: slow down"))
         return False
 
-    async def _read(self) -> None:
-        limit = self.config.max_frame_bytes
-        while True:
-            try:
-                message = await self.ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            if len(data) > limit:
-                self.end(CLOSE_TOO_BIG, f"a frame is at most {limit} bytes")
-                return
-            if not self._take():
-                now = self.clock.now()
-                if now - self.throttled_said >= 1.0:  # one error a second, not one per frame
-                    self.throttled_said = now
-                    self.send(protocol.error("throttled", "too many frames: slow down"))
-                continue
-            await self.handle(data)
+    async def handle_text(self, text: str) -> None:
+        if self.admit():
+            await self.handle(text)
 
     async def handle(self, data: str | bytes) -> None:
         try:
@@ -355,14 +308,10 @@ def router(client: GameClient, config: GameSettings) -> APIRouter:
 
     @routes.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
-        signed_in = await sign_in_websocket(ws)
+        signed_in = await open_stream(ws, "game:play")
         if signed_in is None:
             return
         user, _credential = signed_in
-        await ws.accept()
-        if not user.allows("game:play"):
-            await ws.close(CLOSE_FORBIDDEN, "this API key lacks the game:play scope")
-            return
         connection = Connection(ws, hub, verifier=verifier_of(ws), user=user, config=config)
         await connection.run()
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from actors.auth.client import Principal
@@ -114,18 +115,54 @@ def test_a_connection_over_its_rate_is_throttled_then_closed_as_flooding() -> No
     clock = FakeClock()
     config = GameSettings(frames_per_s=10, flood_grace_s=2)
     conn = Connection(None, None, verifier=None, user=principal(), config=config, clock=clock)  # type: ignore[arg-type]
-    assert all(conn._take() for _ in range(10))  # the burst
-    assert not conn._take()  # over the rate: dropped
+    assert all(conn.admit() for _ in range(10))  # the burst
+    assert not conn.admit()  # over the rate: dropped, and the client told once
     for _ in range(15):  # 500 frames a second for 1.5 s: some pass as tokens come back
         clock.advance(0.1)
-        [conn._take() for _ in range(50)]
+        [conn.admit() for _ in range(50)]
     assert not conn.ended.is_set()
+    throttled = [orjson.loads(line) for line in conn.outbox.lines]
+    assert {f["code"] for f in throttled} == {"throttled"}
+    assert 1 <= len(throttled) <= 3  # at most one a second, not one per dropped frame
     for _ in range(6):
         clock.advance(0.1)
-        [conn._take() for _ in range(50)]
+        [conn.admit() for _ in range(50)]
     assert conn.ended.is_set() and conn.close_code == CLOSE_FLOODING
     calm = Connection(None, None, verifier=None, user=principal(), config=config, clock=clock)  # type: ignore[arg-type]
     for _ in range(100):  # at the rate, for 10 s: never closed
         clock.advance(0.1)
-        assert calm._take()
-    assert not calm.ended.is_set()
+        assert calm.admit()
+    assert not calm.ended.is_set() and not calm.outbox.lines
+
+
+async def test_a_game_connection_sends_one_frame_a_message_and_closes_a_slow_client() -> None:
+    from actors.game.settings import GameSettings
+    from apps.game.ws import CLOSE_FLOODING, Connection
+
+    config = GameSettings(send_buffer=8, send_buffer_bytes=65_536)
+    conn = Connection(None, None, verifier=None, user=principal(), config=config)  # type: ignore[arg-type]
+    conn.send({"t": "pong", "c": 1, "k": 2})
+    conn.send({"t": "pong", "c": 2, "k": 2})
+    assert orjson.loads(await conn.outbox.next_frame())["c"] == 1  # one JSON object each
+    assert orjson.loads(await conn.outbox.next_frame())["c"] == 2
+    for i in range(9):
+        conn.send({"t": "pong", "c": i, "k": 2})
+    assert conn.ended.is_set() and conn.close_code == CLOSE_FLOODING
+    big = Connection(None, None, verifier=None, user=principal(), config=config)  # type: ignore[arg-type]
+    big.send_line("x" * 40_000)
+    big.send_line("x" * 40_000)  # over the bytes, under the count
+    assert big.ended.is_set() and big.close_code == CLOSE_FLOODING
+
+
+async def test_a_binary_frame_is_a_bad_frame_in_the_game_s_own_error() -> None:
+    from actors.game.settings import GameSettings
+    from actors.runtime.errors import InvalidInput
+    from apps.game.ws import Connection
+
+    conn = Connection(None, None, verifier=None, user=principal(), config=GameSettings())  # type: ignore[arg-type]
+    conn.send_error(None, InvalidInput("frames are JSON text"))
+    assert orjson.loads(conn.outbox.lines[0]) == {
+        "t": "error",
+        "code": "bad_frame",
+        "message": "frames are JSON text",
+    }

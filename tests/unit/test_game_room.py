@@ -92,6 +92,36 @@ async def test_a_reserved_seat_joins_with_a_full_state_then_gets_patches(
     assert patches and patches[-1]["n"] == 1 and patches[-1]["k"] == room.sim.tick
 
 
+async def test_a_patch_goes_out_only_when_the_view_changed_else_a_keepalive_a_second(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    # A view of 1 tile around the spawn point: nothing wanders into it.
+    room = await seated(store, clock, view_radius_tiles=1)
+    me = room.sim.players["u1"]
+    room.sim.monsters.clear()
+    frames(room)
+    sent = []
+    for _ in range(45):  # over 2 s of ticks at 20 Hz with nothing new in view
+        clock.advance(0.05)
+        room.tick_once()
+        sent += frames(room)
+    # a keepalive a second, carrying the tick (and the last input applied), not 20
+    assert sent == [{"t": "p", "k": f["k"], "n": 0} for f in sent] and len(sent) == 2
+    assert 20 <= sent[1]["k"] - sent[0]["k"] <= 21  # a second apart (a tick of rounding)
+    golds = {(g.x, g.y) for g in room.sim.golds.values()}
+    step = next(
+        (me.x + dx, me.y + dy)
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))
+        if room.zone.walkable(me.x + dx, me.y + dy) and (me.x + dx, me.y + dy) not in golds
+    )
+    room.inputs("r1", [("conn1", "u1", {"t": "move", "n": 1, "x": step[0], "y": step[1]})])
+    clock.advance(0.05)
+    room.tick_once()
+    (moved,) = frames(room)  # the step is in the very next patch
+    assert moved["n"] == 1 and [u["i"] for u in moved["u"]] == [me.id]
+    assert (me.x, me.y) == step
+
+
 async def test_no_seat_without_a_reservation_and_the_room_has_a_size(
     store: SQLiteStore, clock: FakeClock
 ) -> None:

@@ -89,8 +89,8 @@ class LogsSettings(Section, service="logs"):
     """Most entries a tail takes from one shard per poll."""
 
     tail_send_buffer_bytes: int = Field(4 * MiB, ge=4_096)
-    """Bytes a tail may have queued for a slow client before it is cut off
-    (``slow_consumer``; reconnect with the cursor to resume)."""
+    """Bytes of entries a tail sends at a time: a poll's entries go out in pieces of
+    this size, the next piece (and the next poll) only once the client took the last."""
 
     keepalive_s: float = Field(15.0, gt=0)
     """A tail's keepalive (and session re-check) interval."""

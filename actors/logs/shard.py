@@ -34,12 +34,13 @@ from actors.logs import logql
 from actors.logs.errors import BadQuery, DeleteNotFound, IngestLimited
 from actors.logs.logql import LineFilter, LogQuery, MetricQuery
 from actors.logs.model import (
+    LINE_SEP,
     Chunk,
     ChunkRef,
     Entry,
     Pushed,
     Stream,
-    encode_chunk,
+    encoded_chunk,
     entry_bytes,
     stream_id,
     window_sums,
@@ -311,12 +312,15 @@ class LogShard(Durable):
             self._cache.move_to_end(ref.file)
             return found
         chunk = Chunk((self.chunk_dir / ref.file).read_bytes())
-        self._cache[ref.file] = chunk
+        self._cache_put(ref.file, chunk)
+        return chunk
+
+    def _cache_put(self, file: str, chunk: Chunk) -> None:
+        self._cache[file] = chunk
         self._cached_bytes += chunk.size
         while self._cached_bytes > CHUNK_CACHE_BYTES and len(self._cache) > 1:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= dropped.size
-        return chunk
 
     @property
     def chunk_dir(self) -> Path:
@@ -359,8 +363,7 @@ class LogShard(Durable):
         for ref in stream.chunks:
             if ref.max_ts < start_ns or ref.min_ts >= end_ns:
                 continue
-            data = self._chunk(sid, ref).data
-            entries = _filtered(data, start_ns, end_ns, prefilters)
+            entries = _filtered(self._chunk(sid, ref), start_ns, end_ns, prefilters)
             yield from self._pipe(stream.labels, query, stones, entries, filtered=True)
         head = [e for e in stream.head if start_ns <= e[0] < end_ns]
         yield from self._pipe(stream.labels, query, stones, head)
@@ -630,10 +633,13 @@ class LogShard(Durable):
         return cuts
 
     async def _write(self, sid: str, entries: list[Entry], name: str) -> ChunkRef:
-        blob = encode_chunk(entries)
+        blob, chunk = encoded_chunk(entries)
         file = f"{sid[:2]}/{sid}-{name}.zst"
         path = self.chunk_dir / file
         await asyncio.to_thread(_write_file, path, blob)
+        # The newest chunks are what queries and tails read most: keep the one just
+        # written as a read of its file would give it (as Loki's ingesters keep theirs).
+        self._cache_put(file, chunk)
         return ChunkRef(
             file=file,
             min_ts=entries[0][0],
@@ -732,17 +738,26 @@ def _ranged(data: Any, start_ns: int, end_ns: int) -> list[Entry]:
     )
 
 
-def _filtered(data: Any, start_ns: int, end_ns: int, filters: list[LineFilter]) -> list[Entry]:
+def _filtered(chunk: Chunk, start_ns: int, end_ns: int, filters: list[LineFilter]) -> list[Entry]:
     """A chunk's entries in ``[start, end)`` that pass ``filters``, testing the lines
-    column before building any entry (most filtered-out lines cost one test)."""
+    column before building any entry (most filtered-out lines cost one test; a first
+    ``|=`` costs one substring search over the chunk's text, ``_containing``)."""
     import bisect
 
+    data = chunk.data
     low = bisect.bisect_left(data.ts, start_ns)
     high = bisect.bisect_left(data.ts, end_ns)
     lines = data.lines
     keep: Any = range(low, high)
     for line_filter in filters:
-        if line_filter.op == "|=":
+        if (
+            line_filter.op == "|="
+            and isinstance(keep, range)
+            and line_filter.value
+            and LINE_SEP not in line_filter.value
+        ):
+            keep = _containing(chunk, line_filter.value, low, high)
+        elif line_filter.op == "|=":
             needle = line_filter.value
             keep = [i for i in keep if needle in lines[i]]
         else:
@@ -751,6 +766,21 @@ def _filtered(data: Any, start_ns: int, end_ns: int, filters: list[LineFilter]) 
         return _ranged(data, start_ns, end_ns)
     ts, seq, metadata = data.ts, data.seq, data.metadata
     return [(ts[i], seq[i], lines[i], metadata[i]) for i in keep]
+
+
+def _containing(chunk: Chunk, needle: str, low: int, high: int) -> list[int]:
+    """Indexes in ``[low, high)`` of the chunk's lines that contain ``needle`` (which
+    holds no ``LINE_SEP``), found by ``str.find`` over the joined lines."""
+    text, starts = chunk.text()
+    found: list[int] = []
+    at, stop = int(starts[low]), int(starts[high])
+    while True:
+        at = text.find(needle, at, stop)
+        if at < 0:
+            return found
+        line = int(np.searchsorted(starts, at, side="right")) - 1
+        found.append(line)
+        at = int(starts[line + 1])  # the next line: one hit per line
 
 
 def _columns(data: Any) -> Iterator[Entry]:

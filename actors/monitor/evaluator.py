@@ -261,8 +261,11 @@ class RuleEngine(Durable):
             value = reduce(rule.fn, window(series.samples, since, now))
             if value is None:
                 continue
-            labels = {k: series.labels.get(k, "") for k in rule.by} if rule.by else series.labels
-            groups.setdefault(fingerprint(labels), (labels, []))[1].append(value)
+            if rule.by:
+                labels = {k: series.labels.get(k, "") for k in rule.by}
+                groups.setdefault(fingerprint(labels), (labels, []))[1].append(value)
+            else:
+                groups[series.fp] = (series.labels, [value])
         results = [
             (labels, combine(rule.agg or rule.fn, vals) if rule.by else vals[0])
             for labels, vals in groups.values()

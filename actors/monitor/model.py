@@ -36,6 +36,8 @@ _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 _TEMPLATE = re.compile(r"\{\{\s*(\$labels\.([A-Za-z_][A-Za-z0-9_]*)|\$value|\$owner)\s*\}\}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+#: Characters that make a regex more than a literal alternation like ``a|b|c``.
+_REGEX_META = frozenset(".^$*+?{}[]\\()")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800, "y": 31_536_000}
 
 Labels = dict[str, str]
@@ -92,6 +94,18 @@ class Matcher:
     @functools.cached_property
     def pattern(self) -> re.Pattern[str] | None:
         return _regex(self.value) if self.op in ("=~", "!~") else None
+
+    @functools.cached_property
+    def required(self) -> frozenset[str] | None:
+        """The values a label must hold for this matcher to match, when they are a few
+        non-empty strings (``x="a"``, ``x=~"a|b"``); None when it cannot be said so simply
+        (``!=``, ``!~``, a real regex, or one that matches the empty value)."""
+        if self.op == "=":
+            return frozenset((self.value,)) if self.value else None
+        if self.op != "=~" or _REGEX_META.intersection(self.value.replace("|", "")):
+            return None
+        values = self.value.split("|")
+        return frozenset(values) if all(values) else None
 
     def matches(self, labels: Labels) -> bool:
         got = labels.get(self.name, "")

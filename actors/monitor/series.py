@@ -5,13 +5,22 @@ A series is a name plus a label set; its samples are ``(t, value)`` pairs with
 dropped, as Prometheus does) for ``retention_s`` and at most
 ``max_samples_per_series``. Events (name, labels, severity, data) are kept the
 same way for event rules.
+
+Rules find their series through an index: per owner and name, each ``label=value``
+lists the series holding it (in the order they were made), so a rule with an
+equality matcher (or a regex that is a plain alternation, ``x=~"a|b"``) reads only
+the series it can match instead of every series of its name; its other matchers
+(``!=``, ``!~``, real regexes) then filter those.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import itertools
+import operator
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +34,8 @@ class Series:
     name: str
     labels: Labels
     samples: deque[tuple[float, float]] = field(default_factory=deque)
+    fp: str = ""  #: the fingerprint of its labels
+    serial: int = 0  #: the order series were made in (the index keeps answers in it)
 
 
 @dataclass
@@ -32,6 +43,9 @@ class Event:
     at: float
     labels: Labels
     data: dict[str, Any]
+
+
+Posted = tuple[int, Event]  #: an event in the index, after its serial
 
 
 class SeriesStore:
@@ -47,8 +61,15 @@ class SeriesStore:
         #: Bytes each owner holds: label sets of its series, events' labels and data.
         self.bytes: dict[str, int] = {}
         self.series: dict[tuple[str, str], dict[str, Series]] = {}  #: (owner, name) -> fp -> series
+        #: (owner, name) -> (label, value) -> the series holding it, by fingerprint.
+        self.postings: dict[tuple[str, str], dict[tuple[str, str], dict[str, Series]]] = {}
+        self.serial = 0
         self.counts: dict[str, int] = {}  #: series per owner
         self.events: dict[tuple[str, str], deque[Event]] = {}
+        #: (owner, name) -> (label, value) -> the kept events holding it, oldest first,
+        #: each with its serial (the order events came in).
+        self.event_postings: dict[tuple[str, str], dict[tuple[str, str], deque[Posted]]] = {}
+        self.event_serial = 0
         self.dropped = 0  #: samples refused (over the series limit, or out of order)
 
     def add(self, owner: str, name: str, labels: Labels, at: float, value: float) -> bool:
@@ -63,7 +84,12 @@ class SeriesStore:
             ):
                 self.dropped += 1
                 return False
-            series = by_fp[key] = Series(name, labels, deque(maxlen=self.max_samples))
+            self.serial += 1
+            series = Series(name, labels, deque(maxlen=self.max_samples), key, self.serial)
+            by_fp[key] = series
+            postings = self.postings.setdefault((owner, name), {})
+            for pair in labels.items():
+                postings.setdefault(pair, {})[key] = series
             self.counts[owner] = self.counts.get(owner, 0) + 1
             self.bytes[owner] = self.bytes.get(owner, 0) + size
         if series.samples and at < series.samples[-1][0]:
@@ -80,23 +106,74 @@ class SeriesStore:
             self.dropped += 1
             return False
         kept = self.events.setdefault((owner, name), deque(maxlen=self.max_events))
+        postings = self.event_postings.setdefault((owner, name), {})
         if len(kept) == kept.maxlen:
             old = kept[0]
             self.bytes[owner] -= event_bytes(name, old.labels, old.data)
-        kept.append(Event(at, labels, data))
+            _unpost(postings, old)
+        event = Event(at, labels, data)
+        kept.append(event)
+        self.event_serial += 1
+        for pair in labels.items():
+            postings.setdefault(pair, deque()).append((self.event_serial, event))
         self.bytes[owner] = self.bytes.get(owner, 0) + size
         return True
 
     def matching(self, owner: str, name: str, matchers: list[Matcher]) -> Iterator[Series]:
-        for series in self.series.get((owner, name), {}).values():
-            if matches_all(matchers, series.labels):
+        """The series of ``name`` that every matcher matches, in the order they were made."""
+        by_fp = self.series.get((owner, name))
+        if not by_fp:
+            return
+        postings = self.postings[(owner, name)]
+        lists: list[dict[str, Series]] = []
+        rest: list[Matcher] = []
+        for matcher in matchers:
+            values = matcher.required
+            if values is None:
+                rest.append(matcher)
+            elif len(values) == 1:
+                lists.append(postings.get((matcher.name, next(iter(values))), {}))
+            else:
+                merged = [s for v in values for s in postings.get((matcher.name, v), {}).values()]
+                merged.sort(key=lambda s: s.serial)
+                lists.append({s.fp: s for s in merged})
+        pool: Iterable[Series] = by_fp.values()
+        if lists:
+            lists.sort(key=len)
+            pool = lists[0].values()
+            if len(lists) > 1:
+                pool = [s for s in pool if all(s.fp in other for other in lists[1:])]
+        for series in pool:
+            if not rest or matches_all(rest, series.labels):
                 yield series
 
     def events_in(
         self, owner: str, name: str, matchers: list[Matcher], since: float, until: float
     ) -> Iterator[Event]:
-        for event in self.events.get((owner, name), ()):
-            if since < event.at <= until and matches_all(matchers, event.labels):
+        """The events of ``name`` in ``(since, until]`` that every matcher matches, in the
+        order they came in."""
+        kept = self.events.get((owner, name))
+        if not kept:
+            return
+        postings = self.event_postings[(owner, name)]
+        best: tuple[int, Matcher, Iterable[Posted]] | None = None
+        for matcher in matchers:
+            values = matcher.required
+            if values is None:
+                continue
+            found = [postings[(matcher.name, v)] for v in values if (matcher.name, v) in postings]
+            size = sum(len(f) for f in found)
+            if best is None or size < best[0]:
+                pool = found[0] if len(found) == 1 else heapq.merge(*found)
+                best = (size, matcher, pool)
+        if best is None:
+            events: Iterable[Event] = kept
+            rest = matchers
+        else:
+            events = (event for _, event in best[2])
+            rest = [m for m in matchers if m is not best[1]]
+        for event in events:
+            if since < event.at <= until and (not rest or matches_all(rest, event.labels)):
                 yield event
 
     def prune(self, before: float) -> None:
@@ -108,16 +185,26 @@ class SeriesStore:
                     samples.popleft()
                 if not samples:
                     del by_fp[fp]
+                    postings = self.postings[key]
+                    for pair in series.labels.items():
+                        posting = postings[pair]
+                        del posting[fp]
+                        if not posting:
+                            del postings[pair]
                     self.counts[key[0]] -= 1
                     self.bytes[key[0]] -= series_bytes(series.name, series.labels, self.max_samples)
             if not by_fp:
                 del self.series[key]
+                del self.postings[key]
         for key, events in list(self.events.items()):
+            indexed = self.event_postings[key]
             while events and events[0].at <= before:
                 old = events.popleft()
                 self.bytes[key[0]] -= event_bytes(key[1], old.labels, old.data)
+                _unpost(indexed, old)
             if not events:
                 del self.events[key]
+                del self.event_postings[key]
 
     def size(self) -> int:
         return sum(len(s.samples) for by_fp in self.series.values() for s in by_fp.values()) + sum(
@@ -135,6 +222,16 @@ class SeriesStore:
         return [(owner, name, list(events)) for (owner, name), events in self.events.items()]
 
 
+def _unpost(postings: dict[tuple[str, str], deque[Posted]], old: Event) -> None:
+    """Take the oldest kept event out of the index: it is first in each of its postings."""
+    for pair in old.labels.items():
+        posting = postings[pair]
+        if posting and posting[0][1] is old:
+            posting.popleft()
+        if not posting:
+            del postings[pair]
+
+
 def series_bytes(name: str, labels: Labels, max_samples: int) -> int:
     """What a series may come to hold: its name and labels, and its samples at most."""
     return 64 + len(name) + sum(len(k) + len(v) for k, v in labels.items()) + 16 * max_samples
@@ -145,10 +242,20 @@ def event_bytes(name: str, labels: Labels, data: dict[str, Any]) -> int:
     return 64 + len(name) + labels_size + len(orjson.dumps(data))
 
 
+_time = operator.itemgetter(0)
+
+
 def window(
     samples: deque[tuple[float, float]], since: float, until: float
 ) -> list[tuple[float, float]]:
-    return [(t, v) for t, v in samples if since < t <= until]
+    """The points in ``(since, until]``; samples are in time order (``add`` keeps them so)."""
+    if not samples:
+        return []
+    if samples[0][0] > since and samples[-1][0] <= until:
+        return list(samples)
+    lo = bisect.bisect_right(samples, since, key=_time)
+    hi = bisect.bisect_right(samples, until, lo=lo, key=_time)
+    return list(itertools.islice(samples, lo, hi))
 
 
 def reduce(fn: str, points: list[tuple[float, float]]) -> float | None:

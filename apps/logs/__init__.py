@@ -1,8 +1,10 @@
 """HTTP, WebSocket and SSE front of distributed logs (service 10), under ``/logs``.
 
 Modules: ``routes`` (push, queries, labels, deletes, retention, limits; Realm's
-own shapes and Loki's) and ``tail`` (live tail over SSE and WebSocket with
-resume cursors). ``build(settings)`` is the Serve application.
+own shapes and Loki's), ``loki_proto`` (Loki's snappy-compressed protobuf push,
+read into the JSON push's shape) and ``tail`` (live tail over SSE and WebSocket
+with resume cursors, on the shared stream skeleton of ``apps/streams.py``).
+``build(settings)`` is the Serve application.
 """
 
 from __future__ import annotations

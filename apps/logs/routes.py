@@ -33,6 +33,7 @@ from actors.logs.logql import (
 from actors.logs.model import REALM_TENANT
 from actors.logs.settings import LogsSettings
 from actors.runtime.errors import Forbidden, InvalidInput
+from apps.logs import loki_proto
 from apps.models import Body
 from apps.signin import AdminUser, Scope
 
@@ -193,16 +194,20 @@ def router(client: LogsClient, config: LogsSettings) -> APIRouter:
     @routes.post(
         "/loki/api/v1/push",
         status_code=204,
-        responses={422: {"description": "Not a Loki JSON push body, or an entry breaks a rule."}},
+        responses={422: {"description": "Not a Loki push body, or an entry breaks a rule."}},
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _inlined(LokiPush.model_json_schema())}},
+                "content": {
+                    "application/json": {"schema": _inlined(LokiPush.model_json_schema())},
+                    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                },
             }
         },
     )
     async def loki_push(request: Request, user: Pusher) -> Response:
-        """Loki's push API (JSON, optionally gzip-compressed); 204 once journaled."""
+        """Loki's push API: JSON (optionally gzip-compressed), or the snappy-compressed
+        protobuf ``PushRequest`` Promtail and Alloy send by default; 204 once journaled."""
         raw = await request.body()
         encoding = request.headers.get("content-encoding", "").lower()
         if encoding in ("gzip", "deflate"):
@@ -210,10 +215,14 @@ def router(client: LogsClient, config: LogsSettings) -> APIRouter:
         elif encoding not in ("", "identity"):
             raise BadEntry(f"content encoding {encoding[:20]!r} is not supported (gzip is)")
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        if kind not in ("application/json", ""):
-            raise BadEntry("Realm takes Loki's JSON push (application/json), not protobuf")
+        if kind not in ("application/json", "application/x-protobuf", ""):
+            raise BadEntry("a Loki push is application/json or application/x-protobuf")
         try:
-            body = LOKI_PUSH.validate_json(raw)
+            if kind == "application/x-protobuf":
+                inflated = loki_proto.decompress(raw, limit=8 * len(raw) + 1_024 * 1_024)
+                body = LOKI_PUSH.validate_python(loki_proto.push_request(inflated))
+            else:
+                body = LOKI_PUSH.validate_json(raw)
         except ValidationError as error:
             raise InvalidInput(
                 "not a Loki push body",

@@ -17,13 +17,19 @@ a ``: keepalive`` comment every ``REALM_LOGS_KEEPALIVE_S``; an event ``error``
 WebSocket: the server sends ``{"type": "ready", "cursor": ...}`` once the tail is in
 place (whatever is pushed after it arrives), then ``{"type": "entries", "entries":
 [<as above>], "cursor": ...}`` frames (``cursor``: where to resume once all of them
-are seen), and answers a
-client's ``{"type": "ping"}`` with ``{"type": "pong"}``. Close codes: 4401 the
-session ended, 4400 a bad query or cursor (sent as an ``error`` frame first).
+are seen), one JSON message a frame, and answers a client's ``{"type": "ping"}``
+with ``{"type": "pong"}`` (any other frame gets an ``error`` frame). Close codes:
+4400 a bad query or cursor (sent as an ``error`` frame first), 4401 the session
+ended, 4403 an API key without ``logs:read``, 4008 a client that sent frames
+without reading the answers, 1009 a client frame over 4 KiB, 1011 an internal
+failure (reconnect with the cursor).
 
 Entries are read only as fast as the client takes them: a tail holds at most
-one poll's entries (``REALM_LOGS_TAIL_BATCH`` per shard, and
-``REALM_LOGS_TAIL_SEND_BUFFER_BYTES``) in memory.
+one poll's entries (``REALM_LOGS_TAIL_BATCH`` per shard, sent in pieces of
+``REALM_LOGS_TAIL_SEND_BUFFER_BYTES``) in memory, and polls the shards again
+only once what it sent has gone out. The connection itself (sign-in, the
+bounded send buffer, the session re-check, close codes) is the shared one of
+``apps/streams.py``.
 """
 
 from __future__ import annotations
@@ -32,59 +38,192 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Header, Query, Request, WebSocket
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from sse_starlette import EventSourceResponse
 
-from actors.auth.client import Principal
+from actors.auth.client import Principal, SessionVerifier
 from actors.logs.client import LogsClient
 from actors.logs.logql import MAX_QUERY_CHARS, LogQuery, parse_log
 from actors.logs.settings import LogsSettings
-from actors.runtime.errors import RealmError
+from actors.runtime.clock import Clock, SystemClock
+from actors.runtime.errors import InvalidInput, RealmError
+from apps import streams
 from apps.logs.routes import tenant_of
-from apps.signin import StreamUser, sign_in_websocket, until_signed_out, verifier_of
+from apps.signin import StreamUser, until_signed_out, verifier_of
+from apps.streams import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_INTERNAL,
+    StreamConnection,
+    open_stream,
+    retry_hint,
+    sse_event,
+    sse_response,
+    until_signed_out_events,
+)
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_BAD_REQUEST = 4400
-SEP = "\n"
-RETRY_MS = 1_000
 MAX_CURSOR_CHARS = 4_096
+#: A client frame (a ping) is small; a longer one closes the connection (1009).
+MAX_CLIENT_FRAME_CHARS = 4_096
+#: Frames a client may leave unread (answers to its pings, errors) before it is
+#: closed as a slow consumer; entries never wait there (see ``TailConnection``).
+MAX_QUEUED_FRAMES = 64
+#: What an entry counts against the send buffer beyond its line.
+ENTRY_OVERHEAD_BYTES = 200
+
+Entry = dict[str, Any]
 
 
 def entry_json(
     labels: dict[str, str], ts: int, line: str, metadata: dict[str, str], cursor: str
-) -> dict[str, Any]:
+) -> Entry:
     return {"stream": labels, "ts": str(ts), "line": line, "metadata": metadata, "cursor": cursor}
 
 
 async def batches(
-    client: LogsClient, config: LogsSettings, tenant: str, query: LogQuery, cursor: str | None
-) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
-    """Entries as they come, in batches no larger than the send buffer, and the cursor
-    after each batch; polls every ``tail_poll_s`` while there is nothing new."""
-    position = cursor or await client.tail_start()
+    client: LogsClient,
+    config: LogsSettings,
+    tenant: str,
+    query: LogQuery,
+    cursor: str,
+    clock: Clock,
+) -> AsyncIterator[tuple[list[Entry], str]]:
+    """Entries as they come after ``cursor``, in batches no larger than the send buffer,
+    and the cursor after each batch; polls every ``tail_poll_s`` while there is nothing
+    new. The next poll waits until the caller asks for the next batch."""
+    position = cursor
     while True:
         found, after = await client.tail_next(tenant, query, position)
         if not found:
             position = after
-            await asyncio.sleep(config.tail_poll_s)
+            await clock.sleep(config.tail_poll_s)
             continue
-        batch: list[dict[str, Any]] = []
+        batch: list[Entry] = []
         size = 0
         for labels, ts, line, metadata, entry_cursor in found:
             batch.append(entry_json(labels, ts, line, metadata, entry_cursor))
-            size += len(line) + 200
+            size += len(line) + ENTRY_OVERHEAD_BYTES
             if size >= config.tail_send_buffer_bytes:
                 yield batch, entry_cursor
                 batch, size = [], 0
         position = after
         if batch:
             yield batch, after
+
+
+async def start(
+    client: LogsClient, user: Principal, tenant: str | None, text: str, cursor: str | None
+) -> tuple[str, LogQuery, str]:
+    """Check a tail's request: its tenant, parsed query and starting cursor (a given
+    cursor is tried once, so a bad one is refused before anything is streamed)."""
+    user.require("logs:read")
+    who = tenant_of(user, tenant)
+    if not text or len(text) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query is required, at most {MAX_QUERY_CHARS} characters")
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidInput(f"cursor is at most {MAX_CURSOR_CHARS} characters")
+    query = parse_log(text)
+    if cursor:
+        await client.tail_next(who, query, cursor)
+    else:
+        cursor = await client.tail_start()
+    return who, query, cursor
+
+
+# --- WebSocket ----------------------------------------------------------------------------
+
+
+class PingFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ping"]
+
+
+FRAME: TypeAdapter[PingFrame] = TypeAdapter(PingFrame)
+
+
+class TailOutbox(streams.Outbox):
+    """A tail's send buffer: one JSON message a frame (a client reads each frame as
+    one message)."""
+
+    one_line_per_frame = True
+
+
+class TailConnection(StreamConnection):
+    """One WebSocket tail: a pump reads the shards and queues an ``entries`` frame
+    only once the previous one has gone out, so the buffer holds one batch at most
+    (plus small answers to the client's pings)."""
+
+    where = "logs tail WebSocket"
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client: LogsClient,
+        config: LogsSettings,
+        *,
+        verifier: SessionVerifier,
+        user: Principal,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            websocket,
+            verifier=verifier,
+            user=user,
+            signed_in=user,
+            outbox=TailOutbox(MAX_QUEUED_FRAMES, config.tail_send_buffer_bytes),
+            keepalive_s=config.keepalive_s,
+            max_frame_chars=MAX_CLIENT_FRAME_CHARS,
+            clock=clock,
+        )
+        self.client, self.config = client, config
+        self.pump: asyncio.Task[None] | None = None  #: reads the shards, once started
+
+    async def serve(self, tenant: str | None, text: str, cursor: str | None) -> None:
+        """Check the request (an ``error`` frame and close 4400 if it is bad), then
+        tail until the connection ends."""
+        try:
+            who, query, cursor = await start(self.client, self.user, tenant, text, cursor)
+        except RealmError as error:
+            self.send_error(None, error)
+            with contextlib.suppress(Exception):  # a client already gone
+                await self.ws.send_text(await self.outbox.next_frame())
+                await self.ws.close(CLOSE_BAD_REQUEST, error.code)
+            return
+        self.send({"type": "ready", "cursor": cursor})
+        self.pump = asyncio.create_task(self._pump(who, query, cursor))
+        await self.run()
+
+    async def _pump(self, tenant: str, query: LogQuery, cursor: str) -> None:
+        try:
+            async for batch, after in batches(
+                self.client, self.config, tenant, query, cursor, self.clock
+            ):
+                await self.outbox.drained()
+                self.send({"type": "entries", "entries": batch, "cursor": after})
+        except Exception:
+            log.exception("a log tail failed; closing its connection")
+            self.end(CLOSE_INTERNAL, "internal error: reconnect with your cursor")
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            streams.parse_frame(FRAME, text)
+        except RealmError as error:
+            self.send_error(None, error)
+            return
+        self.send({"type": "pong"})
+
+    async def release(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+
+
+# --- the routes ---------------------------------------------------------------------------
 
 
 def router(client: LogsClient, config: LogsSettings) -> APIRouter:
@@ -104,30 +243,28 @@ def router(client: LogsClient, config: LogsSettings) -> APIRouter:
         last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR_CHARS)] = None,
     ) -> EventSourceResponse:
         """Server-sent events of new entries; resumes from ``cursor`` or ``Last-Event-ID``."""
-        user.require("logs:read")
-        who = tenant_of(user, tenant)
-        parsed = parse_log(query)
-        resume = last_event_id or cursor
-        if resume:
-            await client.tail_next(who, parsed, resume)  # a bad cursor is a 422 now
+        who, parsed, start_at = await start(client, user, tenant, query, last_event_id or cursor)
         signed_out = functools.partial(
             until_signed_out, verifier_of(http), user, config.keepalive_s
         )
-        return EventSourceResponse(
-            events(client, config, who, parsed, resume, signed_out),
-            ping=config.keepalive_s,
-            ping_message_factory=lambda: ServerSentEvent(comment="keepalive", sep=SEP),
-            sep=SEP,
+        return sse_response(
+            until_signed_out_events(
+                events(client, config, who, parsed, start_at, SystemClock()), signed_out
+            ),
+            config.keepalive_s,
         )
 
     @routes.websocket("/tail/ws")
     async def websocket(ws: WebSocket) -> None:
-        signed_in = await sign_in_websocket(ws)
+        signed_in = await open_stream(ws, "logs:read")
         if signed_in is None:
             return
         user, _ = signed_in
-        await ws.accept()
-        await run_socket(ws, client, config, user)
+        connection = TailConnection(ws, client, config, verifier=verifier_of(ws), user=user)
+        params = ws.query_params
+        await connection.serve(
+            params.get("tenant"), params.get("query", ""), params.get("cursor") or None
+        )
 
     return routes
 
@@ -137,78 +274,14 @@ async def events(
     config: LogsSettings,
     tenant: str,
     query: LogQuery,
-    cursor: str | None,
-    signed_out: Callable[[], Coroutine[Any, Any, None]],
-) -> AsyncIterator[ServerSentEvent | bytes]:
-    yield ServerSentEvent(retry=RETRY_MS, sep=SEP)
-    cursor = cursor or await client.tail_start()
-    ready = orjson.dumps({"cursor": cursor}).decode()
-    yield ServerSentEvent(ready, event="ready", id=cursor, sep=SEP)
-    watcher = asyncio.create_task(signed_out())
-    try:
-        async for batch, _ in batches(client, config, tenant, query, cursor):
-            if watcher.done():
-                break
-            for entry in batch:
-                data = orjson.dumps(entry).decode()
-                yield f"id: {entry['cursor']}{SEP}event: entry{SEP}data: {data}{SEP}{SEP}".encode()
-        body = orjson.dumps({"code": "unauthorized", "message": "the session ended"}).decode()
-        yield ServerSentEvent(body, event="error", sep=SEP)
-    finally:
-        watcher.cancel()
-
-
-async def run_socket(
-    ws: WebSocket, client: LogsClient, config: LogsSettings, user: Principal
-) -> None:
-    params = ws.query_params
-    try:
-        user.require("logs:read")
-        who = tenant_of(user, params.get("tenant"))
-        text = params.get("query", "")
-        if not text or len(text) > MAX_QUERY_CHARS:
-            raise RealmError.from_code("invalid_input", "query is required", {})
-        query = parse_log(text)
-        cursor = params.get("cursor") or None
-        if cursor is not None:
-            await client.tail_next(who, query, cursor)
-        else:
-            cursor = await client.tail_start()
-    except RealmError as error:
-        await ws.send_text(orjson.dumps({"type": "error", "error": error.to_dict()}).decode())
-        await ws.close(CLOSE_BAD_REQUEST)
-        return
-
-    await ws.send_text(orjson.dumps({"type": "ready", "cursor": cursor}).decode())
-
-    async def send_entries() -> None:
-        async for batch, after in batches(client, config, who, query, cursor):
-            await ws.send_text(
-                orjson.dumps({"type": "entries", "entries": batch, "cursor": after}).decode()
-            )
-
-    async def receive() -> None:
-        while True:
-            text = await ws.receive_text()
-            with contextlib.suppress(orjson.JSONDecodeError):
-                if isinstance(frame := orjson.loads(text), dict) and frame.get("type") == "ping":
-                    await ws.send_text('{"type":"pong"}')
-
-    tasks = {
-        asyncio.create_task(send_entries()): "entries",
-        asyncio.create_task(receive()): "client",
-        asyncio.create_task(until_signed_out(verifier_of(ws), user, config.keepalive_s)): "session",
-    }
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    ended = next(iter(done))
-    if tasks[ended] == "session":
-        with contextlib.suppress(Exception):
-            await ws.close(CLOSE_UNAUTHORIZED, "the session ended")
-        return
-    failure = ended.exception()
-    if failure is not None and not isinstance(failure, WebSocketDisconnect | RuntimeError):
-        log.warning("a log tail ended: %r", failure)
-        with contextlib.suppress(Exception):
-            await ws.close(1011, "internal error: reconnect with your cursor")
+    cursor: str,
+    clock: Clock,
+) -> AsyncIterator[Any]:
+    """The SSE stream: the retry hint, ``ready``, then each batch's ``entry`` events
+    as one chunk."""
+    yield retry_hint()
+    yield sse_event(cursor, orjson.dumps({"cursor": cursor}).decode(), "ready")
+    async for batch, _ in batches(client, config, tenant, query, cursor, clock):
+        yield b"".join(
+            sse_event(entry["cursor"], orjson.dumps(entry).decode(), "entry") for entry in batch
+        )

@@ -3,6 +3,7 @@ with a fake clock, and exactly-once transitions across a restart."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -10,13 +11,16 @@ import pytest
 from actors.monitor.errors import BadRule, MonitorLimit, RuleNotFound
 from actors.monitor.evaluator import RuleEngine, Transition
 from actors.monitor.model import (
+    Matcher,
     Rule,
     check_rule,
+    matches_all,
     parse_expr,
     parse_matcher,
     render,
     rules_from_yaml,
 )
+from actors.monitor.series import SeriesStore
 from actors.monitor.settings import MonitorSettings
 from actors.runtime.clock import FakeClock
 from actors.runtime.store import SQLiteStore
@@ -310,3 +314,54 @@ async def test_restart_mid_for_keeps_pending_and_sends_once(
     assert out.statuses() == [("High", "firing")] and not third.outbox
     fourth = await engine(store, clock, out)
     assert not fourth.outbox and fourth.list_alerts("u1")[0]["state"] == "firing"
+
+
+def _brute(store: SeriesStore, owner: str, name: str, matchers: list[Matcher]) -> list[str]:
+    by_fp = store.series.get((owner, name), {})
+    return [fp for fp, s in by_fp.items() if matches_all(matchers, s.labels)]
+
+
+def test_label_index_answers_as_a_full_scan() -> None:
+    """The index by ``label=value`` finds exactly what matching every series would, in
+    the same order, for every kind of matcher, through adds, evictions and prunes."""
+    rng = random.Random(7)
+    values = ["a", "b", "c", "a.b", ""]
+    ops = ["=", "!=", "=~", "!~"]
+    patterns = ["a", "a|b", "b|c", "a.*", ".*", "a|", "(?i)A", "a\\.b", "a.b"]
+    store = SeriesStore(max_samples=8, max_series_per_owner=10_000, max_events=40, max_bytes=2**30)
+    for round_ in range(30):
+        for _ in range(40):
+            labels = {k: v for k in ("x", "y", "z") if (v := rng.choice(values))}
+            at = round_ * 10 + rng.random() * 10
+            store.add("o", rng.choice(["m", "n"]), labels, at, 1.0)
+            store.add_event("o", rng.choice(["e", "f"]), labels, at, {})
+        if round_ % 5 == 4:
+            store.prune(round_ * 10 - 15)
+        for _ in range(60):
+            matchers = [
+                Matcher(
+                    rng.choice(["x", "y", "z", "w"]),
+                    op := rng.choice(ops),
+                    rng.choice(patterns if op in ("=~", "!~") else values),
+                )
+                for _ in range(rng.randint(0, 3))
+            ]
+            name = rng.choice(["m", "n", "none"])
+            assert [s.fp for s in store.matching("o", name, matchers)] == _brute(
+                store, "o", name, matchers
+            ), matchers
+            since = rng.random() * 300 - 20
+            until = since + rng.random() * 100
+            event_name = rng.choice(["e", "f"])
+            expected = [
+                e
+                for e in store.events.get(("o", event_name), ())
+                if since < e.at <= until and matches_all(matchers, e.labels)
+            ]
+            got = list(store.events_in("o", event_name, matchers, since, until))
+            assert [id(e) for e in got] == [id(e) for e in expected], matchers
+    assert Matcher("x", "=~", "a|b").required == {"a", "b"}
+    assert Matcher("x", "=~", "a|").required is None  # matches the empty value too
+    assert Matcher("x", "=~", "a.*").required is None
+    assert Matcher("x", "=", "").required is None
+    assert Matcher("x", "!=", "a").required is None

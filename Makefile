@@ -48,13 +48,13 @@ run: $(STAMP) haproxy
 	$(BIN)/python serve_app.py
 
 # tests/cluster runs in a pytest process of its own: a driver joins one Ray cluster.
+# tests/fuzz runs after tests/integration in one process, on the same stack (tests/stack.py).
 test: $(STAMP) chromium alertmanager
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest tests/unit tests/integration tests/fuzz
 	$(BIN)/pytest tests/cluster
-	$(BIN)/pytest tests/fuzz
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -73,10 +73,14 @@ fuzz: $(STAMP)
 	REALM_FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) REALM_FUZZ_SEED=$${REALM_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
 	  $(BIN)/pytest tests/fuzz
 
+# ADDRESS=<ray address> (or RAY_ADDRESS in the environment) runs every benchmark
+# against that cluster instead of a local Ray of its own; BENCH_ARGS=--quick: a smoke run.
+ADDRESS ?=
+BENCH_ARGS ?=
 bench: $(STAMP) haproxy
 	@$(call apt_install,wrk,wrk,http_overhead.py cannot run)
 	@$(call apt_install,etcd,etcd-server,resources.py skips its etcd row)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(if $(ADDRESS),--address $(ADDRESS)) $(BENCH_ARGS)
 
 # Mixed load over HTTP and WebSocket against `make run`'s deployment, 10 minutes
 # (SOAK_ARGS=--quick: about one); results in benchmarks/results/soak.{json,png}.

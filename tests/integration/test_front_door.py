@@ -15,10 +15,12 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,22 +201,50 @@ def orphaned_serve_haproxy(port: int, directory: Path) -> psutil.Process:
 class FullStack:
     runner: Runner
     #: The stale HAProxy the start found on its port.
-    stale_pid: int
+    stale: psutil.Process
+
+    @property
+    def stale_pid(self) -> int:
+        return int(self.stale.pid)
+
+
+def start_full_stack(directory: Path) -> FullStack:
+    """A stale HAProxy on PORT, then a runner started as ``make run`` starts it
+    (not waited for)."""
+    stale = orphaned_serve_haproxy(PORT, directory / "stale")
+    return FullStack(Runner(directory / "front-door" / "data"), stale)
+
+
+#: The full stack when the session started it early (``tests/conftest.py``): its
+#: runner then deploys while the tests before this module run.
+EARLY: list[Future[FullStack]] = []
+
+
+def start_early() -> None:
+    """Start the full stack in the background (at most once)."""
+    if not EARLY:
+        started: Future[FullStack] = Future()
+        EARLY.append(started)
+        started.set_running_or_notify_cancel()
+        try:
+            started.set_result(start_full_stack(Path(tempfile.mkdtemp(prefix="front-door-"))))
+        except BaseException as error:
+            started.set_exception(error)
 
 
 @pytest.fixture(scope="module")
 def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
     """Every service, started as ``make run`` does, on the port an earlier run
     left to a stale HAProxy."""
-    stale = orphaned_serve_haproxy(PORT, tmp_path_factory.mktemp("stale"))
-    runner = Runner(tmp_path_factory.mktemp("front-door") / "data")
+    early = EARLY[0].result() if EARLY else None
+    stack = early or start_full_stack(tmp_path_factory.mktemp("full-stack"))
     try:
-        runner.wait_ready()
-        yield FullStack(runner, stale.pid)
+        stack.runner.wait_ready()
+        yield stack
     finally:
-        runner.stop()
-        if not gone(stale):
-            stale.kill()
+        stack.runner.stop()
+        if not gone(stack.stale):
+            stack.stale.kill()
 
 
 def test_a_second_start_clears_the_stale_ingress_and_serves_every_service(full_stack):

@@ -92,17 +92,22 @@ class SessionStack:
         self._lock = threading.Lock()
         self._private_dir = Path(tempfile.mkdtemp(prefix="realm-tests-"))
         self._steps: dict[str, Future[Any]] = {}
+        self._stopped = threading.Event()
 
     def start_early(self, *after: Callable[[], object]) -> None:
         """Start Ray and deploy every service in a background thread, then run
         ``after`` there, one by one (more to start, one at a time: Ray's nodes
-        give up if they cannot register within 30 s)."""
+        give up if they cannot register within 30 s). The thread lives until
+        :meth:`stop`: Ray's GCS and raylet get SIGKILL when the thread that
+        started them ends (``PR_SET_PDEATHSIG`` follows the thread, not the
+        process)."""
 
         def settle() -> None:
             with contextlib.suppress(BaseException):  # the fixture that joins it raises it
                 self.deployed()
             for then in after:
                 then()
+            self._stopped.wait()
 
         threading.Thread(target=settle, name="session-stack", daemon=True).start()
 
@@ -171,6 +176,7 @@ class SessionStack:
         if deployed is not None and deployed.exception() is None:
             kill_namespace(deployed.result().namespace)
         ray.shutdown()
+        self._stopped.set()
         shutil.rmtree(self._private_dir, ignore_errors=True)
 
 

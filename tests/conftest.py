@@ -69,23 +69,4 @@ async def until(
 
 # The session's stack, shared by tests/integration and tests/fuzz (registered here
 # so that one pytest run of both starts it once).
-from tests.stack import SESSION, base_url, http_settings, ray_runtime  # noqa: E402, F401
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """When the run holds tests of the session's stack after others (``make test``:
-    the unit tests first), start the stack now, beside them: it takes a minute or
-    two and mostly waits on processes starting, while unit tests use one core. The
-    front door's ``make run`` stack, if the run holds its tests, starts next."""
-    if os.environ.get("REALM_TESTS_EARLY_STACK", "1") == "0" or not session.items:
-        return
-    uses = [set(getattr(item, "fixturenames", ())) for item in session.items]
-    stack = [bool({"base_url", "http_settings"} & used) for used in uses]
-    if stack[0] or not any(stack):
-        return
-    after = []
-    if any("full_stack" in u for u in uses):
-        from tests.integration import test_front_door
-
-        after.append(test_front_door.start_early)
-    SESSION.start_early(*after)
+from tests.stack import base_url, http_settings, ray_runtime  # noqa: E402, F401

@@ -179,22 +179,27 @@ class RuntimeWatcher:
         import ray
 
         # The GCS's table names no namespace: this namespace's actors are found by
-        # their names (resolved to ids once; an id outlives its restarts).
+        # their names (resolved to ids once; an id outlives its restarts), and only
+        # their rows are read (the whole table holds every actor the cluster ever
+        # ran, dead ones included, and grows for as long as it runs).
         # A name whose actor died for good may come back as a new actor: its old
         # id stays tracked (for its death), its new one is added.
         namespace = self.settings.namespace
-        table = ray._private.state.actors()
+        # (An actor whose death was reported is read no more.)
+        live = self.tracked - self.dead_actors
+        rows = {i: ray._private.state.actors(actor_id=i) for i in live}
         for named in ray.util.list_named_actors(all_namespaces=True):
             name = named["name"]
             known = self.actor_ids.get(name)
             if named["namespace"] != namespace or (
-                known is not None and table.get(known, {}).get("State") != "DEAD"
+                known in live and rows.get(known, {}).get("State") != "DEAD"
             ):
                 continue
             with contextlib.suppress(Exception):  # gone since it was listed
-                self.actor_ids[name] = ray.get_actor(name, namespace=namespace)._actor_id.hex()
-                self.tracked.add(self.actor_ids[name])
-        ours = self.tracked
+                found = ray.get_actor(name, namespace=namespace)._actor_id.hex()
+                self.actor_ids[name] = found
+                self.tracked.add(found)
+                rows[found] = ray._private.state.actors(actor_id=found)
         return [
             {
                 "id": i,
@@ -203,8 +208,8 @@ class RuntimeWatcher:
                 "state": a.get("State", ""),
                 "restarts": int(a.get("NumRestarts", 0)),
             }
-            for i, a in table.items()
-            if i in ours
+            for i, a in rows.items()
+            if a
         ]
 
     def _actors_from_state_api(self) -> list[dict[str, Any]]:

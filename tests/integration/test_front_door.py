@@ -15,12 +15,10 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,29 +213,11 @@ def start_full_stack(directory: Path) -> FullStack:
     return FullStack(Runner(directory / "front-door" / "data"), stale)
 
 
-#: The full stack when the session started it early (``tests/conftest.py``): its
-#: runner then deploys while the tests before this module run.
-EARLY: list[Future[FullStack]] = []
-
-
-def start_early() -> None:
-    """Start the full stack in the background (at most once)."""
-    if not EARLY:
-        started: Future[FullStack] = Future()
-        EARLY.append(started)
-        started.set_running_or_notify_cancel()
-        try:
-            started.set_result(start_full_stack(Path(tempfile.mkdtemp(prefix="front-door-"))))
-        except BaseException as error:
-            started.set_exception(error)
-
-
 @pytest.fixture(scope="module")
 def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
     """Every service, started as ``make run`` does, on the port an earlier run
     left to a stale HAProxy."""
-    early = EARLY[0].result() if EARLY else None
-    stack = early or start_full_stack(tmp_path_factory.mktemp("full-stack"))
+    stack = start_full_stack(tmp_path_factory.mktemp("full-stack"))
     try:
         stack.runner.wait_ready()
         yield stack

@@ -101,6 +101,25 @@ def default_rules(config: MonitorSettings) -> list[Rule]:
     return rules
 
 
+def realm_series(text: str) -> str:
+    """Only Realm's own series (``ray_realm_*``, histogram buckets left out) of a
+    node's Prometheus text. The node's exporter also serves every series of Ray
+    itself, thousands of them and more as a session's actors come and go: scraped
+    whole, they would fill the system owner's series limit and crowd out Realm's
+    restart counters."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            if len(parts) > 2 and parts[2].startswith("ray_realm_"):
+                kept.append(line)
+        elif line.startswith("ray_realm_"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if not name.endswith("_bucket"):
+                kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def parse_prometheus(text: str, at: float) -> list[tuple[str, dict[str, str], float, float]]:
     """Samples of a Prometheus text exposition (``prometheus_client``'s parser)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -267,17 +286,18 @@ class RuntimeWatcher:
 
     async def scrape(self, now: float) -> list[tuple[str, dict[str, str], float, float]]:
         found = []
-        urls = [u.strip() for u in self.config.scrape_targets.split(",") if u.strip()]
+        targets = [(u.strip(), False) for u in self.config.scrape_targets.split(",") if u.strip()]
         if self.config.scrape_realm:
             from actors.runtime.metrics import scrape_targets
 
-            urls += scrape_targets()
+            targets += [(url, True) for url in scrape_targets()]
         async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-            for url in urls:
+            for url, realm_node in targets:
                 try:
                     check_url(url, allow_remote=self.config.allow_remote_targets)
                     answer = await http.get(url)
-                    found.extend(parse_prometheus(answer.text, now))
+                    text = realm_series(answer.text) if realm_node else answer.text
+                    found.extend(parse_prometheus(text, now))
                     found.append(("up", {"instance": url}, now, 1.0))
                 except Exception as error:
                     log.info("scrape of %s failed: %r", url, error)
@@ -301,4 +321,11 @@ class _WatcherProcess(RuntimeWatcher):
 #: deaths again, which only refreshes an event rule's window.
 WatcherActor = remote_actor(_WatcherProcess, restart=Restart.PERMANENT)
 
-__all__ = ["WATCHER_NAME", "RuntimeWatcher", "WatcherActor", "default_rules", "parse_prometheus"]
+__all__ = [
+    "WATCHER_NAME",
+    "RuntimeWatcher",
+    "WatcherActor",
+    "default_rules",
+    "parse_prometheus",
+    "realm_series",
+]

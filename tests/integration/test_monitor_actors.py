@@ -75,13 +75,6 @@ def fast(make: Callable[..., Settings], **more: Any) -> Settings:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "in the last two full-suite runs (never alone, nor after the modules before "
-        "it) no notification reached the webhook sink in time; cause not found yet"
-    ),
-)
 async def test_restart_intensity_fires_then_resolves(
     ray_settings: Callable[..., Settings], sink: AlertSink
 ) -> None:

@@ -9,7 +9,7 @@ from actors.monitor.errors import BadTarget
 from actors.monitor.model import SYSTEM_OWNER
 from actors.monitor.receivers import check_url, sign, text_of, verify
 from actors.monitor.settings import MonitorSettings
-from actors.monitor.watcher import default_rules, parse_prometheus
+from actors.monitor.watcher import default_rules, parse_prometheus, realm_series
 
 
 def test_signature_round_trip_and_refusals() -> None:
@@ -65,6 +65,23 @@ def test_prometheus_text() -> None:
     samples = parse_prometheus(text, 5.0)
     assert ("req_total", {"route": "/a", "status": "200"}, 5.0, 12.0) in samples
     assert ("up", {}, 5.0, 1.0) in samples
+
+
+def test_realm_series_keeps_only_realms_own() -> None:
+    text = (
+        "# HELP ray_realm_queue_jobs Jobs.\n# TYPE ray_realm_queue_jobs gauge\n"
+        'ray_realm_queue_jobs{queue="q",state="dead"} 2\n'
+        "# TYPE ray_realm_http_request_seconds histogram\n"
+        'ray_realm_http_request_seconds_bucket{le="0.1",service="cache"} 4\n'
+        'ray_realm_http_request_seconds_count{service="cache"} 4\n'
+        "# HELP ray_grpc_server_req_total Ray's own.\n# TYPE ray_grpc_server_req_total counter\n"
+        'ray_grpc_server_req_total{Method="x"} 99\n'
+        'ray_tasks{State="RUNNING"} 3\n'
+    )
+    samples = parse_prometheus(realm_series(text), 5.0)
+    names = {name for name, _, _, _ in samples}
+    assert names == {"ray_realm_queue_jobs", "ray_realm_http_request_seconds_count"}
+    assert ("ray_realm_queue_jobs", {"queue": "q", "state": "dead"}, 5.0, 2.0) in samples
 
 
 def test_default_rules() -> None:

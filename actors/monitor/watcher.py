@@ -70,15 +70,15 @@ def default_rules(config: MonitorSettings) -> list[Rule]:
         ),
         (
             "RealmQueueDeadLetters",
-            "increase(realm_queue_dead_letters[5m]) > 0",
+            'sum by (queue) (delta(ray_realm_queue_jobs{state="dead"}[5m])) > 0',
             "warning",
             "dead letters growing in {{ $labels.queue }}",
         ),
         (
             "RealmReplicaErrors",
-            "sum by (application) (rate(serve_num_http_error_requests_total[5m])) > 1",
+            'sum by (service) (rate(ray_realm_http_requests_total{status=~"5.."}[5m])) > 1',
             "warning",
-            "replicas of {{ $labels.application }} answer {{ $value }} errors/s",
+            "replicas of {{ $labels.service }} answer {{ $value }} errors/s",
         ),
         ("Watchdog", "vector(1)", "none", "always firing: its absence means monitoring is down"),
     ]

@@ -101,3 +101,15 @@ def test_default_rules() -> None:
     assert (restarting.fn, restarting.window_s, restarting.threshold) == ("increase", 30.0, 2.0)
     assert all(r.owner == SYSTEM_OWNER for r in rules.values())
     assert rules["Watchdog"].kind == "always"
+
+
+def test_default_rules_read_series_that_exist() -> None:
+    # Before: two rules read names nothing exported (realm_queue_dead_letters,
+    # serve_num_http_error_requests_total), so they could never fire.
+    from actors.runtime.metrics import Metric
+
+    scraped = {f"ray_{name}" for name in Metric.registry}  # Ray prefixes every exported name
+    polled = {"realm_actor_restarts_total", "realm_store_up"}  # the watcher's own samples
+    for rule in default_rules(MonitorSettings()):
+        if rule.kind == "threshold":
+            assert rule.input in scraped | polled, (rule.alert, rule.input)

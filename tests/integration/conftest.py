@@ -66,6 +66,13 @@ def store_overrides(kind: str) -> dict[str, Any]:
     return {"store_url": REDIS_URL} if kind == "redis" else {"store_url": ""}
 
 
+#: The store of a service's actor-kill tests: SQLite, ``make run``'s default. The
+#: journal's guarantees are proven on both stores (test_durable_kill,
+#: test_store_contract, test_store_restart); the services whose nodes tests/cluster
+#: removes (auth, queue, ledger, resources, cache, chat, game) are killed there on Redis.
+ON_SQLITE = store_overrides("sqlite")
+
+
 def client_address() -> str:
     """A fresh loopback address for a client to connect from (127.x.y.z, never
     127.0.0.1; Linux routes all of 127/8 to loopback): failed logins are

@@ -22,7 +22,7 @@ from actors.runtime.settings import Settings
 from actors.runtime.shards import shard_names
 from actors.runtime.store import open_store
 from actors.runtime.supervision import ActorRef
-from tests.integration.conftest import store_overrides
+from tests.integration.conftest import ON_SQLITE
 
 PASSWORD = "correct horse battery"
 #: Cheap argon2 and a short lease: these tests are about state, not cost.
@@ -62,10 +62,10 @@ async def restarts(settings: Settings, ref: ActorRef) -> int:
         await store.close()
 
 
-async def test_sessions_and_accounts_survive_killed_actors(ray_settings, store_kind, clients):
+async def test_sessions_and_accounts_survive_killed_actors(ray_settings, clients):
     # Given users with live sessions, on stores that snapshot often (so
     # recovery uses snapshot + replay)
-    settings = ray_settings(snapshot_every=3, **FAST, **store_overrides(store_kind))
+    settings = ray_settings(snapshot_every=3, **FAST, **ON_SQLITE)
     client = await started(clients(settings))
     names = [f"user{i}" for i in range(6)]
     for name in names:
@@ -154,9 +154,9 @@ USERS = 40
 KILL_AFTER_LOGINS = 10
 
 
-async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, store_kind, clients):
-    # Given many users, on the store under test
-    settings = ray_settings(**FAST, **store_overrides(store_kind))
+async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, clients):
+    # Given many users, on SQLite
+    settings = ray_settings(**FAST, **ON_SQLITE)
     client = await started(clients(settings))
     names = [f"user{i}" for i in range(USERS)]
     await asyncio.gather(*(client.register(name, PASSWORD) for name in names))
@@ -187,10 +187,10 @@ async def test_every_login_that_returned_survives_a_shard_kill(ray_settings, sto
 
 
 async def test_api_keys_survive_killed_shards_and_a_revocation_reaches_every_client(
-    ray_settings, store_kind, clients
+    ray_settings, clients
 ):
     # Given keys on several shards, held in two clients' near caches
-    settings = ray_settings(**FAST, **store_overrides(store_kind))
+    settings = ray_settings(**FAST, **ON_SQLITE)
     admin_client, a, b = [await started(clients(settings)) for _ in range(3)]
     await admin_client.ensure_admin("root", password=PASSWORD)
     admin = await admin_client.authenticate((await admin_client.login("root", PASSWORD))["token"])

@@ -11,17 +11,17 @@ import ray
 from actors.ledger.client import LedgerClient
 from actors.ledger.model import AccountSpec, TransferSpec
 from tests.conftest import until
-from tests.integration.conftest import store_overrides
+from tests.integration.conftest import ON_SQLITE
 from tests.integration.ledger_audit import audit, open_books, random_transfers
 
 TRANSFERS = 160
 
 
-async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_settings, store_kind):
+async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_settings):
     # Given two shards, one coordinator and funded customers on both shards
     settings = ray_settings(
         ledger_shards=2, ledger_coordinators=1, ledger_in_doubt_after_s=1.0,
-        snapshot_every=50, **store_overrides(store_kind),
+        snapshot_every=50, **ON_SQLITE,
     )  # fmt: skip
     client = LedgerClient(settings)
     await client.start()
@@ -50,7 +50,7 @@ async def test_transfers_survive_a_shard_and_a_coordinator_killed_mid_way(ray_se
     counts = await audit(client, books)
     assert in_flight > 0
     assert counts["acknowledged"] > 0 and counts["refused"] > 0
-    print(store_kind, counts)
+    print(counts)
     await client.close()
 
 

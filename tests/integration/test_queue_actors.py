@@ -13,7 +13,7 @@ from ray.exceptions import ActorDiedError
 from actors.queue.client import QueueClient, QueueNotFound
 from actors.runtime.errors import LimitReached
 from tests.conftest import until
-from tests.integration.conftest import store_overrides
+from tests.integration.conftest import ON_SQLITE
 
 H = "actors.queue.handlers"
 FAST_RETRIES = {"queue_backoff_base_s": 0.05, "queue_backoff_max_s": 0.2}
@@ -114,11 +114,9 @@ PRODUCERS = 6
 KILL_AFTER_ACKS = 20
 
 
-async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(
-    ray_settings, store_kind
-) -> None:
-    # Given a queue on the store under test, snapshotting often
-    settings = ray_settings(snapshot_every=20, **FAST_RETRIES, **store_overrides(store_kind))
+async def test_a_queue_killed_during_a_burst_of_enqueues_loses_nothing(ray_settings) -> None:
+    # Given a queue on SQLite, snapshotting often
+    settings = ray_settings(snapshot_every=20, **FAST_RETRIES, **ON_SQLITE)
     client = QueueClient(settings)
     await client.start()
     await client.create("burst", owner=OWNER)

@@ -11,14 +11,14 @@ import ray
 from actors.resources.client import ResourcesClient
 from actors.runtime.settings import Settings
 from tests.conftest import until
-from tests.integration.conftest import store_overrides
+from tests.integration.conftest import ON_SQLITE
 
 
 async def test_leases_survive_a_pool_actor_kill(
-    ray_settings: Callable[..., Settings], store_kind: str
+    ray_settings: Callable[..., Settings],
 ) -> None:
     # Given a mutex and a semaphore with leases held and a waiter queued
-    client = ResourcesClient(ray_settings(resources_shards=1, **store_overrides(store_kind)))
+    client = ResourcesClient(ray_settings(resources_shards=1, **ON_SQLITE))
     await client.start()
     await client.create_pool("lock", "mutex", ttl_s=300)
     await client.create_pool("sem", "semaphore", 3, quota_per_owner=2)

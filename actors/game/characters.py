@@ -3,7 +3,11 @@
 A character's name and class are chosen once; its progress (level, experience,
 kills, deaths) is written by the rooms it plays in, each write carrying the
 experience it reports, which only grows: a late or repeated write from a room
-that restarted never takes progress back.
+that restarted never takes progress back. Its inventory (the items it carries
+and wears) is written the same way: each write carries the inventory's change
+count (``inv``), which a room increments on every pickup, use, equip, unequip
+and drop; a write not above the count held is ignored, so a room that replays
+its log after a crash writes the same inventories again, harmlessly.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actors.game.content import CLASSES
+from actors.game.content import CLASSES, INVENTORY_SIZE, ITEMS
 from actors.game.errors import CharacterNotFound, NameTaken
 from actors.game.settings import GameSettings
 from actors.runtime.clock import Clock, SystemClock
@@ -36,6 +40,10 @@ class Character:
     xp: int = 0
     kills: int = 0
     deaths: int = 0
+    items: tuple[str, ...] = ()
+    weapon: str = ""
+    armour: str = ""
+    inv: int = 0
 
     def shown(self) -> dict[str, Any]:
         return {
@@ -46,6 +54,10 @@ class Character:
             "xp": self.xp,
             "kills": self.kills,
             "deaths": self.deaths,
+            "items": list(self.items),
+            "weapon": self.weapon,
+            "armour": self.armour,
+            "inv": self.inv,
             "created_at": self.created_at,
         }
 
@@ -95,6 +107,17 @@ class CharacterShard(Durable):
         self.users[user][character] = replace(found, level=level, xp=xp, kills=kills, deaths=deaths)
         return True
 
+    def apply_inventory(
+        self, user: str, character: str, items: list[str], weapon: str, armour: str, inv: int
+    ) -> bool:
+        found = self.users.get(user, {}).get(character)
+        if found is None or inv <= found.inv:
+            return False
+        self.users[user][character] = replace(
+            found, items=tuple(items), weapon=weapon, armour=armour, inv=inv
+        )
+        return True
+
     async def ping(self) -> int:
         return len(self.users)
 
@@ -122,10 +145,13 @@ class CharacterShard(Durable):
         return ""
 
     async def progress(self, user: str, updates: list[dict[str, Any]]) -> int:
-        """Write progress reports (``{"character", "level", "xp", "kills", "deaths"}``);
-        how many changed something."""
+        """Write progress reports (``{"character", "level", "xp", "kills", "deaths"}``,
+        and with ``inv`` the inventory: ``items``, ``weapon``, ``armour``); how many
+        writes changed something."""
         changed = 0
         for update in updates:
+            if "inv" in update:
+                changed += bool(await self._inventory(user, update))
             changed += bool(
                 await self.execute(
                     "progress",
@@ -138,6 +164,29 @@ class CharacterShard(Durable):
                 )
             )
         return changed
+
+    async def _inventory(self, user: str, update: dict[str, Any]) -> bool:
+        found = self.users.get(user, {}).get(update["character"])
+        if found is None or update["inv"] <= found.inv:
+            return False  # a repeat (a room replaying its log), or stale: nothing to write
+        items = [str(i) for i in update.get("items", ())]
+        worn = (str(update.get("weapon", "")), str(update.get("armour", "")))
+        if (
+            len(items) > INVENTORY_SIZE
+            or any(i not in ITEMS for i in items)
+            or any(w and w not in ITEMS for w in worn)
+        ):
+            raise InvalidInput("not an inventory", character=update["character"])
+        done: bool = await self.execute(
+            "inventory",
+            user=user,
+            character=update["character"],
+            items=items,
+            weapon=worn[0],
+            armour=worn[1],
+            inv=int(update["inv"]),
+        )
+        return done
 
 
 class _CharacterShardProcess(CharacterShard):

@@ -20,6 +20,7 @@ from typing import Any
 
 from ray.exceptions import ActorDiedError
 
+from actors.chat.client import ChatClient
 from actors.game import world
 from actors.game.characters import SHARD_PREFIX, CharacterShardActor
 from actors.game.directory import BY_USER, DIRECTORY_NAME, DirectoryActor, RoomInfo, new_room_id
@@ -28,6 +29,7 @@ from actors.game.gold import Gold
 from actors.game.matchmaker import MATCHMAKER_NAME, MatchmakerActor
 from actors.game.room import GameRoomActor, stream_of
 from actors.game.settings import GameSettings
+from actors.game.view import chat_line
 from actors.ledger.client import LedgerClient
 from actors.runtime.clock import SystemClock
 from actors.runtime.errors import Forbidden, InvalidInput
@@ -61,6 +63,14 @@ class GameClient:
         self.ledger = LedgerClient(settings)
         self.gold = Gold(self.ledger, self.config)
         self._rooms: dict[str, Handle] = {}
+        self._chat: ChatClient | None = None
+
+    @property
+    def chat(self) -> ChatClient:
+        """The chat service, where room chat is (made when first used: by a WebSocket)."""
+        if self._chat is None:
+            self._chat = ChatClient(self.settings, render=chat_line)
+        return self._chat
 
     async def start(self) -> None:
         await asyncio.gather(
@@ -68,7 +78,8 @@ class GameClient:
         )
 
     async def close(self) -> None:
-        return None
+        if self._chat is not None:
+            await self._chat.close()
 
     # --- characters ---------------------------------------------------------
 

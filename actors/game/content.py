@@ -37,20 +37,55 @@ class MonsterKind:
     #: A player this close (in sight) is chased.
     aggro: int
     respawn_ms: int
+    #: Items it may drop when it dies: (item kind, chance in percent), each drawn apart.
+    drops: tuple[tuple[str, int], ...] = ()
 
 
 MONSTERS: dict[str, MonsterKind] = {
     "slime": MonsterKind(Stats(20, 3, 1, 1200, 600), level=1, xp=10, gold=2, aggro=3,
-                         respawn_ms=8_000),
+                         respawn_ms=8_000, drops=(("potion", 20),)),
     "wolf": MonsterKind(Stats(30, 5, 1, 900, 350), level=2, xp=20, gold=4, aggro=5,
-                        respawn_ms=10_000),
+                        respawn_ms=10_000, drops=(("potion", 15), ("dagger", 8),
+                                                  ("leather", 8))),
     "bat": MonsterKind(Stats(18, 4, 1, 800, 300), level=2, xp=15, gold=3, aggro=5,
-                       respawn_ms=8_000),
+                       respawn_ms=8_000, drops=(("potion", 20),)),
     "skeleton": MonsterKind(Stats(45, 7, 1, 1000, 450), level=3, xp=35, gold=6, aggro=5,
-                            respawn_ms=12_000),
+                            respawn_ms=12_000, drops=(("potion", 20), ("sword", 10),
+                                                      ("mail", 8))),
     "dragon": MonsterKind(Stats(400, 18, 2, 1500, 500), level=10, xp=500, gold=100, aggro=7,
-                          respawn_ms=0),
+                          respawn_ms=0, drops=(("potion", 100), ("axe", 100),
+                                               ("plate", 100))),
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ItemKind:
+    name: str
+    #: ``potion`` (used up by ``use``), ``weapon`` or ``armour`` (worn by ``equip``).
+    slot: str
+    #: A potion: hit points it gives back (up to the maximum).
+    heal: int = 0
+    #: A weapon: damage added to each hit.
+    attack: int = 0
+    #: Armour: damage taken off each hit received (a hit does at least 1).
+    defence: int = 0
+
+
+ITEMS: dict[str, ItemKind] = {
+    "potion": ItemKind("Healing potion", "potion", heal=25),
+    "dagger": ItemKind("Dagger", "weapon", attack=2),
+    "sword": ItemKind("Iron sword", "weapon", attack=4),
+    "axe": ItemKind("Dragonbone axe", "weapon", attack=8),
+    "leather": ItemKind("Leather armour", "armour", defence=1),
+    "mail": ItemKind("Chain mail", "armour", defence=3),
+    "plate": ItemKind("Dragon plate", "armour", defence=6),
+}
+#: The slots an item may be worn in.
+WORN = ("weapon", "armour")
+#: Items a character carries at most (worn ones apart).
+INVENTORY_SIZE = 12
+#: An item on the ground (a monster's drop, or one a player dropped) disappears after this.
+ITEM_TTL_MS = 60_000
 
 #: A player's hit points and damage grow by this much per level above 1.
 GROWTH_PER_LEVEL = 0.10
@@ -80,3 +115,7 @@ def scaled(value: int, level: int) -> int:
 
 def classes_table() -> dict[str, dict[str, int]]:
     return {name: vars(stats).copy() for name, stats in CLASSES.items()}
+
+
+def items_table() -> dict[str, dict[str, str | int]]:
+    return {kind: vars(item).copy() for kind, item in ITEMS.items()}

@@ -11,9 +11,14 @@ MAX_ID_CHARS = 32
 MAX_SAY_CHARS = 200
 MAX_INPUT_NUMBER = 2**53
 MAX_CLIENT_CLOCK = 1e15
-TYPES = ("join", "move", "attack", "say", "ping", "resync", "leave")
+TYPES = (
+    "join", "move", "attack", "use", "equip", "unequip", "drop", "say", "ping", "resync",
+    "leave",
+)  # fmt: skip
 #: Frames that go to the simulation's input queue.
-INPUTS = ("move", "attack")
+INPUTS = ("move", "attack", "use", "equip", "unequip", "drop")
+MAX_ITEM_CHARS = 32
+SLOTS = ("weapon", "armour")
 
 
 class BadFrame(ValueError):
@@ -71,6 +76,19 @@ def parse(text: str | bytes) -> dict[str, Any]:
         if target is not None and (not isinstance(target, str) or not 1 <= len(target) <= 16):
             raise BadFrame("'target' must be an entity id", n)
         return {"t": "attack", "n": n, "target": target}
+    if kind in ("use", "equip", "drop"):
+        _only(frame, {"n", "item"})
+        n = _int(frame, "n", 1, MAX_INPUT_NUMBER)
+        item = frame.get("item")
+        if not isinstance(item, str) or not 1 <= len(item) <= MAX_ITEM_CHARS:
+            raise BadFrame(f"'item' must be an item kind (1 to {MAX_ITEM_CHARS} characters)", n)
+        return {"t": kind, "n": n, "item": item}
+    if kind == "unequip":
+        _only(frame, {"n", "slot"})
+        n = _int(frame, "n", 1, MAX_INPUT_NUMBER)
+        if frame.get("slot") not in SLOTS:
+            raise BadFrame(f"'slot' must be one of {', '.join(SLOTS)}", n)
+        return {"t": kind, "n": n, "slot": frame["slot"]}
     if kind == "say":
         _only(frame, {"text"})
         text_ = frame.get("text")

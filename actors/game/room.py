@@ -18,6 +18,15 @@ patch, whatever its number of players). A replica sends its players' frames
 in batches (``inputs``). After a restart the room has a new ``epoch``; the
 replicas see it on their next pull and ``reattach`` their connections, which
 get a full state marked ``"resync": true``.
+
+Room chat is not the room's: each game room has a private room in the chat
+service (``chat_room``, made on the first reservation and kept in the room's
+state), owned by the game in the room's name (``chat_owner``). A player becomes
+a member, under their character's name, before their reservation is answered,
+and stops being one when the seat goes. The WebSocket replicas post players'
+``say`` frames there and follow it with the chat service's own watches; the room
+only answers ``attach`` with the chat room's id. So a line is durable (in the
+chat service's journal) before anyone sees it, and a room restart touches none.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actors.game import world
+from actors.game import protocol, world
 from actors.game.settings import GameSettings
 from actors.game.sim import Sim
 from actors.game.view import Snapshot, View, encode
@@ -55,12 +64,20 @@ MAX_MAILBOX = 50_000
 REPLICA_GONE_S = 10.0
 #: Ticks of timing kept for ``stats``.
 TIMING_SAMPLES = 2_000
-#: Room chat: lines per second one seat may say (burst of 5).
-SAY_PER_S = 1.0
+#: The chat owner of a game room's chat room (a principal of the game's, one per room:
+#: each owns one chat room, so the chat service's per-owner quota is never in the way,
+#: and the rooms spread over the chat shards).
+CHAT_OWNER_PREFIX = "svc-game-"
+#: How long a reservation waits for the chat service (the seat is given anyway).
+CHAT_TIMEOUT_S = 5.0
 
 
 def stream_of(room: str) -> str:
     return f"{ROOM_PREFIX}{room}"
+
+
+def chat_owner(room: str) -> str:
+    return f"{CHAT_OWNER_PREFIX}{room}"
 
 
 def seat_id(room: str, user: str) -> str:
@@ -77,6 +94,20 @@ class Outside(Protocol):
     async def closed(self, room: str) -> None: ...
 
 
+class RoomChat(Protocol):
+    """The chat service, as a room needs it (``actors.game.outside.RayOutside``)."""
+
+    async def chat_room(self, room: str) -> str:
+        """The id of a new chat room for game room ``room`` (the same for a repeat)."""
+
+    async def chat_admit(self, chat: str, room: str, user: str, name: str) -> None:
+        """Make ``user`` a member of ``chat`` under ``name`` (already one: nothing)."""
+
+    async def chat_leave(self, chat: str, room: str, user: str) -> None: ...
+    async def chat_close(self, chat: str, room: str) -> None:
+        """Delete ``chat`` (the game room is disposed)."""
+
+
 @dataclass
 class Seat:
     user: str
@@ -89,8 +120,6 @@ class Seat:
     dropped_at: float = 0.0
     view: View | None = None
     last_sent: float = 0.0
-    said: float = 0.0  #: chat token bucket level
-    said_at: float = 0.0
     saved: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,6 +149,7 @@ class Room:
         *,
         clock: Clock | None = None,
         on_failure: Callable[[BaseException], None] = crash_process,
+        chat: RoomChat | None = None,
     ) -> None:
         self.config = config
         self.info = info
@@ -127,6 +157,8 @@ class Room:
         self.zone = world.load(info["zone"])
         self.store = store
         self.outside = outside
+        #: Where the room's chat is (None: a room without chat, as in the benchmark).
+        self.chat = chat
         self.clock = clock or SystemClock()
         self.stream = stream_of(self.id)
         self.journal = Journal(store, self.stream, on_failure=on_failure)
@@ -138,7 +170,11 @@ class Room:
         self.boxes: dict[str, Mailbox] = {}
         self.buffer: list[list[Any]] = []
         self.pending_credits: dict[str, list[Any]] = {}  #: transfer id -> [user, amount]
-        self.chat: deque[dict[str, Any]] = deque(maxlen=max(1, config.chat_history))
+        #: The room's chat room in the chat service ("": not made yet).
+        self.chat_room = ""
+        self._chat_lock = asyncio.Lock()
+        #: A player's chat leave in flight: a new reservation waits for it to end.
+        self._chat_leaving: dict[str, asyncio.Task[None]] = {}
         self.events: list[dict[str, Any]] = []
         self.timing: deque[tuple[int, float, float]] = deque(maxlen=TIMING_SAMPLES)
         self.patch_bytes = 0
@@ -192,14 +228,14 @@ class Room:
             for user, character, reserved_until in state["seats"]
         }
         self.pending_credits = {tid: list(rest) for tid, *rest in state["credits"]}
-        self.chat.extend(state["chat"])
+        self.chat_room = str(state.get("chat_room", ""))
 
     def _state(self) -> dict[str, Any]:
         return {
             "sim": self.sim.to_data(),
             "seats": [[s.user, s.character, s.reserved_until] for s in self.seats.values()],
             "credits": [[tid, *rest] for tid, rest in self.pending_credits.items()],
-            "chat": list(self.chat),
+            "chat_room": self.chat_room,
         }
 
     def _keep_credits(self) -> None:
@@ -237,6 +273,8 @@ class Room:
             self.sim.remove_player(command[1])
         elif op == "boss":
             self.sim.spawn_boss(command[1], command[2], command[3])
+        elif op == "chat":
+            self.chat_room = command[1]
         else:
             raise ValueError(f"unknown room command {op!r}")
 
@@ -263,6 +301,13 @@ class Room:
             from actors.game.errors import RoomFull
 
             raise RoomFull(room=self.id, max_players=self.info["max_players"])
+        await self._chat_admit(user, str(character["name"]))
+        seat = self.seats.get(user)
+        if seat is None and self._taken() >= int(self.info["max_players"]):
+            from actors.game.errors import RoomFull
+
+            self._spawn(self._chat_leave(user))  # the last seat went meanwhile
+            raise RoomFull(room=self.id, max_players=self.info["max_players"])
         until = self.clock.time() + self.config.seat_reservation_s
         if seat is None or seat.reserved_until:
             self._command(["reserve", user, character, until])
@@ -276,6 +321,26 @@ class Room:
             "zone": self.zone.zone,
             "expires_in_s": self.config.seat_reservation_s,
         }
+
+    async def _chat_admit(self, user: str, name: str) -> None:
+        """``user`` a member of the room's chat room (made first if there is none).
+        The chat service being away costs the player the chat, not the seat."""
+        if self.chat is None:
+            return
+        leaving = self._chat_leaving.get(user)
+        if leaving is not None:
+            await asyncio.wait([leaving])
+        try:
+            if not self.chat_room:
+                async with self._chat_lock:
+                    if not self.chat_room:
+                        made = await asyncio.wait_for(self.chat.chat_room(self.id), CHAT_TIMEOUT_S)
+                        self._command(["chat", made])  # logged with the reservation
+            await asyncio.wait_for(
+                self.chat.chat_admit(self.chat_room, self.id, user, name), CHAT_TIMEOUT_S
+            )
+        except Exception as error:
+            log.warning("room %s: %s not let into the room's chat (%r)", self.id, user, error)
 
     def room_shown(self) -> dict[str, Any]:
         return {
@@ -315,13 +380,14 @@ class Room:
         full = seat.view.full(self._snapshot(), self.room_shown(), resync=resync)
         seat.last_sent = self.clock.now()
         self.empty_since = None
-        frames = [encode(full), *(encode(line) for line in self.chat)]
         return {
             "ok": True,
             "epoch": self.epoch,
-            "frames": frames,
+            "frames": [encode(full)],
             "seat": seat_id(self.id, user),
             "tick": self.sim.tick,
+            "chat": self.chat_room,
+            "name": str(seat.character["name"]),
         }
 
     def reattach(self, replica: str, conns: list[tuple[str, str]]) -> dict[str, Any]:
@@ -349,10 +415,8 @@ class Room:
             if seat is None or (seat.replica, seat.conn) != (replica, conn):
                 continue  # a connection that was replaced or has left
             kind = frame["t"]
-            if kind in ("move", "attack"):
+            if kind in protocol.INPUTS:
                 self._command(["in", user, frame])
-            elif kind == "say":
-                self._say(seat, frame["text"])
             elif kind == "resync" and seat.view is not None:
                 self._post(
                     seat, encode(seat.view.full(self._snapshot(), self.room_shown(), resync=False))
@@ -365,31 +429,22 @@ class Room:
         if seat.conn:
             self._post(seat, encode({"t": "left", "reason": reason}))
         self._command(["release", seat.user])
+        if self.chat is not None and self.chat_room:
+            leaving = asyncio.ensure_future(self._chat_leave(seat.user))
+            self._chat_leaving[seat.user] = leaving
+            self._tasks.add(leaving)
+            leaving.add_done_callback(self._tasks.discard)
 
-    def _say(self, seat: Seat, text: str) -> None:
-        now = self.clock.now()
-        seat.said = max(0.0, seat.said - (now - seat.said_at) * SAY_PER_S)
-        seat.said_at = now
-        if seat.said >= 5:
-            self._post(
-                seat,
-                encode({"t": "error", "code": "throttled", "message": "one chat line a second"}),
-            )
+    async def _chat_leave(self, user: str) -> None:
+        if self.chat is None or not self.chat_room:
             return
-        seat.said += 1
-        player = self.sim.players.get(seat.user)
-        line = {
-            "t": "chat",
-            "i": player.id if player else "",
-            "from": seat.character["name"],
-            "text": text,
-            "at": int(self.clock.time() * 1000),
-        }
-        self.chat.append(line)
-        text_ = encode(line)
-        for other in self.seats.values():
-            if other.conn:
-                self._post(other, text_)
+        try:
+            await self.chat.chat_leave(self.chat_room, self.id, user)
+        except Exception as error:  # not a member (any more): nothing to undo
+            log.info("room %s: %s still in the room's chat (%r)", self.id, user, error)
+        finally:
+            if self._chat_leaving.get(user) is asyncio.current_task():
+                del self._chat_leaving[user]
 
     # --- mailboxes ----------------------------------------------------------
 
@@ -465,6 +520,8 @@ class Room:
                 transfer = self._transfer_id(key)
                 self.pending_credits[transfer] = [user, amount]
                 self._spawn(self._credit(transfer), name=transfer)
+            elif effect[0] == "items":
+                self._save_progress([effect[1]])
             elif effect[0] == "portal":
                 seat = self.seats.get(effect[1])
                 if seat is not None:
@@ -620,6 +677,11 @@ class Room:
         for box in self.boxes.values():
             box.arrived.set()
         await self.outside.closed(self.id)
+        if self.chat is not None and self.chat_room:
+            try:
+                await self.chat.chat_close(self.chat_room, self.id)
+            except Exception as error:
+                log.warning("room %s: chat %s not deleted (%r)", self.id, self.chat_room, error)
         await self.journal.drain()
         await self.store.delete_stream(self.stream)
 
@@ -694,7 +756,8 @@ class _GameRoomProcess:
 
         name = stream_of(info["id"])
         store = open_store(settings, name)
-        self.room = Room(GameSettings.of(settings), info, store, RayOutside(settings))
+        outside = RayOutside(settings)
+        self.room = Room(GameSettings.of(settings), info, store, outside, chat=outside)
         await self.room.open()
         self.restarts = await report_start(store, name)
         self.room.start()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.game import content
-from actors.game.content import CLASSES, MONSTERS
+from actors.game.content import CLASSES, INVENTORY_SIZE, ITEMS, MONSTERS, WORN
 from actors.game.world import Zone, distance
 
 NEIGHBOURS = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)]
@@ -72,6 +72,13 @@ class Player:
     last_n: int = 0
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     refused: dict[str, int] = field(default_factory=dict)
+    #: Carried items (kinds, in the order picked up), and the worn ones ("" none).
+    items: list[str] = field(default_factory=list)
+    weapon: str = ""
+    armour: str = ""
+    #: Changes to the inventory so far, over the character's life: each write of it to
+    #: the characters shard carries this, and a write not above the last is ignored.
+    inv: int = 0
     version: int = 0
 
     @property
@@ -84,7 +91,12 @@ class Player:
 
     @property
     def damage(self) -> int:
-        return content.scaled(self.stats.damage, self.level)
+        bonus = ITEMS[self.weapon].attack if self.weapon else 0
+        return content.scaled(self.stats.damage, self.level) + bonus
+
+    @property
+    def defence(self) -> int:
+        return ITEMS[self.armour].defence if self.armour else 0
 
     @property
     def alive(self) -> bool:
@@ -138,6 +150,18 @@ class Gold:
 
 
 @dataclass
+class Drop:
+    """An item on the ground: a monster's drop, or one a player dropped."""
+
+    id: str
+    x: int
+    y: int
+    item: str
+    expires: int = 0  #: ms
+    version: int = 0
+
+
+@dataclass
 class Refusal:
     seat: str
     n: int | None
@@ -161,12 +185,14 @@ class Sim:
         self.by_id: dict[str, Player] = {}
         self.monsters: dict[str, Monster] = {}
         self.golds: dict[str, Gold] = {}
+        self.drops: dict[str, Drop] = {}
         #: Loot spots waiting to come back: spot index -> ms.
         self.spot_respawns: dict[int, int] = {}
         #: What the last step produced (read and cleared by the room).
         self.events: list[dict[str, Any]] = []
         self.refusals: list[Refusal] = []
-        #: Side effects for the world outside: ("gold", seat, amount, key), ("portal", seat, zone).
+        #: Side effects for the world outside: ("gold", seat, amount, key), ("portal", seat,
+        #: zone), ("items", seat) (its inventory changed: worth saving now).
         self.effects: list[tuple[Any, ...]] = []
         self.cheats = 0
         for group in zone.monsters:
@@ -198,6 +224,8 @@ class Sim:
             return player
         x, y = self._spawn_point()
         level = content.level_for_xp(int(character.get("xp", 0)))
+        items = [str(i) for i in character.get("items", ()) if i in ITEMS][:INVENTORY_SIZE]
+        weapon, armour = str(character.get("weapon", "")), str(character.get("armour", ""))
         player = Player(
             id=self._id("p"),
             seat=seat,
@@ -211,6 +239,10 @@ class Sim:
             x=x,
             y=y,
             hp=0,
+            items=items,
+            weapon=weapon if ITEMS.get(weapon, None) and ITEMS[weapon].slot == "weapon" else "",
+            armour=armour if ITEMS.get(armour, None) and ITEMS[armour].slot == "armour" else "",
+            inv=int(character.get("inv", 0)),
         )
         player.hp = player.max_hp
         self.players[seat] = player
@@ -264,6 +296,9 @@ class Sim:
         for gold in list(self.golds.values()):
             if gold.expires and gold.expires <= now:
                 del self.golds[gold.id]
+        for drop in list(self.drops.values()):
+            if drop.expires <= now:
+                del self.drops[drop.id]
 
     def drain(self) -> tuple[list[dict[str, Any]], list[Refusal], list[tuple[Any, ...]]]:
         """The events, refusals and effects since the last drain."""
@@ -308,9 +343,12 @@ class Sim:
                     return  # waits for its turn: at most one step per tick, at the class's pace
                 player.queue.popleft()
                 moved = self._move(player, frame, now)
-            else:
+            elif frame["t"] == "attack":
                 player.queue.popleft()
                 self._attack(player, frame, now)
+            else:
+                player.queue.popleft()
+                self._item_input(player, frame, now)
 
     def _move(self, player: Player, frame: dict[str, Any], now: int) -> bool:
         x, y = frame["x"], frame["y"]
@@ -329,6 +367,9 @@ class Sim:
         for gold in list(self.golds.values()):
             if gold.x == x and gold.y == y:
                 self._pick_up(player, gold, now)
+        for drop in list(self.drops.values()):
+            if drop.x == x and drop.y == y:
+                self._pick_up_item(player, drop)
         portal = self.zone.portal_at(x, y)
         if portal is not None:
             self.effects.append(("portal", player.seat, portal["to"]))
@@ -341,6 +382,69 @@ class Sim:
         key = f"{gold.id}.t{self.tick}"
         self.effects.append(("gold", player.seat, gold.amount, key))
         self.events.append({"e": "loot", "i": player.id, "v": gold.amount})
+
+    def _pick_up_item(self, player: Player, drop: Drop) -> None:
+        if len(player.items) >= INVENTORY_SIZE:
+            # The step stands (no ``n``: a predicting client keeps its tile); the item stays.
+            player.refused["inventory_full"] = player.refused.get("inventory_full", 0) + 1
+            self.refusals.append(
+                Refusal(player.seat, None, "inventory_full", "your inventory is full")
+            )
+            return
+        del self.drops[drop.id]
+        player.items.append(drop.item)
+        self._inventory_changed(player)
+        self.events.append({"e": "item", "i": player.id, "c": drop.item})
+
+    def _inventory_changed(self, player: Player) -> None:
+        player.inv += 1
+        player.version += 1
+        self.effects.append(("items", player.seat))
+
+    def _item_input(self, player: Player, frame: dict[str, Any], now: int) -> None:
+        """``use``, ``equip``, ``unequip`` or ``drop``: checked when its turn comes."""
+        kind = frame["t"]
+        if kind == "unequip":
+            slot = frame["slot"]
+            worn = getattr(player, slot)
+            if not worn:
+                self._refuse(player, frame, "no_item", f"nothing worn as {slot}")
+                return
+            if len(player.items) >= INVENTORY_SIZE:
+                self._refuse(player, frame, "inventory_full", "your inventory is full")
+                return
+            setattr(player, slot, "")
+            player.items.append(worn)
+        else:
+            item = frame["item"]
+            spec = ITEMS.get(item)
+            if spec is None or item not in player.items:
+                self._refuse(player, frame, "no_item", f"no {item!r} in your inventory")
+                return
+            if kind == "use":
+                if spec.slot != "potion":
+                    self._refuse(player, frame, "not_usable", f"a {spec.name} is worn, not used")
+                    return
+                if player.hp >= player.max_hp:
+                    self._refuse(player, frame, "not_usable", "your hit points are full")
+                    return
+                player.items.remove(item)
+                player.hp = min(player.max_hp, player.hp + spec.heal)
+            elif kind == "equip":
+                if spec.slot not in WORN:
+                    self._refuse(player, frame, "not_usable", f"a {spec.name} cannot be worn")
+                    return
+                player.items.remove(item)
+                worn = getattr(player, spec.slot)
+                if worn:
+                    player.items.append(worn)
+                setattr(player, spec.slot, item)
+            else:  # drop: on the player's tile, for anyone to pick up
+                player.items.remove(item)
+                drop = Drop(self._id("i"), player.x, player.y, item, now + content.ITEM_TTL_MS)
+                self.drops[drop.id] = drop
+        player.last_n = max(player.last_n, frame["n"])
+        self._inventory_changed(player)
 
     def _target_of(self, player: Player, frame: dict[str, Any]) -> Player | Monster | str:
         """The attack's target, or a refusal code."""
@@ -400,6 +504,8 @@ class Sim:
     def _hit(
         self, source: Player | Monster, target: Player | Monster, damage: int, now: int
     ) -> None:
+        if isinstance(target, Player) and target.armour:
+            damage = max(1, damage - target.defence)
         target.hp = max(0, target.hp - damage)
         target.version += 1
         self.events.append({"e": "hit", "s": source.id, "d": target.id, "v": damage})
@@ -428,6 +534,10 @@ class Sim:
                     expires=now + content.DROP_TTL_MS,
                 )
                 self.golds[gold.id] = gold
+            for item, chance in spec.drops:
+                if self.rng.below(100) < chance:
+                    drop = Drop(self._id("i"), victim.x, victim.y, item, now + content.ITEM_TTL_MS)
+                    self.drops[drop.id] = drop
         if isinstance(killer, Player):
             killer.kills += 1
             if isinstance(victim, Monster):
@@ -545,8 +655,13 @@ class Sim:
 
     # --- what is seen -------------------------------------------------------
 
-    def entities(self) -> list[Player | Monster | Gold]:
-        return [*self.players.values(), *self.monsters.values(), *self.golds.values()]
+    def entities(self) -> list[Player | Monster | Gold | Drop]:
+        return [
+            *self.players.values(),
+            *self.monsters.values(),
+            *self.golds.values(),
+            *self.drops.values(),
+        ]
 
     def you(self, seat: str) -> dict[str, Any]:
         """A player's own stats (``you`` in frames)."""
@@ -564,6 +679,11 @@ class Sim:
             "range": stats.range,
             "step_ms": stats.step_ms,
             "attack_ms": stats.attack_ms,
+            "dmg": p.damage,
+            "def": p.defence,
+            "bag": list(p.items),
+            "wpn": p.weapon,
+            "arm": p.armour,
         }
 
     def progress(self, seat: str) -> dict[str, Any]:
@@ -575,6 +695,10 @@ class Sim:
             "xp": p.xp,
             "kills": p.kills,
             "deaths": p.deaths,
+            "items": list(p.items),
+            "weapon": p.weapon,
+            "armour": p.armour,
+            "inv": p.inv,
         }
 
     # --- snapshots ----------------------------------------------------------
@@ -608,6 +732,10 @@ class Sim:
                     p.last_n,
                     list(p.queue),
                     p.refused,
+                    list(p.items),
+                    p.weapon,
+                    p.armour,
+                    p.inv,
                 ]
                 for p in self.players.values()
             ],
@@ -630,6 +758,7 @@ class Sim:
                 for m in self.monsters.values()
             ],
             "golds": [[g.id, g.x, g.y, g.amount, g.spot, g.expires] for g in self.golds.values()],
+            "drops": [[d.id, d.x, d.y, d.item, d.expires] for d in self.drops.values()],
             "spot_respawns": [[spot, when] for spot, when in self.spot_respawns.items()],
         }
 
@@ -643,10 +772,11 @@ class Sim:
         sim.rng = Rng(data["rng"])
         sim.counter = data["counter"]
         sim.cheats = data["cheats"]
-        sim.players, sim.by_id, sim.monsters, sim.golds = {}, {}, {}, {}
+        sim.players, sim.by_id, sim.monsters, sim.golds, sim.drops = {}, {}, {}, {}, {}
         for row in data["players"]:
             player = Player(*row)  # the fields in Player's order
             player.queue, player.refused = deque(player.queue), dict(player.refused)
+            player.items = list(player.items)
             sim.players[player.seat] = player
             sim.by_id[player.id] = player
         for row in data["monsters"]:
@@ -655,6 +785,9 @@ class Sim:
         for row in data["golds"]:
             gold = Gold(*row)
             sim.golds[gold.id] = gold
+        for row in data.get("drops", ()):  # snapshots from before items have none
+            drop = Drop(*row)
+            sim.drops[drop.id] = drop
         sim.spot_respawns = {spot: when for spot, when in data["spot_respawns"]}
         sim.events, sim.refusals, sim.effects = [], [], []
         return sim

@@ -14,11 +14,14 @@ wire encoding (JSON with short keys, see docs/game.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from actors.game.sim import Gold, Monster, Player, Sim
+from actors.game.sim import Drop, Gold, Monster, Player, Sim
+
+if TYPE_CHECKING:
+    from actors.chat.client import Post
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -26,8 +29,23 @@ def encode(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode()
 
 
-def public(entity: Player | Monster | Gold) -> dict[str, Any]:
+def chat_frame(seq: int, at: float, name: str, text: str) -> str:
+    """A line of room chat as the ``chat`` frame (``at``: seconds, sent in ms)."""
+    return encode({"t": "chat", "seq": seq, "from": name, "text": text, "at": int(at * 1000)})
+
+
+def chat_line(post: Post) -> str:
+    """A chat service post as a game client's frame: messages only, else ""."""
+    event = post.event
+    if post.kind != "event" or event is None or event.kind != "message":
+        return ""
+    return chat_frame(event.seq, event.at, event.username, event.text)
+
+
+def public(entity: Player | Monster | Gold | Drop) -> dict[str, Any]:
     """An entity as clients see it."""
+    if isinstance(entity, Drop):
+        return {"i": entity.id, "k": "i", "c": entity.item, "x": entity.x, "y": entity.y}
     if isinstance(entity, Gold):
         return {
             "i": entity.id,
@@ -54,7 +72,7 @@ class Snapshot:
     def __init__(self, sim: Sim, cell: int) -> None:
         self.sim = sim
         self.cell = max(1, cell)
-        self.entities: dict[str, tuple[int, int, int, Player | Monster | Gold]] = {}
+        self.entities: dict[str, tuple[int, int, int, Player | Monster | Gold | Drop]] = {}
         self.grid: dict[tuple[int, int], list[str]] = {}
         for entity in sim.entities():
             self.entities[entity.id] = (entity.x, entity.y, entity.version, entity)

@@ -55,6 +55,9 @@ class CharacterOut(BaseModel):
     xp: int
     kills: int
     deaths: int
+    items: list[str] = []
+    weapon: str = ""
+    armour: str = ""
     created_at: float
 
 
@@ -180,6 +183,10 @@ def router(client: GameClient, config: GameSettings) -> APIRouter:
     @routes.get("/classes")
     async def classes(user: Reader) -> dict[str, dict[str, int]]:
         return content.classes_table()
+
+    @routes.get("/items")
+    async def items(user: Reader) -> dict[str, dict[str, str | int]]:
+        return content.items_table()
 
     @routes.post("/characters", status_code=201)
     async def create_character(

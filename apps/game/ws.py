@@ -19,6 +19,12 @@ sent (``REALM_GAME_SEND_BUFFER`` frames or ``REALM_GAME_SEND_BUFFER_BYTES``
 waiting). 4401: the session ended. 4408: nothing heard for
 ``REALM_GAME_HEARTBEAT_TIMEOUT_S``. 4409: another connection took the seat.
 4404: the seat is gone (after a restart).
+
+Room chat is the chat service's: a connection that joins a room opens a
+``Watch`` (``actors.chat.client``) on the room's chat room as its user, sends
+the last ``REALM_GAME_CHAT_HISTORY`` lines after the ``full`` frame, then every
+new line as a ``chat`` frame, and posts its ``say`` frames there (in the order
+sent, one at a time), answering a refusal with an ``error`` frame.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from fastapi import APIRouter, WebSocket
 from ray.exceptions import ActorDiedError
 
 from actors.auth.client import Principal, SessionVerifier
+from actors.chat.client import MAX_PAGE, Post, Watch
 from actors.game import protocol
 from actors.game.client import GameClient
 from actors.game.settings import GameSettings
+from actors.game.view import chat_frame
 from actors.runtime.clock import Clock
 from actors.runtime.errors import InvalidInput, RealmError
 from actors.runtime.supervision import Handle, call
@@ -51,6 +59,10 @@ CLOSE_NO_SEAT = 4404
 CLOSE_REPLACED = 4409
 #: A pull waits this long for frames before it is answered empty.
 PULL_TIMEOUT_S = 1.0
+#: Chat refusals a player sees as ``throttled``, as other frames over a rate.
+THROTTLED = ("rate_limited", "slow_mode")
+#: Lines one connection may have on their way to the chat service at once.
+MAX_SAYING = 8
 REASONS = {
     CLOSE_REPLACED: "another connection took this seat",
     CLOSE_NO_SEAT: "the seat is gone",
@@ -199,8 +211,11 @@ class Hub:
         for text in answer["frames"]:
             conn.send_line(text)
         link.start()
+        if answer.get("chat"):
+            await conn.open_chat(answer["chat"], answer["name"])
 
     async def leave_link(self, conn: Connection) -> None:
+        await conn.close_chat()
         link = conn.link
         if link is None:
             return
@@ -239,6 +254,11 @@ class Connection(StreamConnection):
         self.user_id = user.user_id
         self.id = uuid.uuid4().hex[:16]
         self.link: RoomLink | None = None
+        #: The room's chat room, and this connection's watch of it.
+        self.chat_room = ""
+        self.chat_watch: Watch | None = None
+        self._saying: asyncio.Task[None] | None = None
+        self._says_pending = 0
         self.rate = FrameRate(config.frames_per_s, grace_s=config.flood_grace_s, clock=self.clock)
 
     def __repr__(self) -> str:
@@ -247,6 +267,73 @@ class Connection(StreamConnection):
 
     async def release(self) -> None:
         await self.hub.leave_link(self)
+
+    # --- room chat, through the chat service --------------------------------
+
+    async def open_chat(self, chat_room: str, name: str) -> None:
+        """Follow the room's chat room: its recent lines, then each new one."""
+        await self.close_chat()
+        chat = self.hub.client.chat
+        try:
+            watch, answer = await chat.open(
+                chat_room, self.user_id, name, sink=self._chat_line, present=False, join=False
+            )
+        except Exception as error:  # not a member (banned from it), or chat away
+            log.info("game chat %s not opened for %s: %r", chat_room, self.user_id, error)
+            return
+        self.chat_room, self.chat_watch = chat_room, watch
+        seen = answer["visible_seq"]
+        if self.config.chat_history:
+            try:
+                page = await chat.history(
+                    chat_room, self.user_id, before=seen + 1,
+                    limit=min(self.config.chat_history, MAX_PAGE),
+                )  # fmt: skip
+            except Exception as error:
+                log.info("game chat %s: no history (%r)", chat_room, error)
+            else:
+                for line in page["messages"]:
+                    if not line["deleted"]:
+                        self.send_line(
+                            chat_frame(line["seq"], line["at"], line["username"], line["text"])
+                        )
+        watch.begin(seen, [])
+
+    def _chat_line(self, post: Post, text: str) -> None:
+        if text:  # a message (rendered once for every connection of the room)
+            self.send_line(text)
+
+    async def close_chat(self) -> None:
+        watch, self.chat_watch, self.chat_room = self.chat_watch, None, ""
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                await self.hub.client.chat.close_watch(watch)
+
+    def say(self, text: str) -> None:
+        """Post a line to the room's chat room, after this connection's previous one."""
+        if not self.chat_room:
+            self.send(protocol.error("chat_unavailable", "this room has no chat right now"))
+            return
+        if self._says_pending >= MAX_SAYING:
+            self.send(protocol.error("throttled", "too many lines on their way: slow down"))
+            return
+        self._says_pending += 1
+        previous = self._saying
+        self._saying = asyncio.create_task(self._say(self.chat_room, text, previous))
+
+    async def _say(self, chat_room: str, text: str, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.hub.client.chat.send(chat_room, self.user_id, text)
+        except RealmError as error:
+            code = "throttled" if error.code in THROTTLED else error.code
+            self.send(protocol.error(code, error.message))
+        except Exception as error:
+            log.info("game chat %s: a line not sent (%r)", chat_room, error)
+            self.send(protocol.error("chat_unavailable", "the line was not sent: say it again"))
+        finally:
+            self._says_pending -= 1
 
     def send_error(self, ref: str | None, error: RealmError) -> None:
         """A refusal from the shared skeleton (a binary frame) as the game's ``error``."""
@@ -295,11 +382,15 @@ class Connection(StreamConnection):
         if self.link is None:
             self.send(protocol.error("not_joined", "join a room first", frame.get("n")))
             return
+        if kind == "say":
+            self.say(frame["text"])
+            return
         self.link.send_input(self, frame)
         if kind == "leave":
             link = self.link
             link.unlink(self)
             self.send({"t": "left", "reason": "left"})
+            await self.close_chat()
 
 
 def router(client: GameClient, config: GameSettings) -> APIRouter:

@@ -18,9 +18,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from actors.game import events
+from actors.game.characters import SHARD_PREFIX as CHARACTERS
+from actors.game.characters import CharacterShardActor
 from actors.game.gold import WORLD_ACCOUNT, account_of
+from actors.game.settings import GameSettings
 from actors.ledger.client import LedgerClient
 from actors.runtime.settings import Settings
+from actors.runtime.shards import Shards
 from actors.scheduler.client import SchedulerClient
 from tests.conftest import until
 from tests.integration.conftest import error_code, service_client, sign_up
@@ -214,10 +218,16 @@ async def test_two_players_see_each_other_move_and_bad_frames_are_refused(
         codes = [f.get("code") for f in ana.frames[start:] if f["t"] == "error"]
         assert codes[:2] == ["bad_frame", "bad_frame"] and "teleport" in codes
         assert ana.position(ana.me) == target  # the teleport changed nothing
-        # chat over the same socket
+        # chat over the same socket, through the chat service: the line is in the game
+        # room's chat room, which its players may read over /chat too
+        start = len(ana.frames)  # (the quick-join room may have lines of earlier tests)
         await bo.send({"t": "say", "text": "hello"})
-        line = await ana.wait(lambda f: f["t"] == "chat")
-        assert line["text"] == "hello" and line["i"] == bo.me
+        line = await ana.wait(lambda f: f["t"] == "chat", start=start)
+        assert line["text"] == "hello" and line["from"] == bo.character["name"]
+        async with service_client(base_url, "chat", bo.headers) as chat:
+            (mine,) = (await chat.get("/rooms")).json()["rooms"]
+            kept = (await chat.get(f"/rooms/{mine['id']}/messages")).json()["messages"]
+            assert (line["seq"], "hello") in [(m["seq"], m["text"]) for m in kept]
         stats = (await ana.http.get(f"/rooms/{room}/stats")).json()
         assert stats["refused"].get("teleport") == 1 and stats["tick_ms"]["p99"] >= 0
 
@@ -323,6 +333,8 @@ async def test_a_killed_room_resyncs_its_players_who_keep_playing(
         x, y = ana.position(ana.me)
         await ana.step(x, y + 1)
         await ana.wait(lambda f: f.get("n", 0) >= 1 and f["t"] == "p")
+        await ana.send({"t": "say", "text": "before the crash"})
+        await bo.wait(lambda f: f.get("text") == "before the crash")  # durable: it came back
         await asyncio.sleep(1.2)  # a snapshot with the step in it
         handle = ray.get_actor(f"game-room-{room}", namespace=http_settings.namespace)
         pid_before = (await ana.http.get(f"/rooms/{room}/stats")).json()["pid"]
@@ -338,6 +350,15 @@ async def test_a_killed_room_resyncs_its_players_who_keep_playing(
         assert (mine["x"], mine["y"]) == (x, y + 1)  # the step survived the crash
         stats = (await ana.http.get(f"/rooms/{room}/stats")).json()
         assert stats["pid"] != pid_before and stats["restored"]
+        # Chat said before the kill and after it: a player joining anew gets both.
+        await bo.send({"t": "say", "text": "after the crash"})
+        await ana.wait(lambda f: f["t"] == "chat" and f["text"] == "after the crash")
+        await ana.close()
+        await ana.connect()
+        await ana.join(room)
+        await ana.wait(lambda f: f.get("text") == "after the crash")
+        said = [f["text"] for f in ana.frames if f["t"] == "chat"]
+        assert said[-2:] == ["before the crash", "after the crash"]
         # and the game goes on
         n = await ana.step(x, y)
         await bo.wait(
@@ -346,6 +367,61 @@ async def test_a_killed_room_resyncs_its_players_who_keep_playing(
             )
         )
         assert n == 2
+
+
+async def test_items_are_used_worn_dropped_and_kept_by_the_character(
+    base_url: str, http_settings: Settings
+) -> None:
+    async with gamer(base_url) as ana:
+        async with service_client(base_url, "auth", ana.headers) as auth:
+            user = (await auth.get("/me")).json()["id"]
+        character = ana.character["id"]
+        # What a room writes when the character picks up a potion and a sword.
+        shards = Shards(
+            CharacterShardActor, CHARACTERS, GameSettings.of(http_settings).character_shards,
+            http_settings,
+        )  # fmt: skip
+        progress = {"character": character, "level": 1, "xp": 0, "kills": 0, "deaths": 0}
+        bag = {"items": ["potion", "sword"], "weapon": "", "armour": "", "inv": 1}
+        assert await shards.owner(user).call("progress", user, [{**progress, **bag}]) == 1
+        assert (await ana.http.get("/items")).json()["sword"]["slot"] == "weapon"
+        made = await ana.http.post("/rooms", json={"zone": "meadow", "label": "items"})
+        room = (await seat(ana, made.json()["id"]))["room"]
+        await ana.connect()
+        full = await ana.join(room)
+        assert full["you"]["bag"] == ["potion", "sword"] and full["you"]["wpn"] == ""
+        damage = full["you"]["dmg"]
+        await ana.send({"t": "equip", "n": 1, "item": "sword"})
+        worn = await ana.wait(lambda f: f["t"] == "p" and f.get("you", {}).get("wpn") == "sword")
+        assert worn["you"]["dmg"] > damage and worn["you"]["bag"] == ["potion"]
+        # Bad ones: each an error frame, nothing changed, the connection open.
+        start = len(ana.frames)
+        await ana.send({"t": "use", "n": 2, "item": "sword"})  # worn, not carried
+        await ana.send({"t": "equip", "n": 3, "item": "potion"})  # not wearable
+        await ana.send({"t": "unequip", "n": 4, "slot": "armour"})  # nothing worn there
+        await ana.send({"t": "use", "n": 5})  # no item: a bad frame
+        errors = [
+            await ana.wait(lambda f, n=n: f["t"] == "error" and f.get("n") == n, start=start)
+            for n in (2, 3, 4, 5)
+        ]
+        assert [e["code"] for e in errors] == ["no_item", "not_usable", "no_item", "bad_frame"]
+        # Dropped: it lies on the player's tile for anyone to pick up.
+        await ana.send({"t": "drop", "n": 6, "item": "potion"})
+        dropped = await ana.wait(
+            lambda f: f["t"] == "p" and any(e["k"] == "i" for e in f.get("a", [])), start=start
+        )
+        (potion,) = [e for e in dropped["a"] if e["k"] == "i"]
+        assert potion["c"] == "potion" and (potion["x"], potion["y"]) == ana.position(ana.me)
+        # The character keeps what the room wrote: the sword worn, the bag empty.
+        await ana.send({"t": "leave"})
+        await ana.wait(lambda f: f["t"] == "left", start=start)
+
+        async def kept() -> dict[str, Any] | None:
+            got = (await ana.http.get(f"/characters/{character}")).json()
+            return got if got["weapon"] == "sword" else None
+
+        got = await until(kept, within_s=15, what="the inventory saved")
+        assert got["items"] == [] and got["armour"] == ""
 
 
 async def test_a_match_forms_from_tickets_and_its_players_get_their_seats(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -166,3 +167,75 @@ async def test_a_binary_frame_is_a_bad_frame_in_the_game_s_own_error() -> None:
         "code": "bad_frame",
         "message": "frames are JSON text",
     }
+
+
+class _FakeWatch:
+    def __init__(self) -> None:
+        self.begun: int | None = None
+
+    def begin(self, cursor: int, history: list[Any]) -> None:
+        self.begun = cursor
+
+
+class _FakeChat:
+    """The chat client as a game connection uses it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+        self.refuse: dict[str, Exception] = {}
+        self.sinks: list[Any] = []
+        self.closed: list[Any] = []
+
+    async def open(self, room: str, user: str, name: str, **kw: Any) -> tuple[Any, dict]:
+        assert kw["join"] is False and kw["present"] is False
+        self.sinks.append(kw["sink"])
+        return _FakeWatch(), {"visible_seq": 7}
+
+    async def history(self, room: str, user: str, *, before: int, limit: int) -> dict:
+        assert before == 8 and limit == 50
+        line = {"seq": 5, "at": 1.5, "username": "bo", "text": "old", "deleted": False}
+        gone = {**line, "seq": 6, "text": "", "deleted": True}
+        return {"messages": [line, gone]}
+
+    async def send(self, room: str, user: str, text: str) -> dict:
+        await asyncio.sleep(0.01 if text == "first" else 0)  # the first is the slowest
+        if text in self.refuse:
+            raise self.refuse[text]
+        self.sent.append((room, user, text))
+        return {"seq": len(self.sent)}
+
+    async def close_watch(self, watch: Any) -> None:
+        self.closed.append(watch)
+
+
+async def test_a_connection_reads_and_posts_room_chat_through_the_chat_service() -> None:
+    from actors.game.settings import GameSettings
+    from actors.game.view import chat_frame
+    from actors.runtime.errors import RateLimited, RealmError
+    from apps.game.ws import Connection
+
+    chat = _FakeChat()
+    hub = type("Hub", (), {"client": type("Game", (), {"chat": chat})()})()
+    conn = Connection(None, hub, verifier=None, user=principal(), config=GameSettings())  # type: ignore[arg-type]
+    conn.say("too early")  # no chat room yet: refused, nothing posted
+    await conn.open_chat("r-" + "0" * 24, "ana")
+    (sink,) = chat.sinks
+    sink(None, chat_frame(8, 2.0, "bo", "new"))  # a live line, rendered once for all
+    sink(None, "")  # an edit, a reaction, a membership event: not shown
+    chat.refuse = {
+        "third": RateLimited("slow down"),
+        "fourth": RealmError.from_code("muted", "you are muted", {}),
+    }
+    for text in ("first", "second", "third", "fourth"):
+        conn.say(text)
+    assert conn._saying is not None
+    await conn._saying
+    frames = [orjson.loads(line) for line in conn.outbox.lines]
+    assert frames[0]["code"] == "chat_unavailable"
+    assert [(f["seq"], f["text"]) for f in frames if f["t"] == "chat"] == [(5, "old"), (8, "new")]
+    assert frames[1] == {"t": "chat", "seq": 5, "from": "bo", "text": "old", "at": 1500}
+    # posted in the order said, one at a time; refusals as the game's error frames
+    assert [text for _, _, text in chat.sent] == ["first", "second"]
+    assert [f["code"] for f in frames if f["t"] == "error"][1:] == ["throttled", "muted"]
+    await conn.close_chat()
+    assert len(chat.closed) == 1 and conn.chat_room == ""

@@ -21,7 +21,7 @@ class FakeOutside:
         self.transfers: dict[str, tuple[str, int]] = {}
         self.progress: list[tuple[str, dict[str, Any]]] = []
         self.reports: list[int] = []
-        self.closed: list[str] = []
+        self.closed_rooms: list[str] = []
 
     async def credit_gold(self, user: str, amount: int, transfer_id: str) -> int:
         self.transfers.setdefault(transfer_id, (user, amount))
@@ -33,8 +33,8 @@ class FakeOutside:
     async def report(self, room: str, players: int) -> None:
         self.reports.append(players)
 
-    async def closed(self, room: str) -> None:  # type: ignore[override]
-        self.closed.append(room)
+    async def closed(self, room: str) -> None:
+        self.closed_rooms.append(room)
 
 
 CHAR = {"id": "c-1", "name": "ana", "class": "warrior", "xp": 0}
@@ -176,19 +176,87 @@ async def test_a_dropped_seat_is_kept_for_the_grace_then_released_and_the_room_d
     assert room.should_dispose()
 
 
-async def test_room_chat_reaches_every_seat_and_is_throttled(
+class FakeChat:
+    """The chat service as a room sees it: rooms made, members, calls recorded."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+        self.members: dict[str, dict[str, str]] = {}
+        self.closed: list[str] = []
+        self.down = False
+
+    async def chat_room(self, room: str) -> str:
+        if self.down:
+            raise ConnectionError("chat is away")
+        self.made.append(room)
+        chat = f"r-{len(self.made):024x}"
+        self.members[chat] = {}
+        return chat
+
+    async def chat_admit(self, chat: str, room: str, user: str, name: str) -> None:
+        if self.down:
+            raise ConnectionError("chat is away")
+        self.members[chat].setdefault(user, name)
+
+    async def chat_leave(self, chat: str, room: str, user: str) -> None:
+        del self.members[chat][user]
+
+    async def chat_close(self, chat: str, room: str) -> None:
+        self.closed.append(chat)
+
+
+async def test_room_chat_is_a_chat_room_whose_members_are_the_seats(
     store: SQLiteStore, clock: FakeClock
 ) -> None:
-    room = await seated(store, clock)
+    chat = FakeChat()
+    outside = FakeOutside()
+    room = Room(GameSettings(), dict(INFO), store, outside, clock=clock,
+                on_failure=lambda error: None, chat=chat)  # fmt: skip
+    await room.open()
+    await room.reserve("u1", CHAR)
     await room.reserve("u2", {**CHAR, "id": "c-2", "name": "bo"})
-    room.attach("r1", "conn2", "u2")
-    frames(room)
-    for _ in range(6):
-        room.inputs("r1", [("conn1", "u1", {"t": "say", "text": "hi"})])
-    got = frames(room)
-    chats = [f for f in got if f.get("t") == "chat"]
-    assert len(chats) == 10 and chats[0]["from"] == "ana"  # 5 lines to 2 seats
-    assert [f["code"] for f in got if f.get("t") == "error"] == ["throttled"]
+    await room.reserve("u1", CHAR)  # a repeat makes no second chat room
+    (made,) = chat.made
+    assert made == "g-test" and room.chat_room
+    # Members under their characters' names, before the reservation was answered.
+    assert chat.members[room.chat_room] == {"u1": "ana", "u2": "bo"}
+    answer = room.attach("r1", "conn1", "u1")
+    assert (answer["chat"], answer["name"]) == (room.chat_room, "ana")
+    assert [orjson.loads(f)["t"] for f in answer["frames"]] == ["full"]  # no chat of its own
+    room.inputs("r1", [("conn1", "u1", {"t": "say", "text": "hi"})])  # not the room's any more
+    assert not [f for f in frames(room) if f.get("t") in ("chat", "error")]
+    # The chat room is part of the room's state: a restarted room has the same one.
+    room._flush()
+    await room.journal.drain()
+    again = Room(GameSettings(), dict(INFO), store, outside, clock=clock,
+                 on_failure=lambda error: None, chat=chat)  # fmt: skip
+    await again.open()
+    assert again.chat_room == room.chat_room
+    await again.reserve("u1", CHAR)
+    assert len(chat.made) == 1
+    # A seat given up, and the room disposed: out of the chat room, then it is deleted.
+    again._leave(again.seats["u2"], "left")
+    for task in list(again._tasks):
+        await task
+    assert chat.members[room.chat_room] == {"u1": "ana"}
+    await again.dispose()
+    assert chat.closed == [room.chat_room]
+
+
+async def test_a_reservation_is_given_while_the_chat_service_is_away(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    chat = FakeChat()
+    chat.down = True
+    room = Room(GameSettings(), dict(INFO), store, FakeOutside(), clock=clock,
+                on_failure=lambda error: None, chat=chat)  # fmt: skip
+    await room.open()
+    assert (await room.reserve("u1", CHAR))["room"] == "g-test"
+    answer = room.attach("r1", "conn1", "u1")
+    assert answer["ok"] and answer["chat"] == ""  # the connection says chat_unavailable
+    chat.down = False
+    await room.reserve("u2", {**CHAR, "id": "c-2", "name": "bo"})  # the next one makes it
+    assert chat.members[room.chat_room] == {"u2": "bo"}
 
 
 async def _play(room: Room, ticks: int) -> None:

@@ -30,6 +30,11 @@
   const GLIDE_MS = 120;
   const PING_EVERY_MS = 2000;
   const MAX_CHAT_LINES = 100;
+  //: Items a character carries at most (the server's limit, actors/game/content.py).
+  const INVENTORY_SIZE = 12;
+  const ITEM_COLORS = { potion: "#e0508a", weapon: "#c0c8d8", armour: "#6fa8dc" };
+  //: Item kinds (GET /game/items): name, slot, heal, attack, defence.
+  let ITEMS = {};
   const RECONNECT_MAX_MS = 5000;
   //: Close codes after which reconnecting would not help (see docs/game.md).
   const CLOSE_SIGNED_OUT = 4401;
@@ -312,8 +317,10 @@
       $("hud-room").textContent = roomId;
       $("chat").replaceChildren();
       this.chatSeen = new Set();
+      this.inventoryShown = null;
       canvas.focus();
       refreshGold();
+      loadItems();
       this.connect();
     },
 
@@ -478,14 +485,16 @@
         if (target) target.flash = now;
       } else if (ev.e === "lvl" && ev.i === this.me) {
         notice(`Level ${ev.l}!`, "info");
+      } else if (ev.e === "item" && ev.i === this.me) {
+        notice(`You picked up: ${itemName(ev.c)}`, "info");
       } else if (ev.e === "boss") {
         notice(`A ${ev.c} appeared!`, "info");
       }
     },
 
-    // A join or a resync replays the room's recent lines: show each line once.
+    // A join (or a new socket) replays the room's recent lines: show each line once.
     onChat(f) {
-      const key = `${f.at}|${f.i}|${f.from}|${f.text}`;
+      const key = typeof f.seq === "number" ? `#${f.seq}` : `${f.at}|${f.from}|${f.text}`;
       if (this.chatSeen.has(key)) return;
       this.chatSeen.add(key);
       if (this.chatSeen.size > 4 * MAX_CHAT_LINES) this.chatSeen = new Set([...this.chatSeen].slice(-MAX_CHAT_LINES));
@@ -627,6 +636,43 @@
       const you = this.you;
       if (you.hp !== undefined) $("hp").textContent = `${you.hp}/${you.H}`;
       if (you.l !== undefined) $("level").textContent = `${you.l} (${you.xp ?? 0}/${you.nx ?? "?"} xp)`;
+      this.showInventory();
+    },
+
+    // Own inventory (`you.bag`, `you.wpn`, `you.arm`): redrawn only when it changed.
+    showInventory() {
+      const you = this.you;
+      const key = JSON.stringify([you.bag, you.wpn, you.arm, you.dmg, you.def]);
+      if (key === this.inventoryShown) return;
+      this.inventoryShown = key;
+      const bag = you.bag || [];
+      $("inv-count").textContent = `${bag.length}/${INVENTORY_SIZE}`;
+      const worn = $("worn");
+      worn.replaceChildren(document.createTextNode(`Attack ${you.dmg ?? "?"}, defence ${you.def ?? 0}. `));
+      for (const [slot, item] of [["weapon", you.wpn], ["armour", you.arm]]) {
+        if (!item) continue;
+        const off = element("button", "off", { type: "button", "data-slot": slot, title: `take off the ${itemName(item)}` });
+        off.addEventListener("click", () => this.itemInput({ t: "unequip", slot }));
+        worn.append(element("span", `${slot}: ${itemName(item)} `), off, document.createTextNode(" "));
+      }
+      const rows = bag.map((item) => {
+        const li = element("li", null, { "data-item": item });
+        li.append(element("b", itemName(item)));
+        const usable = (ITEMS[item] || {}).slot === "potion";
+        const act = element("button", usable ? "use" : "equip", { type: "button" });
+        act.addEventListener("click", () => this.itemInput({ t: usable ? "use" : "equip", item }));
+        const drop = element("button", "drop", { type: "button" });
+        drop.addEventListener("click", () => this.itemInput({ t: "drop", item }));
+        li.append(act, drop);
+        return li;
+      });
+      $("inventory").replaceChildren(...rows);
+    },
+
+    itemInput(frame) {
+      this.inputN += 1;
+      this.send({ ...frame, n: this.inputN });
+      canvas.focus();
     },
 
     // The player list beside the canvas; the test reads positions from it too.
@@ -684,6 +730,16 @@
           ctx.fillStyle = "#f2c84b";
           ctx.beginPath();
           ctx.arc(cx, cy, t * 0.25, 0, Math.PI * 2);
+          ctx.fill();
+        } else if (e.k === "i") {
+          const s = t * 0.3;
+          ctx.fillStyle = ITEM_COLORS[(ITEMS[e.c] || {}).slot] || "#ddd";
+          ctx.beginPath();
+          ctx.moveTo(cx, cy - s);
+          ctx.lineTo(cx + s, cy);
+          ctx.lineTo(cx, cy + s);
+          ctx.lineTo(cx - s, cy);
+          ctx.closePath();
           ctx.fill();
         } else if (e.k === "m") {
           ctx.fillStyle = MONSTER_COLORS[e.c] || "#c33";
@@ -743,7 +799,7 @@
   }
 
   function kindOrder(e) {
-    return e.k === "g" ? 0 : e.k === "m" ? 1 : 2;
+    return e.k === "g" || e.k === "i" ? 0 : e.k === "m" ? 1 : 2;
   }
 
   function healthBar(cx, top, t, e) {
@@ -761,6 +817,10 @@
     el.className = kind || "muted";
   }
 
+  function itemName(kind) {
+    return (ITEMS[kind] || {}).name || kind;
+  }
+
   function chatLine(from, text) {
     const list = $("chat");
     const li = element("li");
@@ -774,6 +834,17 @@
     const el = $("gold");
     el.textContent = String(balance);
     el.dataset.gold = String(balance);
+  }
+
+  async function loadItems() {
+    if (Object.keys(ITEMS).length) return;
+    try {
+      ITEMS = await api("GET", "/game/items");
+      game.inventoryShown = null;
+      game.showInventory();
+    } catch (error) {
+      if (error.status !== 401) notice(`Items: ${error.message}`);
+    }
   }
 
   async function refreshGold() {

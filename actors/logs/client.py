@@ -13,6 +13,7 @@ in parallel and merge; a tail asks every shard for what came after a cursor.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from typing import Any
@@ -24,11 +25,11 @@ from actors.logs.errors import BadEntry, BadQuery, DeleteNotFound, IngestLimited
 from actors.logs.logql import LogQuery, MetricQuery
 from actors.logs.model import (
     REALM_TENANT,
-    Pushed,
+    Columns,
     RateLimiter,
-    check_entry,
+    check_entries,
     check_labels,
-    entry_bytes,
+    pack,
     stream_id,
 )
 from actors.logs.settings import LogsSettings
@@ -84,6 +85,8 @@ class LogsClient:
         self._limits: dict[str, tuple[float, dict[str, float]]] = {}
         #: Entries this replica refused before they reached a shard, by tenant and reason.
         self.discarded: dict[str, dict[str, int]] = {}
+        #: Idempotency keys of pushes: this client's own prefix, then a counter.
+        self._keys = (f"{uuid.uuid4().hex}:{n}" for n in itertools.count())
 
     async def start(self) -> None:
         await self.shards.start()
@@ -114,34 +117,34 @@ class LogsClient:
         total = sum(len(entries) for _, entries in streams)
         if total > self.config.max_entries_per_push:
             raise BadEntry(f"a push carries at most {self.config.max_entries_per_push} entries")
-        checked: dict[str, Pushed] = {}
+        checked: dict[str, Columns] = {}
         size = 0
         try:
             for labels, entries in streams:
                 labels = check_labels(labels, self.config)
-                kept = [check_entry(*entry, self.config) for entry in entries]
-                size += sum(entry_bytes(e[1], e[2]) for e in kept)
+                columns, stream_size = check_entries(labels, entries, self.config)
+                size += stream_size
                 sid = stream_id(tenant, labels)
                 if sid in checked:
-                    checked[sid].entries.extend(kept)
+                    checked[sid] = _joined(checked[sid], columns)
                 else:
-                    checked[sid] = Pushed(labels, kept)
+                    checked[sid] = columns
             limits = await self.limits_of(tenant)
             self.limiter.take(tenant, total, size, limits)
         except IngestLimited as error:
             self._count(tenant, str(error.details.get("reason", "limit")), total)
             error.details["discarded"] = total
             raise
-        by_shard: dict[int, list[Pushed]] = {}
-        for sid, pushed in checked.items():
-            if pushed.entries:
-                by_shard.setdefault(self.shards.index(sid), []).append(pushed)
+        by_shard: dict[int, list[Columns]] = {}
+        for sid, columns in checked.items():
+            if columns.ts:
+                by_shard.setdefault(self.shards.index(sid), []).append(columns)
         max_streams = int(limits.get("max_streams_per_tenant", self.config.max_streams_per_tenant))
-        key = uuid.uuid4().hex
+        key = next(self._keys)
         answers = await asyncio.gather(
             *(
                 self.shards[index].call(
-                    "push", tenant, part, max_streams=max_streams, key=f"{key}:{index}"
+                    "push", tenant, pack(part), max_streams=max_streams, key=f"{key}:{index}"
                 )
                 for index, part in by_shard.items()
             )
@@ -324,6 +327,14 @@ class LogsClient:
 
     async def compact(self) -> None:
         await self.shards.call_all("compact")
+
+
+def _joined(first: Columns, second: Columns) -> Columns:
+    """Two parts of one stream in a push, as one."""
+    metadata = None
+    if first.metadata is not None or second.metadata is not None:
+        metadata = first.metadata_column() + second.metadata_column()
+    return Columns(first.labels, first.ts + second.ts, first.lines + second.lines, metadata)
 
 
 def _merge_delete(parts: list[DeleteRequest]) -> dict[str, Any]:

@@ -10,9 +10,13 @@ entries sit in its *head* (journaled, in memory); the head is cut into a
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice, repeat
+from operator import itemgetter, le
 from typing import Any
 
 import msgspec
@@ -31,6 +35,8 @@ Entry = tuple[int, int, str, dict[str, str]]
 #: Metadata names and values share the line's byte limit; at most this many pairs.
 MAX_METADATA_PAIRS = 64
 ZSTD_LEVEL = 3
+#: Columns out of rows, without a Python step per row: ``list(map(_at[i], rows))``.
+_at = tuple(itemgetter(i) for i in range(4))
 
 
 @dataclass
@@ -47,11 +53,90 @@ class ChunkRef:
     stored_bytes: int  #: the file's size
 
 
+#: The metadata of every head entry pushed without any: one dict, shared, never changed
+#: (a dict per entry would be an object per entry for the garbage collector to walk).
+NO_METADATA: dict[str, str] = {}
+
+
+class Head(msgspec.Struct):
+    """A stream's newest entries, journaled but not yet in a chunk, as columns in
+    number (``seq``) order: a push extends four lists, where a tuple per entry would
+    be an object per entry to allocate and for the garbage collector to walk. Entry
+    tuples are made only for the reads that want them (``entries``)."""
+
+    ts: list[int] = msgspec.field(default_factory=list)
+    seq: list[int] = msgspec.field(default_factory=list)
+    lines: list[str] = msgspec.field(default_factory=list)
+    metadata: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Head:
+        rows = list(entries)
+        return cls(*(list(map(column, rows)) for column in _at))
+
+    def add(self, columns: Columns, first: int) -> None:
+        """``columns``' entries, numbered from ``first``."""
+        count = len(columns.ts)
+        self.ts += columns.ts
+        self.seq += range(first, first + count)
+        self.lines += columns.lines
+        self.metadata += (
+            repeat(NO_METADATA, count) if columns.metadata is None else columns.metadata
+        )
+
+    def entries(self, low: int = 0, high: int | None = None) -> list[Entry]:
+        """Entries at positions ``[low, high)`` as tuples."""
+        part = slice(low, high)
+        return list(
+            zip(self.ts[part], self.seq[part], self.lines[part], self.metadata[part], strict=True)
+        )
+
+    def after(self, seq: int) -> int:
+        """The position of the first entry numbered above ``seq``."""
+        return bisect.bisect_right(self.seq, seq)
+
+    def drop_through(self, seq: int) -> None:
+        """Drop the entries numbered up to ``seq`` (what a cut put in a chunk)."""
+        cut = self.after(seq)
+        for column in (self.ts, self.seq, self.lines, self.metadata):
+            del column[:cut]
+
+    def where(self, keep: Iterable[int]) -> Head:
+        """The entries at positions ``keep`` (ascending) only."""
+        at = list(keep)
+        ts, seq, lines, metadata = self.ts, self.seq, self.lines, self.metadata
+        return Head(
+            [ts[i] for i in at], [seq[i] for i in at], [lines[i] for i in at],
+            [metadata[i] for i in at],
+        )  # fmt: skip
+
+    def size(self) -> int:
+        """``entry_bytes`` summed over the entries."""
+        return lines_bytes(self.lines) + metadata_bytes(self.metadata)
+
+    def ordered(self) -> ChunkData:
+        """The entries sorted by ``(ts, seq)``, as a chunk's columns. Usually they came in
+        time order and are only copied; else a stable sort by time keeps the numbers
+        of equal times in order (they ascend with position)."""
+        ts = self.ts
+        if all(map(le, ts, islice(ts, 1, None))):
+            return ChunkData(list(ts), list(self.seq), list(self.lines), list(self.metadata))
+        order = sorted(range(len(ts)), key=ts.__getitem__)
+        seq, lines, metadata = self.seq, self.lines, self.metadata
+        return ChunkData(
+            [ts[i] for i in order], [seq[i] for i in order], [lines[i] for i in order],
+            [metadata[i] for i in order],
+        )  # fmt: skip
+
+
 @dataclass
 class Stream:
     tenant: str
     labels: dict[str, str]
-    head: list[Entry] = field(default_factory=list)
+    head: Head = field(default_factory=Head)
     chunks: list[ChunkRef] = field(default_factory=list)
     newest_ts: int = 0
     head_bytes: int = 0
@@ -64,6 +149,72 @@ class Pushed:
 
     labels: dict[str, str]
     entries: list[tuple[int, str, dict[str, str]]]
+
+
+class Columns(msgspec.Struct, array_like=True):
+    """One stream's entries in a push as columns, what travels to a shard and into its
+    journal: one MessagePack array per column, encoded and decoded in C, not a Python
+    object per entry. ``metadata`` is None when no entry has any."""
+
+    labels: dict[str, str]
+    ts: list[int]
+    lines: list[str]
+    metadata: list[dict[str, str]] | None = None
+
+    @classmethod
+    def of(cls, labels: dict[str, str], entries: list[tuple[int, str, dict[str, str]]]) -> Columns:
+        metadata = list(map(_at[2], entries))
+        return cls(
+            labels, list(map(_at[0], entries)), list(map(_at[1], entries)),
+            [pairs or {} for pairs in metadata] if any(metadata) else None,
+        )  # fmt: skip
+
+    def metadata_column(self) -> list[dict[str, str]]:
+        """Each entry's metadata (a dict of its own for each, empty when none)."""
+        if self.metadata is not None:
+            return self.metadata
+        return [{} for _ in self.ts]
+
+    def size(self) -> int:
+        """The bytes the limits count: ``entry_bytes`` summed over the entries."""
+        return lines_bytes(self.lines) + (
+            metadata_bytes(self.metadata) if self.metadata is not None else 0
+        )
+
+    def take(self, keep: list[int]) -> Columns:
+        """The entries at positions ``keep`` only."""
+        meta = self.metadata
+        return Columns(
+            self.labels, [self.ts[i] for i in keep], [self.lines[i] for i in keep],
+            [meta[i] for i in keep] if meta is not None and any(meta[i] for i in keep) else None,
+        )  # fmt: skip
+
+
+#: A shard's half of a push on the wire: MessagePack bytes (Ray copies them as one
+#: buffer, where pickling the entries memoizes every tuple, string and dict).
+_pack = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder(list[Columns])
+
+
+def pack(streams: list[Columns]) -> bytes:
+    return _pack.encode(streams)
+
+
+def unpack(blob: bytes) -> list[Columns]:
+    return _unpack.decode(blob)
+
+
+def lines_bytes(lines: list[str]) -> int:
+    """UTF-8 bytes of ``lines`` together; ASCII lines (most) counted without encoding."""
+    if all(map(str.isascii, lines)):
+        return sum(map(len, lines))
+    return sum(map(len, map(str.encode, lines)))
+
+
+def metadata_bytes(metadata: list[dict[str, str]]) -> int:
+    if not any(metadata):  # the usual case: no entry has any
+        return 0
+    return sum(len(k) + len(v) for pairs in metadata for k, v in pairs.items())
 
 
 def stream_id(tenant: str, labels: dict[str, str]) -> str:
@@ -124,6 +275,38 @@ def check_entry(
             reason="line_too_long", limit=config.max_line_bytes,
         )  # fmt: skip
     return ts_ns, line, metadata
+
+
+def check_entries(
+    labels: dict[str, str], entries: list[tuple[int, str, dict[str, str]]], config: LogsSettings
+) -> tuple[Columns, int]:
+    """``entries`` checked as ``check_entry`` checks each, as columns, and their bytes.
+    The common push (int timestamps, str lines, no metadata) is checked column by
+    column with builtins; anything else goes entry by entry, which names the fault."""
+    if entries:
+        try:
+            if set(map(len, entries)) != {3}:
+                raise ValueError("not (ts, line, metadata)")
+            ts, lines = list(map(_at[0], entries)), list(map(_at[1], entries))
+        except (TypeError, ValueError, LookupError):
+            pass
+        else:
+            if (
+                not any(map(_at[2], entries))
+                and set(map(type, ts)) == {int}
+                and min(ts) > 0
+                and max(ts) < 2**63
+                and set(map(type, lines)) == {str}
+            ):
+                if all(map(str.isascii, lines)):
+                    longest, size = max(map(len, lines)), sum(map(len, lines))
+                else:
+                    sizes = list(map(len, map(str.encode, lines)))
+                    longest, size = max(sizes), sum(sizes)
+                if longest <= config.max_line_bytes:
+                    return Columns(labels, ts, lines), size
+    kept = [check_entry(*entry, config) for entry in entries]
+    return Columns.of(labels, kept), sum(entry_bytes(e[1], e[2]) for e in kept)
 
 
 class Bucket:
@@ -198,13 +381,13 @@ def encode_chunk(entries: list[Entry]) -> bytes:
     return encoded_chunk(entries)[0]
 
 
-def encoded_chunk(entries: list[Entry]) -> tuple[bytes, Chunk]:
-    """Entries (sorted by time) as a compressed chunk, and that chunk decoded (what a
-    read of the file would give, without reading it)."""
-    data = ChunkData(
-        [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries],
-        [e[3] for e in entries],
-    )  # fmt: skip
+def encoded_chunk(entries: list[Entry] | ChunkData) -> tuple[bytes, Chunk]:
+    """Entries (sorted by time; or their columns) as a compressed chunk, and that chunk
+    decoded (what a read of the file would give, without reading it)."""
+    if isinstance(entries, ChunkData):
+        data = entries
+    else:
+        data = ChunkData(*(list(map(column, entries)) for column in _at))
     raw = _encoder.encode(data)
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), Chunk.of(data, len(raw))
 
@@ -288,21 +471,30 @@ def window_sums(
 
 __all__ = [
     "LINE_SEP",
+    "NO_METADATA",
     "REALM_TENANT",
     "Bucket",
     "Chunk",
+    "ChunkData",
     "ChunkRef",
+    "Columns",
     "Entry",
+    "Head",
     "Pushed",
     "RateLimiter",
     "Stream",
+    "check_entries",
     "check_entry",
     "check_labels",
     "encode_chunk",
     "encoded_chunk",
     "entry_bytes",
     "labels_text",
+    "lines_bytes",
+    "metadata_bytes",
+    "pack",
     "steps",
     "stream_id",
+    "unpack",
     "window_sums",
 ]

@@ -36,13 +36,17 @@ from actors.logs.logql import LineFilter, LogQuery, MetricQuery
 from actors.logs.model import (
     LINE_SEP,
     Chunk,
+    ChunkData,
     ChunkRef,
+    Columns,
     Entry,
     Pushed,
     Stream,
     encoded_chunk,
-    entry_bytes,
+    lines_bytes,
+    metadata_bytes,
     stream_id,
+    unpack,
     window_sums,
 )
 from actors.logs.settings import LogsSettings
@@ -104,6 +108,11 @@ class ShardState:
 
 
 class LogShard(Durable):
+    #: 2: a stream's head is columns (``Head``) and a push is journaled as ``ingest``
+    #: (``Columns``); version 1's records replay as they are (``apply_push``), its
+    #: snapshots' heads (entry tuples) are turned into columns.
+    schema_version = 2
+
     def __init__(
         self, config: LogsSettings, *, directory: Path, shards: int = 1, clock: Clock | None = None
     ) -> None:
@@ -137,6 +146,24 @@ class LogShard(Durable):
             len(s.chunks) + len(s.head) // 100 for s in self.streams.values()
         )
 
+    def upgrade_record(
+        self, version: int, op: str, args: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        if version == 1:
+            return op, args
+        return super().upgrade_record(version, op, args)
+
+    def upgrade_state(self, version: int, state: Any) -> Any:
+        if version == 1:
+            for stream in state["streams"].values():
+                rows = stream["head"]
+                stream["head"] = {
+                    name: [row[i] for row in rows]
+                    for i, name in enumerate(("ts", "seq", "lines", "metadata"))
+                }
+            return state
+        return super().upgrade_state(version, state)
+
     def restore_state(self, state: ShardState) -> None:
         self.streams = state.streams
         self.by_tenant = {}
@@ -147,30 +174,42 @@ class LogShard(Durable):
         self.limits = state.limits
         self.deletes = OrderedDict((d.id, d) for d in state.deletes)
 
+    def apply_ingest(
+        self, tenant: str, streams: list[Columns], discarded: dict[str, int], now: float
+    ) -> dict[str, int]:
+        """A push's accepted entries join their streams' heads, numbered in order: whole
+        columns at a time (no object per entry), the bytes counted once here
+        (``Stream.head_bytes``), never per entry again."""
+        accepted = 0
+        for columns in streams:
+            count = len(columns.ts)
+            if not count:
+                continue
+            sid = stream_id(tenant, columns.labels)
+            stream = self.streams.get(sid)
+            if stream is None:
+                stream = self.streams[sid] = Stream(tenant, columns.labels)
+                self.by_tenant.setdefault(tenant, set()).add(sid)
+            if not stream.head:
+                stream.head_since = now
+            stream.head.add(columns, self.next_seq)
+            self.next_seq += count
+            stream.head_bytes += columns.size()
+            stream.newest_ts = max(stream.newest_ts, max(columns.ts))
+            accepted += count
+        return {"accepted": accepted, **discarded}
+
     def apply_push(
         self, tenant: str, streams: list[Pushed], discarded: dict[str, int], now: float
     ) -> dict[str, int]:
-        accepted = 0
-        for pushed in streams:
-            sid = stream_id(tenant, pushed.labels)
-            stream = self.streams.get(sid)
-            if stream is None:
-                stream = self.streams[sid] = Stream(tenant, pushed.labels)
-                self.by_tenant.setdefault(tenant, set()).add(sid)
-            if not stream.head and pushed.entries:
-                stream.head_since = now
-            for ts, line, metadata in pushed.entries:
-                stream.head.append((ts, self.next_seq, line, metadata))
-                self.next_seq += 1
-                stream.head_bytes += entry_bytes(line, metadata)
-                stream.newest_ts = max(stream.newest_ts, ts)
-                accepted += 1
-        return {"accepted": accepted, **discarded}
+        """A push as journals written before ``ingest`` hold it (replayed only)."""
+        columns = [Columns.of(p.labels, p.entries) for p in streams]
+        return self.apply_ingest(tenant, columns, discarded, now)
 
     def apply_cut(self, stream: str, chunk: ChunkRef, now: float) -> None:
         found = self.streams[stream]
-        found.head = [e for e in found.head if e[1] > chunk.last_seq]
-        found.head_bytes = sum(entry_bytes(e[2], e[3]) for e in found.head)
+        found.head.drop_through(chunk.last_seq)
+        found.head_bytes = found.head.size()
         found.head_since = now if found.head else 0.0
         found.chunks.append(chunk)
 
@@ -181,8 +220,10 @@ class LogShard(Durable):
             return
         found.chunks = [c for c in found.chunks if c.file not in files]
         if before_ns:
-            found.head = [e for e in found.head if e[0] >= before_ns]
-            found.head_bytes = sum(entry_bytes(e[2], e[3]) for e in found.head)
+            found.head = found.head.where(
+                i for i, ts in enumerate(found.head.ts) if ts >= before_ns
+            )
+            found.head_bytes = found.head.size()
         self._forget_if_empty(stream)
 
     def apply_replace(self, stream: str, old: str, new: ChunkRef | None) -> None:
@@ -214,10 +255,13 @@ class LogShard(Durable):
             stream = self.streams[sid]
             if not query.selects(stream.labels):
                 continue
-            kept = [e for e in stream.head if not _deleted(found, query, stream.labels, e)]
-            removed += len(stream.head) - len(kept)
-            stream.head = kept
-            stream.head_bytes = sum(entry_bytes(e[2], e[3]) for e in kept)
+            entries = stream.head.entries()
+            kept = [
+                i for i, e in enumerate(entries) if not _deleted(found, query, stream.labels, e)
+            ]
+            removed += len(entries) - len(kept)
+            stream.head = stream.head.where(kept)
+            stream.head_bytes = stream.head.size()
             self._forget_if_empty(sid)
         found.removed += removed
         return removed
@@ -251,21 +295,32 @@ class LogShard(Durable):
             reasons[reason] = reasons.get(reason, 0) + count
 
     async def push(
-        self, tenant: str, streams: list[Pushed], *, max_streams: int, key: str | None = None
+        self,
+        tenant: str,
+        streams: list[Pushed] | bytes,
+        *,
+        max_streams: int,
+        key: str | None = None,
     ) -> dict[str, int]:
-        """Keep ``streams``' entries, once journaled. Entries too far behind their
-        stream's newest (or ahead of the clock) are discarded and counted; a push
-        that would pass the tenant's stream limit is refused whole."""
+        """Keep ``streams``' entries (``Pushed``, or ``Columns`` packed by
+        ``model.pack``, as ``LogsClient`` sends them), once journaled. Entries too far
+        behind their stream's newest (or ahead of the clock) are discarded and
+        counted; a push that would pass the tenant's stream limit is refused whole."""
         if key is not None and self.knows(key):
             reply = await self.committed_reply(key)
             assert reply is not None
             answer: dict[str, int] = reply[1]
             return answer
+        if isinstance(streams, bytes):
+            columns = unpack(streams)
+        else:
+            columns = [Columns.of(p.labels, p.entries) for p in streams]
+        sids = [stream_id(tenant, c.labels) for c in columns]
         share = -(-max_streams // self.shards) + (1 if self.shards > 1 else 0)
         known = self.by_tenant.get(tenant, set())
-        new = {stream_id(tenant, p.labels) for p in streams} - known
+        new = set(sids) - known
         if new and len(known) + len(new) > share:
-            total = sum(len(p.entries) for p in streams)
+            total = sum(len(c.ts) for c in columns)
             self._count_discarded(tenant, "stream_limit", total)
             raise IngestLimited(
                 f"the tenant has its limit of {max_streams} active streams; nothing was kept",
@@ -274,27 +329,34 @@ class LogShard(Durable):
         now = self.clock.time()
         future_ns = int((now + self.config.max_future_s) * NS)
         window_ns = int(self.config.out_of_order_window_s * NS)
-        accepted: list[Pushed] = []
+        accepted: list[Columns] = []
         behind = ahead = 0
-        for pushed in streams:
-            stream = self.streams.get(stream_id(tenant, pushed.labels))
+        for sid, part in zip(sids, columns, strict=True):
+            if not part.ts:
+                continue
+            stream = self.streams.get(sid)
             newest = stream.newest_ts if stream is not None else 0
-            kept = []
-            for entry in pushed.entries:
-                if entry[0] > future_ns:
+            highest = max(part.ts)
+            if highest <= future_ns and min(part.ts) >= max(newest, highest) - window_ns:
+                # Every entry is kept (the usual push): none is checked one by one.
+                accepted.append(part)
+                continue
+            keep = []
+            for index, ts in enumerate(part.ts):
+                if ts > future_ns:
                     ahead += 1
-                elif newest and entry[0] < newest - window_ns:
+                elif newest and ts < newest - window_ns:
                     behind += 1
                 else:
-                    kept.append(entry)
-                    newest = max(newest, entry[0])
-            if kept:
-                accepted.append(Pushed(pushed.labels, kept))
+                    keep.append(index)
+                    newest = max(newest, ts)
+            if keep:
+                accepted.append(part.take(keep))
         discarded = {k: v for k, v in (("too_far_behind", behind), ("too_far_ahead", ahead)) if v}
         for reason, count in discarded.items():
             self._count_discarded(tenant, reason, count)
         result: dict[str, int] = await self.execute(
-            "push", key=key, tenant=tenant, streams=accepted, discarded=discarded, now=now
+            "ingest", key=key, tenant=tenant, streams=accepted, discarded=discarded, now=now
         )
         return result
 
@@ -365,7 +427,7 @@ class LogShard(Durable):
                 continue
             entries = _filtered(self._chunk(sid, ref), start_ns, end_ns, prefilters)
             yield from self._pipe(stream.labels, query, stones, entries, filtered=True)
-        head = [e for e in stream.head if start_ns <= e[0] < end_ns]
+        head = [e for e in stream.head.entries() if start_ns <= e[0] < end_ns]
         yield from self._pipe(stream.labels, query, stones, head)
 
     def _pipe(
@@ -455,7 +517,7 @@ class LogShard(Durable):
                     add(_key(stream.labels, query.by), window_sums(chunk.ts, at, range_ns, cum))
                 else:
                     slow.extend(_ranged(chunk.data, max(low, cutoff), high))
-            slow.extend(e for e in stream.head if max(low, cutoff) <= e[0] < high)
+            slow.extend(e for e in stream.head.entries() if max(low, cutoff) <= e[0] < high)
             if not slow:
                 continue
             stones_here = [t for t in self._tombstones(tenant) if t[1].selects(stream.labels)]
@@ -492,7 +554,8 @@ class LogShard(Durable):
                         candidates.extend(
                             e for e in _columns(data) if after < e[1] <= high
                         )  # fmt: skip
-                candidates.extend(e for e in stream.head if after < e[1] <= high)
+                head = stream.head  # in number order
+                candidates.extend(head.entries(head.after(after), head.after(high)))
                 candidates = [e for e in candidates if e[0] >= cutoff]
                 found.extend(self._pipe(stream.labels, query, stones, candidates))
             found.sort(key=lambda f: f[4])
@@ -525,7 +588,7 @@ class LogShard(Durable):
             stream = self.streams[sid]
             spans = [(c.min_ts, c.max_ts) for c in stream.chunks]
             if stream.head:
-                spans.append((min(e[0] for e in stream.head), stream.newest_ts))
+                spans.append((min(stream.head.ts), stream.newest_ts))
             if any(lo < end_ns and hi >= start_ns for lo, hi in spans):
                 yield stream
 
@@ -614,7 +677,7 @@ class LogShard(Durable):
             return True
         if now - stream.head_since >= self.config.head_max_age_s:
             return True
-        oldest = min(e[0] for e in stream.head)
+        oldest = min(stream.head.ts)
         return stream.newest_ts - oldest >= self.config.chunk_window_s * NS
 
     async def _cut(self, now: float, cut_all: bool) -> int:
@@ -624,15 +687,14 @@ class LogShard(Durable):
         cuts = 0
         for sid, stream in due:
             # Pushes go on while the file is written: the cut takes the head as it is now.
-            first, last = stream.head[0][1], stream.head[-1][1]
-            entries = sorted(stream.head, key=lambda e: (e[0], e[1]))
-            ref = await self._write(sid, entries, f"{first}-{last}")
+            first, last = stream.head.seq[0], stream.head.seq[-1]
+            ref = await self._write(sid, stream.head.ordered(), f"{first}-{last}")
             ref.first_seq, ref.last_seq = first, last
             self.record("cut", stream=sid, chunk=ref, now=now)
             cuts += 1
         return cuts
 
-    async def _write(self, sid: str, entries: list[Entry], name: str) -> ChunkRef:
+    async def _write(self, sid: str, entries: list[Entry] | ChunkData, name: str) -> ChunkRef:
         blob, chunk = encoded_chunk(entries)
         file = f"{sid[:2]}/{sid}-{name}.zst"
         path = self.chunk_dir / file
@@ -640,14 +702,15 @@ class LogShard(Durable):
         # The newest chunks are what queries and tails read most: keep the one just
         # written as a read of its file would give it (as Loki's ingesters keep theirs).
         self._cache_put(file, chunk)
+        data = chunk.data
         return ChunkRef(
             file=file,
-            min_ts=entries[0][0],
-            max_ts=entries[-1][0],
-            first_seq=min(e[1] for e in entries),
-            last_seq=max(e[1] for e in entries),
-            count=len(entries),
-            raw_bytes=sum(entry_bytes(e[2], e[3]) for e in entries),
+            min_ts=data.ts[0],
+            max_ts=data.ts[-1],
+            first_seq=min(data.seq),
+            last_seq=max(data.seq),
+            count=len(data.ts),
+            raw_bytes=lines_bytes(data.lines) + metadata_bytes(data.metadata),
             stored_bytes=len(blob),
         )
 
@@ -656,7 +719,7 @@ class LogShard(Durable):
         for sid, stream in list(self.streams.items()):
             cutoff = self._cutoff_ns(stream.tenant, stream.labels, now)
             old = [c.file for c in stream.chunks if c.max_ts < cutoff]
-            expired_head = any(e[0] < cutoff for e in stream.head)
+            expired_head = bool(stream.head) and min(stream.head.ts) < cutoff
             if old or expired_head:
                 dropped += sum(c.count for c in stream.chunks if c.file in old)
                 self.record("drop", stream=sid, files=old, before_ns=cutoff if expired_head else 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -9,11 +11,18 @@ from actors.logs.client import format_cursor, parse_cursor
 from actors.logs.errors import BadEntry, IngestLimited
 from actors.logs.model import (
     Chunk,
+    ChunkData,
+    Columns,
+    Head,
     RateLimiter,
+    check_entries,
     check_entry,
     check_labels,
     encode_chunk,
+    entry_bytes,
+    pack,
     stream_id,
+    unpack,
     window_sums,
 )
 from actors.logs.settings import LogsSettings
@@ -44,6 +53,49 @@ def test_entries_are_checked() -> None:
             check_entry(ts, "x", {}, CONFIG)
     with pytest.raises(BadEntry):
         check_entry(5, "x", {"bad name": "v"}, CONFIG)
+
+
+def test_entries_are_checked_by_column_as_one_by_one() -> None:
+    """``check_entries`` (the push path) keeps, refuses and counts what ``check_entry``
+    does, whether its column-wise fast path or the entry-by-entry one decides."""
+    plain: list[Any] = [(5, "ascii line", {}), (6, "é ünïcode", None), (7, "x" * 100, {})]
+    with_metadata: list[Any] = [(5, "a", {"trace": "t1"}), (6, "b", {})]
+    entries: list[Any]
+    for entries in (plain, with_metadata, []):
+        columns, size = check_entries({"app": "a"}, entries, CONFIG)
+        kept = [check_entry(e[0], e[1], e[2], CONFIG) for e in entries]
+        assert list(zip(columns.ts, columns.lines, columns.metadata_column(), strict=True)) == kept
+        assert size == sum(entry_bytes(line, meta) for _, line, meta in kept)
+        assert columns.size() == size
+    assert check_entries({"a": "1"}, plain, CONFIG)[0].metadata is None
+    assert check_entries({"a": "1"}, with_metadata, CONFIG)[0].metadata == [{"trace": "t1"}, {}]
+    with pytest.raises(IngestLimited) as long:  # 67 characters, 101 bytes
+        check_entries({"a": "1"}, [(5, "ok", {}), (6, "é" * 34 + "x" * 33, {})], CONFIG)
+    assert long.value.details["reason"] == "line_too_long"
+    cases: list[Any] = [[(True, "x", {})], [(5, b"x", {})], [(0, "x", {})], [(2**63, "x", {})],
+                        [(5, "x", {"bad name": "v"})], [(5, "x")]]  # fmt: skip
+    for bad in cases:
+        with pytest.raises((BadEntry, TypeError)):
+            check_entries({"a": "1"}, bad, CONFIG)
+
+
+def test_columns_travel_as_msgpack_and_count_their_bytes() -> None:
+    parts = [
+        Columns({"app": "a"}, [1, 2], ["one", "twö"]),
+        Columns({"app": "b"}, [3], ["three"], [{"trace": "t"}]),
+    ]
+    assert unpack(pack(parts)) == parts
+    assert parts[0].size() == 3 + 4 and parts[1].size() == 5 + 6
+    assert parts[0].metadata_column() == [{}, {}]
+    assert parts[1].take([]) == Columns({"app": "b"}, [], [])
+    head = Head.of([(1, 10, "one", {}), (2, 11, "twö", {"k": "vv"})])
+    assert head.size() == 3 + 4 + 3 and Head().size() == 0
+    head.add(Columns({"app": "a"}, [0], ["zero"]), 12)
+    assert head.ordered() == ChunkData([0, 1, 2], [12, 10, 11], ["zero", "one", "twö"],
+                                       [{}, {}, {"k": "vv"}])  # fmt: skip
+    head.drop_through(10)
+    assert head.entries() == [(2, 11, "twö", {"k": "vv"}), (0, 12, "zero", {})]
+    assert head.where([1]).entries() == [(0, 12, "zero", {})]
 
 
 def test_stream_ids_depend_on_tenant_and_labels_not_order() -> None:

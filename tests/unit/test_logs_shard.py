@@ -10,9 +10,10 @@ import pytest
 
 from actors.logs.errors import DeleteNotFound, IngestLimited
 from actors.logs.logql import MetricQuery, parse, parse_log
-from actors.logs.model import Pushed
+from actors.logs.model import Columns, Pushed, pack, stream_id
 from actors.logs.settings import LogsSettings
 from actors.logs.shard import LogShard, RetentionRule, TenantRetention
+from actors.runtime import codec
 from actors.runtime.clock import FakeClock
 from actors.runtime.store import SQLiteStore
 
@@ -83,6 +84,71 @@ async def test_an_idempotency_key_keeps_a_push_once(
     second = await shard.push("t", batch, max_streams=10, key="k1")
     assert first == second == {"accepted": 1}
     assert len(await select(shard, "t", '{app="a"}', clock)) == 1
+
+
+async def test_a_packed_push_is_kept_as_a_pushed_one_and_replays(
+    store: SQLiteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    """What ``LogsClient`` sends (columns packed as bytes) and what the log handler
+    sends (``Pushed``) land alike, survive a restart, and filter alike; a journal
+    written before columns (op ``push``) still replays."""
+    shard = await open_shard(store, clock, tmp_path, out_of_order_window_s=60, max_future_s=5)
+    packed = pack(
+        [
+            Columns({"app": "a"}, [at(clock, -2), at(clock, -1)], ["one", "two"]),
+            Columns({"app": "b"}, [at(clock), at(clock, -61), at(clock, 6)], ["b1", "old", "f"],
+                    [{"trace": "t"}, {}, {}]),
+        ]
+    )  # fmt: skip
+    answer = await shard.push("t", packed, max_streams=10, key="p1")
+    assert answer == {"accepted": 3, "too_far_behind": 1, "too_far_ahead": 1}
+    assert await shard.push("t", packed, max_streams=10, key="p1") == answer
+    shard.record("push", tenant="t", streams=[Pushed({"app": "a"}, [(at(clock), "three", {})])],
+                 discarded={}, now=clock.time())  # fmt: skip
+    await shard.journal.synced()
+    again = await open_shard(store, clock, tmp_path)
+    assert lines(await select(again, "t", '{app="a"}', clock, forward=True)) == [
+        "one", "two", "three",
+    ]  # fmt: skip
+    found = await select(again, "t", '{app="b"}', clock)
+    assert [(f[2], f[3]) for f in found] == [("b1", {"trace": "t"})]
+    assert sorted(seq for s in again.streams.values() for seq in s.head.seq) == [1, 2, 3, 4]
+    sizes = {s.labels["app"]: s.head_bytes for s in again.streams.values()}
+    assert sizes == {"a": 3 + 3 + 5, "b": 2 + 6}
+    await again.push("t", [Pushed({"app": "a"}, [(at(clock), "four", {})])], max_streams=10)
+    await again.flush()  # a cut while the head holds every kind of push
+    assert all(not s.head and s.head_bytes == 0 for s in again.streams.values())
+    assert (await again.stats("t"))["raw_bytes"] == 3 + 3 + 5 + 4 + 2 + 6
+
+
+async def test_a_version_1_snapshot_and_journal_still_restore(
+    store: SQLiteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Heads as entry tuples (snapshot) and pushes as ``Pushed`` (journal), as schema
+    version 1 wrote them, come back as version 2's columns."""
+    sid = stream_id("t", {"app": "a"})
+    state = {
+        "streams": {
+            sid: {"tenant": "t", "labels": {"app": "a"}, "head": [[at(clock, -2), 1, "one", {}]],
+                  "chunks": [], "newest_ts": at(clock, -2), "head_bytes": 3,
+                  "head_since": clock.time()},
+        },
+        "next_seq": 2, "retention": {}, "limits": {}, "deletes": [],
+    }  # fmt: skip
+    await store.append(
+        "logs-shard-0", 0, [codec.encode([1, "set_limits", {"tenant": "t", "limits": {}}, None])]
+    )
+    await store.write_snapshot(
+        "logs-shard-0", 1, codec.encode({"version": 1, "state": state, "replies": []})
+    )
+    record = [1, "push", {"tenant": "t", "streams": [{"labels": {"app": "a"},
+              "entries": [[at(clock, -1), "two", {"k": "v"}]]}], "discarded": {},
+              "now": clock.time()}, "key-1"]  # fmt: skip
+    await store.append("logs-shard-0", 1, [codec.encode(record)])
+    shard = await open_shard(store, clock, tmp_path)
+    found = await select(shard, "t", '{app="a"}', clock, forward=True)
+    assert [(f[2], f[3], f[4]) for f in found] == [("one", {}, 1), ("two", {"k": "v"}, 2)]
+    assert shard.streams[sid].head_bytes == 3 + 3 + 2 and shard.knows("key-1")
 
 
 async def test_tenants_see_only_their_own(

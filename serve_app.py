@@ -67,14 +67,6 @@ def app(args: dict[str, Any] | None = None) -> Application:
 #: stopped when its parent dies (see the file).
 HAPROXY_WRAPPER = Path(__file__).resolve().parent / "apps" / "haproxy-loopback"
 
-#: Ray's runtime environment for the jobs Realm starts (``ray.init(runtime_env=...)``):
-#: every worker runs ``apps.worker.setup`` first, so Serve replicas' internal
-#: gRPC servers bind the node's address, not ``[::]``, and Realm's logs reach
-#: the logs service.
-RAY_RUNTIME_ENV: dict[str, Any] = {
-    "worker_process_setup_hook": "apps.worker.setup",
-}
-
 
 def haproxy_binary() -> str | None:
     """The HAProxy Serve would run: the one ray[serve] bundles on Linux, else PATH's.
@@ -546,7 +538,6 @@ def run(
         namespace=settings.namespace,
         include_dashboard=False,
         logging_level=logging.WARNING,
-        runtime_env=RAY_RUNTIME_ENV,
         **node_options,
     )
     store = settings.store_url or f"SQLite in {settings.data_dir}"

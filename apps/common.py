@@ -29,6 +29,7 @@ from apps.errors import (
     install_error_handlers,
 )
 from apps.limits import BodyLimit
+from apps.listeners import bind_to_node_address
 from apps.signin import install_verifier
 
 
@@ -248,6 +249,9 @@ class ClientIngress:
     requires_user: bool = False
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        # Before Serve starts this replica's gRPC server, which it does once this
+        # constructor has returned.
+        bind_to_node_address()
         self.settings = settings
         module = type(self).__module__.split(".")  # apps.<service>[.<module>]
         run_start_hooks(settings, module[1] if len(module) > 1 else module[0], type(self).__name__)

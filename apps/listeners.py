@@ -5,9 +5,9 @@ deployments, and Ray 2.60 binds it to ``[::]:0``: every interface, whatever
 ``http_options.host`` says. Its callers reach it at the replica's node address
 (the address Ray registered for the node: 127.0.0.1 for ``make run``, which
 sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), so that is the only address it
-needs. ``bind_to_node_address`` is part of Realm's Ray ``worker_process_setup_hook``
-(``apps.worker.setup``): it runs in each worker process before any
-actor does and makes Ray's helper that adds the server's port
+needs. ``bind_to_node_address`` runs first in every ingress replica's constructor
+(``apps.common.ClientIngress``), before Serve starts that server, and makes Ray's
+helper that adds the server's port
 (``ray._common.tls_utils.add_port_to_grpc_server``, which also applies
 ``RAY_USE_TLS``) bind that address instead of a wildcard. Token
 authentication still guards the server; this keeps it off other networks.

@@ -260,8 +260,6 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
     import ray
     from ray._private import ray_constants
 
-    from serve_app import RAY_RUNTIME_ENV
-
     if ray_constants.ENABLE_RAY_CLUSTER:
         raise RuntimeError("ray was imported before benchmarks.harness: it would not use loopback")
     options: dict[str, Any] = {
@@ -272,8 +270,6 @@ def ray_session(**overrides: Any) -> Iterator[ModuleType]:
         "object_store_memory": 150 * 2**20,
         "namespace": "realm-bench",
         "log_to_driver": False,
-        # Replicas' gRPC servers on loopback, as `make run` has them.
-        "runtime_env": RAY_RUNTIME_ENV,
     }
     if on_cluster():
         # Connecting: sizing belongs to the cluster; Ray refuses these arguments.

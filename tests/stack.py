@@ -15,7 +15,7 @@ import pytest
 import ray
 
 from actors.runtime.settings import Settings
-from serve_app import RAY_RUNTIME_ENV, configure_ingress, deploy, free_port
+from serve_app import configure_ingress, deploy, free_port
 from tests.conftest import ROOT
 
 
@@ -26,8 +26,7 @@ def ray_runtime() -> Iterator[None]:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     # The ingress `make run` uses (read when Serve starts), kept apart from any
     # other Serve on this machine.
-    # Also: token auth on, uvicorn trusting no forwarded address, and (RAY_RUNTIME_ENV)
-    # replicas' gRPC servers on the node's address; no dashboard.
+    # Also: token auth on, uvicorn trusting no forwarded address; no dashboard.
     configure_ingress(Settings(), private_dir=tempfile.mkdtemp(prefix="rt-"))
     ray.init(
         address="local",  # a runtime of its own, never a cluster another process started
@@ -35,7 +34,6 @@ def ray_runtime() -> Iterator[None]:
         include_dashboard=False,
         object_store_memory=150 * 1024 * 1024,
         namespace="realm-tests",
-        runtime_env=RAY_RUNTIME_ENV,
     )
     yield
     from ray import serve

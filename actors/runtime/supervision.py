@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -182,16 +181,12 @@ async def report_start(store: Store, name: str, *, kind: str = "other") -> int:
     return count
 
 
-#: Called as ``hook(settings, service, actor_name)`` when a durable actor starts
-#: (``recover``) or an ingress replica does: process-wide set-up that needs the
-#: deployment's settings (shipping the process's logs). The runtime knows no
-#: service: the worker setup hook (``apps.listeners``) fills this list.
-START_HOOKS: list[Callable[[Settings, str, str], None]] = []
-
-
 def run_start_hooks(settings: Settings, service: str, name: str) -> None:
-    """Run every start hook; one that fails is logged and skipped."""
-    for hook in START_HOOKS:
+    """Run every start hook (``registry.START_HOOKS``) as a durable actor starts
+    (``recover``) or an ingress replica does; one that fails is logged and skipped."""
+    from actors.runtime.registry import start_hooks
+
+    for hook in start_hooks():
         try:
             hook(settings, service, name)
         except Exception:
@@ -221,7 +216,6 @@ def _service_of(cls: type) -> str:
 
 
 __all__ = [
-    "START_HOOKS",
     "ActorRef",
     "Restart",
     "actor_restarted",

@@ -15,7 +15,6 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from serve_app import RAY_RUNTIME_ENV
 from tests.conftest import ROOT
 
 MiB = 1024 * 1024
@@ -45,7 +44,7 @@ def cluster() -> Iterator[Cluster]:
             "_system_config": FAST_FAILURE_DETECTION,
         },
     )
-    ray.init(address=cluster.address, namespace="realm-cluster-tests", runtime_env=RAY_RUNTIME_ENV)
+    ray.init(address=cluster.address, namespace="realm-cluster-tests")
     yield cluster
     ray.shutdown()
     cluster.shutdown()

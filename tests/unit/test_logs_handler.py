@@ -73,20 +73,13 @@ def test_the_thread_ships_on_its_own() -> None:
         handler.close()
 
 
-def test_the_start_hook_is_registered_once_and_the_setting_turns_it_off() -> None:
+def test_the_start_hook_is_registered_and_the_setting_turns_it_off() -> None:
     from actors.logs.client import ship_realm_logs
     from actors.logs.handler import install, installed
+    from actors.runtime.registry import start_hooks
     from actors.runtime.settings import Settings
-    from actors.runtime.supervision import START_HOOKS
-    from apps.worker import ship_logs_on_start
 
-    before = list(START_HOOKS)
-    try:
-        ship_logs_on_start()
-        ship_logs_on_start()
-        assert START_HOOKS.count(ship_realm_logs) == 1
-    finally:
-        START_HOOKS[:] = before
+    assert ship_realm_logs in start_hooks()
     assert install(Settings(logs_ship_realm_logs=False), service="queue", actor="q") is None
     assert install(Settings(), service="logs", actor="logs-shard-0") is None  # no loop
     assert installed() is None

@@ -183,9 +183,13 @@ async def report_start(store: Store, name: str, *, kind: str = "other") -> int:
 
 def run_start_hooks(settings: Settings, service: str, name: str) -> None:
     """Run every start hook (``registry.START_HOOKS``) as a durable actor starts
-    (``recover``) or an ingress replica does; one that fails is logged and skipped."""
+    (``recover``) or an ingress replica does; one that fails is logged and skipped.
+    Only in a Ray actor's process: a driver, a tool or a test that runs an actor's
+    class in its own process keeps its logging to itself."""
     from actors.runtime.registry import start_hooks
 
+    if not (metrics.ray_is_up() and ray.get_runtime_context().get_actor_id() is not None):
+        return
     for hook in start_hooks():
         try:
             hook(settings, service, name)

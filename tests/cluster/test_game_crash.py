@@ -46,6 +46,12 @@ class Player:
     def end(self, code: int, reason: str) -> None:
         self.closed = code
 
+    async def open_chat(self, chat_room: str, name: str) -> None:
+        """The room's chat (the chat service's, tested there) is not followed here."""
+
+    async def close_chat(self) -> None:
+        pass
+
     def me(self) -> str:
         return next(f["me"] for f in self.frames if f["t"] == "full")
 

@@ -98,8 +98,9 @@ def section_classes() -> dict[str, type[Section]]:
 #: called as ``function(settings, service, actor_name)``. Shipping the process's
 #: Python logs into the logs service (``REALM_LOGS_SHIP_REALM_LOGS``).
 #: Not Ray's ``worker_process_setup_hook``: a job with a runtime environment starts
-#: every worker through Ray's setup process, which doubled the time an actor took to
-#: start (4.2-4.8 s against 2.0 s each, measured here), restarts after a crash included.
+#: every worker through Ray's setup process: an actor took 3.0-3.5 s to start against
+#: 1.9-2.0 s without (one after another, quiet machine; 4.2-4.8 s against 2.0 s under
+#: load), restarts after a crash included.
 START_HOOKS: tuple[str, ...] = ("actors.logs.client:ship_realm_logs",)
 
 

@@ -105,7 +105,7 @@ class Head(msgspec.Struct):
             del column[:cut]
 
     def where(self, keep: Iterable[int]) -> Head:
-        """The entries at positions ``keep`` (ascending) only."""
+        """The entries at positions ``keep`` only, in that order."""
         at = list(keep)
         ts, seq, lines, metadata = self.ts, self.seq, self.lines, self.metadata
         return Head(
@@ -124,12 +124,8 @@ class Head(msgspec.Struct):
         ts = self.ts
         if all(map(le, ts, islice(ts, 1, None))):
             return ChunkData(list(ts), list(self.seq), list(self.lines), list(self.metadata))
-        order = sorted(range(len(ts)), key=ts.__getitem__)
-        seq, lines, metadata = self.seq, self.lines, self.metadata
-        return ChunkData(
-            [ts[i] for i in order], [seq[i] for i in order], [lines[i] for i in order],
-            [metadata[i] for i in order],
-        )  # fmt: skip
+        picked = self.where(sorted(range(len(ts)), key=ts.__getitem__))
+        return ChunkData(picked.ts, picked.seq, picked.lines, picked.metadata)
 
 
 @dataclass
@@ -204,11 +200,16 @@ def unpack(blob: bytes) -> list[Columns]:
     return _unpack.decode(blob)
 
 
-def lines_bytes(lines: list[str]) -> int:
-    """UTF-8 bytes of ``lines`` together; ASCII lines (most) counted without encoding."""
+def line_sizes(lines: list[str]) -> list[int]:
+    """Each line's UTF-8 bytes; ASCII lines (most) counted without encoding."""
     if all(map(str.isascii, lines)):
-        return sum(map(len, lines))
-    return sum(map(len, map(str.encode, lines)))
+        return list(map(len, lines))
+    return list(map(len, map(str.encode, lines)))
+
+
+def lines_bytes(lines: list[str]) -> int:
+    """UTF-8 bytes of ``lines`` together."""
+    return sum(line_sizes(lines))
 
 
 def metadata_bytes(metadata: list[dict[str, str]]) -> int:
@@ -298,13 +299,9 @@ def check_entries(
                 and max(ts) < 2**63
                 and set(map(type, lines)) == {str}
             ):
-                if all(map(str.isascii, lines)):
-                    longest, size = max(map(len, lines)), sum(map(len, lines))
-                else:
-                    sizes = list(map(len, map(str.encode, lines)))
-                    longest, size = max(sizes), sum(sizes)
-                if longest <= config.max_line_bytes:
-                    return Columns(labels, ts, lines), size
+                sizes = line_sizes(lines)
+                if max(sizes) <= config.max_line_bytes:
+                    return Columns(labels, ts, lines), sum(sizes)
     kept = [check_entry(*entry, config) for entry in entries]
     return Columns.of(labels, kept), sum(entry_bytes(e[1], e[2]) for e in kept)
 

@@ -13,6 +13,8 @@ import os
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -37,6 +39,21 @@ def listeners(processes: list[psutil.Process]) -> list[tuple[psutil.Process, str
             if connection.status == psutil.CONN_LISTEN:
                 found.append((process, connection.laddr.ip, connection.laddr.port))
     return found
+
+
+def between_reloads(tree: Callable[[], list[psutil.Process]]) -> list[psutil.Process]:
+    """``tree()`` once its HAProxy is not mid-reload. Serve reloads HAProxy (a new
+    process takes the sockets over with ``-sf``/``-x``) whenever its replica set
+    changes, a restarted replica included; for that moment no one HAProxy holds
+    the three listeners (HTTP, stats, metrics)."""
+    deadline = time.monotonic() + 60.0
+    while True:
+        processes = tree()
+        haproxies = [p for p in processes if name(p) == "haproxy"]
+        if len(haproxies) == 1 and len(listeners(haproxies)) == 3:
+            return processes
+        assert time.monotonic() < deadline, "no one HAProxy held its three listeners"
+        time.sleep(0.1)
 
 
 def is_loopback(address: str) -> bool:
@@ -66,7 +83,7 @@ def assert_all_on_loopback(processes: list[psutil.Process]) -> None:
 
 
 def test_every_listener_of_the_test_runtime_is_on_loopback(base_url):
-    assert_all_on_loopback(process_tree(psutil.Process()))
+    assert_all_on_loopback(between_reloads(lambda: process_tree(psutil.Process())))
 
 
 def test_token_auth_is_set_explicitly_for_every_ray_process(base_url):
@@ -143,7 +160,8 @@ def test_a_driver_without_the_token_is_refused(ray_runtime):
 
 
 def test_haproxy_listens_on_loopback_and_its_admin_socket_is_private(base_url):
-    (haproxy,) = [p for p in process_tree(psutil.Process()) if name(p) == "haproxy"]
+    tree = between_reloads(lambda: process_tree(psutil.Process()))
+    (haproxy,) = [p for p in tree if name(p) == "haproxy"]
     args = haproxy.cmdline()
     config = Path(args[args.index("-f") + 1]).read_text()
     assert "stats socket" in config and "mode 666" not in config

@@ -360,13 +360,4 @@ __all__ = [
     "LogsClient",
     "format_cursor",
     "parse_cursor",
-    "ship_realm_logs",
 ]
-
-
-def ship_realm_logs(settings: Settings, service: str, actor: str) -> None:
-    """Ship this process's Python logs into the logs service (tenant ``realm``) when
-    ``REALM_LOGS_SHIP_REALM_LOGS`` is on; see ``actors.logs.handler``."""
-    from actors.logs.handler import install
-
-    install(settings, service=service, actor=actor)

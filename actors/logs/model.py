@@ -20,9 +20,7 @@ from operator import itemgetter, le
 from typing import Any
 
 import msgspec
-import numpy as np
 import xxhash
-import zstandard
 
 from actors.logs.errors import BadEntry, IngestLimited
 from actors.logs.settings import LogsSettings
@@ -34,9 +32,14 @@ LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Entry = tuple[int, int, str, dict[str, str]]
 #: Metadata names and values share the line's byte limit; at most this many pairs.
 MAX_METADATA_PAIRS = 64
-ZSTD_LEVEL = 3
 #: Columns out of rows, without a Python step per row: ``list(map(_at[i], rows))``.
 _at = tuple(itemgetter(i) for i in range(4))
+
+
+def columns_of(entries: Iterable[Entry]) -> list[list[Any]]:
+    """Entries as four columns: timestamps, numbers, lines, metadata."""
+    rows = list(entries)
+    return [list(map(column, rows)) for column in _at]
 
 
 @dataclass
@@ -74,8 +77,7 @@ class Head(msgspec.Struct):
 
     @classmethod
     def of(cls, entries: Iterable[Entry]) -> Head:
-        rows = list(entries)
-        return cls(*(list(map(column, rows)) for column in _at))
+        return cls(*columns_of(entries))
 
     def add(self, columns: Columns, first: int) -> None:
         """``columns``' entries, numbered from ``first``."""
@@ -359,119 +361,24 @@ class RateLimiter:
         by_lines.tokens -= lines
 
 
-# --- chunks -----------------------------------------------------------------------
-
-
 class ChunkData(msgspec.Struct, array_like=True):
+    """A chunk's entries as columns, sorted by ``(ts, seq)``: what its file holds
+    (``actors.logs.chunks``)."""
+
     ts: list[int]
     seq: list[int]
     lines: list[str]
     metadata: list[dict[str, str]]
 
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(ChunkData)
-
-
-def encode_chunk(entries: list[Entry]) -> bytes:
-    """Entries (sorted by time) as a compressed chunk."""
-    return encoded_chunk(entries)[0]
-
-
-def encoded_chunk(entries: list[Entry] | ChunkData) -> tuple[bytes, Chunk]:
-    """Entries (sorted by time; or their columns) as a compressed chunk, and that chunk
-    decoded (what a read of the file would give, without reading it)."""
-    if isinstance(entries, ChunkData):
-        data = entries
-    else:
-        data = ChunkData(*(list(map(column, entries)) for column in _at))
-    raw = _encoder.encode(data)
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw), Chunk.of(data, len(raw))
-
-
-#: What joins a chunk's lines for a substring search (``Chunk.text``).
-LINE_SEP = "\x00"
-
-
-class Chunk:
-    """A decoded chunk: columns, plus what metric queries need as arrays."""
-
-    __slots__ = ("_cum", "_text", "_ts", "data", "size")
-
-    def __init__(self, blob: bytes) -> None:
-        raw = zstandard.ZstdDecompressor().decompress(blob)
-        self._set(_decoder.decode(raw), len(raw))
-
     @classmethod
-    def of(cls, data: ChunkData, size: int) -> Chunk:
-        made = cls.__new__(cls)
-        made._set(data, size)
-        return made
-
-    def _set(self, data: ChunkData, size: int) -> None:
-        self.data: ChunkData = data
-        self.size = size
-        self._ts: np.ndarray[Any, Any] | None = None
-        self._cum: np.ndarray[Any, Any] | None = None
-        self._text: tuple[str, np.ndarray[Any, Any]] | None = None
-
-    @property
-    def ts(self) -> np.ndarray[Any, Any]:
-        if self._ts is None:
-            self._ts = np.asarray(self.data.ts, dtype=np.int64)
-        return self._ts
-
-    @property
-    def cumulative_bytes(self) -> np.ndarray[Any, Any]:
-        """``cum[i]``: bytes of the lines before entry ``i`` (length count + 1)."""
-        if self._cum is None:
-            sizes = np.fromiter((len(s.encode()) for s in self.data.lines), np.int64)
-            self._cum = np.concatenate(([0], np.cumsum(sizes)))
-        return self._cum
-
-    def text(self) -> tuple[str, np.ndarray[Any, Any]]:
-        """The lines joined by ``LINE_SEP``, and where each starts in it (length count + 1:
-        the last is where a line after the last would start). A substring search over it
-        runs at C speed instead of one Python test per line; a needle without
-        ``LINE_SEP`` cannot match across two lines. Made on the first ``|=`` that reads
-        the chunk, kept with it (as much again as the lines, while it is cached)."""
-        if self._text is None:
-            lines = self.data.lines
-            sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
-            starts = np.concatenate(([0], np.cumsum(sizes)))
-            self._text = (LINE_SEP.join(lines), starts)
-        return self._text
-
-    def entries(self) -> list[Entry]:
-        d = self.data
-        return list(zip(d.ts, d.seq, d.lines, d.metadata, strict=True))
-
-
-def steps(start_ns: int, end_ns: int, step_ns: int) -> np.ndarray[Any, Any]:
-    return np.arange(start_ns, end_ns + 1, step_ns, dtype=np.int64)
-
-
-def window_sums(
-    ts: np.ndarray[Any, Any],
-    at: np.ndarray[Any, Any],
-    range_ns: int,
-    cumulative: np.ndarray[Any, Any] | None = None,
-) -> np.ndarray[Any, Any]:
-    """For each step ``t`` in ``at``: how many of the sorted ``ts`` lie in
-    ``(t - range, t]``, or with ``cumulative`` (see ``Chunk.cumulative_bytes``) their bytes."""
-    high = np.searchsorted(ts, at, side="right")
-    low = np.searchsorted(ts, at - range_ns, side="right")
-    if cumulative is None:
-        return (high - low).astype(np.float64)
-    return (cumulative[high] - cumulative[low]).astype(np.float64)
+    def of(cls, entries: Iterable[Entry]) -> ChunkData:
+        return cls(*columns_of(entries))
 
 
 __all__ = [
-    "LINE_SEP",
     "NO_METADATA",
     "REALM_TENANT",
     "Bucket",
-    "Chunk",
     "ChunkData",
     "ChunkRef",
     "Columns",
@@ -483,15 +390,12 @@ __all__ = [
     "check_entries",
     "check_entry",
     "check_labels",
-    "encode_chunk",
-    "encoded_chunk",
+    "columns_of",
     "entry_bytes",
     "labels_text",
     "lines_bytes",
     "metadata_bytes",
     "pack",
-    "steps",
     "stream_id",
     "unpack",
-    "window_sums",
 ]

@@ -31,23 +31,20 @@ from typing import Any
 import numpy as np
 
 from actors.logs import logql
+from actors.logs.chunks import LINE_SEP, Chunk, encoded_chunk, window_sums
 from actors.logs.errors import BadQuery, DeleteNotFound, IngestLimited
 from actors.logs.logql import LineFilter, LogQuery, MetricQuery
 from actors.logs.model import (
-    LINE_SEP,
-    Chunk,
     ChunkData,
     ChunkRef,
     Columns,
     Entry,
     Pushed,
     Stream,
-    encoded_chunk,
     lines_bytes,
     metadata_bytes,
     stream_id,
     unpack,
-    window_sums,
 )
 from actors.logs.settings import LogsSettings
 from actors.runtime.clock import Clock, SystemClock, every

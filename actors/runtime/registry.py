@@ -101,7 +101,7 @@ def section_classes() -> dict[str, type[Section]]:
 #: every worker through Ray's setup process: an actor took 3.0-3.5 s to start against
 #: 1.9-2.0 s without (one after another, quiet machine; 4.2-4.8 s against 2.0 s under
 #: load), restarts after a crash included.
-START_HOOKS: tuple[str, ...] = ("actors.logs.client:ship_realm_logs",)
+START_HOOKS: tuple[str, ...] = ("actors.logs.handler:ship_realm_logs",)
 
 
 @functools.cache

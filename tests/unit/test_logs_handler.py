@@ -74,8 +74,7 @@ def test_the_thread_ships_on_its_own() -> None:
 
 
 def test_the_start_hook_is_registered_and_the_setting_turns_it_off() -> None:
-    from actors.logs.client import ship_realm_logs
-    from actors.logs.handler import install, installed
+    from actors.logs.handler import install, installed, ship_realm_logs
     from actors.runtime.registry import start_hooks
     from actors.runtime.settings import Settings
 

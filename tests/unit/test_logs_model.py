@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from actors.logs.chunks import Chunk, encode_chunk, window_sums
 from actors.logs.client import format_cursor, parse_cursor
 from actors.logs.errors import BadEntry, IngestLimited
 from actors.logs.model import (
-    Chunk,
     ChunkData,
     Columns,
     Head,
@@ -18,12 +18,10 @@ from actors.logs.model import (
     check_entries,
     check_entry,
     check_labels,
-    encode_chunk,
     entry_bytes,
     pack,
     stream_id,
     unpack,
-    window_sums,
 )
 from actors.logs.settings import LogsSettings
 from actors.runtime.errors import InvalidInput

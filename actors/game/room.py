@@ -173,6 +173,11 @@ class Room:
         #: The room's chat room in the chat service ("": not made yet).
         self.chat_room = ""
         self._chat_lock = asyncio.Lock()
+        #: Players whose seat went and who are still to leave the chat room: durable
+        #: (a release adds them, as part of the logged command), retried until the chat
+        #: service answers, so a seat released while the room's actor or the chat
+        #: service was down does not leave its player in the room's chat.
+        self.chat_leaves: set[str] = set()
         #: A player's chat leave in flight: a new reservation waits for it to end.
         self._chat_leaving: dict[str, asyncio.Task[None]] = {}
         self.events: list[dict[str, Any]] = []
@@ -229,6 +234,7 @@ class Room:
         }
         self.pending_credits = {tid: list(rest) for tid, *rest in state["credits"]}
         self.chat_room = str(state.get("chat_room", ""))
+        self.chat_leaves = set(state.get("chat_leaves", []))
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -236,6 +242,7 @@ class Room:
             "seats": [[s.user, s.character, s.reserved_until] for s in self.seats.values()],
             "credits": [[tid, *rest] for tid, rest in self.pending_credits.items()],
             "chat_room": self.chat_room,
+            "chat_leaves": sorted(self.chat_leaves),
         }
 
     def _keep_credits(self) -> None:
@@ -271,6 +278,12 @@ class Room:
         elif op == "release":
             self.seats.pop(command[1], None)
             self.sim.remove_player(command[1])
+            if self.chat_room:
+                self.chat_leaves.add(command[1])
+        elif op == "chat_leave":  # admitted to the chat, then no seat after all
+            self.chat_leaves.add(command[1])
+        elif op == "chat_settled":  # left the chat, or seated again and staying
+            self.chat_leaves.discard(command[1])
         elif op == "boss":
             self.sim.spawn_boss(command[1], command[2], command[3])
         elif op == "chat":
@@ -306,7 +319,8 @@ class Room:
         if seat is None and self._taken() >= int(self.info["max_players"]):
             from actors.game.errors import RoomFull
 
-            self._spawn(self._chat_leave(user))  # the last seat went meanwhile
+            self._command(["chat_leave", user])  # the last seat went meanwhile
+            self._start_chat_leave(user)
             raise RoomFull(room=self.id, max_players=self.info["max_players"])
         until = self.clock.time() + self.config.seat_reservation_s
         if seat is None or seat.reserved_until:
@@ -330,6 +344,8 @@ class Room:
         leaving = self._chat_leaving.get(user)
         if leaving is not None:
             await asyncio.wait([leaving])
+        if user in self.chat_leaves:  # a leave still owed: seated again, they stay
+            self._command(["chat_settled", user])
         try:
             if not self.chat_room:
                 async with self._chat_lock:
@@ -429,22 +445,37 @@ class Room:
         if seat.conn:
             self._post(seat, encode({"t": "left", "reason": reason}))
         self._command(["release", seat.user])
-        if self.chat is not None and self.chat_room:
-            leaving = asyncio.ensure_future(self._chat_leave(seat.user))
-            self._chat_leaving[seat.user] = leaving
-            self._tasks.add(leaving)
-            leaving.add_done_callback(self._tasks.discard)
+        self._start_chat_leave(seat.user)
+
+    def _start_chat_leave(self, user: str) -> None:
+        """Take ``user`` out of the room's chat (an owed leave, ``chat_leaves``), unless
+        that is under way already."""
+        if self.chat is None or not self.chat_room or user in self._chat_leaving:
+            return
+        leaving = asyncio.ensure_future(self._chat_leave(user))
+        self._chat_leaving[user] = leaving
+        self._tasks.add(leaving)
+        leaving.add_done_callback(self._tasks.discard)
 
     async def _chat_leave(self, user: str) -> None:
-        if self.chat is None or not self.chat_room:
-            return
+        assert self.chat is not None
         try:
-            await self.chat.chat_leave(self.chat_room, self.id, user)
-        except Exception as error:  # not a member (any more): nothing to undo
-            log.info("room %s: %s still in the room's chat (%r)", self.id, user, error)
+            await asyncio.wait_for(
+                self.chat.chat_leave(self.chat_room, self.id, user), CHAT_TIMEOUT_S
+            )
+        except RealmError as error:
+            if error.status >= 500:  # the chat service is away: housekeeping retries
+                log.info("room %s: %s's chat leave waits (%r)", self.id, user, error)
+                return
+            # not a member (any more), or the chat room is gone: nothing to undo
+        except Exception as error:  # the chat service's actor unreachable: retried
+            log.info("room %s: %s's chat leave waits (%r)", self.id, user, error)
+            return
         finally:
             if self._chat_leaving.get(user) is asyncio.current_task():
                 del self._chat_leaving[user]
+        if user in self.chat_leaves and user not in self.seats:
+            self._command(["chat_settled", user])
 
     # --- mailboxes ----------------------------------------------------------
 
@@ -586,6 +617,8 @@ class Room:
         for transfer in list(self.pending_credits):
             if not any(t.get_name() == transfer for t in self._tasks):
                 self._spawn(self._credit(transfer), name=transfer)
+        for user in list(self.chat_leaves):
+            self._start_chat_leave(user)
         if self.seats:
             self.empty_since = None
         elif self.empty_since is None:

@@ -11,6 +11,7 @@ from actors.game.room import CLOSE_REPLACED, Room
 from actors.game.settings import GameSettings
 from actors.ledger.model import check_id
 from actors.runtime.clock import FakeClock
+from actors.runtime.errors import NotFound
 from actors.runtime.store import SQLiteStore
 
 
@@ -199,6 +200,10 @@ class FakeChat:
         self.members[chat].setdefault(user, name)
 
     async def chat_leave(self, chat: str, room: str, user: str) -> None:
+        if self.down:
+            raise ConnectionError("chat is away")
+        if user not in self.members[chat]:
+            raise NotFound("not a member of the room")
         del self.members[chat][user]
 
     async def chat_close(self, chat: str, room: str) -> None:
@@ -257,6 +262,67 @@ async def test_a_reservation_is_given_while_the_chat_service_is_away(
     chat.down = False
     await room.reserve("u2", {**CHAR, "id": "c-2", "name": "bo"})  # the next one makes it
     assert chat.members[room.chat_room] == {"u2": "bo"}
+
+
+async def _settle(room: Room) -> None:
+    """Run what the room started (chat calls, credits), and write its log."""
+    for task in list(room._tasks):
+        await task
+    room._flush()
+    await room.journal.drain()
+
+
+async def test_a_seat_released_while_chat_or_the_room_was_down_still_leaves_the_chat(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    chat = FakeChat()
+
+    def make_room() -> Room:
+        return Room(GameSettings(), {**INFO, "max_players": 3}, store, FakeOutside(),
+                    clock=clock, on_failure=lambda error: None, chat=chat)  # fmt: skip
+
+    room = make_room()
+    await room.open()
+    for user, name in (("u1", "ana"), ("u2", "bo"), ("u3", "cy")):
+        await room.reserve(user, {**CHAR, "id": f"c-{user}", "name": name})
+    room.attach("r1", "conn1", "u1")
+    room.attach("r1", "conn2", "u2")
+    members = chat.members[room.chat_room]
+    assert set(members) == {"u1", "u2", "u3"}
+    # u2 leaves while the chat service is away: the leave is owed, not forgotten.
+    chat.down = True
+    room._leave(room.seats["u2"], "left")
+    await _settle(room)
+    assert "u2" in members and room.chat_leaves == {"u2"}
+    # The room's actor dies here; its successor owes the same leave, and pays it once
+    # the chat service answers again.
+    again = make_room()
+    await again.open()
+    assert again.chat_leaves == {"u2"}
+    assert again.reattach("r1", [("conn1", "u1")])["answers"]["conn1"]["ok"]
+    again.housekeeping()
+    await _settle(again)
+    assert "u2" in members  # still away
+    chat.down = False
+    again.housekeeping()
+    await _settle(again)
+    assert set(members) == {"u1", "u3"} and again.chat_leaves == set()
+    # u3 never connected: the reservation runs out, and the chat membership with it.
+    clock.advance(GameSettings().seat_reservation_s + 1)
+    again.housekeeping()
+    await _settle(again)
+    again.housekeeping()
+    await _settle(again)
+    assert set(members) == {"u1"} and "u3" not in again.seats
+    # A leave owed to a player who takes a seat again is dropped: they stay.
+    chat.down = True
+    again._leave(again.seats["u1"], "left")
+    await _settle(again)
+    chat.down = False
+    await again.reserve("u1", {**CHAR, "id": "c-u1", "name": "ana"})
+    again.housekeeping()
+    await _settle(again)
+    assert set(members) == {"u1"} and again.chat_leaves == set()
 
 
 async def _play(room: Room, ticks: int) -> None:

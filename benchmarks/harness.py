@@ -537,11 +537,18 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     }
     if Placement.current is not None and "cluster" not in doc:
         doc["cluster"] = Placement.current.summary()
+    path = write_json(doc, stem)
+    _plot(doc, path.with_suffix(".png"))
+    progress(f"wrote {path} and .png")
+    return path
+
+
+def write_json(doc: dict[str, Any], stem: str) -> Path:
+    """``doc`` as ``<stem>.json`` in this run's ``--results-dir``; a ``Path`` in it (the
+    ``--results-dir`` of its params) is written as a string."""
     _RESULTS_TO.mkdir(parents=True, exist_ok=True)
     path = _RESULTS_TO / f"{stem}.json"
     path.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    _plot(doc, _RESULTS_TO / f"{stem}.png")
-    progress(f"wrote {path} and .png")
     return path
 
 

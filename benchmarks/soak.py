@@ -56,11 +56,8 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -75,6 +72,8 @@ import psutil
 
 import serve_app
 from benchmarks import harness
+from benchmarks.runner import Runner as MakeRun
+from benchmarks.runner import make_run_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIM = (
@@ -130,9 +129,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 # --- the runner: `python serve_app.py` ------------------------------------------------
 
 
-class Runner:
-    """``python serve_app.py`` with ``make run``'s environment (none of this process's
-    ``RAY_``/``REALM_`` settings) plus a port, a data dir and an admin of its own."""
+class Runner(MakeRun):
+    """``python serve_app.py`` as ``make run`` starts it, plus a port, a data dir and an
+    admin of its own (a random password in a mode-600 file)."""
 
     def __init__(self, work: Path, port: int, services: str | None) -> None:
         self.data_dir = work / "data"
@@ -141,77 +140,15 @@ class Runner:
         password_file = work / "admin-password"
         password_file.touch(mode=0o600)
         password_file.write_text(self.admin_password + "\n")
-        tag = uuid.uuid4().hex[:8]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "REALM_"))}
-        env |= {
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # as the Makefile exports it
-            "REALM_HTTP_PORT": str(port),
-            "REALM_DATA_DIR": str(self.data_dir),
-            "REALM_NAMESPACE": f"realm-soak-{tag}",
-            "REALM_STORE_PREFIX": f"soak-{tag}",
-            "REALM_AUTH_ADMIN_USERNAME": ADMIN_USERNAME,
-            "REALM_AUTH_ADMIN_PASSWORD_FILE": str(password_file),
-        }
-        command = [sys.executable, "serve_app.py"]
-        if services:
-            command += ["--services", services]
-        self.log_path = work / "runner.log"
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.known: dict[int, psutil.Process] = {}
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+        env = make_run_env(
+            port,
+            self.data_dir,
+            "realm-soak",
+            REALM_AUTH_ADMIN_USERNAME=ADMIN_USERNAME,
+            REALM_AUTH_ADMIN_PASSWORD_FILE=str(password_file),
         )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        with self.log_path.open("w") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                log.flush()
-                if not line.lstrip().startswith(("(", "[", "\x1b[")):  # not forwarded logs
-                    self.lines.append(line.rstrip("\n"))
-                if line.startswith("Ready."):
-                    self.ready.set()
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_WITHIN_S
-        while not self.ready.wait(1.0):
-            if self.process.poll() is not None:
-                raise RuntimeError("the runner exited:\n" + "\n".join(self.lines[-40:]))
-            if time.monotonic() > deadline:
-                raise TimeoutError("the runner is not ready:\n" + "\n".join(self.lines[-40:]))
-        self.tree()
-
-    def tree(self) -> list[psutil.Process]:
-        """The runner's processes now (remembered, so all are ended at the end)."""
-        try:
-            root = psutil.Process(self.process.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            processes = []
-        for process in processes:
-            self.known.setdefault(process.pid, process)
-        return processes
-
-    def stop(self) -> None:
-        """Kill the runner's process group and every process of its tree seen."""
-        self.tree()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=30)
-        for process in self.known.values():
-            with contextlib.suppress(psutil.Error):
-                if process.is_running():
-                    process.kill()
+        args = ["--services", services] if services else []
+        super().__init__(args, env, log_path=work / "runner.log")
 
 
 def process_label(process: psutil.Process) -> str:
@@ -827,20 +764,20 @@ def start_runner(work: Path, services: str | None) -> Runner:
     for attempt in range(1, STARTS + 1):
         port = serve_app.free_port()
         harness.progress(f"starting `python serve_app.py` on 127.0.0.1:{port}, data in {work}")
-        runner = Runner(work, port, services)
+        started = Runner(work, port, services)
         try:
-            runner.wait_ready()
-            return runner
+            started.wait_ready(READY_WITHIN_S)
+            return started
         except RuntimeError:
-            runner.stop()
+            started.stop()
             if attempt == STARTS:
-                print("the runner said:\n" + "\n".join(runner.lines[-40:]), file=sys.stderr)
+                print("the runner said:\n" + started.said(40), file=sys.stderr)
                 shutil.rmtree(work, ignore_errors=True)
                 raise
-            harness.progress(f"the runner exited before it was ready ({runner.lines[-1:]}); again")
-            shutil.rmtree(runner.data_dir, ignore_errors=True)
+            harness.progress(f"the runner exited before it was ready ({started.lines[-1:]}); again")
+            shutil.rmtree(started.data_dir, ignore_errors=True)
         except BaseException:
-            runner.stop()
+            started.stop()
             shutil.rmtree(work, ignore_errors=True)
             raise
     raise AssertionError("unreachable")
@@ -852,27 +789,27 @@ def main(argv: list[str] | None = None) -> None:
         args.duration_s = 60.0
     work = Path(tempfile.mkdtemp(prefix="realm-soak-"))
     started = time.monotonic()
-    runner = start_runner(work, args.services)
-    args.admin_password = runner.admin_password
+    stack = start_runner(work, args.services)
+    args.admin_password = stack.admin_password
     try:
         startup_s = time.monotonic() - started
-        harness.progress(f"ready after {startup_s:.0f} s, {len(runner.tree())} processes")
-        niceness = sorted({p.nice() for p in runner.tree() if process_label(p).startswith("ray::")})
-        soak = Soak(f"http://127.0.0.1:{runner.port}", args)
+        harness.progress(f"ready after {startup_s:.0f} s, {len(stack.tree())} processes")
+        niceness = sorted({p.nice() for p in stack.tree() if process_label(p).startswith("ray::")})
+        soak = Soak(f"http://127.0.0.1:{stack.port}", args)
 
         async def run() -> list[dict[str, Any]]:
             try:
-                return await drive(soak, runner, args)
+                return await drive(soak, stack, args)
             finally:
                 await soak.close()
 
         windows = asyncio.run(run())
         tally = soak.tally
     except BaseException:
-        print("the runner said:\n" + "\n".join(runner.lines[-40:]), file=sys.stderr)
+        print("the runner said:\n" + stack.said(40), file=sys.stderr)
         raise
     finally:
-        runner.stop()
+        stack.stop()
         shutil.rmtree(work, ignore_errors=True)
     del args.admin_password
     rates = {name: rate * args.rate_scale for name, rate in RATES.items()}
@@ -903,11 +840,9 @@ def main(argv: list[str] | None = None) -> None:
         "windows": windows,
     }
     stem = "soak.quick" if args.quick else "soak"
-    harness.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = harness.RESULTS_DIR / f"{stem}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = harness.write_json(doc, stem)
     plot(doc, path.with_suffix(".png"))
-    harness.progress(f"wrote {path.relative_to(ROOT)} and .png")
+    harness.progress(f"wrote {path} and .png")
     print_verdict(doc)
 
 

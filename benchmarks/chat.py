@@ -59,7 +59,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ import orjson
 
 import serve_app
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
-from benchmarks.pubsub import in_batches, median, percentile_ms, raise_fd_limit
+from benchmarks.fanout import Tally, in_batches, median_round, raise_fd_limit, run_mode, summarize
 
 CLAIM = (
     "Issue 11 (chat): one room of 1,000 connected members and 100 rooms of 10; delivered "
@@ -80,7 +80,6 @@ SCENARIOS = ("one_room", "rooms_100x10")
 PEERS = ("realm", "redis")
 GOAL_P99_MS = 200.0
 GOAL_RATIO = 0.5
-STALL_S = 20.0
 PING_EVERY_S = 10.0
 PASSWORD = "correct horse battery staple"
 
@@ -104,49 +103,6 @@ def layout(scenario: str, args: argparse.Namespace) -> list[int]:
         return [args.members]
     per_room = max(1, args.members // args.rooms)
     return [per_room] * args.rooms
-
-
-# --- what the receivers of every peer record ---------------------------------------------
-
-
-@dataclass
-class Tally:
-    """Receipts of one run: latencies, and per message how many receivers have it."""
-
-    sizes: list[int]  #: receivers per room
-    received: int = 0
-    latencies_s: list[float] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    wanted: list[int] = field(default_factory=list)  #: receivers each message must reach
-    complete: int = 0  #: messages 0..complete-1 reached all their receivers
-    last_receipt: float = 0.0
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-    recording: bool = False
-
-    def receive(self, text: str | bytes) -> None:
-        now = time.time()
-        if not self.recording:
-            return
-        body = orjson.loads(text)
-        i = body["i"]
-        if i >= len(self.counts):
-            return  # from an earlier run
-        self.latencies_s.append(now - body["t"])
-        self.received += 1
-        self.last_receipt = now
-        self.counts[i] += 1
-        if self.counts[i] == self.wanted[i]:
-            while (
-                self.complete < len(self.counts)
-                and self.counts[self.complete] >= self.wanted[self.complete]
-            ):
-                self.complete += 1
-            self.progress.set()
-
-    def sent(self, room: int) -> int:
-        self.counts.append(0)
-        self.wanted.append(self.sizes[room])
-        return len(self.counts) - 1
 
 
 # --- peers ---------------------------------------------------------------------------------
@@ -268,7 +224,7 @@ class RealmPeer(Peer):
                 for line in raw.split("\n"):
                     body = orjson.loads(line)
                     if body.get("kind") == "message":
-                        tally_box[0].receive(body["text"])
+                        tally_box[0].receive(orjson.loads(body["text"]))
         except ConnectionClosed as closed:
             self.closes.append((closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None)
 
@@ -358,7 +314,7 @@ class RedisPeer(Peer):
             response = await pubsub.parse_response(block=True)
             kind = response[0]
             if kind == b"message":
-                tally_box[0].receive(response[-1])
+                tally_box[0].receive(orjson.loads(response[-1]))
             elif kind == b"subscribe":
                 subscribed.set()
 
@@ -376,71 +332,6 @@ class RedisPeer(Peer):
 # --- runs ------------------------------------------------------------------------------------
 
 
-async def run_mode(peer: Peer, tally: Tally, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    rooms = len(tally.sizes)
-    tally.recording = True
-    started = time.time()
-    deadline = started + args.duration_s
-    stalled = False
-    turn = 0
-    if mode == "paced":
-        # as many messages/s as rooms x --rate: the same deliveries per second either way
-        rate = args.rate * rooms
-        interval = 1.0 / rate
-        while True:
-            due = started + len(tally.counts) * interval
-            if due >= deadline:
-                break
-            if due > time.time():
-                await asyncio.sleep(due - time.time())
-            room = turn % rooms
-            turn += 1
-            i = tally.sent(room)
-            await peer.send(room, orjson.dumps({"i": i, "t": time.time()}))
-    else:
-        window = args.window * max(1, rooms // 10)
-        while time.time() < deadline:
-            while len(tally.counts) - tally.complete >= window:
-                tally.progress.clear()
-                try:
-                    await asyncio.wait_for(tally.progress.wait(), STALL_S)
-                except TimeoutError:
-                    stalled = True
-                    break
-            if stalled:
-                break
-            room = turn % rooms
-            turn += 1
-            i = tally.sent(room)
-            await peer.send(room, orjson.dumps({"i": i, "t": time.time()}))
-    sent_s = time.time() - started
-    expected = sum(tally.wanted)
-    drain_until = time.time() + args.drain_s
-    while tally.complete < len(tally.counts) and time.time() < drain_until:
-        tally.progress.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tally.progress.wait(), drain_until - time.time())
-    tally.recording = False
-    elapsed = max(tally.last_receipt - started, 1e-9)
-    ordered = sorted(tally.latencies_s)
-    return {
-        "sent": len(tally.counts),
-        "send_s": round(sent_s, 3),
-        "send_rate_per_s": round(len(tally.counts) / sent_s, 1),
-        "expected": expected,
-        "received": tally.received,
-        "lost": expected - tally.received,
-        "duration_s": round(elapsed, 3),
-        "delivered_per_s": round(tally.received / elapsed, 1),
-        "throughput_ops_s": round(tally.received / elapsed, 1),
-        "p50_ms": percentile_ms(ordered, 50),
-        "p90_ms": percentile_ms(ordered, 90),
-        "p99_ms": percentile_ms(ordered, 99),
-        "max_ms": round(ordered[-1] * 1000, 2) if ordered else float("nan"),
-        "stalled": stalled,
-    }
-
-
 async def run_variant(
     peer: Peer,
     sizes: list[int],
@@ -451,7 +342,7 @@ async def run_variant(
 ) -> dict[str, Any]:
     tally_box[0] = Tally(sizes=sizes)
     load_before = os.getloadavg()[0]
-    metrics = await run_mode(peer, tally_box[0], mode, args)
+    metrics = await run_mode(tally_box[0], peer.send, mode, args)
     metrics["load_avg_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     metrics |= peer.notes()
     harness.progress(
@@ -460,18 +351,6 @@ async def run_variant(
         f"load {metrics['load_avg_1m']}"
     )
     return metrics
-
-
-def median_round(rounds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    key = "p99_ms" if mode == "paced" else "delivered_per_s"
-    ordered = sorted(rounds, key=lambda m: m[key])
-    return ordered[(len(ordered) - 1) // 2] | {
-        "rounds": {
-            "delivered_per_s": [m["delivered_per_s"] for m in rounds],
-            "p99_ms": [m["p99_ms"] for m in rounds],
-            "load_avg_1m": [m["load_avg_1m"] for m in rounds],
-        }
-    }
 
 
 async def measure(args: argparse.Namespace, base_url: str | None) -> dict[str, dict[str, Any]]:
@@ -597,38 +476,6 @@ def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dic
     return results, info
 
 
-def summarize(
-    results: dict[str, dict[str, Any]],
-) -> tuple[dict[str, float], dict[str, bool], dict[str, list[float]]]:
-    ratios: dict[str, float] = {}
-    goals: dict[str, bool] = {}
-    per_round: dict[str, list[float]] = {}
-    for scenario in SCENARIOS:
-        for mode, key, what in (
-            ("flat_out", "delivered_per_s", "delivered/s"),
-            ("paced", "p99_ms", "paced p99"),
-        ):
-            realm, redis = (
-                results.get(f"realm_{scenario}_{mode}"),
-                results.get(f"redis_{scenario}_{mode}"),
-            )
-            if realm and redis:
-                label = f"{scenario} {what} realm/redis"
-                pairs = zip(realm["rounds"][key], redis["rounds"][key], strict=True)
-                per_round[label] = [round(a / b, 3) for a, b in pairs if b]
-                if per_round[label]:
-                    ratios[label] = round(median(per_round[label]), 3)
-        label = f"{scenario} delivered/s realm/redis"
-        if label in ratios:
-            goals[f"{scenario}: delivered/s >= 0.5 x Redis"] = ratios[label] >= GOAL_RATIO
-        paced = results.get(f"realm_{scenario}_paced")
-        if paced:
-            goals[f"{scenario}: p99 <= 200 ms (paced)"] = (
-                paced["p99_ms"] <= GOAL_P99_MS and paced["lost"] == 0
-            )
-    return ratios, goals, per_round
-
-
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=15.0, extra=_add_flags)
     if args.quick:
@@ -640,7 +487,9 @@ def main(argv: list[str] | None = None) -> None:
         results, info = with_realm(args)
     else:
         results = asyncio.run(measure(args, None))
-    ratios, goals, per_round = summarize(results)
+    ratios, goals, per_round = summarize(
+        results, SCENARIOS, ("redis",), goal_ratio=GOAL_RATIO, goal_p99_ms=GOAL_P99_MS
+    )
     for label, met in goals.items():
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
     harness.write_result(

@@ -87,7 +87,7 @@ import orjson
 
 import serve_app
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
-from benchmarks.pubsub import in_batches, raise_fd_limit
+from benchmarks.fanout import in_batches, raise_fd_limit
 
 CLAIM = (
     "Issue 12 (game): rooms of 10, 50 and 200 bot players sending inputs at 10 Hz; p50/p99 "

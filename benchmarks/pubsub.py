@@ -52,13 +52,10 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +63,14 @@ import orjson
 
 import serve_app
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
+from benchmarks.fanout import (
+    Tally,
+    in_batches,
+    median_round,
+    raise_fd_limit,
+    run_mode,
+    summarize,
+)
 
 CLAIM = (
     "Issue 3 (pub/sub): one publisher, 1,000 WebSocket subscribers on one topic and on a "
@@ -78,10 +83,6 @@ SCENARIOS = {"topic": "bench.x", "wildcard": "bench.*"}
 PEERS = ("realm", "redis", "nats")
 GOAL_P99_MS = 200.0
 GOAL_RATIO = 0.5
-#: Connections opened at once while setting up subscribers.
-CONNECT_BATCH = 50
-#: Give up on a closed-loop run that saw no message for this long.
-STALL_S = 20.0
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -98,14 +99,6 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "--redis-listen", action="store_true", help="receive with PubSub.listen() instead"
     )
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
-
-
-def raise_fd_limit(wanted: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --- CPU accounting: where the time goes, per delivered message ----------------------------
@@ -174,49 +167,6 @@ class CpuMeter:
         }
 
 
-# --- what every peer's receivers record -------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """Receipts of one run: latencies, and per message how many subscribers have it."""
-
-    subscribers: int
-    received: int = 0
-    latencies_s: list[float] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    complete: int = 0  #: messages 0..complete-1 reached every subscriber
-    last_receipt: float = 0.0
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-    recording: bool = False
-
-    def receive(self, body: dict[str, Any]) -> None:
-        """One subscriber got one message whose data is ``body``."""
-        now = time.time()
-        if not self.recording:
-            return
-        self.latencies_s.append(now - body["t"])
-        self.received += 1
-        self.last_receipt = now
-        i = body["i"]
-        counts = self.counts
-        counts[i] += 1
-        if counts[i] == self.subscribers:
-            while self.complete < len(counts) and counts[self.complete] >= self.subscribers:
-                self.complete += 1
-            self.progress.set()
-
-    def sent(self) -> int:
-        self.counts.append(0)
-        return len(self.counts) - 1
-
-
-def percentile_ms(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000, 2)
-
-
 # --- peers ----------------------------------------------------------------------------------
 
 
@@ -236,15 +186,6 @@ class Peer:
 
     def notes(self) -> dict[str, Any]:
         return {}
-
-
-async def in_batches(n: int, make: Callable[[int], Awaitable[Any]]) -> list[Any]:
-    made: list[Any] = []
-    for start in range(0, n, CONNECT_BATCH):
-        made.extend(
-            await asyncio.gather(*(make(i) for i in range(start, min(n, start + CONNECT_BATCH))))
-        )
-    return made
 
 
 class RealmPeer(Peer):
@@ -429,67 +370,11 @@ class NatsPeer(Peer):
 # --- runs -----------------------------------------------------------------------------------
 
 
-async def run_mode(peer: Peer, tally: Tally, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    tally.recording = True
-    started = time.time()
-    deadline = started + args.duration_s
-    stalled = False
-    if mode == "paced":
-        interval = 1.0 / args.rate
-        while True:
-            due = started + len(tally.counts) * interval
-            if due >= deadline:
-                break
-            if due > time.time():
-                await asyncio.sleep(due - time.time())
-            i = tally.sent()
-            await peer.publish(orjson.dumps({"i": i, "t": time.time()}))
-    else:
-        while time.time() < deadline:
-            while len(tally.counts) - tally.complete >= args.window:
-                tally.progress.clear()
-                try:
-                    await asyncio.wait_for(tally.progress.wait(), STALL_S)
-                except TimeoutError:
-                    stalled = True
-                    break
-            if stalled:
-                break
-            i = tally.sent()
-            await peer.publish(orjson.dumps({"i": i, "t": time.time()}))
-    published_s = time.time() - started
-    expected = len(tally.counts) * tally.subscribers
-    drain_until = time.time() + args.drain_s
-    while tally.complete < len(tally.counts) and time.time() < drain_until:
-        tally.progress.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tally.progress.wait(), drain_until - time.time())
-    tally.recording = False
-    elapsed = max(tally.last_receipt - started, 1e-9)
-    ordered = sorted(tally.latencies_s)
-    return {
-        "published": len(tally.counts),
-        "publish_s": round(published_s, 3),
-        "publish_rate_per_s": round(len(tally.counts) / published_s, 1),
-        "expected": expected,
-        "received": tally.received,
-        "lost": expected - tally.received,
-        "duration_s": round(elapsed, 3),
-        "delivered_per_s": round(tally.received / elapsed, 1),
-        "throughput_ops_s": round(tally.received / elapsed, 1),
-        "p50_ms": percentile_ms(ordered, 50),
-        "p90_ms": percentile_ms(ordered, 90),
-        "p99_ms": percentile_ms(ordered, 99),
-        "max_ms": round(ordered[-1] * 1000, 2) if ordered else float("nan"),
-        "stalled": stalled,
-    }
-
-
 async def run_variant(
     peer: Peer, scenario: str, mode: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     pattern = SCENARIOS[scenario]
-    tally = Tally(subscribers=args.subscribers)
+    tally = Tally(sizes=[args.subscribers])
     name = f"{peer.name}_{scenario}_{mode}"
     harness.progress(f"{name}: {args.subscribers} subscribers to {pattern!r}")
     set_up = time.time()
@@ -498,7 +383,7 @@ async def run_variant(
     harness.progress(f"{name}: subscribed in {time.time() - set_up:.1f} s; publishing")
     try:
         meter = CpuMeter(peer.name)
-        metrics = await run_mode(peer, tally, mode, args)
+        metrics = await run_mode(tally, lambda _, body: peer.publish(body), mode, args)
         metrics["cpu_us_per_delivery"] = meter.per_message_us(metrics["received"])
         metrics |= {
             "setup_s": round(time.time() - set_up, 1),
@@ -508,22 +393,10 @@ async def run_variant(
         await peer.stop()
     harness.progress(
         f"{name}: {metrics['delivered_per_s']:,.0f} delivered/s "
-        f"({metrics['published']} published, {metrics['lost']} lost), "
+        f"({metrics['sent']} published, {metrics['lost']} lost), "
         f"p50 {metrics['p50_ms']} ms, p99 {metrics['p99_ms']} ms"
     )
     return metrics
-
-
-def median_round(rounds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """The round with the median figure that matters: delivered/s flat out, p99 paced."""
-    key = "p99_ms" if mode == "paced" else "delivered_per_s"
-    ordered = sorted(rounds, key=lambda m: m[key])
-    return ordered[(len(ordered) - 1) // 2] | {
-        "rounds": {
-            "delivered_per_s": [m["delivered_per_s"] for m in rounds],
-            "p99_ms": [m["p99_ms"] for m in rounds],
-        }
-    }
 
 
 async def measure(args: argparse.Namespace, base_url: str | None) -> dict[str, dict[str, Any]]:
@@ -615,50 +488,6 @@ def with_realm(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dic
     return results, info
 
 
-def round_ratios(realm: dict[str, Any], other: dict[str, Any], key: str) -> list[float]:
-    """Realm's figure over the peer's, round by round (they ran one after the other)."""
-    pairs = zip(realm["rounds"][key], other["rounds"][key], strict=True)
-    return [round(mine / theirs, 3) for mine, theirs in pairs if theirs]
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def summarize(
-    results: dict[str, dict[str, Any]],
-) -> tuple[dict[str, float], dict[str, bool], dict[str, list[float]]]:
-    """Ratios are medians of the per-round ratios: on a shared machine the load moves
-    between rounds far more than between two peers' turns in one round."""
-    ratios: dict[str, float] = {}
-    goals: dict[str, bool] = {}
-    per_round: dict[str, list[float]] = {}
-    for scenario in SCENARIOS:
-        for mode, key, what in (
-            ("flat_out", "delivered_per_s", "delivered/s"),
-            ("paced", "p99_ms", "paced p99"),
-        ):
-            realm = results.get(f"realm_{scenario}_{mode}")
-            for peer in ("redis", "nats"):
-                other = results.get(f"{peer}_{scenario}_{mode}")
-                if realm and other:
-                    label = f"{scenario} {what} realm/{peer}"
-                    per_round[label] = round_ratios(realm, other, key)
-                    if per_round[label]:
-                        ratios[label] = round(median(per_round[label]), 3)
-        label = f"{scenario} delivered/s realm/redis"
-        if label in ratios:
-            goals[f"{scenario}: delivered/s >= 0.5 x Redis"] = ratios[label] >= GOAL_RATIO
-        paced = results.get(f"realm_{scenario}_paced")
-        if paced:
-            goals[f"{scenario}: p99 <= 200 ms (paced)"] = (
-                paced["p99_ms"] <= GOAL_P99_MS and paced["lost"] == 0
-            )
-    return ratios, goals, per_round
-
-
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=15.0, extra=_add_flags)
     if args.quick:
@@ -672,7 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         results, info = with_realm(args)  # the peers run too, taking turns with Realm
     else:
         results = asyncio.run(measure(args, None))
-    ratios, goals, per_round = summarize(results)
+    ratios, goals, per_round = summarize(
+        results, SCENARIOS, ("redis", "nats"), goal_ratio=GOAL_RATIO, goal_p99_ms=GOAL_P99_MS
+    )
     for label, met in goals.items():
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")
     harness.write_result(

@@ -10,12 +10,8 @@ is imported, which the conftest does."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +24,7 @@ import psutil
 import pytest
 
 import serve_app
-from tests.conftest import ROOT
+from benchmarks.runner import Runner, make_run_env
 from tests.integration.conftest import client_address, service_client
 from tests.integration.test_listeners import (
     assert_all_on_loopback,
@@ -36,8 +32,6 @@ from tests.integration.test_listeners import (
     name,
 )
 
-#: How long a runner may take to deploy, on a machine others load too.
-READY_WITHIN_S = 240.0
 #: The port every runner of this module serves on (a free one, not 8000): the
 #: second start reuses the port the first left.
 PORT = serve_app.free_port()
@@ -55,92 +49,15 @@ def until(condition: Callable[[], Any], what: str, within_s: float = 60.0) -> An
         time.sleep(0.1)
 
 
-class Runner:
+def make_run(data_dir: Path, *args: str, port: int = PORT, **env: str) -> Runner:
     """``python serve_app.py [args]`` with the environment ``make run`` gives it
     (nothing of this test session's Ray or Serve), in a session of its own."""
-
-    def __init__(self, data_dir: Path, *args: str, port: int = PORT, **env: str) -> None:
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("RAY_", "REALM_", "FORWARDED_"))
-        }
-        tag = uuid.uuid4().hex[:10]
-        self.env = inherited | {
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # as the Makefile exports it
-            "REALM_HTTP_PORT": str(port),
-            "REALM_DATA_DIR": str(data_dir),
-            "REALM_NAMESPACE": f"front-door-{tag}",
-            "REALM_STORE_PREFIX": f"front-door-{tag}",
-            **env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "serve_app.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.known: dict[int, psutil.Process] = {}
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("Ready."):
-                self.ready.set()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def said(self) -> str:
-        """The runner's own lines (not the logs Ray's processes forward to it), for a
-        failure's message."""
-        own = [line for line in self.lines if not line.lstrip().startswith(("[", "\x1b["))]
-        return "\n".join(own[-60:])
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_WITHIN_S
-        while not self.ready.wait(1.0):
-            assert self.process.poll() is None, f"the runner exited:\n{self.said()}"
-            assert time.monotonic() < deadline, f"not ready:\n{self.said()}"
-        self.tree()
-
-    def tree(self) -> list[psutil.Process]:
-        """The runner's processes now (remembered, so all are ended at the end)."""
-        try:
-            root = psutil.Process(self.process.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            processes = []
-        for process in processes:
-            self.known.setdefault(process.pid, process)
-        return processes
-
-    def stop(self) -> None:
-        """Kill the runner and every process of its tree. (A graceful stop waits
-        for Serve's controller, 30 s or more, and no test here is about it.)"""
-        self.tree()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-        for process in self.known.values():
-            try:
-                if process.is_running():
-                    process.kill()
-            except psutil.Error:
-                pass
+    return Runner(args, make_run_env(port, data_dir, "front-door", **env))
 
 
 @pytest.fixture
 def runners(tmp_path: Path) -> Iterator[list[Runner]]:
-    """Start runners with ``runners.append(Runner(...))``; all are ended after the test."""
+    """Start runners with ``runners.append(make_run(...))``; all are ended after the test."""
     started: list[Runner] = []
     yield started
     for runner in started:
@@ -223,7 +140,7 @@ def start_full_stack(directory: Path) -> FullStack:
     (not waited for)."""
     stale = orphaned_serve_haproxy(PORT, directory / "stale")
     return FullStack(
-        Runner(directory / "front-door" / "data", "--services", RUNNER_SERVICES), stale
+        make_run(directory / "front-door" / "data", "--services", RUNNER_SERVICES), stale
     )
 
 
@@ -301,7 +218,7 @@ async def test_behind_serves_python_proxy_a_client_cannot_claim_another_address(
     # Serve's Python proxy hands the replica the address that connected to it.
     # Before: its uvicorn believed X-Forwarded-For from 127.0.0.1.
     port = serve_app.free_port()
-    runner = Runner(
+    runner = make_run(
         tmp_path / "data", "--services", RUNNER_SERVICES, port=port, RAY_SERVE_ENABLE_HA_PROXY="0"
     )
     runners.append(runner)

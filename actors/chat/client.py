@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from actors.auth.client import AuthClient
 from actors.chat.errors import RoomNotFound
 from actors.chat.model import (
+    MAX_DURATION_S,
     MAX_PAGE,
     Device,
     Event,
@@ -790,6 +791,7 @@ class ChatClient:
 
 #: The public face of chat to other services and to its app.
 __all__ = [
+    "MAX_DURATION_S",
     "MAX_PAGE",
     "AuthDirectory",
     "CatchUp",

@@ -24,10 +24,10 @@ from actors.chat.client import ChatClient
 from actors.game import world
 from actors.game.characters import SHARD_PREFIX, CharacterShardActor
 from actors.game.directory import BY_USER, DIRECTORY_NAME, DirectoryActor, RoomInfo, new_room_id
-from actors.game.errors import CharacterNotFound, RoomNotFound, ZoneNotFound
+from actors.game.errors import CharacterNotFound, RoomChatNotFound, RoomNotFound, ZoneNotFound
 from actors.game.gold import Gold
 from actors.game.matchmaker import MATCHMAKER_NAME, MatchmakerActor
-from actors.game.room import GameRoomActor, stream_of
+from actors.game.room import GameRoomActor, chat_owner, stream_of
 from actors.game.settings import GameSettings
 from actors.game.view import chat_line
 from actors.ledger.client import LedgerClient
@@ -223,6 +223,31 @@ class GameClient:
             raise RoomNotFound(room=room)
         found: dict[str, Any] = await self.call_room(room, "stats", False, since_tick, samples)
         return found
+
+    # --- room chat moderation --------------------------------------------------
+
+    async def _moderated_chat(self, user: str, room: str, *, admin: bool) -> str:
+        """The chat room of ``room``, once ``user`` may moderate it: the owner of a room
+        a user made, or the admin (rooms the game made have no owner who moderates)."""
+        info = await self.info(room)
+        if not admin and not (info["owner"] == user and info["made_by"] == BY_USER):
+            await self.visible_room(user, room)  # a private room not yours: 404
+            raise Forbidden("only the room's owner (or the admin) moderates its chat", room=room)
+        chat: str = await self.call_room(room, "chat_room")
+        if not chat:
+            raise RoomChatNotFound(room=room)
+        return chat
+
+    async def mute(
+        self, user: str, room: str, target: str, duration_s: float | None, *, admin: bool = False
+    ) -> dict[str, Any]:
+        """Mute ``target`` in the room's chat (for ``duration_s``, or until unmuted)."""
+        chat = await self._moderated_chat(user, room, admin=admin)
+        return await self.chat.mute(chat, chat_owner(room), target, duration_s=duration_s)
+
+    async def unmute(self, user: str, room: str, target: str, *, admin: bool = False) -> None:
+        chat = await self._moderated_chat(user, room, admin=admin)
+        await self.chat.unmute(chat, chat_owner(room), target)
 
     async def add_player(self, room: str, user: str, character: str) -> dict[str, Any]:
         """The server seats a player (a reservation in their name)."""

@@ -11,6 +11,13 @@ class RoomNotFound(NotFound):
     code = "game_room_not_found"
 
 
+class RoomChatNotFound(NotFound):
+    """The room has no chat room yet (nobody has taken a seat since the chat service
+    was last reachable)."""
+
+    code = "game_room_chat_not_found"
+
+
 class CharacterNotFound(NotFound):
     """No such character (or it is someone else's)."""
 

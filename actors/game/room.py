@@ -812,6 +812,10 @@ class _GameRoomProcess:
     async def has_seat(self, user: str) -> bool:
         return user in self.room.seats
 
+    async def chat_room(self) -> str:
+        """The id of the room's chat room in the chat service ("": none made yet)."""
+        return self.room.chat_room
+
     async def release(self, user: str) -> bool:
         seat = self.room.seats.get(user)
         if seat is None:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from actors.auth.client import Principal
+from actors.chat.client import MAX_DURATION_S
 from actors.game import content, world
 from actors.game.client import GameClient, zone_of
 from actors.game.settings import GameSettings
@@ -98,9 +99,19 @@ class PlayIn(Body):
     zone: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")]
 
 
+UserIdField = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class SeatIn(Body):
-    user_id: Annotated[str, Field(min_length=1, max_length=64)]
+    user_id: UserIdField
     character: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class MuteIn(Body):
+    user_id: UserIdField
+    duration_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] | None = Field(
+        None, description="Null: until lifted."
+    )
 
 
 class Reservation(BaseModel):
@@ -253,6 +264,21 @@ def router(client: GameClient, config: GameSettings) -> APIRouter:
         return await client.stats(
             user.user_id, room, admin=user.is_admin, since_tick=since_tick, samples=samples
         )
+
+    @routes.post("/rooms/{room}/chat/mutes")
+    async def mute(room: RoomId, body: MuteIn, user: Player) -> dict[str, Any]:
+        """Stop a player sending to the room's chat, for ``duration_s`` or until lifted:
+        the owner of a room a user made, or the admin."""
+        return await client.mute(
+            user.user_id, room, body.user_id, body.duration_s, admin=user.is_admin
+        )
+
+    @routes.delete("/rooms/{room}/chat/mutes/{user_id}", status_code=204)
+    async def unmute(
+        room: RoomId, user_id: Annotated[str, Path(max_length=64)], user: Player
+    ) -> Response:
+        await client.unmute(user.user_id, room, user_id, admin=user.is_admin)
+        return Response(status_code=204)
 
     @routes.post("/rooms/{room}/seats")
     async def add_player(room: RoomId, body: SeatIn, admin: AdminUser) -> Reservation:

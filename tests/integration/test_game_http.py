@@ -232,6 +232,47 @@ async def test_two_players_see_each_other_move_and_bad_frames_are_refused(
         assert stats["refused"].get("teleport") == 1 and stats["tick_ms"]["p99"] >= 0
 
 
+async def user_id(base_url: str, headers: dict[str, str]) -> str:
+    async with service_client(base_url, "auth", headers) as auth:
+        return str((await auth.get("/me")).json()["id"])
+
+
+async def test_a_rooms_owner_mutes_a_player_in_its_chat(base_url: str) -> None:
+    async with gamer(base_url) as ana, gamer(base_url, "archer") as bo:
+        made = await ana.http.post("/rooms", json={"zone": "arena", "private": True})
+        room, code = made.json()["id"], made.json()["code"]
+        await seat(ana, room)
+        await seat(bo, room, code=code)
+        await ana.connect()
+        await bo.connect()
+        await ana.join(room)
+        await bo.join(room)
+        mutes = f"/rooms/{room}/chat/mutes"
+        ana_id, bo_id = [await user_id(base_url, p.headers) for p in (ana, bo)]
+        # only the room's owner moderates; bad input changes nothing
+        not_owner = await bo.http.post(mutes, json={"user_id": ana_id})
+        assert not_owner.status_code == 403, not_owner.text
+        for body in ({"user_id": bo_id, "duration_s": 0}, {"user_id": ""}, {"duration_s": 5}):
+            assert (await ana.http.post(mutes, json=body)).status_code == 422, body
+        unknown = await ana.http.post("/rooms/g-0000/chat/mutes", json={"user_id": bo_id})
+        assert unknown.status_code == 404 and error_code(unknown) == "game_room_not_found"
+        start = len(ana.frames)
+        await bo.send({"t": "say", "text": "before"})
+        assert (await ana.wait(lambda f: f["t"] == "chat", start=start))["text"] == "before"
+        muted = await ana.http.post(mutes, json={"user_id": bo_id, "duration_s": 600})
+        assert muted.status_code == 200, muted.text
+        start = len(bo.frames)
+        await bo.send({"t": "say", "text": "hush"})
+        assert (await bo.wait(lambda f: f["t"] == "error", start=start))["code"] == "muted"
+        assert (await bo.http.delete(f"{mutes}/{bo_id}")).status_code == 403
+        assert (await ana.http.delete(f"{mutes}/{bo_id}")).status_code == 204
+        start = len(ana.frames)
+        await bo.send({"t": "say", "text": "after"})
+        assert (await ana.wait(lambda f: f["t"] == "chat", start=start))["text"] == "after"
+        said = [f["text"] for f in ana.frames if f["t"] == "chat"]
+        assert "hush" not in said
+
+
 async def test_loot_is_credited_in_the_ledger_and_trades_conserve_gold(
     base_url: str, http_settings: Settings
 ) -> None:

@@ -28,7 +28,6 @@ An anonymous GET must answer 401 on every variant before the load starts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import math
 import os
@@ -49,6 +48,7 @@ from fastapi import Body, FastAPI, Header, Response
 
 import serve_app
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
+from benchmarks.runner import Runner
 
 CLAIM = (
     "DESIGN (Benchmarks): the cache GET route through Serve (HAProxy ingress and Python proxy) "
@@ -255,55 +255,10 @@ def _serve_realm(variant: str, port: int, private: str, args: argparse.Namespace
 # --- the load side (in the parent) ------------------------------------------------------
 
 
-class Server:
-    """One server runner subprocess, in its own process group so all of it can be stopped."""
-
-    def __init__(self, variant: str, port: int, extra: list[str]) -> None:
-        self.variant, self.port = variant, port
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [*RUNNER, "--serve", variant, "--port", str(port), *extra],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if line.startswith(READY):
-                self.ready.set()
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self.ready.wait(0.2):
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.variant} server exited with {self.proc.returncode} before ready; "
-                    f"its stdout: {self.lines[-20:]}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.variant} server not ready in {STARTUP_TIMEOUT_S:g} s")
-
-    def stop(self) -> None:
-        """SIGTERM (clean shutdown), then SIGKILL for whatever is left of its process group."""
-        pgid = self.proc.pid
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                harness.progress(f"{self.variant}: server did not stop; killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, 0)  # anything (Ray's processes, haproxy) still in the group?
-            time.sleep(2.0)  # Ray's own processes exit shortly after the driver
-            os.killpg(pgid, signal.SIGKILL)
-            harness.progress(f"{self.variant}: killed leftover processes of group {pgid}")
-        self.proc.wait()
+def start_server(variant: str, port: int, extra: list[str]) -> Runner:
+    """One variant's server (this module with ``--serve``), in its own process group so
+    all of it (Ray's processes, HAProxy) can be stopped."""
+    return Runner([*RUNNER, "--serve", variant, "--port", str(port), *extra], ready=READY)
 
 
 class Credentials:
@@ -450,9 +405,9 @@ def run_wrk(url: str, token: str, *, duration_s: int, connections: int) -> dict[
 def measure(variant: str, args: argparse.Namespace, credentials: Credentials) -> dict[str, Any]:
     port = serve_app.free_port()
     harness.progress(f"{variant}: starting its server on 127.0.0.1:{port}")
-    server = Server(variant, port, credentials.runner_args(variant))
+    server = start_server(variant, port, credentials.runner_args(variant))
     try:
-        server.wait_ready()
+        server.wait_ready(STARTUP_TIMEOUT_S)
         token = bearer_token(port, variant, credentials)
         url = preload_and_verify(port, variant, token)
         harness.progress(
@@ -464,7 +419,7 @@ def measure(variant: str, args: argparse.Namespace, credentials: Credentials) ->
         metrics = run_wrk(url, token, duration_s=duration, connections=args.concurrency)
         preload_and_verify(port, variant, token)  # still answering right after the load
     finally:
-        server.stop()
+        server.stop(graceful_s=STOP_TIMEOUT_S)
     harness.progress(
         f"{variant}: {metrics['throughput_ops_s']:,.0f} req/s, p50 {metrics['p50_ms']:.2f} ms, "
         f"p99 {metrics['p99_ms']:.2f} ms, non-2xx {metrics['non_2xx']}, "

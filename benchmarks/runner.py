@@ -1,7 +1,8 @@
-"""``python serve_app.py`` started as ``make run`` starts it, in a process group of its
-own, and ended with every process of its tree: what the soak (``soak.py``) and the
-front door's tests (``tests/integration/test_front_door.py``) drive. It imports no
-Ray: the runner brings up a Ray of its own."""
+"""A server process in a process group of its own, waited for until it says it is
+ready, and ended with every process of its tree: ``python serve_app.py`` started as
+``make run`` starts it (``serve_app``), which the soak (``soak.py``) and the front
+door's tests (``tests/integration/test_front_door.py``) drive, and the HTTP overhead
+benchmark's servers. It imports no Ray: a runner brings up a Ray of its own."""
 
 from __future__ import annotations
 
@@ -47,17 +48,26 @@ def make_run_env(port: int, data_dir: Path, name: str, **extra: str) -> dict[str
 
 
 class Runner:
-    """``python serve_app.py *args`` with ``env``; its own lines (not the logs Ray
-    forwards) in ``lines``, and all of its output in ``log_path`` when one is given."""
+    """``command`` with ``env``, ready once a line of its output starts with ``ready``;
+    its own lines (not the logs Ray forwards) in ``lines``, and all of its output in
+    ``log_path`` when one is given."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path | None = None):
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        ready: str = "Ready.",
+        log_path: Path | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
+        self.ready_line = ready
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.known: dict[int, psutil.Process] = {}
         self.process = subprocess.Popen(
-            [sys.executable, "serve_app.py", *args],
+            list(command),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -77,7 +87,7 @@ class Runner:
                     log.flush()
                 if not line.lstrip().startswith(FORWARDED):
                     self.lines.append(line.rstrip("\n"))
-                if line.startswith("Ready."):
+                if line.startswith(self.ready_line):
                     self.ready.set()
 
     @property
@@ -110,10 +120,15 @@ class Runner:
             self.known.setdefault(process.pid, process)
         return processes
 
-    def stop(self) -> None:
-        """Kill the runner's process group and every process of its tree seen. (A
-        graceful stop waits for Serve's controller, 30 s or more.)"""
+    def stop(self, graceful_s: float = 0.0) -> None:
+        """Kill the runner's process group and every process of its tree seen; with
+        ``graceful_s``, SIGTERM first and up to that long for it to end (a graceful
+        stop of ``serve_app`` waits for Serve's controller, 30 s or more)."""
         self.tree()
+        if graceful_s and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(graceful_s)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -124,4 +139,10 @@ class Runner:
                     process.kill()
 
 
-__all__ = ["READY_WITHIN_S", "ROOT", "Runner", "make_run_env"]
+def run_serve_app(args: Sequence[str], env: dict[str, str], log_path: Path | None = None) -> Runner:
+    """``python serve_app.py *args``, as ``make run`` starts it (``env``: see
+    ``make_run_env``)."""
+    return Runner([sys.executable, "serve_app.py", *args], env, log_path=log_path)
+
+
+__all__ = ["READY_WITHIN_S", "ROOT", "Runner", "make_run_env", "run_serve_app"]

@@ -148,7 +148,7 @@ class Runner(MakeRun):
             REALM_AUTH_ADMIN_PASSWORD_FILE=str(password_file),
         )
         args = ["--services", services] if services else []
-        super().__init__(args, env, log_path=work / "runner.log")
+        super().__init__([sys.executable, "serve_app.py", *args], env, log_path=work / "runner.log")
 
 
 def process_label(process: psutil.Process) -> str:

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 import serve_app
-from benchmarks.runner import Runner, make_run_env
+from benchmarks.runner import Runner, make_run_env, run_serve_app
 from tests.integration.conftest import client_address, service_client
 from tests.integration.test_listeners import (
     assert_all_on_loopback,
@@ -52,7 +52,7 @@ def until(condition: Callable[[], Any], what: str, within_s: float = 60.0) -> An
 def make_run(data_dir: Path, *args: str, port: int = PORT, **env: str) -> Runner:
     """``python serve_app.py [args]`` with the environment ``make run`` gives it
     (nothing of this test session's Ray or Serve), in a session of its own."""
-    return Runner(args, make_run_env(port, data_dir, "front-door", **env))
+    return run_serve_app(args, make_run_env(port, data_dir, "front-door", **env))
 
 
 @pytest.fixture

@@ -120,6 +120,8 @@ THROUGHPUT_RATIO_GOAL = 0.9
 RSS_GROWTH_GOAL = 0.10
 ERROR_RATE_GOAL = 0.001
 DISK_FLAT_BYTES = 1 << 20
+#: The services the soak drives: ``--services`` must deploy each of them.
+DRIVEN = ("auth", "cache", "pubsub", "queue", "scheduler", "ledger", "resources", "chat", "push")
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +129,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "--rate-scale", type=float, default=DEFAULT_RATE_SCALE, help="multiplies every rate"
     )
     parser.add_argument(
-        "--services", default=None, help="deploy only these (default: all, as `make run`)"
+        "--services",
+        default=None,
+        help=f"deploy only these (default: all, as `make run`); at least {','.join(DRIVEN)}",
     )
 
 
@@ -792,6 +796,9 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=600.0, extra=_add_flags)
     if args.quick:  # parse_args shortens --quick to a blink; a soak's quick run is a minute
         args.duration_s = 60.0
+    missing = [name for name in DRIVEN if args.services and name not in args.services.split(",")]
+    if missing:
+        raise SystemExit(f"--services leaves out {', '.join(missing)}, which the soak drives")
     work = Path(tempfile.mkdtemp(prefix="realm-soak-"))
     started = time.monotonic()
     stack = start_runner(work, args.services)

@@ -59,7 +59,6 @@ GOAL_RATIO = 0.5
 VARIANTS = ("uvicorn", "haproxy", "python_proxy", "serve_noop")
 KEY = "bench:http-overhead:hot"
 VALUE = {"id": 42, "name": "hot key", "tags": ["a", "b", "c"], "score": 1.5}
-ROOT = Path(__file__).resolve().parent.parent
 READY = "HTTP_OVERHEAD_READY"
 RUNNER = [sys.executable, "-m", "benchmarks.http_overhead"]
 #: The services Realm's variants deploy: the cache's routes, and auth, which makes the

@@ -139,10 +139,22 @@ class Runner:
                     process.kill()
 
 
+def serve_app_command(args: Sequence[str] = ()) -> list[str]:
+    """``python serve_app.py *args``: ``make run``'s command."""
+    return [sys.executable, "serve_app.py", *args]
+
+
 def run_serve_app(args: Sequence[str], env: dict[str, str], log_path: Path | None = None) -> Runner:
     """``python serve_app.py *args``, as ``make run`` starts it (``env``: see
     ``make_run_env``)."""
-    return Runner([sys.executable, "serve_app.py", *args], env, log_path=log_path)
+    return Runner(serve_app_command(args), env, log_path=log_path)
 
 
-__all__ = ["READY_WITHIN_S", "ROOT", "Runner", "make_run_env", "run_serve_app"]
+__all__ = [
+    "READY_WITHIN_S",
+    "ROOT",
+    "Runner",
+    "make_run_env",
+    "run_serve_app",
+    "serve_app_command",
+]

@@ -73,9 +73,8 @@ import psutil
 import serve_app
 from benchmarks import harness
 from benchmarks.runner import Runner as MakeRun
-from benchmarks.runner import make_run_env
+from benchmarks.runner import make_run_env, serve_app_command
 
-ROOT = Path(__file__).resolve().parent.parent
 CLAIM = (
     "Issue (soak): mixed paced load over HTTP and WebSocket against `make run`'s deployment. "
     "Goals: throughput in the last minute >= 0.9x the second minute; RSS growth after the "
@@ -157,7 +156,7 @@ class Runner(MakeRun):
             REALM_AUTH_ADMIN_PASSWORD_FILE=str(password_file),
         )
         args = ["--services", services] if services else []
-        super().__init__([sys.executable, "serve_app.py", *args], env, log_path=work / "runner.log")
+        super().__init__(serve_app_command(args), env, log_path=work / "runner.log")
 
 
 def process_label(process: psutil.Process) -> str:

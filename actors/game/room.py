@@ -463,14 +463,12 @@ class Room:
             await asyncio.wait_for(
                 self.chat.chat_leave(self.chat_room, self.id, user), CHAT_TIMEOUT_S
             )
-        except RealmError as error:
-            if error.status >= 500:  # the chat service is away: housekeeping retries
+        except Exception as error:
+            # A refusal (not a member any more, the chat room gone) leaves nothing to
+            # undo; the chat service away or unreachable: housekeeping retries.
+            if not isinstance(error, RealmError) or error.is_fault:
                 log.info("room %s: %s's chat leave waits (%r)", self.id, user, error)
                 return
-            # not a member (any more), or the chat room is gone: nothing to undo
-        except Exception as error:  # the chat service's actor unreachable: retried
-            log.info("room %s: %s's chat leave waits (%r)", self.id, user, error)
-            return
         finally:
             if self._chat_leaving.get(user) is asyncio.current_task():
                 del self._chat_leaving[user]

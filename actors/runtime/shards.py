@@ -4,8 +4,9 @@ Every sharded service (cache shards, session stores, brokers, ledger shards,
 resource pools, scheduler partitions) runs ``count`` actors of one class,
 named ``<prefix>-<i>`` in the deployment's namespace, each made as
 ``actor_class(settings, name)``. ``Shards`` holds an ``ActorRef`` per shard
-(found or started on first use, re-resolved after it died), routes a key to
-its owner by rendezvous hashing, and starts them all.
+(found or started on first use, re-resolved after it died; shard ``i`` starts
+on node ``i`` modulo the nodes: ``spread_placement``), routes a key to its
+owner by rendezvous hashing, and starts them all.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class Shards:
     def __init__(self, actor_class: Any, prefix: str, count: int, settings: Settings) -> None:
         self.prefix = prefix
         self.refs = [
-            ActorRef(actor_class, name, settings, name, namespace=settings.namespace)
-            for name in shard_names(prefix, count)
+            ActorRef(
+                actor_class, name, settings, name, namespace=settings.namespace, spread_index=i
+            )
+            for i, name in enumerate(shard_names(prefix, count))
         ]
         self.ring = Rendezvous(count)
 

@@ -42,3 +42,23 @@ async def test_call_all_asks_every_shard_and_keeps_their_order():
         ref.call = fake_call.__get__(ref)  # type: ignore[method-assign]
     assert await shards.call_all("ping") == ["s-0", "s-1", "s-2"]
     assert sorted(asked) == [("s-0", "ping"), ("s-1", "ping"), ("s-2", "ping")]
+
+
+def test_shard_i_starts_on_node_i_modulo_the_nodes_and_anywhere_on_one_node(monkeypatch):
+    from actors.runtime import supervision
+
+    shards = Shards(object, "s", 5, Settings())
+    assert [ref.spread_index for ref in shards] == [0, 1, 2, 3, 4]
+
+    a, b = "aa" * 28, "bb" * 28  # node ids are 56 hex digits
+    monkeypatch.setattr(supervision, "_alive_nodes", lambda: [a, b])
+    placed = [supervision.spread_placement(ref.spread_index) for ref in shards]
+    assert [p["scheduling_strategy"].node_id for p in placed] == [a, b] * 2 + [a]
+    assert all(p["scheduling_strategy"].soft for p in placed)  # a lost node gives way
+    # a token CPU: Ray places an actor that asks for nothing at random
+    assert {p["num_cpus"] for p in placed} == {
+        supervision.SPREAD_CPUS
+    } and supervision.SPREAD_CPUS > 0
+
+    monkeypatch.setattr(supervision, "_alive_nodes", lambda: [a])
+    assert supervision.spread_placement(3) == {}

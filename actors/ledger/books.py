@@ -585,7 +585,12 @@ class Books:
 
     def prepare_legs(self, txid: str, legs: list[Leg], at: float) -> UnitResult | None:
         """Check ``legs`` and reserve them (a post or void locks its pending
-        transfer): None, or ``("error", index in the unit, error)`` and nothing changed."""
+        transfer): None, or ``("error", index in the unit, error)`` and nothing
+        changed, or ``("repeat", answers by transfer id)`` when an earlier
+        attempt of the same unit committed every leg here (see ``repeat_of``)."""
+        repeat = self.repeat_of(legs)
+        if repeat is not None:
+            return repeat
         txn = _Txn(self)
         at_ns = int(at * 1e9)
         earlier: dict[tuple[str, str], int] = {}
@@ -608,6 +613,26 @@ class Books:
                 return ("error", index, error)
         txn.commit()
         return None
+
+    def repeat_of(self, legs: list[Leg]) -> UnitResult | None:
+        """A unit's legs seen again after its coordinator forgot the transaction
+        that committed them: ``("repeat", their first answers by transfer id)``
+        if every leg is here, committed, with the same body and sides; None if
+        none is (the legs are checked as new ones); ``id_conflict`` if only
+        some are, as for a chain applied here (``apply_unit``)."""
+        found = [self.transfers.get(spec.id) for _, spec, _ in legs]
+        same = [
+            stored is not None and stored.state != "prepared" and stored.spec == spec
+            and stored.sides == sides
+            for stored, (_, spec, sides) in zip(found, legs, strict=True)
+        ]  # fmt: skip
+        if not any(same):
+            return None
+        if not all(same):
+            index, spec, _ = legs[same.index(False)]
+            return ("error", index, IdConflict("part of this linked chain exists already",
+                                               id=spec.id))  # fmt: skip
+        return ("repeat", {s.spec.id: self.answer_of(s) for s in found if s is not None})
 
     def commit_legs(self, txid: str, legs: list[Leg], at: float) -> dict[str, Any]:
         """Post what ``prepare_legs`` reserved; the answers by transfer id."""

@@ -29,13 +29,17 @@ has forgotten. A shard answers ``commit`` once its commit is in its store:
 that answer is its acknowledgement, and a transaction is finished only when
 every shard involved has acknowledged it. Until then its decision is kept,
 however old (and a snapshot keeps it too); only finished ones are ever
-forgotten (beyond ``FINISHED_KEPT``, and none younger than
-``FINISHED_MIN_AGE_S``), and none of their shards can ask about them again.
+forgotten (beyond the latest ``FINISHED_KEPT``; snapshots hold none), and
+none of their shards can ask about them again.
 
 Exactly once: a unit is identified by its first transfer id. A repeat with the
-same body answers the logged result of a committed unit, waits for one under
-way, and starts a new attempt (new transaction id) only once an earlier
-attempt has been aborted on every shard. A different body is ``id_conflict``.
+same body answers the result of a committed unit the coordinator still holds,
+waits for one under way, and starts a new attempt (new transaction id) only
+once an earlier attempt has been aborted on every shard. A repeat of a
+finished unit it has forgotten is a new attempt whose prepares find every
+leg committed already: each shard answers its legs' first answers
+(``Books.repeat_of``), which are the result, and nothing changes. A
+different body is ``id_conflict``, and so is a unit only part of which exists.
 Refusals (``insufficient_funds``...) are not final, as in TigerBeetle: a later
 repeat is tried again.
 
@@ -90,13 +94,10 @@ from actors.runtime.supervision import ActorRef
 
 log = logging.getLogger(__name__)
 
-#: Finished transactions (every shard acknowledged) whose outcome is kept to
-#: answer repeats of their units; older ones are forgotten. Unfinished ones are
-#: always kept.
-FINISHED_KEPT = 200_000
-#: ...and none younger than this, whatever their number, so that a client's
-#: retry within the hour gets its answer back.
-FINISHED_MIN_AGE_S = 3_600.0
+#: Finished transactions (every shard acknowledged) kept in memory to answer
+#: repeats of their units at once; older ones are forgotten (their shards still
+#: answer a repeat), and no snapshot holds them. Unfinished ones are always kept.
+FINISHED_KEPT = 20_000
 #: Attempts at telling one shard a decision before the driver gives up for now
 #: (the sweep picks the transaction up again).
 TELL_ATTEMPTS = 6
@@ -208,6 +209,25 @@ def legs_of(unit: list[TransferSpec], route: Callable[[str], int]) -> dict[int, 
     return legs
 
 
+def sort_prepares(
+    unit: list[TransferSpec], answers: list[Any]
+) -> tuple[list[tuple[int, RealmError]], list[dict[str, Any]] | None]:
+    """The shards' answers to a prepare: the refusals, first in the unit first;
+    and the shards' answers if every shard answered a repeat (the unit was
+    committed by an earlier attempt). Some repeats beside fresh prepares are
+    a refusal, at the first transfer that exists already."""
+    refusals = sorted(((a[1], a[2]) for a in answers if a is not None and a[0] == "error"),
+                      key=lambda r: r[0])  # fmt: skip
+    repeats = [a[1] for a in answers if a is not None and a[0] == "repeat"]
+    if refusals or not repeats:
+        return refusals, None
+    if len(repeats) < len(answers):
+        index = min(i for i, spec in enumerate(unit) if any(spec.id in r for r in repeats))
+        error = IdConflict("part of this linked chain exists already", id=unit[index].id)
+        return [(index, error)], None
+    return [], repeats
+
+
 def merge_answers(unit: list[TransferSpec], parts: list[dict[str, Any]]) -> list[AnswerRecord]:
     """One answer per transfer from the shards' answers (each knows its own sides),
     as the finish record keeps it."""
@@ -266,15 +286,16 @@ class TxCoordinator(Durable):
     # --- the log ---------------------------------------------------------------
 
     def snapshot_state(self) -> CoordinatorState:
+        # Finished ones stay out: their shards answer a repeat (``Books.repeat_of``).
         decided = [
             Decision(e.unit, e.txid, e.state, e.began_at, e.result)
             for e in self.entries.values()
-            if e.state in (TxState.COMMITTING, TxState.COMMITTED)
+            if e.state is TxState.COMMITTING
         ]
         return CoordinatorState(decided, self.expiring)
 
     def state_size(self) -> int:
-        return len(self.entries)
+        return len(self.entries) - len(self._finished) + len(self.expiring)
 
     def restore_state(self, state: CoordinatorState) -> None:
         self.entries = OrderedDict(
@@ -304,9 +325,9 @@ class TxCoordinator(Durable):
             cross = self.route(spec.debit_account_id) != self.route(spec.credit_account_id)
             if spec.kind is Kind.PENDING and spec.timeout_s and cross:
                 self.expiring.setdefault(spec.id, (at + spec.timeout_s, spec))
-        self._retire(uid, at)
+        self._retire(uid)
 
-    def _retire(self, uid: str, at: float) -> None:
+    def _retire(self, uid: str) -> None:
         """Move a finished entry to the young end; forget the oldest finished ones
         (an unfinished one is never forgotten, nor holds the others back)."""
         self.entries.move_to_end(uid)
@@ -316,8 +337,6 @@ class TxCoordinator(Durable):
             oldest = next(iter(self._finished))
             entry = self.entries.get(oldest)
             if entry is not None and entry.state in FINAL:
-                if entry.began_at > at - FINISHED_MIN_AGE_S:
-                    break
                 del self.entries[oldest]
             del self._finished[oldest]  # (one begun again since is no longer finished)
 
@@ -356,20 +375,14 @@ class TxCoordinator(Durable):
         uid = unit[0].id
         while True:
             entry = self.entries.get(uid)
-            if entry is not None and entry.unit != unit and entry.state is not TxState.ABORTED:
-                return error_result(0, IdConflict("the transfer id is already used", id=uid), unit)
-            if entry is not None and entry.state is TxState.COMMITTED:
-                assert entry.result is not None
-                return ("ok", [answer.public() for answer in entry.result])
-            if entry is not None and entry.state is TxState.ABORTED and entry.txid == mine:
-                # our own attempt was refused
-                assert entry.error is not None
-                index, error = entry.error
-                return error_result(index, error, unit)
+            answer = None if entry is None else self._answer(entry, unit, mine)
+            if answer is not None:
+                return answer
             if entry is None or entry.state is TxState.ABORTED:
                 mine = self._begin(unit)
+                entry = self.entries[uid]
+            # (the entry, not the map, from here on: its driver may forget it once finished)
             await asyncio.shield(self._driver(uid))
-            entry = self.entries[uid]
             if entry.state not in FINAL:
                 # The decision could not reach every shard yet: the outcome is
                 # unknown to the caller (the sweep will finish it).
@@ -380,6 +393,26 @@ class TxCoordinator(Durable):
                 if isinstance(entry.error[1], Unavailable):
                     continue  # aborted by a fault, not refused: try it ourselves
                 mine = entry.txid  # a refusal of the same unit answers us too
+            answer = self._answer(entry, unit, mine)
+            if answer is not None:
+                return answer
+
+    @staticmethod
+    def _answer(entry: Entry, unit: list[TransferSpec], mine: str | None) -> UnitResult | None:
+        """What a caller of ``unit`` is answered from ``entry``, or None if its
+        outcome is not for this caller yet (under way, or aborted by a fault)."""
+        if entry.unit != unit and entry.state is not TxState.ABORTED:
+            return error_result(0, IdConflict("the transfer id is already used", id=unit[0].id),
+                                unit)  # fmt: skip
+        if entry.state is TxState.COMMITTED:
+            assert entry.result is not None
+            return ("ok", [answer.public() for answer in entry.result])
+        if entry.state is TxState.ABORTED and entry.txid == mine:
+            # our own attempt was refused
+            assert entry.error is not None
+            index, error = entry.error
+            return error_result(index, error, unit)
+        return None
 
     def _driver(self, uid: str, lockstep: Any = None) -> asyncio.Task[None]:
         task = self._drivers.get(uid)
@@ -412,12 +445,17 @@ class TxCoordinator(Durable):
             answers = await asyncio.gather(
                 *(self._prepare_on(shard, txid, shard_legs) for shard, shard_legs in legs.items())
             )
-            refusals = sorted(((a[1], a[2]) for a in answers if a is not None), key=lambda r: r[0])
+            refusals, repeated = sort_prepares(entry.unit, answers)
             _phase_done("prepare", started, "refused" if refusals else "ok")
             if lockstep is not None:
                 await lockstep[0].wait()  # decide together: one store write
             if refusals:
                 entry.state, entry.error = TxState.ABORTING, refusals[0]
+            elif repeated is not None:
+                # An earlier attempt committed it everywhere and was forgotten
+                # since: the shards' answers are its result; nothing to log.
+                entry.state, entry.result = TxState.COMMITTED, merge_answers(entry.unit, repeated)
+                self._retire(uid)
             else:
                 self.phase_s["prepare"] += time.perf_counter() - started
                 deciding = time.perf_counter()
@@ -442,7 +480,7 @@ class TxCoordinator(Durable):
             await asyncio.gather(*(self._tell(shard, "abort", txid) for shard in legs))
             _phase_done("abort", telling, "ok")
             entry.state = TxState.ABORTED
-            self._retire(uid, self.clock.time())
+            self._retire(uid)
             self.aborted += 1
 
     async def _prepare_on(self, shard: int, txid: str, legs: list[Leg]) -> Any:

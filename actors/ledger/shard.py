@@ -190,7 +190,9 @@ class LedgerShard(Durable):
 
     async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
         """Per transaction ``(txid, coordinator name, legs)``: None once its legs
-        are reserved and durable, or ``("error", index in the unit, error)``."""
+        are reserved and durable, ``("error", index in the unit, error)``, or
+        ``("repeat", answers by transfer id)`` for legs an earlier, forgotten
+        attempt of the same unit committed (``Books.repeat_of``)."""
         answers: list[Any] = await self.execute("prepare", items=items, at=self.clock.time())
         return answers
 

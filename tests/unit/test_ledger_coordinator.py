@@ -334,30 +334,96 @@ async def test_a_shard_in_doubt_learns_the_outcome_from_the_coordinator(coordina
     assert await balances(shards, "b-bob") == (0, 0, 0, 40)
 
 
-async def test_its_log_and_a_snapshot_bring_back_every_decision(ports, store, clock, shards):
+async def test_a_snapshot_keeps_unfinished_decisions_and_shards_answer_finished_ones(
+    ports, store, clock, shards
+):
     # Given committed transactions, one answering a balance at the 128-bit edge
-    # (beyond what MessagePack's integers hold), a snapshot, and records after it
+    # (beyond what MessagePack's integers hold), a pending one with a timeout, a
+    # decision shard 1 has not acknowledged yet (its commit hangs), and a snapshot
     first = await open_coordinator(ports, store, clock, snapshot_every=1)
     await fund_alice(first, 100)
-    shards[1].books.accounts["b-bob"].credits_posted = MAX_BALANCE - 40  # out of reach otherwise
+    shards[1].books.accounts["b-bob"].credits_posted = MAX_BALANCE - 41  # out of reach otherwise
     (answer,) = await run(first, t("x1", "a-alice", "b-bob", 40))
-    assert answer["credit_account"]["credits_posted"] == MAX_BALANCE
+    assert answer["credit_account"]["credits_posted"] == MAX_BALANCE - 1
     await run(first, t("p1", "a-alice", "b-bank", 5, kind=Kind.PENDING, timeout_s=30))
+    ports[1].calls.clear()
+    ports[1].hold["commit"] = asyncio.Event()
+    stuck = asyncio.ensure_future(first.run([[t("x2", "a-alice", "b-bob", 1)]]))
+    await until(lambda: "commit" in ports[1].calls)
+    first.record("expired", pending_id="none")  # one more record: a snapshot after x2's decision
     await stopped(first)
     assert await store.read_snapshot("c0") is not None
 
     # When the coordinator is opened again from the store
-    again = await open_coordinator(ports, store, clock, snapshot_every=1)
+    ports[1].hold.clear()
+    again = await open_coordinator(ports, store, clock, snapshot_every=1, recover=False)
 
-    # Then it knows every transaction as it was, and answers repeats the same
-    assert list(again.entries) == list(first.entries)
-    for uid, entry in first.entries.items():
-        restored = again.entries[uid]
-        assert (restored.unit, restored.txid, restored.state, restored.result) == (
-            entry.unit, entry.txid, entry.state, entry.result,
-        )  # fmt: skip
+    # Then the snapshot brought back the unfinished decision and the timeouts, and
+    # no finished one
+    assert list(again.entries) == ["x2"]
+    restored, entry = again.entries["x2"], first.entries["x2"]
+    assert (restored.unit, restored.txid, restored.state) == (entry.unit, entry.txid,
+                                                               TxState.COMMITTING)  # fmt: skip
     assert again.expiring == first.expiring
+    # and the unfinished one is driven to its end
+    await again.recover()
+    await asyncio.gather(*again._drivers.values())
+    assert await balances(shards, "b-bob") == (0, 0, 0, MAX_BALANCE)
+    # and a repeat of a forgotten one answers as the first did, from the shards,
+    # changing nothing
     assert await run(again, t("x1", "a-alice", "b-bob", 40)) == [answer]
+    assert await balances(shards, "b-bob") == (0, 0, 0, MAX_BALANCE)
+    assert await balances(shards, "a-alice") == (5, 41, 0, 100)
+    assert not shards[0].prepared and not shards[1].prepared
+    stuck.cancel()
+
+
+async def test_a_repeat_of_a_forgotten_unit_answers_its_result_and_changes_nothing(
+    ports, store, clock, shards
+):
+    # Given a coordinator that keeps no finished transaction, and a linked
+    # chain it committed across both shards
+    coordinator = TxCoordinator("c0", ports, route, clock=clock, finished_kept=0)
+    await coordinator.open(store, "c0", on_failure=lambda e: None)
+    await fund_alice(coordinator, 100)
+    chain = [t("c1", "a-alice", "b-bob", 30, linked=True), t("c2", "b-bob", "b-bank", 10)]
+    first = await run(coordinator, *chain)
+    assert "c1" not in coordinator.entries  # forgotten
+
+    # When the chain is sent again
+    again = await run(coordinator, *chain)
+
+    # Then it answers as it did the first time, and nothing moved
+    assert again == first
+    assert await balances(shards, "a-alice") == (0, 30, 0, 100)
+    assert await balances(shards, "b-bob") == (0, 10, 0, 30)
+    assert not shards[0].prepared and not shards[1].prepared
+    # and another body under the same id still conflicts
+    (conflict, _) = await run(coordinator, t("c1", "a-alice", "b-bob", 31, linked=True), chain[1])
+    assert isinstance(conflict, IdConflict)
+
+
+async def test_a_unit_only_part_of_which_exists_is_refused_and_changes_nothing(
+    ports, store, clock, shards
+):
+    # Given a forgotten transfer committed on shard 0 alone
+    coordinator = TxCoordinator("c0", ports, route, clock=clock, finished_kept=0)
+    await coordinator.open(store, "c0", on_failure=lambda e: None)
+    await fund_alice(coordinator, 100)
+    done = t("d1", "a-alice", "a-bank", 7)
+    await run(coordinator, done)
+
+    # When a chain with a new transfer on shard 1 ends with that same transfer
+    fresh = t("n1", "b-bank", "b-bob", 5, linked=True)
+    answers = await run(coordinator, fresh, done)
+
+    # Then the chain is refused at the transfer that exists, and the fresh part was released
+    assert isinstance(answers[0], LinkedEventFailed)
+    assert isinstance(answers[1], IdConflict) and answers[1].details["id"] == "d1"
+    assert await balances(shards, "b-bob") == (0, 0, 0, 0)
+    assert await balances(shards, "a-bank") == (0, 0, 0, 7)
+    assert not shards[0].prepared and not shards[1].prepared
+    assert (await shards[1].get_transfers(["n1"])) == [None]
 
 
 class BreakableStore:

@@ -1,4 +1,5 @@
-"""Shards: N named actors of one class, a key's owner found by rendezvous hashing.
+"""Shards: N named actors of one class, a key's owner found by rendezvous hashing,
+each placed on its node; and the options every Realm actor class gets.
 
 No actor starts here: an ActorRef resolves its name only on its first call."""
 
@@ -62,3 +63,20 @@ def test_shard_i_starts_on_node_i_modulo_the_nodes_and_anywhere_on_one_node(monk
 
     monkeypatch.setattr(supervision, "_alive_nodes", lambda: [a])
     assert supervision.spread_placement(3) == {}
+
+
+def test_an_actor_with_no_async_method_takes_one_call_at_a_time():
+    from actors.queue.workers import JobSlots
+    from actors.runtime.supervision import ACTOR_DEFAULTS, Restart, actor_options
+
+    class Async:
+        async def get(self) -> int:
+            return 1
+
+    assert actor_options(JobSlots, restart=Restart.PERMANENT)["max_concurrency"] == 1
+    options = actor_options(Async, restart=Restart.PERMANENT)
+    assert options["max_concurrency"] == ACTOR_DEFAULTS["max_concurrency"] > 1
+    assert (
+        actor_options(JobSlots, restart=Restart.PERMANENT, max_concurrency=4)["max_concurrency"]
+        == 4
+    )

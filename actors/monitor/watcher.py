@@ -155,6 +155,10 @@ class RuntimeWatcher:
         self.actor_ids: dict[str, str] = {}
         #: Every id ``actor_ids`` ever held.
         self.tracked: set[str] = set()
+        #: One client for every scrape: each new ``httpx.AsyncClient`` loads the CA
+        #: bundle into an OpenSSL context of its own, memory the process does not
+        #: get back (one per scrape grew the watcher by 3.5 MiB a minute).
+        self._http: httpx.AsyncClient | None = None
 
     async def install(self) -> None:
         """Realm's default rules, rules file and admin route (idempotent)."""
@@ -291,18 +295,24 @@ class RuntimeWatcher:
             from actors.runtime.metrics import scrape_targets
 
             targets += [(url, True) for url in scrape_targets()]
-        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-            for url, realm_node in targets:
-                try:
-                    check_url(url, allow_remote=self.config.allow_remote_targets)
-                    answer = await http.get(url)
-                    text = realm_series(answer.text) if realm_node else answer.text
-                    found.extend(parse_prometheus(text, now))
-                    found.append(("up", {"instance": url}, now, 1.0))
-                except Exception as error:
-                    log.info("scrape of %s failed: %r", url, error)
-                    found.append(("up", {"instance": url}, now, 0.0))
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        for url, realm_node in targets:
+            try:
+                check_url(url, allow_remote=self.config.allow_remote_targets)
+                answer = await self._http.get(url)
+                text = realm_series(answer.text) if realm_node else answer.text
+                found.extend(parse_prometheus(text, now))
+                found.append(("up", {"instance": url}, now, 1.0))
+            except Exception as error:
+                log.info("scrape of %s failed: %r", url, error)
+                found.append(("up", {"instance": url}, now, 0.0))
         return found
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
 
 class _WatcherProcess(RuntimeWatcher):

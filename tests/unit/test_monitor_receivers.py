@@ -1,7 +1,9 @@
-"""Webhook signing, target checks, notification text, Prometheus text parsing and
-Realm's default rules, without Ray."""
+"""Webhook signing, target checks, notification text, Prometheus text parsing,
+the watcher's scrapes and Realm's default rules, without Ray."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -113,3 +115,43 @@ def test_default_rules_read_series_that_exist() -> None:
     for rule in default_rules(MonitorSettings()):
         if rule.kind == "threshold":
             assert rule.input in scraped | polled, (rule.alert, rule.input)
+
+
+async def test_the_watcher_scrapes_every_target_with_one_client(tmp_path):
+    from actors.monitor.watcher import RuntimeWatcher
+    from actors.runtime.settings import Settings
+
+    served = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b'# TYPE jobs_total counter\njobs_total{queue="a"} 7\n'
+        while True:  # every request of a kept-alive connection
+            try:
+                served.append(await reader.readuntil(b"\r\n\r\n"))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target, dead = f"http://127.0.0.1:{port}/metrics", "http://127.0.0.1:9/metrics"
+    config = MonitorSettings(scrape_realm=False, scrape_targets=f"{target},{dead}")
+    settings = Settings(data_dir=tmp_path, store_url="", sections={"monitor": config})
+    watcher = RuntimeWatcher(settings, client=None)  # type: ignore[arg-type]
+    try:
+        # When it scrapes twice
+        first = await watcher.scrape(1.0)
+        client = watcher._http
+        second = await watcher.scrape(2.0)
+
+        # Then each scrape has the target's samples and both targets' `up`,
+        # and the second reused the first's client (a new one per scrape leaks)
+        for now, found in ((1.0, first), (2.0, second)):
+            assert ("jobs_total", {"queue": "a"}, now, 7.0) in found
+            assert ("up", {"instance": target}, now, 1.0) in found
+            assert ("up", {"instance": dead}, now, 0.0) in found
+        assert client is not None and watcher._http is client and len(served) == 2
+    finally:
+        await watcher.close()
+        server.close()

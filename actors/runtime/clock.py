@@ -13,7 +13,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Clock(Protocol):
     def time(self) -> float:
         """Wall-clock seconds since the epoch: for timestamps people read."""
 
-    async def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> Awaitable[None]:
         """Wait ``seconds`` of this clock's time."""
 
 
@@ -56,13 +56,17 @@ class FakeClock:
     def time(self) -> float:
         return self._now + self._wall_offset
 
-    async def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> asyncio.Future[None]:
+        """Wake once the clock has moved ``seconds`` past now, counted from this
+        call: a sleep wrapped in a task (``first_of``, ``ensure_future``) first
+        runs a turn later, by when a test may have moved the clock, and a
+        deadline taken then would come later than asked (the test then waits
+        for a time it never moves the clock to)."""
         if seconds <= 0:
-            await asyncio.sleep(0)
-            return
+            return asyncio.ensure_future(asyncio.sleep(0))  # a turn of the loop, as before
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
-        await future
+        return future
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose time has come."""

@@ -3,8 +3,6 @@ the watcher's scrapes and Realm's default rules, without Ray."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from actors.monitor.errors import BadTarget
@@ -118,23 +116,20 @@ def test_default_rules_read_series_that_exist() -> None:
 
 
 async def test_the_watcher_scrapes_every_target_with_one_client(tmp_path):
+    from aiohttp import web
+
     from actors.monitor.watcher import RuntimeWatcher
     from actors.runtime.settings import Settings
+    from tests.unit.test_push_standins import Served
 
-    served = []
+    async def metrics_page(request: web.Request) -> web.Response:
+        exporter.hit("metrics")
+        return web.Response(text='# TYPE jobs_total counter\njobs_total{queue="a"} 7\n')
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        body = b'# TYPE jobs_total counter\njobs_total{queue="a"} 7\n'
-        while True:  # every request of a kept-alive connection
-            try:
-                served.append(await reader.readuntil(b"\r\n\r\n"))
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    exporter = Served()
+    exporter.app.router.add_get("/metrics", metrics_page)
+    await exporter.start()
+    port = exporter.port
     target, dead = f"http://127.0.0.1:{port}/metrics", "http://127.0.0.1:9/metrics"
     config = MonitorSettings(scrape_realm=False, scrape_targets=f"{target},{dead}")
     settings = Settings(data_dir=tmp_path, store_url="", sections={"monitor": config})
@@ -151,7 +146,7 @@ async def test_the_watcher_scrapes_every_target_with_one_client(tmp_path):
             assert ("jobs_total", {"queue": "a"}, now, 7.0) in found
             assert ("up", {"instance": target}, now, 1.0) in found
             assert ("up", {"instance": dead}, now, 0.0) in found
-        assert client is not None and watcher._http is client and len(served) == 2
+        assert client is not None and watcher._http is client and exporter.hits["metrics"] == 2
     finally:
         await watcher.close()
-        server.close()
+        await exporter.stop()

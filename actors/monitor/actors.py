@@ -7,6 +7,8 @@ their numbering), ``num_cpus=0`` and SPREAD across nodes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from actors.monitor.alerting import AlertManager
@@ -17,6 +19,8 @@ from actors.runtime.clock import every
 from actors.runtime.settings import Settings
 from actors.runtime.shards import Shards
 from actors.runtime.supervision import Restart, recover, remote_actor
+
+log = logging.getLogger(__name__)
 
 EVALUATOR_PREFIX = "monitor-eval"
 MANAGER_PREFIX = "monitor-alerts"
@@ -29,7 +33,17 @@ class _EvaluatorProcess(RuleEngine):
         self.managers = Shards(ManagerActor, MANAGER_PREFIX, config.managers, settings)
         super().__init__(config, send=self._send, logs=_logs(settings))
         self.restarts = await recover(self, settings, name)
-        self._loop = every(self.clock, config.eval_interval_ms / 1000, self.evaluate)
+        self._warm = asyncio.create_task(self._reach_managers())
+        self._loop = asyncio.create_task(self.run(config.eval_interval_ms / 1000))
+
+    async def _reach_managers(self) -> None:
+        """Find the alert managers and call each once as this evaluator starts: the
+        first call from a process resolves the actor's name and address (blocking
+        calls to Ray's GCS), which would otherwise fall on the first alert sent."""
+        try:
+            await self.managers.start()
+        except Exception as error:  # the first send finds them then
+            log.warning("%s: alert managers not reached at start: %r", self.name, error)
 
     async def _send(self, batch: list[Transition]) -> None:
         by_shard: dict[int, list[Transition]] = {}
@@ -81,6 +95,7 @@ class _ManagerProcess(AlertManager):
         self.notifier = Notifier(settings, config)
         super().__init__(config, notify=self.notifier)
         self.restarts = await recover(self, settings, name)
+        await self.notifier.start()
         self._loop = every(self.clock, config.flush_interval_ms / 1000, self.flush)
 
     async def ping(self) -> int:

@@ -36,6 +36,10 @@ from actors.runtime.journal import Durable
 log = logging.getLogger(__name__)
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+#: ``for`` is compared to the microsecond: scheduled evaluation times (``run``) are
+#: ``start + k * interval``, and float arithmetic may put ``for / interval`` ticks a
+#: fraction of a microsecond short of ``for`` (3 x 0.7 s is not 2.1 s).
+TIME_TOLERANCE_S = 1e-6
 
 
 def rule_key(owner: str, rule: str) -> str:
@@ -127,6 +131,7 @@ class RuleEngine(Durable):
         self._evaluating = asyncio.Lock()
         self._matchers: dict[str, list[Matcher]] = {}  #: compiled, by rule key
         self.evaluations = 0  #: rule evaluations so far
+        self.evaluated_at = 0.0  #: the latest ``now`` evaluated at
         self.failures = 0  #: rule evaluations that raised
 
     # --- durable state ---------------------------------------------------------
@@ -285,7 +290,37 @@ class RuleEngine(Durable):
         """Evaluate every rule at ``now`` (wall seconds); journal what changed."""
         now = self.clock.time() if now is None else now
         async with self._evaluating:
+            self.evaluated_at = max(self.evaluated_at, now)
             return await self._evaluate(now)
+
+    async def run(self, interval_s: float) -> None:
+        """Evaluate every ``interval_s`` on a fixed schedule, as Prometheus does: the
+        k-th evaluation is due ``k * interval_s`` after the first and is made at that
+        time (its ``now``), however long the ones before took and however late its
+        own turn came. So ``for`` elapses at the first evaluation ``ceil(for /
+        interval)`` intervals after the alert became pending, not that many passes
+        (each interval plus a pass's duration) later. A tick that comes when the
+        next is already due is skipped, not run back to back. Runs until cancelled."""
+        start = self.clock.now()
+        offset = self.clock.time() - start  #: wall minus monotonic time
+        tick = 0
+        while True:
+            tick += 1
+            due = start + tick * interval_s
+            await self.clock.sleep(due - self.clock.now())
+            missed = int((self.clock.now() - due) // interval_s)
+            if missed > 0:
+                tick += missed
+                due = start + tick * interval_s
+            if abs(self.clock.time() - self.clock.now() - offset) > interval_s:
+                offset = self.clock.time() - self.clock.now()  # the wall clock was stepped
+            try:
+                async with self._evaluating:
+                    # Never before an evaluation already made (``evaluate_now``).
+                    self.evaluated_at = max(offset + due, self.evaluated_at)
+                    await self._evaluate(self.evaluated_at)
+            except Exception:  # e.g. the store away for a moment: the next tick then
+                log.exception("evaluation at tick %d failed", tick)
 
     async def _evaluate(self, now: float) -> list[Change]:
         self.store.prune(now - self.config.retention_s)
@@ -330,7 +365,7 @@ class RuleEngine(Durable):
                     )
                     changes.append(Change(key, fp, state))
                 continue
-            if state.state == PENDING and now - state.active_at >= rule.for_s:
+            if state.state == PENDING and now - state.active_at >= rule.for_s - TIME_TOLERANCE_S:
                 new = AlertState(
                     rule.id,
                     rule.owner,

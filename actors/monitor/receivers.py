@@ -96,6 +96,18 @@ class Notifier:
             self._http = httpx.AsyncClient(timeout=self.config.webhook_timeout_s, trust_env=False)
         return self._http
 
+    async def start(self) -> None:
+        """Make the HTTP client now, as the alert manager starts, not on its first
+        notification. Making it imports httpx's transport (httpcore, h2) and loads
+        the CA bundle into an SSL context, and its first request imports anyio's
+        asyncio backend: together most of a second of the event loop in a fresh
+        process, which the first notification after every start would otherwise
+        wait for (and every other call to the manager with it)."""
+        import anyio.lowlevel
+
+        self.http  # noqa: B018 (made on first use)
+        await anyio.lowlevel.checkpoint()  # imports anyio's backend, as a first request would
+
     async def __call__(self, owner: str, receiver: Receiver, payload: dict[str, Any]) -> None:
         if receiver.kind == "webhook":
             await self.webhook(receiver, payload)

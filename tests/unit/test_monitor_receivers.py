@@ -3,6 +3,8 @@ the watcher's scrapes and Realm's default rules, without Ray."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from actors.monitor.errors import BadTarget
@@ -150,3 +152,39 @@ async def test_the_watcher_scrapes_every_target_with_one_client(tmp_path):
     finally:
         await watcher.close()
         await exporter.stop()
+
+
+async def test_the_notifier_makes_its_client_at_start_and_signs_with_it(tmp_path):
+    from aiohttp import web
+
+    from actors.monitor.alerting import Receiver
+    from actors.monitor.receivers import SIGNATURE_HEADER, Notifier
+    from actors.runtime.settings import Settings
+    from tests.unit.test_push_standins import Served
+
+    got: list[tuple[bytes, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((await request.read(), request.headers[SIGNATURE_HEADER]))
+        return web.Response(status=200)
+
+    receiver = Served()
+    receiver.app.router.add_post("/hook", hook)
+    await receiver.start()
+    config = MonitorSettings()
+    notifier = Notifier(Settings(data_dir=tmp_path, sections={"monitor": config}), config)
+    try:
+        # When it starts (as its alert manager does), then notifies twice
+        await notifier.start()
+        made = notifier._http
+        sink = Receiver("hook", "webhook", f"{receiver.url}/hook", secret="s")
+        for n in range(2):
+            await notifier(SYSTEM_OWNER, sink, {"version": "4", "alerts": [], "n": n})
+
+        # Then the client the notifications used was made at start, not by the first
+        # of them, and each came signed
+        assert made is not None and notifier._http is made
+        assert [verify("s", body, header, now=time.time()) for body, header in got] == [True] * 2
+    finally:
+        await notifier.close()
+        await receiver.stop()

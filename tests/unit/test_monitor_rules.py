@@ -3,6 +3,7 @@ with a fake clock, and exactly-once transitions across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -24,6 +25,7 @@ from actors.monitor.series import SeriesStore
 from actors.monitor.settings import MonitorSettings
 from actors.runtime.clock import FakeClock
 from actors.runtime.store import SQLiteStore
+from tests.unit.conftest import cancel, settle
 
 
 class Outbox:
@@ -289,6 +291,73 @@ async def test_byte_limit_drops_and_counts(store: SQLiteStore, clock: FakeClock)
     assert (
         await eng.execute("ingest", owner="u1", samples=[("cpu", {"h": "9"}, t0 + 4_000, 1.0)]) == 1
     )
+
+
+class SlowLogs:
+    """A LogQL source whose every query takes ``took_s`` of the fake clock, so that an
+    evaluation pass with a LogQL rule lasts that long; it notes the ``now`` of each."""
+
+    def __init__(self, clock: FakeClock, took_s: float) -> None:
+        self.clock, self.took_s = clock, took_s
+        self.asked: list[float] = []
+
+    async def instant(
+        self, owner: str, query: str, at: float
+    ) -> list[tuple[dict[str, str], float]]:
+        self.asked.append(at)
+        await self.clock.sleep(self.took_s)
+        return []
+
+
+async def run_engine(eng: RuleEngine, clock: FakeClock, interval_s: float, for_s: float) -> None:
+    """``eng.run(interval_s)`` for ``for_s`` of the fake clock, in 10 ms steps, letting
+    every evaluation and commit that is due finish at each step."""
+    task = asyncio.create_task(eng.run(interval_s))
+    await settle()  # its schedule starts now
+    for _ in range(round(for_s / 0.01)):
+        clock.advance(0.01)
+        for _ in range(5):
+            await settle()
+            await eng.journal.drain()
+    await cancel(task)
+
+
+async def test_evaluations_keep_their_schedule_however_long_a_pass_takes(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    """A pass takes 50 ms of a 200 ms interval. Evaluations still come every 200 ms,
+    each at its scheduled time, so a rule with ``for`` 1 s fires at the fifth evaluation
+    after it became pending, 1 s after it did: a loop that sleeps an interval after
+    each pass would evaluate every 250 ms and fire 1.25 s after."""
+    out = Outbox()
+    logs = SlowLogs(clock, 0.05)
+    eng = RuleEngine(MonitorSettings(), clock=clock, send=out, logs=logs)
+    await eng.open(store, "monitor-eval-0")
+    await eng.execute("put_rule", rule=rule(fn="max", for_s=1.0))
+    await eng.execute("put_rule", rule=rule(id="slow", kind="logql", input="", query="q"))
+    t0 = clock.time()
+    await eng.execute("ingest", owner="u1", samples=[("cpu", {}, t0, 1.0)])
+    await run_engine(eng, clock, 0.2, 2.1)
+    assert [round(at - t0, 6) for at in logs.asked] == [round(0.2 * k, 6) for k in range(1, 11)]
+    (alert,) = eng.list_alerts("u1")
+    assert alert["state"] == "firing" and alert["active_at"] == pytest.approx(t0 + 0.2)
+    assert alert["fired_at"] == pytest.approx(t0 + 1.2)
+    assert out.statuses() == [("High", "firing")] and out.got[0].starts_at == alert["active_at"]
+
+
+async def test_a_tick_already_passed_is_skipped(store: SQLiteStore, clock: FakeClock) -> None:
+    """A pass longer than the interval: the evaluations that came due meanwhile are not
+    made late one after another; the next is the latest tick due, at its time."""
+    logs = SlowLogs(clock, 0.45)
+    eng = RuleEngine(MonitorSettings(), clock=clock, send=Outbox(), logs=logs)
+    await eng.open(store, "monitor-eval-0")
+    await eng.execute("put_rule", rule=rule(id="slow", kind="logql", input="", query="q"))
+    t0 = clock.time()
+    await run_engine(eng, clock, 0.2, 2.0)
+    ticks = [(at - t0) / 0.2 for at in logs.asked]
+    assert ticks == sorted(set(ticks)) and ticks[0] == pytest.approx(1)
+    assert all(tick == pytest.approx(round(tick)) for tick in ticks)  # on the schedule
+    assert len(ticks) <= 2.0 / 0.45 + 1  # one pass at a time, none caught up
 
 
 async def test_restart_mid_for_keeps_pending_and_sends_once(

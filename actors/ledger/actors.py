@@ -4,9 +4,10 @@ to each other.
 The plain classes know nothing of Ray nor of each other's module: a
 ``TxCoordinator`` drives the shards through ports it is given, and a
 ``LedgerShard`` only lists the transactions it is in doubt about. This module
-joins them: a coordinator reaches the shard actors through ``Shards``, each
-seen through a coalescing ``RemoteShard``, and a shard in doubt asks the
-coordinator actor that prepared the transaction, by its name.
+joins them: a coordinator, and a shard coordinating the units whose first
+debit account it holds, reach the shard actors through ``Shards``, each seen
+through a coalescing ``RemoteShard``; a shard in doubt asks the actor that
+prepared the transaction (a shard or a coordinator), by its name.
 
 Both are permanent (restarted after a crash; calls in flight are retried, and
 every mutation is idempotent), spread over nodes, and journaled in their own

@@ -1,8 +1,12 @@
-"""Ledger (service 8): two-phase commit across shards, run by ``TxCoordinator``s.
+"""Ledger (service 8): two-phase commit across shards.
 
 A unit of transfers (one transfer, or a linked chain) whose accounts live on
-more than one shard goes to the coordinator its first transfer id hashes to.
-The coordinator keeps a durable decision log (its journal) and runs:
+more than one shard goes to the shard of its first transfer's debit account,
+which coordinates it (``ParticipantCoordinator``, below: the driver of
+``TxCoordinator`` with that shard's journal as its decision log and its own
+legs handled in process). ``TxCoordinator`` actors remain for what is not one
+shard's: counting an owner's accounts, and finishing decisions logged by them.
+A coordinator keeps a durable decision log (its journal) and runs:
 
 1. note the unit in memory under a fresh transaction id ``<unit>#<nonce>``;
 2. ``prepare`` every involved shard in parallel (each reserves its legs durably);

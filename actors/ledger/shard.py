@@ -10,8 +10,10 @@ Two ways in for transfers:
 
 - ``submit``: units whose accounts all live here (a transfer, or a linked
   chain applied all or nothing) are applied at once, atomically.
-- two-phase commit, driven by a ``TxCoordinator`` for units that span shards:
-  ``prepare`` checks this shard's legs and reserves them (the amount goes into
+- two-phase commit for units that span shards, driven by the shard of the
+  unit's first debit account (``run``, ``ParticipantCoordinator``: its
+  decisions are records of its journal, ``tx_*``, and its snapshot keeps the
+  unfinished ones). ``prepare`` checks this shard's legs and reserves them (the amount goes into
   the pending balance of the debit or credit account, so the balance rules
   count it; a post or void locks its pending transfer), ``commit`` posts what
   was reserved, ``abort`` releases it. Each is idempotent by transaction id,
@@ -47,11 +49,14 @@ from actors.ledger.books import Books, BooksState
 from actors.ledger.coordinator import CoordinatorState, ParticipantCoordinator, ShardPort
 from actors.ledger.errors import TransactionAborted
 from actors.ledger.model import AccountSpec, AnswerRecord, Leg, TransferSpec, UnitResult
+from actors.runtime.batching import Coalescer
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.journal import Durable
 
 log = logging.getLogger(__name__)
 
+#: Prepares of this shard's own legs journaled in one record at most.
+PREPARES_PER_RECORD = 1_000
 #: Resolved transaction ids remembered (to answer repeats and refuse late prepares).
 RESOLVED_KEPT = 200_000
 #: How a transaction ended here: ("committed", ids of the transfers it made)
@@ -86,16 +91,24 @@ def _no_route(account_id: str) -> int:
 class LocalLegs:
     """The shard as the coordinator it runs sees it (``ShardPort``): its own legs
     cost no call. A prepare is journaled without waiting for the store (the
-    commit decision, a later record, waits for both); the commit was applied
-    by the decision record itself, so a commit only reads its answers."""
+    commit decision, a later record, waits for both); the prepares of one
+    event-loop turn (the units of one batch) are one record. The commit was
+    applied by the decision record itself, so a commit only reads its answers."""
 
     def __init__(self, shard: LedgerShard) -> None:
         self.shard = shard
+        self._prepare: Coalescer[tuple[str, str, list[Leg]], Any] = Coalescer(
+            self._record_prepare, max_batch=PREPARES_PER_RECORD, max_in_flight=1_000,
+            per_turn=True,
+        )  # fmt: skip
 
-    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
+    async def _record_prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
         answers, _ = self.shard.record("prepare", items=items, at=self.shard.clock.time())
         result: list[Any] = answers
         return result
+
+    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
+        return await self._prepare.submit(items)
 
     async def commit(self, txids: list[str]) -> list[Any]:
         if any(txid in self.shard.prepared for txid in txids):  # not decided here: commit
@@ -126,6 +139,9 @@ class LedgerShard(Durable):
         self.prepared: dict[str, Prepared] = {}
         #: txid -> how it ended, oldest first
         self.resolved: OrderedDict[str, Resolution] = OrderedDict()
+        #: txid -> the answers of this shard's legs, from its decision record until
+        #: its commit phase reads them (in memory: a restart reads the books instead)
+        self._decided: dict[str, dict[str, Any]] = {}
         #: 2PC of the cross-shard units whose first debit account is here
         #: (``connect`` gives it the other shards; its records are this shard's)
         self.coordinator = ParticipantCoordinator(self, [], _no_route, 0, clock=self.clock)
@@ -316,6 +332,9 @@ class LedgerShard(Durable):
     def committed_answers(self, txid: str) -> Any:
         """The answers of a transaction committed here, read (no record): what a
         commit of it answers again."""
+        decided = self._decided.pop(txid, None)
+        if decided is not None:
+            return decided
         if txid in self.resolved:
             outcome, transfer_ids = self.resolved[txid]
             if outcome != "committed":
@@ -341,9 +360,11 @@ class LedgerShard(Durable):
             return {}
         answers = self.books.commit_legs(txid, prepared.legs, at)
         self._resolve(txid, ("committed", tuple(answers)))
+        self._decided[txid] = answers
         return answers
 
     def apply_tx_finish(self, uid: str, txid: str, result: list[AnswerRecord], at: float) -> None:
+        self._decided.pop(txid, None)
         self.coordinator.apply_finish(uid, txid, result, at)
 
     def apply_tx_expired(self, pending_id: str) -> None:

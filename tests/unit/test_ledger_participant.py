@@ -249,3 +249,15 @@ async def test_a_cross_shard_pending_transfer_expires_by_its_coordinating_shard(
     for shard in pair.shards:
         assert (await shard.get_transfers(["p1"]))[0]["state"] == "expired"
     assert s0.coordinator.expiring == {}
+
+
+async def test_the_units_of_one_call_share_one_prepare_record(pair):
+    s0, _ = pair.shards
+    records = s0.journal.assigned
+    units = [[t(f"x{i}", "a-alice", "b-bob", 1)] for i in range(10)]
+    results = await s0.run(units)
+    assert [r[0] for r in results] == ["ok"] * 10
+    await s0.journal.drain()
+    # one record for the ten reservations here, then a decision and a finish per unit
+    assert s0.journal.assigned - records == 1 + 10 + 10
+    assert await balances(pair, "b-bob") == (0, 0, 0, 10)

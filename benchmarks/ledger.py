@@ -8,7 +8,8 @@ Variants, all from this driver's event loop:
                       insert the transfer, commit (fsync on)
   same_shard@N        LedgerClient.create_transfer with N in flight, both
                       accounts on one shard
-  cross_shard@N       the same, accounts on two shards (2PC through a coordinator)
+  cross_shard@N       the same, accounts on two shards (2PC coordinated by the
+                      debit account's shard)
   same_shard_batch    LedgerClient.create_transfers, --batch same-shard transfers a call
   cross_shard_batch   the same with cross-shard transfers
 
@@ -34,9 +35,10 @@ figure is over all its slices, so PostgreSQL and Realm see the same weather.
 
 Goals (from the issue): cross-shard >= 0.5 x PostgreSQL; batched >= PostgreSQL.
 
---decline runs only the batched cross-shard variant and PostgreSQL at the first
-of --concurrency-levels, interleaved, for --rounds rounds of --duration-s each
-(e.g. ``--decline --rounds 10 --duration-s 15``), on one set of actors, and
+--decline runs only the batched cross-shard variant (or --variant, e.g.
+cross_shard@32) and PostgreSQL at the first of --concurrency-levels,
+interleaved, for --rounds rounds of --duration-s each (e.g. ``--decline
+--rounds 10 --duration-s 15``), on one set of actors, and
 writes ``results/ledger_rounds.json``: per round both rates, and what might
 make Realm's fall: the size of every map each shard and coordinator keeps,
 their garbage collections (count and pauses per generation), resident
@@ -87,8 +89,14 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decline",
         action="store_true",
-        help="--rounds rounds of --duration-s each of cross_shard_batch and PostgreSQL, "
-        "with per-round figures and the actors' state (results/ledger_rounds.json)",
+        help="--rounds rounds of --duration-s each of cross_shard_batch (or --variant) and "
+        "PostgreSQL, with per-round figures and the actors' state (results/ledger_rounds.json)",
+    )
+    parser.add_argument(
+        "--variant",
+        default="cross_shard_batch",
+        help="with --decline: the Realm variant run round after round, e.g. cross_shard@32 "
+        "(its N must be the first of --concurrency-levels)",
     )
 
 
@@ -331,7 +339,7 @@ async def measure_rounds(args: argparse.Namespace) -> dict[str, Any]:
         realm_side(args, accounts, [level]) as realm,
     ):
         client = realm.pop("_client")["client"]
-        variants = {peer_name: peer[peer_name], "cross_shard_batch": realm["cross_shard_batch"]}
+        variants = {peer_name: peer[peer_name], args.variant: realm[args.variant]}
         before = await actor_state(client)
         for round_ in range(args.rounds):
             harness.progress(f"round {round_ + 1} of {args.rounds}")
@@ -355,10 +363,11 @@ def main_rounds(args: argparse.Namespace) -> None:
     with harness.ray_session(namespace=NAMESPACE):
         found = asyncio.run(measure_rounds(args))
     rounds, peer = found["rounds"], found["peer"]
-    realm = [r["cross_shard_batch"]["throughput_ops_s"] for r in rounds]
+    variant = args.variant
+    realm = [r[variant]["throughput_ops_s"] for r in rounds]
     pg = [r[peer]["throughput_ops_s"] for r in rounds]
     last_over_first = round(realm[-1] / realm[0], 3) if realm[0] else 0.0
-    harness.progress(f"cross_shard_batch per round: {realm}")
+    harness.progress(f"{variant} per round: {realm}")
     harness.progress(f"{peer} per round: {pg}")
     goal = last_over_first >= 0.9
     harness.progress(f"goal last round >= 0.9 x first ({last_over_first}): "
@@ -368,7 +377,7 @@ def main_rounds(args: argparse.Namespace) -> None:
             "throughput_ops_s": round(sum(r[name]["ops"] for r in rounds)
                                       / sum(r[name]["duration_s"] for r in rounds), 1),
         }
-        for name in ("cross_shard_batch", peer)
+        for name in (variant, peer)
     }  # fmt: skip
     harness.write_result(
         "ledger_rounds",
@@ -382,12 +391,12 @@ def main_rounds(args: argparse.Namespace) -> None:
                 "loadavg_after": os.getloadavg(),
             },
             "variants": pooled,
-            "per_round_ops_s": {"cross_shard_batch": realm, peer: pg},
+            "per_round_ops_s": {variant: realm, peer: pg},
             "ratios": {
-                "cross_shard_batch last/first round": last_over_first,
+                f"{variant} last/first round": last_over_first,
                 f"{peer} last/first round": round(pg[-1] / pg[0], 3) if pg[0] else 0.0,
             },
-            "goals": {"cross_shard_batch last round >= 0.9 x first": goal},
+            "goals": {f"{variant} last round >= 0.9 x first": goal},
             "actors_before": found["before"],
             "rounds": rounds,
         },

@@ -72,11 +72,17 @@ class RequestMetrics:
     template, method and status (``realm_http_requests_total``,
     ``realm_http_request_seconds``), and open WebSockets counted
     (``realm_websockets_open``). A request that raises counts as a 500 (what
-    the outer error handler answers). A streamed answer (SSE) is timed to its end."""
+    the outer error handler answers). A streamed answer (SSE) is timed to its end.
+
+    Each label set's series are bound once and kept (few: routes x methods x
+    statuses), so a request records without building or checking labels."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        self._series: dict[
+            tuple[str, str, int], tuple[metrics.CounterSeries, metrics.HistogramSeries]
+        ] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -100,14 +106,18 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             method = scope.get("method", "")
-            labels: dict[str, str] = {
-                "service": self.service,
-                "route": route_template(scope),
-                "method": method if method in metrics.METHODS else "other",
-                "status": str(status),
-            }
-            metrics.HTTP_REQUESTS.inc(1, **labels)
-            metrics.HTTP_REQUEST_SECONDS.observe(time.perf_counter() - started, **labels)
+            key = (route_template(scope), method if method in metrics.METHODS else "other", status)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = self._bind(*key)
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
+
+    def _bind(
+        self, route: str, method: str, status: int
+    ) -> tuple[metrics.CounterSeries, metrics.HistogramSeries]:
+        labels = {"service": self.service, "route": route, "method": method, "status": str(status)}
+        return metrics.HTTP_REQUESTS.bind(**labels), metrics.HTTP_REQUEST_SECONDS.bind(**labels)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         opened: str | None = None  # the route, once the socket is accepted

@@ -18,11 +18,17 @@ Label values must stay few: a route template (``/keys/{key}``), never a raw
 path; an actor's class, never its name. Each metric checks that it gets
 exactly its label keys.
 
-Counters are cheap on hot paths: an increment adds to a dict under a lock,
-and a daemon thread hands the sums to Ray every ``FLUSH_INTERVAL_S`` (Ray
-itself reports to its agent only every few seconds). A process that crashes
-loses at most that interval's increments. Gauges and histograms go to Ray as
-they are recorded.
+Counters and histograms are cheap on hot paths: an increment or an
+observation adds to a dict under a lock, and a daemon thread hands them to
+Ray every ``FLUSH_INTERVAL_S`` (Ray itself reports to its agent only every few
+seconds): a counter's sum per label set, and every observation of a histogram
+(Ray has no bulk observe, so each is handed over on its own, but off the
+request's path and without Ray's per-call tag checks). A process that crashes
+loses at most that interval's values. Gauges go to Ray as they are set.
+
+A hot path that records the same label sets again and again binds them once
+(``HTTP_REQUESTS.bind(service=..., ...)``) and records through the returned
+series (``.inc()``, ``.observe(value)``), which skips the label checks.
 """
 
 from __future__ import annotations
@@ -80,9 +86,12 @@ class Metric:
         Metric.registry[name] = self
 
     def _key(self, labels: dict[str, Any]) -> tuple[str, ...]:
-        if len(labels) != len(self.labels) or not all(k in labels for k in self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, not {tuple(labels)}")
-        return tuple(str(labels[key]) for key in self.labels)
+        try:
+            if len(labels) == len(self.labels):
+                return tuple(map(str, map(labels.__getitem__, self.labels)))
+        except KeyError:
+            pass
+        raise ValueError(f"{self.name} takes labels {self.labels}, not {tuple(labels)}")
 
     def _tags(self, key: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.labels, key, strict=True))
@@ -108,15 +117,18 @@ class Metric:
         try:
             getattr(metric, method)(value, tags=self._tags(key))
         except Exception:
-            if not self._failed:
-                self._failed = True
-                log.exception("Ray refused a value of %s; later ones are not logged", self.name)
+            self._refused()
+
+    def _refused(self) -> None:
+        if not self._failed:
+            self._failed = True
+            log.exception("Ray refused a value of %s; later ones are not logged", self.name)
 
     def _make(self) -> Any:
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Hand what is buffered to Ray (counters buffer; others have nothing)."""
+        """Hand what is buffered to Ray (counters and histograms buffer; gauges do not)."""
 
     def series(self) -> int:
         """Label sets recorded so far in this process."""
@@ -145,16 +157,20 @@ class Counter(Metric):
         """Add ``value`` (0 adds nothing; a negative value is refused)."""
         if value < 0:
             raise ValueError(f"{self.name} only goes up, not by {value}")
-        key = self._key(labels)
+        self._add(self._key(labels), value)
+
+    def bind(self, **labels: Any) -> CounterSeries:
+        """This counter at these labels, checked once: for a hot path."""
+        return CounterSeries(self, self._key(labels))
+
+    def _add(self, key: tuple[str, ...], value: float) -> None:
         if value == 0:
             return
-        up = ray_is_up()
+        up = _for_ray()
         with self._lock:
             self.values[key] = self.values.get(key, 0.0) + value
             if up:
                 self._pending[key] = self._pending.get(key, 0.0) + value
-        if up:
-            _flusher.ensure()
 
     def value(self, **labels: Any) -> float:
         """The total so far in this process for these labels."""
@@ -170,6 +186,21 @@ class Counter(Metric):
             return
         for key, value in pending.items():
             self._send("inc", value, key)  # nowhere, if Ray went away meanwhile
+
+
+class CounterSeries:
+    """One label set of a counter (``Counter.bind``)."""
+
+    __slots__ = ("counter", "key")
+
+    def __init__(self, counter: Counter, key: tuple[str, ...]) -> None:
+        self.counter = counter
+        self.key = key
+
+    def inc(self, value: float = 1.0) -> None:
+        if value < 0:
+            raise ValueError(f"{self.counter.name} only goes up, not by {value}")
+        self.counter._add(self.key, value)
 
 
 class Gauge(Metric):
@@ -207,8 +238,10 @@ class Gauge(Metric):
 class Histogram(Metric):
     """Observations counted in buckets (``boundaries`` are the upper bounds).
 
-    Ray rebuilds a histogram's ``_sum`` from the bucket midpoints, so on the
-    scrape page it is approximate; the bucket counts are exact."""
+    Each observation is kept until the next flush and then handed to Ray on
+    its own (the bucket counts on the scrape page are exact). Ray rebuilds a
+    histogram's ``_sum`` from the bucket midpoints, so on the scrape page it
+    is approximate."""
 
     def __init__(
         self,
@@ -228,6 +261,9 @@ class Histogram(Metric):
         self.boundaries = boundaries
         self.counts: dict[tuple[str, ...], int] = {}
         self.sums: dict[tuple[str, ...], float] = {}
+        self._pending: dict[tuple[str, ...], list[float]] = {}
+        #: Ray's histogram for each label set, its tags set once (see ``_series_in_ray``).
+        self._in_ray: dict[tuple[str, ...], Any] = {}
 
     def _make(self) -> Any:
         from ray.util import metrics
@@ -237,11 +273,23 @@ class Histogram(Metric):
         )
 
     def observe(self, value: float, **labels: Any) -> None:
-        key = self._key(labels)
+        self._observe(self._key(labels), value)
+
+    def bind(self, **labels: Any) -> HistogramSeries:
+        """This histogram at these labels, checked once: for a hot path."""
+        return HistogramSeries(self, self._key(labels))
+
+    def _observe(self, key: tuple[str, ...], value: float) -> None:
+        up = _for_ray()
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + 1
             self.sums[key] = self.sums.get(key, 0.0) + value
-        self._send("observe", value, key)
+            if up:
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = [value]
+                else:
+                    pending.append(value)
 
     def count(self, **labels: Any) -> int:
         """Observations so far in this process for these labels."""
@@ -253,14 +301,53 @@ class Histogram(Metric):
     def series(self) -> int:
         return len(self.counts)
 
+    def flush(self) -> None:
+        """Hand every observation since the last flush to Ray, one call each."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending or self._connected() is None:
+            return  # nowhere, if Ray went away meanwhile
+        for key, values in pending.items():
+            try:
+                observe = self._series_in_ray(key).observe
+                for value in values:
+                    observe(value)
+            except Exception:
+                self._refused()
+
+    def _series_in_ray(self, key: tuple[str, ...]) -> Any:
+        """A Ray histogram of this name with ``key``'s tags as its default tags, so
+        that an observation carries no tags for Ray to check and merge on each call.
+        Ray keeps one metric per name, whichever of its objects records into it."""
+        series = self._in_ray.get(key)
+        if series is None:
+            series = self._in_ray[key] = self._make().set_default_tags(self._tags(key))
+        return series
+
+
+class HistogramSeries:
+    """One label set of a histogram (``Histogram.bind``)."""
+
+    __slots__ = ("histogram", "key")
+
+    def __init__(self, histogram: Histogram, key: tuple[str, ...]) -> None:
+        self.histogram = histogram
+        self.key = key
+
+    def observe(self, value: float) -> None:
+        self.histogram._observe(self.key, value)
+
 
 class _Flusher:
-    """The daemon thread that hands counters to Ray, one per process, started on
-    the first increment made while Ray is up."""
+    """The daemon thread that hands counters and histograms to Ray, one per
+    process, started on the first value recorded while Ray is up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
+        #: The thread runs in this process: what is recorded is kept for Ray
+        #: without asking Ray again (a child made by fork starts without it).
+        self.running = False
 
     def ensure(self) -> None:
         if self._pid == os.getpid():
@@ -270,6 +357,10 @@ class _Flusher:
                 return
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="realm-metrics", daemon=True).start()
+            self.running = True
+
+    def forked(self) -> None:
+        self.running = False
 
     def _run(self) -> None:
         while True:
@@ -278,6 +369,19 @@ class _Flusher:
 
 
 _flusher = _Flusher()
+os.register_at_fork(after_in_child=_flusher.forked)
+
+
+def _for_ray() -> bool:
+    """Whether a value recorded now is to be handed to Ray: Ray is up, or was when
+    this process's flusher started (a value handed over after Ray went away goes
+    nowhere). Once the flusher runs, a record asks Ray nothing."""
+    if _flusher.running:
+        return True
+    if ray_is_up():
+        _flusher.ensure()
+        return True
+    return False
 
 
 def flush_all() -> None:
@@ -404,8 +508,10 @@ __all__ = [
     "SCHEDULER_LATENESS_SECONDS",
     "WEBSOCKETS_OPEN",
     "Counter",
+    "CounterSeries",
     "Gauge",
     "Histogram",
+    "HistogramSeries",
     "Metric",
     "flush_all",
     "kind_of",

@@ -53,10 +53,10 @@ def test_without_ray_nothing_is_sent_and_values_are_kept_in_the_process(forget_d
     counter.flush()  # nothing to hand over, nowhere to hand it
     histogram = metrics.Histogram(unique("h"), "test", ("kind",))
     histogram.observe(0.2, kind="a")
-    histogram.observe(0.3, kind="a")
+    histogram.bind(kind="a").observe(0.3)
     assert histogram.count(kind="a") == 2
     assert histogram.sum(kind="a") == pytest.approx(0.5)
-    assert histogram._ray is None
+    assert histogram._ray is None and histogram._pending == {}  # nothing kept for Ray
     gauge = metrics.Gauge(unique("g"), "test", ("kind",))
     gauge.set(5, kind="a")
     gauge.add(-2, kind="a")
@@ -90,19 +90,29 @@ def test_wrong_names_labels_and_values_are_refused(forget_defined):
 
 
 class FakeRayMetric:
-    """Stands in for a ``ray.util.metrics`` object: what reached "Ray"."""
+    """Stands in for a ``ray.util.metrics`` object: what reached "Ray". Objects
+    made with default tags (``set_default_tags``) record into the same calls,
+    with those tags where a call passes none, as Ray's do."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, float, dict[str, str]]] = []
+    def __init__(self, calls: list[tuple[str, float, dict[str, str]]] | None = None) -> None:
+        self.calls: list[tuple[str, float, dict[str, str]]] = [] if calls is None else calls
+        self.default_tags: dict[str, str] = {}
 
-    def inc(self, value: float, tags: dict[str, str]) -> None:
-        self.calls.append(("inc", value, tags))
+    def set_default_tags(self, tags: dict[str, str]) -> FakeRayMetric:
+        self.default_tags = tags
+        return self
 
-    def observe(self, value: float, tags: dict[str, str]) -> None:
-        self.calls.append(("observe", value, tags))
+    def _tags(self, tags: dict[str, str] | None) -> dict[str, str]:
+        return {**self.default_tags, **(tags or {})}
 
-    def set(self, value: float, tags: dict[str, str]) -> None:
-        self.calls.append(("set", value, tags))
+    def inc(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("inc", value, self._tags(tags)))
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("observe", value, self._tags(tags)))
+
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("set", value, self._tags(tags)))
 
 
 @pytest.fixture
@@ -114,11 +124,13 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> Callable[[metrics.Metric], Fake
     made: dict[str, FakeRayMetric] = {}
 
     def make(self: metrics.Metric) -> FakeRayMetric:
-        return made.setdefault(self.name, FakeRayMetric())
+        # Every object made for one name records into the same calls, as in Ray.
+        first = made.setdefault(self.name, FakeRayMetric())
+        return FakeRayMetric(first.calls)
 
     for cls in (metrics.Counter, metrics.Gauge, metrics.Histogram):
         monkeypatch.setattr(cls, "_make", make)
-    return lambda metric: made[metric.name]
+    return lambda metric: made.setdefault(metric.name, FakeRayMetric())
 
 
 def test_with_ray_counters_go_in_sums_and_the_others_as_recorded(forget_defined, fake_ray):
@@ -138,12 +150,82 @@ def test_with_ray_counters_go_in_sums_and_the_others_as_recorded(forget_defined,
 
     histogram = metrics.Histogram(unique("h"), "test", ("kind",))
     histogram.observe(0.25, kind="a")
+    assert histogram.count(kind="a") == 1  # in the process at once
+    histogram.flush()
     assert fake_ray(histogram).calls == [("observe", 0.25, {"kind": "a"})]
     gauge = metrics.Gauge(unique("g"), "test", ("kind",))
     gauge.add(1, kind="a")
     gauge.add(1, kind="a")
     gauge.add(-1, kind="a")
     assert [value for _, value, _ in fake_ray(gauge).calls] == [1, 2, 1]
+
+
+def test_every_histogram_observation_reaches_ray_at_the_flush_each_on_its_own(
+    forget_defined, fake_ray
+):
+    histogram = metrics.Histogram(unique("h"), "test", ("kind", "code"))
+    hot = histogram.bind(kind="a", code=200)  # label values become strings, as by keyword
+    values = [0.001 * n for n in range(1, 501)]
+    for value in values:
+        hot.observe(value)
+    histogram.observe(7.0, kind="b", code="500")
+    assert histogram.count(kind="a", code="200") == 500
+    assert histogram.sum(kind="a", code="200") == pytest.approx(sum(values))
+    assert fake_ray(histogram).calls == []  # nothing on the request's path
+    histogram.flush()
+    sent = fake_ray(histogram).calls
+    assert sorted(c[1] for c in sent if c[2] == {"kind": "a", "code": "200"}) == values
+    assert [c for c in sent if c[2] != {"kind": "a", "code": "200"}] == [
+        ("observe", 7.0, {"kind": "b", "code": "500"})
+    ]
+    histogram.flush()  # nothing new: nothing sent
+    assert len(fake_ray(histogram).calls) == 501
+    hot.observe(0.5)
+    metrics.flush_all()
+    assert fake_ray(histogram).calls[-1] == ("observe", 0.5, {"kind": "a", "code": "200"})
+
+
+def test_a_bound_series_is_checked_once_and_records_as_the_keyword_calls_do(
+    forget_defined, fake_ray
+):
+    counter = metrics.Counter(unique("c") + "_total", "test", ("service", "route"))
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.bind(service="cache")
+    with pytest.raises(ValueError, match="takes labels"):
+        metrics.Histogram(unique("h"), "test", ("kind",)).bind(kind="a", other="b")
+    series = counter.bind(service="cache", route="/x")
+    with pytest.raises(ValueError, match="only goes up"):
+        series.inc(-1)
+    series.inc()
+    series.inc(0)  # adds nothing
+    counter.inc(2, service="cache", route="/x")
+    assert counter.value(service="cache", route="/x") == 3
+    counter.flush()
+    assert fake_ray(counter).calls == [("inc", 3.0, {"service": "cache", "route": "/x"})]
+
+
+def test_once_the_flusher_runs_recording_asks_ray_nothing_and_a_forked_child_asks_again(
+    forget_defined, monkeypatch
+):
+    asked: list[bool] = []
+
+    def ray_is_up() -> bool:
+        asked.append(True)
+        return True
+
+    monkeypatch.setattr(metrics, "ray_is_up", ray_is_up)
+    monkeypatch.setattr(metrics._flusher, "ensure", lambda: None)
+    monkeypatch.setattr(metrics._flusher, "running", True)
+    counter = metrics.Counter(unique("c") + "_total", "test", ("kind",))
+    histogram = metrics.Histogram(unique("h"), "test", ("kind",))
+    counter.bind(kind="a").inc()
+    histogram.bind(kind="a").observe(0.5)
+    assert asked == []
+    assert counter._pending == {("a",): 1.0} and histogram._pending == {("a",): [0.5]}
+    metrics._flusher.forked()  # what a child made by fork runs first
+    assert not metrics._flusher.running
+    counter.inc(kind="a")
+    assert asked == [True] and counter._pending == {("a",): 2.0}
 
 
 def test_flush_all_hands_over_every_counter_and_survives_a_failing_one(
@@ -174,6 +256,7 @@ def test_a_metric_ray_refuses_never_fails_its_caller(forget_defined, monkeypatch
     monkeypatch.setattr(histogram, "_make", Refusing)
     histogram.observe(1.0)
     histogram.observe(2.0)
+    histogram.flush()  # Ray refuses both: logged, not raised
     assert histogram.count() == 2  # still kept in the process
 
     def cannot_make() -> Any:

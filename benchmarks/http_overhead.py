@@ -23,11 +23,18 @@ Both sides authenticate every request with ``Authorization: Bearer <credential>`
                 looks the presented token's SHA-256 up in a dict of stored hashes, and
                 checks the route's scope (401 unknown, 403 without the scope)
 An anonymous GET must answer 401 on every variant before the load starts.
+
+Besides req/s and latency, each variant reports the CPU time per answered request over
+the load (``cpu_us_per_request``): of the server's whole process tree and of its Serve
+replicas alone (read from the processes, user + system). The machine is shared, and CPU
+per request moves much less with the other load than req/s does; ``ratios`` gives
+Realm's replica CPU per request over the no-op's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import os
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from fastapi import Body, FastAPI, Header, Response
 
 import serve_app
@@ -401,6 +409,51 @@ def run_wrk(url: str, token: str, *, duration_s: int, connections: int) -> dict[
     return parse_wrk(done.stdout)
 
 
+def server_processes(server: Runner) -> list[psutil.Process]:
+    """Every process of a variant's server: the runner and all it started (for Realm
+    and the Serve no-op: Ray's processes, the Serve replicas, HAProxy)."""
+    root = psutil.Process(server.process.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    """User + system CPU seconds of each process still running, by pid."""
+    seconds = {}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def _is_replica(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("ServeReplica:" in part for part in process.cmdline())
+    return False
+
+
+def cpu_per_request(
+    processes: list[psutil.Process],
+    before: dict[int, float],
+    after: dict[int, float],
+    requests: int,
+) -> dict[str, float | None]:
+    """CPU microseconds per answered request over the load: of the whole server
+    (``server``) and of its Serve replicas alone (``replicas``; None for plain
+    uvicorn). CPU time is what a request costs, which the machine's other load
+    distorts much less than the request rate."""
+    if requests <= 0:
+        return {"server": None, "replicas": None}
+    spent = {pid: after[pid] - before[pid] for pid in after.keys() & before.keys()}
+    replicas = [p.pid for p in processes if p.pid in spent and _is_replica(p)]
+    return {
+        "server": round(sum(spent.values()) / requests * 1e6, 1),
+        "replicas": round(sum(spent[pid] for pid in replicas) / requests * 1e6, 1)
+        if replicas
+        else None,
+    }
+
+
 def measure(variant: str, args: argparse.Namespace, credentials: Credentials) -> dict[str, Any]:
     port = serve_app.free_port()
     harness.progress(f"{variant}: starting its server on 127.0.0.1:{port}")
@@ -415,14 +468,20 @@ def measure(variant: str, args: argparse.Namespace, credentials: Credentials) ->
         run_wrk(url, token, duration_s=args.warmup_s, connections=args.concurrency)
         duration = max(1, math.ceil(args.duration_s))
         harness.progress(f"{variant}: wrk {duration} s, {args.concurrency} connections")
+        processes = server_processes(server)
+        cpu_before = cpu_seconds(processes)
         metrics = run_wrk(url, token, duration_s=duration, connections=args.concurrency)
+        metrics["cpu_us_per_request"] = cpu_per_request(
+            processes, cpu_before, cpu_seconds(processes), metrics["calls"]
+        )
         preload_and_verify(port, variant, token)  # still answering right after the load
     finally:
         server.stop(graceful_s=STOP_TIMEOUT_S)
     harness.progress(
         f"{variant}: {metrics['throughput_ops_s']:,.0f} req/s, p50 {metrics['p50_ms']:.2f} ms, "
         f"p99 {metrics['p99_ms']:.2f} ms, non-2xx {metrics['non_2xx']}, "
-        f"socket errors {metrics['socket_errors']}"
+        f"socket errors {metrics['socket_errors']}, "
+        f"CPU us per request {metrics['cpu_us_per_request']}"
     )
     if metrics["non_2xx"] or any(metrics["socket_errors"].values()):
         harness.progress(f"{variant}: WARNING: failed requests are not counted in req/s")
@@ -464,6 +523,11 @@ def main(argv: list[str] | None = None) -> None:
     if "serve_noop" in metrics and "haproxy" in metrics:
         ceiling = metrics["serve_noop"]["throughput_ops_s"]
         ratios["haproxy/serve_noop"] = round(metrics["haproxy"]["throughput_ops_s"] / ceiling, 3)
+        realm_cpu = metrics["haproxy"]["cpu_us_per_request"]["replicas"]
+        noop_cpu = metrics["serve_noop"]["cpu_us_per_request"]["replicas"]
+        if realm_cpu and noop_cpu:
+            # CPU per request of the replicas, Realm's over the no-op's (1 = no extra cost).
+            ratios["replica_cpu_per_request haproxy/serve_noop"] = round(realm_cpu / noop_cpu, 3)
     for label, met in goals.items():
         ratio = ratios[label.split()[0]]
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'} ({ratio})")

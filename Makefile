@@ -8,14 +8,22 @@ STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: run test unit integration cluster fuzz bench soak lint format haproxy chromium alertmanager docs clean
+.PHONY: bytecode run test unit integration cluster fuzz bench soak lint format haproxy chromium alertmanager docs clean
 
-# uv installs the same pinned packages as pip, several times faster.
+# uv installs the same pinned packages as pip, several times faster. Unlike pip,
+# uv leaves packages uncompiled unless told to; with PYTHONDONTWRITEBYTECODE set
+# (as in many containers) every Ray worker then compiled Ray, pydantic and
+# FastAPI from source as it started: about 2 s of CPU per process, measured.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
+
+# The project's own modules, compiled once for every process that imports them
+# (each actor and replica does); only changed files are compiled again.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 actors apps benchmarks tests serve_app.py
 
 # $(call apt_install,<command>,<Debian package>,<what happens without it>):
 # install the package with apt when the command is missing and apt can (root).
@@ -44,14 +52,14 @@ chromium:
 alertmanager:
 	@$(call apt_install,prometheus-alertmanager,prometheus-alertmanager,the conformance test will be skipped)
 
-run: $(STAMP) haproxy
+run: bytecode haproxy
 	$(BIN)/python serve_app.py
 
 # tests/cluster runs in a pytest process of its own: a driver joins one Ray cluster.
 # tests/fuzz runs after tests/integration in one process, on the same stack (tests/stack.py).
 # mypy (one core, about 40 s from a cold cache) runs beside the tests, and its
 # verdict counts all the same.
-test: $(STAMP) chromium alertmanager
+test: bytecode chromium alertmanager
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
@@ -60,20 +68,20 @@ test: $(STAMP) chromium alertmanager
 	  [ $$tests = 0 ] && [ $$typed = 0 ]
 	$(BIN)/pytest tests/cluster
 
-unit: $(STAMP)
+unit: bytecode
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP) chromium alertmanager
+integration: bytecode chromium alertmanager
 	$(BIN)/pytest tests/integration
 
-cluster: $(STAMP)
+cluster: bytecode
 	$(BIN)/pytest tests/cluster
 
 # Schemathesis over every service's OpenAPI (tests/fuzz). `make test` runs it with
 # 5 derandomized cases per operation and phase; this runs 200, drawn from a new
 # seed each time (schemathesis prints it; REALM_FUZZ_SEED=<seed> replays a run).
 FUZZ_EXAMPLES ?= 200
-fuzz: $(STAMP)
+fuzz: bytecode
 	REALM_FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) REALM_FUZZ_SEED=$${REALM_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
 	  $(BIN)/pytest tests/fuzz
 
@@ -81,7 +89,7 @@ fuzz: $(STAMP)
 # against that cluster instead of a local Ray of its own; BENCH_ARGS=--quick: a smoke run.
 ADDRESS ?=
 BENCH_ARGS ?=
-bench: $(STAMP) haproxy
+bench: bytecode haproxy
 	@$(call apt_install,wrk,wrk,http_overhead.py cannot run)
 	@$(call apt_install,etcd,etcd-server,resources.py skips its etcd row)
 	$(BIN)/python -m benchmarks.run_all $(if $(ADDRESS),--address $(ADDRESS)) $(BENCH_ARGS)
@@ -89,7 +97,7 @@ bench: $(STAMP) haproxy
 # Mixed load over HTTP and WebSocket against `make run`'s deployment, 10 minutes
 # (SOAK_ARGS=--quick: about one); results in benchmarks/results/soak.{json,png}.
 SOAK_ARGS ?=
-soak: $(STAMP) haproxy
+soak: bytecode haproxy
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 lint: $(STAMP)

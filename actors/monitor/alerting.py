@@ -571,9 +571,15 @@ class AlertManager(Durable):
     ) -> int:
         owner = tenant.owner
         if payload is None:
-            self.record(
-                "flushed", owner=owner, group=group.key, next_flush=next_flush, drop=resolved
-            )
+            if resolved:
+                self.record(
+                    "flushed", owner=owner, group=group.key, next_flush=next_flush, drop=resolved
+                )
+            else:
+                # Only the time of the next look moves: no record for it (one per group
+                # per group_interval would be most of the journal). After a restart the
+                # group is looked at once more and, nothing having changed, sends nothing.
+                self.apply_flushed(owner, group.key, next_flush, [])
             return 0
         receiver = tenant.receivers.get(group.receiver)
         self._busy.add((owner, group.key))

@@ -234,3 +234,25 @@ async def test_transitions_once_and_no_repeat_after_restart(
     await step(again, clock, 30)
     assert sink.summary()[-1] == ("default", "resolved", ["T:resolved"])
     assert again.list_alerts("u", clock.time()) == []
+
+
+async def test_a_look_with_nothing_to_send_writes_nothing(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    sink = Sink()
+    am = await manager(store, clock, sink)
+    await am.execute("post", owner="u", alerts=[alert("A")], at=clock.time())
+    await step(am, clock, 10)
+    assert sink.summary() == [("default", "firing", ["A:firing"])]
+    await am.after_commit(None)
+    written = len(await store.read("monitor-alerts-0"))
+    for _ in range(5):  # group_interval passes, nothing changed, repeat_interval far off
+        await step(am, clock, 30)
+    await am.after_commit(None)
+    assert len(sink.got) == 1
+    assert len(await store.read("monitor-alerts-0")) == written
+    again = await manager(store, clock, sink, configure=False)  # restarted
+    await step(again, clock, 1)
+    assert len(sink.got) == 1  # looked at again, still nothing to send
+    await step(again, clock, 300)
+    assert sink.summary()[-1] == ("default", "firing", ["A:firing"])  # the repeat, as before

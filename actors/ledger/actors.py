@@ -4,10 +4,9 @@ to each other.
 The plain classes know nothing of Ray nor of each other's module: a
 ``TxCoordinator`` drives the shards through ports it is given, and a
 ``LedgerShard`` only lists the transactions it is in doubt about. This module
-joins them: a coordinator, and a shard coordinating the units whose first
-debit account it holds, reach the shard actors through ``Shards``, each seen
-through a coalescing ``RemoteShard``; a shard in doubt asks the actor that
-prepared the transaction (a shard or a coordinator), by its name.
+joins them: a coordinator reaches the shard actors through ``Shards``, each
+seen through a coalescing ``RemoteShard``, and a shard in doubt asks the
+coordinator actor that prepared the transaction, by its name.
 
 Both are permanent (restarted after a crash; calls in flight are retried, and
 every mutation is idempotent), spread over nodes, and journaled in their own
@@ -31,7 +30,7 @@ from actors.ledger.shard import LedgerShard
 from actors.runtime.clock import every
 from actors.runtime.heap import process_freezer
 from actors.runtime.settings import Settings
-from actors.runtime.shards import Shards, shard_names
+from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef, Restart, recover, remote_actor
 
 log = logging.getLogger(__name__)
@@ -134,22 +133,9 @@ class _LedgerShardProcess(LedgerShard):
         self.settings = settings
         self.config = LedgerSettings.of(settings)
         self._coordinators: dict[str, ActorRef] = {}
-        # the units whose first debit account is here are coordinated here
-        shards = shard_actors(settings)
-        self.remote = [RemoteShard(ref, max_batch=self.config.max_batch) for ref in shards]
-        names = shard_names(SHARD_PREFIX, len(shards))
-        if name in names:
-            self.connect(self.remote, shards.index, names.index(name))
         self.restarts = await recover(self, settings, name)
-        self.recovered = await self.coordinator.recover()
-        if self.recovered:
-            log.warning("%s: resolving %d unfinished transactions", name, self.recovered)
         self._expirer = every(self.clock, self.config.pending_sweep_s, self.expire_due)
         self._asker = every(self.clock, self.config.in_doubt_after_s, self.ask_coordinators)
-        self._sweeper = every(self.clock, self.config.in_doubt_after_s, self.coordinator.sweep)
-        self._tx_expirer = every(
-            self.clock, self.config.pending_sweep_s, self.coordinator.expire_due
-        )
         # the books only grow: keep them out of full collections (actors.runtime.heap)
         self._heap = every(self.clock, HEAP_STEP_S, process_freezer().step)
 
@@ -160,21 +146,13 @@ class _LedgerShardProcess(LedgerShard):
         for txid, coordinator in doubtful:
             by_coordinator.setdefault(coordinator, []).append(txid)
         for coordinator, txids in by_coordinator.items():
-            if coordinator == self.name:  # a unit coordinated here
-                outcomes = await self.resolve(txids)
-            else:
-                ref = self._coordinators.get(coordinator)
-                if ref is None:  # by name: the one that prepared it, even if since renumbered
-                    kind = (
-                        LedgerShardActor
-                        if coordinator.startswith(SHARD_PREFIX)
-                        else (TxCoordinatorActor)
-                    )
-                    ref = self._coordinators[coordinator] = ActorRef(
-                        kind, coordinator, self.settings, coordinator,
-                        namespace=self.settings.namespace,
-                    )  # fmt: skip
-                outcomes = await ref.call("resolve", txids)
+            ref = self._coordinators.get(coordinator)
+            if ref is None:  # by name: the one that prepared it, even if since renumbered
+                ref = self._coordinators[coordinator] = ActorRef(
+                    TxCoordinatorActor, coordinator, self.settings, coordinator,
+                    namespace=self.settings.namespace,
+                )  # fmt: skip
+            outcomes = await ref.call("resolve", txids)
             commits = [t for t, outcome in zip(txids, outcomes, strict=True) if outcome == "commit"]
             aborts = [t for t, outcome in zip(txids, outcomes, strict=True) if outcome == "abort"]
             if commits:
@@ -196,15 +174,12 @@ class _LedgerShardProcess(LedgerShard):
             "restarts": self.restarts,
             "journal_commits": self.journal.commits,
             "journal_records": self.journal.records,
-            "recovered": self.recovered,
-            "committed": self.coordinator.committed,
             **(await self.totals()),
         }
 
     async def diagnostics(self) -> dict[str, Any]:
         """Sizes of every map this shard keeps, its GC and its store files (benchmarks)."""
         books = self.books
-        coordinator = self.coordinator
         return {
             **_process_diagnostics(self),
             "accounts": len(books.accounts),
@@ -213,17 +188,6 @@ class _LedgerShardProcess(LedgerShard):
             "expiries": len(books.expiries),
             "prepared": len(self.prepared),
             "resolved": len(self.resolved),
-            # the units coordinated here
-            "entries": len(coordinator.entries),
-            "live": sum(e.state not in FINAL for e in coordinator.entries.values()),
-            "finished": len(coordinator._finished),
-            "drivers": len(coordinator._drivers),
-            "expiring": len(coordinator.expiring),
-            "phase_ms": {
-                k: round(1000 * v / max(1, coordinator.committed), 2)
-                for k, v in coordinator.phase_s.items()
-            },
-            "committed": coordinator.committed,
         }
 
 

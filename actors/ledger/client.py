@@ -2,9 +2,9 @@
 
 It routes by rendezvous hashing of account ids: a unit (a transfer, or a
 linked chain) whose accounts all live on one shard goes straight to that
-shard; one spanning shards goes to the shard of its first transfer's debit
-account, which coordinates its two-phase commit. Concurrent units for one
-shard are coalesced into one batched call (``actors.runtime.batching``).
+shard; one spanning shards goes to the coordinator its first transfer id
+hashes to, which runs two-phase commit. Concurrent units for one shard (or one
+coordinator) are coalesced into one batched call (``actors.runtime.batching``).
 
 A post or void names only its pending transfer: the client looks that up
 first (on every shard, in parallel) and fills in its accounts, ledger and
@@ -44,7 +44,7 @@ from actors.runtime.batching import Coalescer
 from actors.runtime.errors import BatchTooLarge, InvalidInput, RealmError, Unavailable
 from actors.runtime.settings import Settings
 
-#: Batched calls in flight to one shard coordinating cross-shard units: a batch takes several
+#: Batched calls in flight to one coordinator: a cross-shard batch takes several
 #: store writes, so waiting for the one in flight would double the latency.
 RUNS_IN_FLIGHT = 1
 #: States that end a pending transfer (a shard that has committed its side of
@@ -81,7 +81,7 @@ class LedgerClient:
         ]
         self._run = [
             Coalescer(partial(ref.call, "run"), max_batch=batch, max_in_flight=RUNS_IN_FLIGHT)
-            for ref in self.shards
+            for ref in self.coordinators
         ]
 
     async def start(self) -> None:
@@ -220,8 +220,8 @@ class LedgerClient:
         try:
             if len(shards) == 1:
                 results = await self._submit[shards.pop()].submit([unit])
-            else:  # coordinated by the shard of its first debit account
-                coordinator = self.shard_of(unit[0].debit_account_id)
+            else:
+                coordinator = self.coordinators.index(unit[0].id)
                 results = await self._run[coordinator].submit([unit])
         except Exception as error:
             return ("error", 0, _failed(error))

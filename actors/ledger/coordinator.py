@@ -1,12 +1,8 @@
-"""Ledger (service 8): two-phase commit across shards.
+"""Ledger (service 8): two-phase commit across shards, run by ``TxCoordinator``s.
 
 A unit of transfers (one transfer, or a linked chain) whose accounts live on
-more than one shard goes to the shard of its first transfer's debit account,
-which coordinates it (``ParticipantCoordinator``, below: the driver of
-``TxCoordinator`` with that shard's journal as its decision log and its own
-legs handled in process). ``TxCoordinator`` actors remain for what is not one
-shard's: counting an owner's accounts, and finishing decisions logged by them.
-A coordinator keeps a durable decision log (its journal) and runs:
+more than one shard goes to the coordinator its first transfer id hashes to.
+The coordinator keeps a durable decision log (its journal) and runs:
 
 1. note the unit in memory under a fresh transaction id ``<unit>#<nonce>``;
 2. ``prepare`` every involved shard in parallel (each reserves its legs durably);
@@ -641,72 +637,6 @@ class TxCoordinator(Durable):
         )
 
 
-class Host(Protocol):
-    """The shard a ``ParticipantCoordinator`` lives in: its journal takes the
-    coordinator's records (as ``tx_<op>``) beside the shard's own."""
-
-    name: str
-
-    def record(self, op: str, *, key: str | None = None, **args: Any) -> Any: ...
-    async def execute(self, op: str, *, key: str | None = None, **args: Any) -> Any: ...
-
-
-class ParticipantCoordinator(TxCoordinator):
-    """2PC run by one of the unit's own shards (the one holding its first debit
-    account), in that shard's actor and journal.
-
-    The same driver as ``TxCoordinator``, with the host shard as one of its
-    ports (``shards[local]``), so its own legs cost no actor call: their
-    prepare is a record the shard journals without waiting for it (the remote
-    prepare runs meanwhile), and the commit decision is one record of the
-    shard's (``LedgerShard.apply_tx_decide``) that also commits the host's
-    legs, so the decision and those legs are durable together and never apart.
-    The remote shards are told to commit as before, and a shard in doubt asks
-    the host shard (``resolve``). Presumed abort as before: a prepare of the
-    host's without a decision after a restart is aborted here, and a remote
-    shard asking about it hears "abort". Decisions are kept until every shard
-    acknowledged them, in the host's journal and snapshots."""
-
-    def __init__(
-        self,
-        host: Host,
-        shards: Sequence[ShardPort],
-        route: Callable[[str], int],
-        local: int,
-        *,
-        clock: Clock | None = None,
-        finished_kept: int = FINISHED_KEPT,
-    ) -> None:
-        super().__init__(host.name, shards, route, clock=clock, finished_kept=finished_kept)
-        self.host = host
-        self.local = local
-
-    def connect(self, shards: Sequence[ShardPort], route: Callable[[str], int], local: int) -> None:
-        """The deployment's shards (``shards[local]`` is the host) and its routing."""
-        self.shards, self.route, self.local = list(shards), route, local
-
-    def record(self, op: str, *, key: str | None = None, **args: Any) -> Any:
-        return self.host.record(f"tx_{op}", key=key, **args)
-
-    async def execute(self, op: str, *, key: str | None = None, **args: Any) -> Any:
-        return await self.host.execute(f"tx_{op}", key=key, **args)
-
-    async def recover(self) -> int:
-        """After the host restarted: abort the host's own prepares that no logged
-        decision covers (presumed abort; the remote shards holding the other legs
-        ask and hear "abort"), and drive every logged, unfinished commit on.
-        Calls no other shard here (they may be restarting and recovering too)."""
-        for entry in self.entries.values():
-            entry.durable = entry.state in (TxState.COMMITTING, TxState.COMMITTED)
-        committed = {e.txid for e in self.entries.values() if e.durable}
-        own = self.shards[self.local]
-        doubtful = await own.in_doubt(0.0)
-        strays = [t for t, c in doubtful if c == self.name and t not in committed]
-        if strays:
-            await own.abort(strays)
-        return len(strays) + self.sweep()
-
-
 #: Batched calls in flight to one shard per phase, from one coordinator.
 SHARD_CALLS_IN_FLIGHT = 2
 
@@ -755,8 +685,6 @@ __all__ = [
     "CoordinatorState",
     "Decision",
     "Entry",
-    "Host",
-    "ParticipantCoordinator",
     "RemoteShard",
     "ShardPort",
     "TxCoordinator",

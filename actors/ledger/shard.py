@@ -10,10 +10,8 @@ Two ways in for transfers:
 
 - ``submit``: units whose accounts all live here (a transfer, or a linked
   chain applied all or nothing) are applied at once, atomically.
-- two-phase commit for units that span shards, driven by the shard of the
-  unit's first debit account (``run``, ``ParticipantCoordinator``: its
-  decisions are records of its journal, ``tx_*``, and its snapshot keeps the
-  unfinished ones). ``prepare`` checks this shard's legs and reserves them (the amount goes into
+- two-phase commit, driven by a ``TxCoordinator`` for units that span shards:
+  ``prepare`` checks this shard's legs and reserves them (the amount goes into
   the pending balance of the debit or credit account, so the balance rules
   count it; a post or void locks its pending transfer), ``commit`` posts what
   was reserved, ``abort`` releases it. Each is idempotent by transaction id,
@@ -41,22 +39,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from actors.ledger.books import Books, BooksState
-from actors.ledger.coordinator import CoordinatorState, ParticipantCoordinator, ShardPort
 from actors.ledger.errors import TransactionAborted
-from actors.ledger.model import AccountSpec, AnswerRecord, Leg, TransferSpec, UnitResult
-from actors.runtime.batching import Coalescer
+from actors.ledger.model import AccountSpec, Leg, TransferSpec, UnitResult
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.journal import Durable
 
 log = logging.getLogger(__name__)
 
-#: Prepares of this shard's own legs journaled in one record at most.
-PREPARES_PER_RECORD = 1_000
 #: Resolved transaction ids remembered (to answer repeats and refuse late prepares).
 RESOLVED_KEPT = 200_000
 #: How a transaction ended here: ("committed", ids of the transfers it made)
@@ -80,52 +73,6 @@ class ShardState:
     books: BooksState
     prepared: dict[str, Prepared]
     resolved: OrderedDict[str, Resolution]
-    #: The decisions of the units this shard coordinates, not yet acknowledged.
-    coordinator: CoordinatorState | None = None
-
-
-def _no_route(account_id: str) -> int:
-    raise RuntimeError("this shard is not connected to the others: it coordinates nothing")
-
-
-class LocalLegs:
-    """The shard as the coordinator it runs sees it (``ShardPort``): its own legs
-    cost no call. A prepare is journaled without waiting for the store (the
-    commit decision, a later record, waits for both); the prepares of one
-    event-loop turn (the units of one batch) are one record. The commit was
-    applied by the decision record itself, so a commit only reads its answers."""
-
-    def __init__(self, shard: LedgerShard) -> None:
-        self.shard = shard
-        self._prepare: Coalescer[tuple[str, str, list[Leg]], Any] = Coalescer(
-            self._record_prepare, max_batch=PREPARES_PER_RECORD, max_in_flight=1_000,
-            per_turn=True,
-        )  # fmt: skip
-
-    async def _record_prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
-        answers, _ = self.shard.record("prepare", items=items, at=self.shard.clock.time())
-        result: list[Any] = answers
-        return result
-
-    async def prepare(self, items: list[tuple[str, str, list[Leg]]]) -> list[Any]:
-        return await self._prepare.submit(items)
-
-    async def commit(self, txids: list[str]) -> list[Any]:
-        if any(txid in self.shard.prepared for txid in txids):  # not decided here: commit
-            return await self.shard.commit(txids)
-        return [self.shard.committed_answers(txid) for txid in txids]
-
-    async def abort(self, txids: list[str]) -> list[Any]:
-        return await self.shard.abort(txids)
-
-    async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
-        return await self.shard.in_doubt(older_than_s)
-
-    async def census(self, owner: str, ids: list[str]) -> tuple[int, int]:
-        return await self.shard.census(owner, ids)
-
-    async def create_accounts(self, specs: list[AccountSpec]) -> list[Any]:
-        return await self.shard.create_accounts(specs)
 
 
 class LedgerShard(Durable):
@@ -139,34 +86,18 @@ class LedgerShard(Durable):
         self.prepared: dict[str, Prepared] = {}
         #: txid -> how it ended, oldest first
         self.resolved: OrderedDict[str, Resolution] = OrderedDict()
-        #: txid -> the answers of this shard's legs, from its decision record until
-        #: its commit phase reads them (in memory: a restart reads the books instead)
-        self._decided: dict[str, dict[str, Any]] = {}
-        #: 2PC of the cross-shard units whose first debit account is here
-        #: (``connect`` gives it the other shards; its records are this shard's)
-        self.coordinator = ParticipantCoordinator(self, [], _no_route, 0, clock=self.clock)
-
-    def connect(self, shards: Sequence[ShardPort], route: Callable[[str], int], index: int) -> None:
-        """Coordinate units over ``shards`` (this one is ``shards[index]``, whatever
-        is there), routed by ``route``; before ``open``, so a replay routes too."""
-        ports = list(shards)
-        ports[index] = LocalLegs(self)
-        self.coordinator.connect(ports, route, index)
 
     # --- state ---------------------------------------------------------------
 
     def snapshot_state(self) -> ShardState:
-        coordinator = self.coordinator.snapshot_state()
-        return ShardState(self.books.state(), self.prepared, self.resolved, coordinator)
+        return ShardState(self.books.state(), self.prepared, self.resolved)
 
     def state_size(self) -> int:
-        return self.books.size() + self.coordinator.state_size()
+        return self.books.size()
 
     def restore_state(self, state: ShardState) -> None:
         self.books = Books.restore(state.books)
         self.prepared, self.resolved = state.prepared, state.resolved
-        if state.coordinator is not None:
-            self.coordinator.restore_state(state.coordinator)
 
     # --- accounts --------------------------------------------------------------
 
@@ -329,57 +260,6 @@ class LedgerShard(Durable):
         results: list[str] = await self.execute("abort", txids=txids)
         return results
 
-    def committed_answers(self, txid: str) -> Any:
-        """The answers of a transaction committed here, read (no record): what a
-        commit of it answers again."""
-        decided = self._decided.pop(txid, None)
-        if decided is not None:
-            return decided
-        if txid in self.resolved:
-            outcome, transfer_ids = self.resolved[txid]
-            if outcome != "committed":
-                return TransactionAborted(txid=txid)
-            transfers = self.books.transfers
-            return {t: self.books.answer_of(transfers[t]) for t in transfer_ids}
-        answers = self.books.committed_by(txid)
-        if answers:
-            return answers
-        log.error("%s: commit of unknown transaction %s", self.name, txid)
-        return TransactionAborted("unknown transaction", txid=txid)
-
-    # --- two-phase commit of the units coordinated here ---------------------------
-
-    def apply_tx_decide(
-        self, uid: str, txid: str, unit: list[TransferSpec], at: float
-    ) -> dict[str, Any]:
-        """The commit decision of a unit coordinated here, and this shard's legs of
-        it committed: one record, so neither is ever durable without the other."""
-        self.coordinator.apply_decide(uid, txid, unit, at)
-        prepared = self.prepared.pop(txid, None)
-        if prepared is None:  # the unit has no leg here (an expiry of a chain's transfer)
-            return {}
-        answers = self.books.commit_legs(txid, prepared.legs, at)
-        self._resolve(txid, ("committed", tuple(answers)))
-        self._decided[txid] = answers
-        return answers
-
-    def apply_tx_finish(self, uid: str, txid: str, result: list[AnswerRecord], at: float) -> None:
-        self._decided.pop(txid, None)
-        self.coordinator.apply_finish(uid, txid, result, at)
-
-    def apply_tx_expired(self, pending_id: str) -> None:
-        self.coordinator.apply_expired(pending_id)
-
-    async def run(self, units: list[list[TransferSpec]]) -> list[UnitResult]:
-        """Run units spanning shards through two-phase commit, coordinated here
-        (``ParticipantCoordinator``); per unit ``("ok", answers)`` or
-        ``("error", index, error)``."""
-        return await self.coordinator.run(units)
-
-    async def resolve(self, txids: list[str]) -> list[str]:
-        """How each transaction coordinated here ended, for a shard in doubt."""
-        return await self.coordinator.resolve(txids)
-
     async def in_doubt(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
         """``(txid, coordinator)`` of transactions prepared at least ``older_than_s`` ago."""
         cutoff = int((self.clock.time() - older_than_s) * 1e9)
@@ -402,4 +282,4 @@ class LedgerShard(Durable):
         )
 
 
-__all__ = ["LedgerShard", "LocalLegs", "Prepared", "ShardState"]
+__all__ = ["LedgerShard", "Prepared", "ShardState"]

@@ -10,6 +10,14 @@ Variants, all from this driver's event loop:
   realm_check     a token checked through ``apps.signin.current_user``
                   (the dependency every service uses), on a Starlette request
 
+CPU per operation (``cpu_ms_per_op`` of each variant, a local run only): the
+CPU time, over the variant's run, of this process (the client, and argon2 in
+its threads), of the auth actors (the user store and the session shards), and
+of Ray's other processes of this run, divided by the operations done; less
+distorted by a shared machine's load than throughput. ``realm_login`` also
+reports the actor calls a login made (``actor_calls_per_login``): steps of
+concurrent logins share calls.
+
 Goals (from the issue): logins >= 15 per core; token checks >= 5,000/s.
 """
 
@@ -37,12 +45,41 @@ REDIS_KEY = "bench:auth:session"
 LOGIN_ACCOUNTS = 32
 
 
+def _cpu_times() -> dict[str, float]:
+    """CPU seconds so far of this process, the auth actors, and Ray's other
+    processes of this run (this process's descendants)."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    spent = {"client": times.user + times.system, "auth_actors": 0.0, "ray_other": 0.0}
+    for process in me.children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        actor = "UserStore" in command or "SessionStore" in command
+        spent["auth_actors" if actor else "ray_other"] += times.user + times.system
+    return spent
+
+
 def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--login-concurrency", type=int, default=4)
 
 
-async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
+def _login_calls(client: Any) -> int | None:
+    """Actor calls made so far by the client's logins (coalesced steps and
+    session creates); None for a client that does not count them."""
+    if not hasattr(client, "_login_steps"):
+        return None
+    return sum(c.calls for c in [client._login_steps, *client._creates])
+
+
+async def measure(
+    args: argparse.Namespace, cpu: dict[str, dict[str, float]], calls: dict[str, float]
+) -> dict[str, harness.Sampler]:
     import redis.asyncio as aioredis
     from starlette.requests import Request
 
@@ -106,7 +143,15 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
                 op=lambda: current_principal(Request(scope)), concurrency=args.concurrency
             ),
         }
-        samplers = await harness.run_variants(variants, duration_s=args.duration_s, warmup=5)
+        for name, kw in variants.items():
+            before, calls_before = _cpu_times(), _login_calls(client)
+            samplers |= await harness.run_variants({name: kw}, duration_s=args.duration_s, warmup=5)
+            after, calls_after = _cpu_times(), _login_calls(client)
+            ops = samplers[name].metrics()["ops"] + 5  # the warmup spent CPU too
+            cpu[name] = {k: round((after[k] - before[k]) * 1000 / ops, 3) for k in after}
+            cpu[name]["total"] = round(sum(cpu[name].values()), 3)
+            if name == "realm_login" and calls_before is not None and calls_after is not None:
+                calls[name] = round((calls_after - calls_before) / ops, 2)
     finally:
         await client.close()
         await r.delete(REDIS_KEY)
@@ -133,16 +178,30 @@ def _argon2_settings() -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=5.0, concurrency=16, extra=_add_flags)
     cores = os.cpu_count() or 1
+    cpu: dict[str, dict[str, float]] = {}
+    calls: dict[str, float] = {}
     with harness.ray_session(namespace=NAMESPACE):
-        samplers = asyncio.run(measure(args))
-    metrics = {name: s.metrics() for name, s in samplers.items()}
+        samplers = asyncio.run(measure(args, cpu, calls))
+    metrics: dict[str, dict[str, Any]] = {name: s.metrics() for name, s in samplers.items()}
+    if harness.on_cluster():
+        cpu.clear()  # other nodes' processes were not measured
+    else:  # the processes measured are this machine's only
+        for name, spent in cpu.items():
+            metrics[name]["cpu_ms_per_op"] = spent
+            harness.progress(f"{name}: CPU ms per op {spent}")
+    if "realm_login" in calls:
+        metrics["realm_login"]["actor_calls_per_login"] = calls["realm_login"]
+        harness.progress(f"realm_login: {calls['realm_login']} actor calls per login")
     ops = {name: m["throughput_ops_s"] for name, m in metrics.items()}
     logins_per_core = ops["realm_login"] / cores
-    ratios = {
+    ratios: dict[str, float] = {
         "realm_login/argon2_verify": round(ops["realm_login"] / ops["argon2_verify"], 3),
         "realm_login per core": round(logins_per_core, 1),
         "realm_check/redis_session": round(ops["realm_check"] / ops["redis_session"], 2),
     }
+    if cpu:
+        verify_cpu, login_cpu = cpu["argon2_verify"]["total"], cpu["realm_login"]["total"]
+        ratios["argon2_verify CPU/realm_login CPU"] = round(verify_cpu / login_cpu, 3)
     goals = {
         "logins >= 15 per core": logins_per_core >= 15,
         "token checks >= 5,000/s": ops["realm_check"] >= 5_000,

@@ -77,6 +77,8 @@ USERNAME = re.compile(r"^[\w.@+-]+$")
 MAX_KEY_NAME_CHARS = 200
 #: Longest life an API key may be given (ten years); without one it never expires.
 MAX_KEY_TTL_S = 10 * 365 * 86400.0
+#: Most login steps (or sessions) one coalesced actor call carries.
+LOGIN_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,14 @@ class AuthClient(SessionVerifier):
             parallelism=self.config.argon2_parallelism,
         )
         self._background: set[asyncio.Task[None]] = set()
+        # Concurrent logins share actor calls: their steps on the user store go
+        # in one ``login_steps`` call, their sessions on a shard in one
+        # ``create_many`` (each waits only while another call is in flight).
+        self._login_steps = Coalescer(self._send_login_steps, max_batch=LOGIN_BATCH)
+        self._creates = [
+            Coalescer(partial(self._create_sessions, index), max_batch=LOGIN_BATCH)
+            for index in range(len(self.shards))
+        ]
         #: Checked against when the user does not exist, so both take as long.
         self._decoy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
@@ -364,6 +374,22 @@ class AuthClient(SessionVerifier):
 
     # --- accounts and login ---------------------------------------------
 
+    async def _send_login_steps(self, steps: list[tuple[str, ...]]) -> list[tuple[bool, Any]]:
+        answers: list[tuple[bool, Any]] = await self.users.call("login_steps", steps)
+        return answers
+
+    async def _login_step(self, *step: str) -> Any:
+        """One ``begin``/``finish`` step of a login on the user store, in a call
+        it may share with other logins' steps; raises what the step raised."""
+        [(ok, answer)] = await self._login_steps.submit([step])
+        if not ok:
+            raise answer
+        return answer
+
+    async def _create_sessions(self, index: int, sessions: list[Session]) -> list[dict[str, Any]]:
+        public: list[dict[str, Any]] = await self.shards[index].call("create_many", sessions)
+        return public
+
     async def register(self, username: str, password: str, *, address: str = "") -> dict[str, Any]:
         """A new account (never an admin). Limited per client ``address``."""
         await self.users.call("take", "register", address)
@@ -379,12 +405,12 @@ class AuthClient(SessionVerifier):
     ) -> dict[str, Any]:
         """A new session for good credentials. Unknown users and wrong passwords
         get the same answer after the same work; attempts are throttled."""
-        account = await self.users.call("begin_login", username, address)
+        account = await self._login_step("begin", username, address)
         password_hash = account["password_hash"] if account else self._decoy_hash
         if not await self._verify(password_hash, password) or account is None:
             raise InvalidCredentials()  # the attempt stays counted as a failure
         if account["disabled"]:
-            await self.users.call("finish_login", username, address, account["id"])
+            await self._login_step("finish", username, address, account["id"])
             raise Forbidden("this account is disabled")
         session_id, secret, token = new_token()
         now = self.clock.time()
@@ -401,13 +427,13 @@ class AuthClient(SessionVerifier):
             device=device[:200],
             address=address[:100],
         )
-        shard = self._shard(session_id)
-        public = await shard.call("create", session)
+        index = self.shards.index(session_id)
+        [public] = await self._creates[index].submit([session])
         # Checked again after the session exists: a disable, password change or
         # reset that ended the user's sessions meanwhile must end this one too.
-        state = await self.users.call("finish_login", username, address, account["id"])
+        state = await self._login_step("finish", username, address, account["id"])
         if state["disabled"] or state["password_changed_at"] != account["password_changed_at"]:
-            await shard.call("end", [session_id])
+            await self.shards[index].call("end", [session_id])
             raise Forbidden("the account changed during login; log in again")
         user = {key: account[key] for key in ("id", "username", "roles", "disabled", "created_at")}
         return {"token": token, "session": public, "user": user}

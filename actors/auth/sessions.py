@@ -14,6 +14,7 @@ shard has forgotten them, and their holders ask for new ones.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -154,6 +155,14 @@ class SessionStore(LeaseOwner, Durable):
     async def create(self, session: Session) -> dict[str, Any]:
         result: dict[str, Any] = await self.execute("create", session=session)
         return result
+
+    async def create_many(self, sessions: list[Session]) -> list[dict[str, Any]]:
+        """Several sessions at once (what clients coalesce concurrent logins'
+        sessions into): each journaled, their records committed together;
+        answers once every one of them is durable."""
+        recorded = [self.record("create", session=session) for session in sessions]
+        await asyncio.gather(*(committed for _, committed in recorded))
+        return [public for public, _ in recorded]
 
     async def lookup(
         self, refs: list[str], follower: str | None = None

@@ -27,7 +27,7 @@ from actors.auth.errors import InvalidResetToken, TooManyAttempts, UsernameTaken
 from actors.auth.model import Role, User, hash_secret, normalize_username
 from actors.auth.settings import AuthSettings
 from actors.runtime.clock import Clock, SystemClock
-from actors.runtime.errors import InvalidInput, NotFound, RateLimited
+from actors.runtime.errors import InvalidInput, NotFound, RateLimited, RealmError
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.supervision import Restart, recover, remote_actor
@@ -340,6 +340,25 @@ class UserStore(Durable):
         await self.login_succeeded(username, address)
         user = self._user(user_id)
         return {"disabled": user.disabled, "password_changed_at": user.password_changed_at}
+
+    async def login_steps(self, steps: list[tuple[str, ...]]) -> list[tuple[bool, Any]]:
+        """Several logins' steps in one call, taken in order: ``("begin", username,
+        address)`` is ``begin_login`` and ``("finish", username, address, user_id)``
+        is ``finish_login``. Each answers ``(True, its result)`` or ``(False, the
+        error it raised)``. Clients coalesce the steps of concurrent logins into
+        these calls, as an actor call costs the same CPU whatever it carries."""
+        answers: list[tuple[bool, Any]] = []
+        for step, *args in steps:
+            try:
+                if step == "begin":
+                    answers.append((True, await self.begin_login(*args)))
+                elif step == "finish":
+                    answers.append((True, await self.finish_login(*args)))
+                else:
+                    raise InvalidInput(f"no login step called {step!r}")
+            except RealmError as error:
+                answers.append((False, error))
+        return answers
 
     def _forget_old_failures(self, now: float) -> None:
         if len(self._failures) > 100_000:  # bounded memory under a spray of names

@@ -33,7 +33,7 @@ from actors.auth.model import (
 from actors.auth.sessions import SessionStore
 from actors.auth.users import ADDRESS_LOCKOUT_FACTOR, UserStore
 from actors.runtime.clock import FakeClock
-from actors.runtime.errors import RateLimited, Unauthorized
+from actors.runtime.errors import InvalidInput, RateLimited, Unauthorized
 from actors.runtime.settings import Settings
 from actors.runtime.store import SQLiteStore
 from tests.unit.conftest import cancel, settle
@@ -404,6 +404,24 @@ async def test_a_begun_login_counts_until_it_finishes(users: UserStore) -> None:
     assert await retry_after(users, "ada", "10.0.0.1") == 0.0
 
 
+async def test_login_steps_in_one_call_act_in_order_and_answer_each(users: UserStore) -> None:
+    await users.register("ada", "hash", key="r")
+    [(began, account), (refused, error), (unknown, nobody)] = await users.login_steps(
+        [("begin", "ada", "10.0.0.1"), ("begin", "ada", "10.0.0.2"), ("begin", "bob", "")]
+    )
+    # The second begin sees the first counted: each step saw the ones before it.
+    assert began and account is not None and account["username"] == "ada"
+    assert not refused and isinstance(error, TooManyAttempts)
+    assert unknown and nobody is None
+    [(finished, state), (_, again)] = await users.login_steps(
+        [("finish", "ada", "10.0.0.1", account["id"]), ("begin", "ada", "10.0.0.1")]
+    )
+    assert finished and state == {"disabled": False, "password_changed_at": 0.0}
+    assert again is not None and again["id"] == account["id"]  # the finish undid the count
+    [(ok, bad)] = await users.login_steps([("guess", "ada", "")])
+    assert not ok and isinstance(bad, InvalidInput)
+
+
 async def test_a_success_clears_the_usernames_failures_and_one_address_attempt(
     users: UserStore,
 ) -> None:
@@ -710,6 +728,22 @@ async def test_sweep_ends_expired_sessions(sessions: SessionStore, clock: FakeCl
     assert set(sessions.sessions) == {kept}
     assert sessions.by_user == {"u2": {kept}}
     assert await sessions.end([idle, capped]) == 0  # already ended
+
+
+async def test_sessions_created_together_are_each_journaled(
+    open_sessions: Callable[..., Awaitable[SessionStore]], clock: FakeClock
+) -> None:
+    sessions = await open_sessions()
+    records = [session_record(clock, user=user)[0] for user in ("u1", "u2", "u1")]
+    commits = sessions.journal.commits
+    public = await sessions.create_many(records)
+    assert [p["id"] for p in public] == [r.id for r in records]
+    assert all("secret_hash" not in p for p in public)
+    assert sessions.journal.committed == sessions.journal.assigned  # durable once answered
+    assert sessions.journal.commits - commits == 1  # one commit for the lot
+    again = await open_sessions()
+    assert set(again.sessions) == {r.id for r in records}
+    assert again.by_user == {"u1": {records[0].id, records[2].id}, "u2": {records[1].id}}
 
 
 @pytest.mark.parametrize("snapshot_every", [10_000, 2], ids=["replay", "snapshot+replay"])

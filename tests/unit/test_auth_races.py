@@ -100,3 +100,19 @@ async def test_old_failures_age_out(tmp_path):
     clock.advance(30 * 86400)
     wait = await users.login_failed("dan", "10.0.0.1")
     assert wait < 900, f"a single failure after a month of quiet locks the address for {wait}s"
+
+
+async def test_concurrent_logins_share_actor_calls_and_each_gets_its_session(tmp_path):
+    client = await local_client(tmp_path)
+    names = [f"user{i}" for i in range(4)]
+    for name in names:
+        await client.register(name, PASSWORD)
+    logins = await asyncio.gather(*(client.login(name, PASSWORD) for name in names))
+    # Steps of logins in flight together went in fewer calls than steps.
+    assert client._login_steps.calls < client._login_steps.requests == 2 * len(names)
+    assert client._creates[0].calls < client._creates[0].requests == len(names)
+    for name, login in zip(names, logins, strict=True):
+        assert (await client.authenticate(login["token"])).username == name
+    # Each attempt was undone by its finish step: every account may log in again at once.
+    again = await asyncio.gather(*(client.login(name, PASSWORD) for name in names))
+    assert len({login["session"]["id"] for login in [*logins, *again]}) == 2 * len(names)

@@ -37,9 +37,13 @@ from typing import Any
 from benchmarks import harness  # sets loopback-only Ray before ray is imported
 
 CLAIM = (
-    "Issue (auth): logins/s at the argon2id settings used >= 15 per core; token checks/s "
-    "through the dependency >= 5,000/s."
+    "Issue 14 (auth): logins/s >= 0.9 x argon2id verify/s alone at the same settings on the "
+    "same cores (the limit); token checks/s through the dependency >= 50,000/s."
 )
+#: Logins as a share of argon2id ``verify`` alone (issue 14 raised it from 15 per core).
+GOAL_LOGIN_RATIO = 0.9
+#: Token checks a second (issue 14 raised it from 5,000).
+GOAL_CHECKS_PER_S = 50_000
 NAMESPACE = "realm-bench-auth"
 REDIS_KEY = "bench:auth:session"
 LOGIN_ACCOUNTS = 32
@@ -203,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         verify_cpu, login_cpu = cpu["argon2_verify"]["total"], cpu["realm_login"]["total"]
         ratios["argon2_verify CPU/realm_login CPU"] = round(verify_cpu / login_cpu, 3)
     goals = {
-        "logins >= 15 per core": logins_per_core >= 15,
-        "token checks >= 5,000/s": ops["realm_check"] >= 5_000,
+        f"logins >= {GOAL_LOGIN_RATIO} x argon2 verify": ratios["realm_login/argon2_verify"]
+        >= GOAL_LOGIN_RATIO,
+        f"token checks >= {GOAL_CHECKS_PER_S:,}/s": ops["realm_check"] >= GOAL_CHECKS_PER_S,
     }
     for label, met in goals.items():
         harness.progress(f"goal {label}: {'met' if met else 'NOT MET'}")

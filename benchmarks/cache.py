@@ -42,8 +42,10 @@ from benchmarks import loadgen
 
 CLAIM = (
     "DESIGN (Benchmarks, cache): batched keys/s >= redis-py MGET; hot-key reads with the near "
-    "cache >= 10 x redis-py GET/s."
+    "cache >= 100 x redis-py GET/s (issue 14; it was 10 x)."
 )
+#: Hot-key reads with the near cache over redis-py GET (issue 14 raised it from 10).
+GOAL_NEAR = 100
 REDIS_PREFIX = "bench:cache_client:"
 REALM_PREFIX = "bench:"
 NAMESPACE = "realm-bench"
@@ -196,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         "realm_near_get/redis_get": round(ops["realm_near_get"] / ops["redis_get"], 2),
         "realm_get/redis_get": round(ops["realm_get"] / ops["redis_get"], 3),
     }
-    goals = {"realm_near_get/redis_get >= 10": ratios["realm_near_get/redis_get"] >= 10}
+    goals = {
+        f"realm_near_get/redis_get >= {GOAL_NEAR}": ratios["realm_near_get/redis_get"] >= GOAL_NEAR
+    }
     for n in (int(n) for n in args.batch_sizes.split(",")):
         label = f"realm_mget_{n}/redis_mget_{n} keys"
         ratios[label] = round(ops[f"realm_mget_{n}"] / ops[f"redis_mget_{n}"], 3)

@@ -38,8 +38,11 @@ from benchmarks import harness  # sets loopback-only Ray before ray is imported
 
 CLAIM = (
     "Issue 4 (scheduler): 1,000 one-shot timers due within 10 s fire with lateness "
-    "p99 <= 20 ms, no worse than APScheduler (AsyncIOScheduler) in the same run."
+    "p99 <= 5 ms (issue 14; it was 20 ms), no worse than APScheduler (AsyncIOScheduler) in "
+    "the same run."
 )
+#: Lateness p99 at the hand-off, in ms (issue 14 raised it from 20).
+GOAL_P99_MS = 5.0
 NAMESPACE = "realm-bench-scheduler"
 #: The owner of the benchmark's schedules and of the queue they fire into.
 OWNER = "bench"
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     goals = {
         "every timer fired once": realm["fired"] == expected,
-        "p99 <= 20 ms": realm["p99_ms"] <= 20.0,
+        f"p99 <= {GOAL_P99_MS:g} ms": realm["p99_ms"] <= GOAL_P99_MS,
         "p99 no worse than APScheduler": realm["p99_ms"] <= peer["p99_ms"],
     }
     for label, met in goals.items():

@@ -55,16 +55,16 @@ def _cpu_times() -> dict[str, float]:
     import psutil
 
     me = psutil.Process()
-    times = me.cpu_times()
-    spent = {"client": times.user + times.system, "auth_actors": 0.0, "ray_other": 0.0}
-    for process in me.children(recursive=True):
+    children = me.children(recursive=True)
+    seconds = harness.cpu_seconds([me, *children])
+    spent = {"client": seconds.get(me.pid, 0.0), "auth_actors": 0.0, "ray_other": 0.0}
+    for process in children:
         try:
             command = " ".join(process.cmdline())
-            times = process.cpu_times()
         except psutil.Error:  # ended meanwhile
             continue
         actor = "UserStore" in command or "SessionStore" in command
-        spent["auth_actors" if actor else "ray_other"] += times.user + times.system
+        spent["auth_actors" if actor else "ray_other"] += seconds.get(process.pid, 0.0)
     return spent
 
 

@@ -205,6 +205,20 @@ def parse_args(
     return args
 
 
+def cpu_seconds(processes: list[Any]) -> dict[int, float]:
+    """User + system CPU seconds of each of ``processes`` (``psutil.Process``)
+    still running, by pid: read before and after a measured stretch, the
+    difference is what that stretch cost each process."""
+    import psutil
+
+    seconds: dict[int, float] = {}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seconds[process.pid] = times.user + times.system
+    return seconds
+
+
 def niceness_now() -> dict[str, set[int]]:
     """The nice levels of the processes running now: this run's Ray workers
     (``ray::...`` processes under this driver, which started their raylet), each

@@ -418,16 +418,6 @@ def server_processes(server: Runner) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
-    """User + system CPU seconds of each process still running, by pid."""
-    seconds = {}
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            seconds[process.pid] = times.user + times.system
-    return seconds
-
-
 def _is_replica(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return any("ServeReplica:" in part for part in process.cmdline())
@@ -471,10 +461,10 @@ def measure(variant: str, args: argparse.Namespace, credentials: Credentials) ->
         duration = max(1, math.ceil(args.duration_s))
         harness.progress(f"{variant}: wrk {duration} s, {args.concurrency} connections")
         processes = server_processes(server)
-        cpu_before = cpu_seconds(processes)
+        cpu_before = harness.cpu_seconds(processes)
         metrics = run_wrk(url, token, duration_s=duration, connections=args.concurrency)
         metrics["cpu_us_per_request"] = cpu_per_request(
-            processes, cpu_before, cpu_seconds(processes), metrics["calls"]
+            processes, cpu_before, harness.cpu_seconds(processes), metrics["calls"]
         )
         preload_and_verify(port, variant, token)  # still answering right after the load
     finally:

@@ -110,7 +110,9 @@ async def test_concurrent_logins_share_actor_calls_and_each_gets_its_session(tmp
     logins = await asyncio.gather(*(client.login(name, PASSWORD) for name in names))
     # Steps of logins in flight together went in fewer calls than steps.
     assert client._login_steps.calls < client._login_steps.requests == 2 * len(names)
-    assert client._creates[0].calls < client._creates[0].requests == len(names)
+    # Their sessions are created after argon2, whose threads end at different
+    # moments: whether those creates overlap is timing, so only their count is checked.
+    assert client._creates[0].requests == len(names)
     for name, login in zip(names, logins, strict=True):
         assert (await client.authenticate(login["token"])).username == name
     # Each attempt was undone by its finish step: every account may log in again at once.

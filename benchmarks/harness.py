@@ -62,8 +62,12 @@ PEER_PROCESSES = (
 )
 #: ``ray::`` processes that are Ray's node agents, not workers (they keep the raylet's level).
 RAY_AGENTS = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent"})
-#: Nice levels seen while Ray ran (filled by :func:`ray_session`, read by :func:`write_result`).
+#: Nice levels seen while the run went on (filled by :func:`_sample_niceness` and
+#: :func:`ray_session`, read by :func:`write_result`).
 _SEEN_NICENESS: dict[str, set[int]] = {}
+_NICENESS_LOCK = threading.Lock()
+#: Seconds between two looks at every process's nice level while a script runs.
+NICENESS_SAMPLE_S = 3.0
 #: ``--address`` of this run: ``local`` starts a Ray of our own, anything else connects.
 LOCAL = "local"
 _ADDRESS = LOCAL
@@ -195,6 +199,7 @@ def parse_args(
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    _sample_niceness()
     if args.quick:
         args.duration_s = min(args.duration_s, QUICK_DURATION_S)
     global _ADDRESS, _RESULTS_TO
@@ -240,16 +245,32 @@ def niceness_now() -> dict[str, set[int]]:
     return seen
 
 
-def _remember_niceness() -> None:
-    for side, levels in niceness_now().items():
-        _SEEN_NICENESS.setdefault(side, set()).update(levels)
+def _remember_niceness(seen: dict[str, set[int]] | None = None) -> None:
+    seen = niceness_now() if seen is None else seen
+    with _NICENESS_LOCK:
+        for side, levels in seen.items():
+            _SEEN_NICENESS.setdefault(side, set()).update(levels)
+
+
+def _sample_niceness() -> None:
+    """Look at every process's nice level every :data:`NICENESS_SAMPLE_S` while the
+    script runs, so the Ray workers of a session that ends early, or of a
+    subprocess's own Ray (as http_overhead's servers start), are seen too."""
+
+    def sample() -> None:
+        while True:
+            _remember_niceness()
+            time.sleep(NICENESS_SAMPLE_S)
+
+    threading.Thread(target=sample, name="niceness-sampler", daemon=True).start()
 
 
 def observed_niceness() -> dict[str, Any]:
     """Every nice level seen on each side during the run (when Ray's session ended,
     and now), and whether Ray's workers ran at the peers' level."""
     _remember_niceness()
-    sides = {side: sorted(levels) for side, levels in sorted(_SEEN_NICENESS.items())}
+    with _NICENESS_LOCK:
+        sides = {side: sorted(levels) for side, levels in sorted(_SEEN_NICENESS.items())}
     peers = {level for side, levels in sides.items() if side != "ray_workers" for level in levels}
     workers = set(sides.get("ray_workers", ()))
     return {**sides, "equal": bool(workers) and workers <= peers | {PEER_NICENESS}}
@@ -408,7 +429,7 @@ class Placement:
                 if actor.node_id == node_id and actor.pid == pid:
                     actor.cpu_s += cpu_s
                     actor.nice = nice
-            _SEEN_NICENESS.setdefault("ray_workers", set()).add(nice)
+        _remember_niceness({"ray_workers": {nice}})
 
     def note_load_generator(self, node_id: str, pid: int) -> None:
         with self._lock:

@@ -45,10 +45,6 @@ from actors.runtime.shards import Shards
 
 #: Owners' keys a client remembers as stored (it forgets them all beyond that).
 STORED_KEYS_KEPT = 10_000
-#: The near cache's hit and miss counts, their labels checked once: a near-cache
-#: hit is a dict lookup, and counting it with labels cost several times that.
-NEAR_HITS = metrics.CACHE_LOOKUPS.bind(tier="near", result="hit")
-NEAR_MISSES = metrics.CACHE_LOOKUPS.bind(tier="near", result="miss")
 
 
 def encode(value: Any) -> bytes:
@@ -80,6 +76,18 @@ class CacheClient:
             NearCache(self.clock, max_entries=config.near_max_entries, owners=shards.refs)
             if near_cache
             else None
+        )
+        # A near-cache hit is a dict lookup; the cache counts its own hits and
+        # misses, and the lookups counter follows those totals (an increment
+        # under a lock on every hit cost more than the hit).
+        near = self.near
+        self._counted = (
+            []
+            if near is None
+            else [
+                metrics.CACHE_LOOKUPS.follow(lambda: near.hits, tier="near", result="hit"),
+                metrics.CACHE_LOOKUPS.follow(lambda: near.misses, tier="near", result="miss"),
+            ]
         )
         #: An ASCII key is within ``max_key_bytes`` if it has at most this many characters
         #: (others are encoded to be measured, and refused if they hold a lone surrogate).
@@ -157,9 +165,7 @@ class CacheClient:
         if self.near is not None:
             found: bytes | None = self.near.lookup(key)
             if found is not None:
-                NEAR_HITS.inc()
                 return found
-            NEAR_MISSES.inc()
         return (await self._fetch([key]))[0]
 
     async def get(self, key: str, default: Any = None, *, owner: str | None = None) -> Any:
@@ -177,8 +183,6 @@ class CacheClient:
             for i, key in enumerate(keys):
                 results[i] = self.near.lookup(key)
             missing = [i for i in missing if results[i] is None]
-            NEAR_HITS.inc(len(keys) - len(missing))
-            NEAR_MISSES.inc(len(missing))
         for i, value in zip(missing, await self._fetch([keys[i] for i in missing]), strict=True):
             results[i] = value
         return results
@@ -357,6 +361,8 @@ class CacheClient:
 
     async def close(self) -> None:
         """Stop following shards and let them forget this client's leases."""
+        for counted in self._counted:
+            counted.stop()
         if self.near is not None:
             await self.near.close()
 

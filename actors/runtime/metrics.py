@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class Counter(Metric):
         super().__init__(name, description, labels)
         self.values: dict[tuple[str, ...], float] = {}
         self._pending: dict[tuple[str, ...], float] = {}
+        self._followed: list[FollowedTotal] = []
 
     def _make(self) -> Any:
         from ray.util import metrics
@@ -163,6 +165,21 @@ class Counter(Metric):
         """This counter at these labels, checked once: for a hot path."""
         return CounterSeries(self, self._key(labels))
 
+    def follow(self, total: Callable[[], float], **labels: Any) -> FollowedTotal:
+        """Count, at these labels, the growth of a running total kept elsewhere
+        (a near cache's hits): read at each flush and each :meth:`value`, so
+        the hottest paths add to their own integer and nothing more. Until
+        ``.stop()``, which counts what grew up to then."""
+        followed = FollowedTotal(self, self._key(labels), total)
+        with self._lock:
+            self._followed.append(followed)
+        return followed
+
+    def _collect(self) -> None:
+        """Add what each followed total grew by since it was last read."""
+        for followed in list(self._followed):
+            followed.collect()
+
     def _add(self, key: tuple[str, ...], value: float) -> None:
         if value == 0:
             return
@@ -174,12 +191,14 @@ class Counter(Metric):
 
     def value(self, **labels: Any) -> float:
         """The total so far in this process for these labels."""
+        self._collect()
         return self.values.get(self._key(labels), 0.0)
 
     def series(self) -> int:
         return len(self.values)
 
     def flush(self) -> None:
+        self._collect()
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
@@ -201,6 +220,37 @@ class CounterSeries:
         if value < 0:
             raise ValueError(f"{self.counter.name} only goes up, not by {value}")
         self.counter._add(self.key, value)
+
+
+class FollowedTotal:
+    """A running total kept outside a counter, added to it as it grows
+    (``Counter.follow``)."""
+
+    def __init__(self, counter: Counter, key: tuple[str, ...], total: Callable[[], float]) -> None:
+        self.counter = counter
+        self.key = key
+        self.total = total
+        self._lock = threading.Lock()
+        self._counted = total()
+        self._stopped = False
+
+    def collect(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            now = self.total()
+            grown, self._counted = now - self._counted, now
+        if grown > 0:
+            self.counter._add(self.key, grown)
+
+    def stop(self) -> None:
+        """Count the last growth and follow no more."""
+        self.collect()
+        with self._lock:
+            self._stopped = True
+        with self.counter._lock:
+            if self in self.counter._followed:
+                self.counter._followed.remove(self)
 
 
 class Gauge(Metric):

@@ -11,6 +11,7 @@ import ray
 
 from actors.cache.client import CacheClient
 from actors.cache.errors import LoaderFailed
+from actors.runtime import metrics
 from actors.runtime.settings import Settings
 from tests.conftest import until
 
@@ -49,6 +50,7 @@ async def test_keys_spread_over_shards_and_batches_split(clients):
 async def test_no_near_cache_reader_sees_a_stale_value_after_a_write(clients):
     # Given a reader whose near cache holds the key, and a writer elsewhere
     reader, writer = clients(near_cache=True), clients()
+    counted = metrics.CACHE_LOOKUPS.value(tier="near", result="hit")
     await writer.set("hot", 0)
     assert await reader.get("hot") == 0
     for version in range(1, 40):
@@ -59,6 +61,9 @@ async def test_no_near_cache_reader_sees_a_stale_value_after_a_write(clients):
         assert await reader.get("hot") == version  # and keeps serving it locally
     stats = await reader.stats()
     assert stats["near"]["hits"] >= 39  # hot reads were served from the near cache
+    # and the lookups metric counts every one of them
+    hits = metrics.CACHE_LOOKUPS.value(tier="near", result="hit") - counted
+    assert hits == stats["near"]["hits"]
     assert stats["total"]["invalidations"] >= 39
 
 

@@ -204,6 +204,30 @@ def test_a_bound_series_is_checked_once_and_records_as_the_keyword_calls_do(
     assert fake_ray(counter).calls == [("inc", 3.0, {"service": "cache", "route": "/x"})]
 
 
+def test_a_followed_total_is_counted_by_its_growth_at_each_read_and_flush_until_stopped(
+    forget_defined, fake_ray
+):
+    counter = metrics.Counter(unique("c") + "_total", "test", ("result",))
+    hits = [5]  # a total kept elsewhere, already at 5 when followed
+    followed = counter.follow(lambda: hits[0], result="hit")
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.follow(lambda: 0, kind="hit")
+    assert counter.value(result="hit") == 0  # what came before is not counted
+    hits[0] += 3
+    assert counter.value(result="hit") == 3
+    hits[0] += 4
+    counter.flush()
+    assert fake_ray(counter).calls == [("inc", 7.0, {"result": "hit"})]
+    counter.flush()  # no growth: nothing sent
+    assert len(fake_ray(counter).calls) == 1
+    hits[0] += 2
+    followed.stop()  # counts the last growth
+    hits[0] += 100
+    assert counter.value(result="hit") == 9
+    followed.stop()  # a second stop changes nothing
+    assert counter.value(result="hit") == 9
+
+
 def test_once_the_flusher_runs_recording_asks_ray_nothing_and_a_forked_child_asks_again(
     forget_defined, monkeypatch
 ):

@@ -43,7 +43,10 @@ writes ``results/ledger_rounds.json``: per round both rates, and what might
 make Realm's fall: the size of every map each shard and coordinator keeps,
 their garbage collections (count and pauses per generation), resident
 memory, journal and snapshot positions, SQLite file and WAL sizes, and the
-object store's use and spilling. Goal: the last round >= 0.9 x the first.
+object store's use and spilling; and per round, the CPU time the same fixed
+piece of pure-Python work takes (``harness.machine_speed``: the machine's own
+drift) and the CPU Realm's actors spent per transfer. Goal: the last round >=
+0.9 x the first.
 """
 
 from __future__ import annotations
@@ -344,11 +347,13 @@ async def measure_rounds(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.rounds):
             harness.progress(f"round {round_ + 1} of {args.rounds}")
             load = os.getloadavg()
+            speed = harness.machine_speed()
             slices = await harness.run_variants(variants, duration_s=args.duration_s, warmup=1)
             rounds.append(
                 {
                     "round": round_ + 1,
                     "loadavg": load,
+                    "machine_speed": speed,
                     **{name: part.metrics() for name, part in slices.items()},
                     "actors": await actor_state(client),
                     "object_store": object_store_state(),
@@ -367,8 +372,22 @@ def main_rounds(args: argparse.Namespace) -> None:
     realm = [r[variant]["throughput_ops_s"] for r in rounds]
     pg = [r[peer]["throughput_ops_s"] for r in rounds]
     last_over_first = round(realm[-1] / realm[0], 3) if realm[0] else 0.0
+    # What the machine did meanwhile: the same fixed work's CPU time per round,
+    # and what Realm's actors spent per transfer (a cost that grows with what
+    # they hold would show here, whatever the machine did).
+    probe = [r["machine_speed"]["cpu_us_per_round"] for r in rounds]
+    states = [found["before"], *(r["actors"] for r in rounds)]
+    actor_cpu_us = [
+        round(sum(after[n]["cpu_s"] - before[n]["cpu_s"] for n in after)
+              / max(r[variant]["ops"], 1) * 1e6)
+        for before, after, r in zip(states, states[1:], rounds, strict=False)
+    ]  # fmt: skip
+    half = len(rounds) // 2
+    halves = round(sum(realm[half:]) / sum(realm[:half]) * half / (len(rounds) - half), 3)
     harness.progress(f"{variant} per round: {realm}")
     harness.progress(f"{peer} per round: {pg}")
+    harness.progress(f"fixed work, CPU µs per round of it: {probe}")
+    harness.progress(f"Realm's actors, CPU µs per transfer: {actor_cpu_us}")
     goal = last_over_first >= 0.9
     harness.progress(f"goal last round >= 0.9 x first ({last_over_first}): "
                      f"{'met' if goal else 'NOT MET'}")  # fmt: skip
@@ -392,9 +411,16 @@ def main_rounds(args: argparse.Namespace) -> None:
             },
             "variants": pooled,
             "per_round_ops_s": {variant: realm, peer: pg},
+            "per_round_machine_cpu_us": probe,
+            "per_round_realm_actor_cpu_us_per_transfer": actor_cpu_us,
             "ratios": {
                 f"{variant} last/first round": last_over_first,
                 f"{peer} last/first round": round(pg[-1] / pg[0], 3) if pg[0] else 0.0,
+                f"{variant} second half/first half": halves,
+                "machine's fixed work, CPU time last/first round": round(probe[-1] / probe[0], 3),
+                "realm actors' CPU per transfer last/first round": round(
+                    actor_cpu_us[-1] / actor_cpu_us[0], 3
+                ),
             },
             "goals": {f"{variant} last round >= 0.9 x first": goal},
             "actors_before": found["before"],

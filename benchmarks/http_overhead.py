@@ -11,7 +11,10 @@ Variants, each a server in its own subprocess on its own loopback port, loaded b
 
 The proxy is chosen by ``RAY_SERVE_ENABLE_HA_PROXY``, which Serve reads when Ray starts,
 so each Realm variant runs in a fresh process with its own Ray session: this script
-re-invokes itself with ``--serve <variant> --port <port>`` (the server runner).
+re-invokes itself with ``--serve <variant> --port <port>`` (the server runner). So it
+measures this machine's HTTP path even with ``--address`` (or ``RAY_ADDRESS``): a
+cluster's proxy was chosen when the cluster started, and one cluster cannot be both
+variants. The runners always start a local Ray of their own.
 Before loading, the key is written with PUT and read back (200 and the right value).
 
 Both sides authenticate every request with ``Authorization: Bearer <credential>``:
@@ -267,7 +270,9 @@ def _serve_realm(variant: str, port: int, private: str, args: argparse.Namespace
 def start_server(variant: str, port: int, extra: list[str]) -> Runner:
     """One variant's server (this module with ``--serve``), in its own process group so
     all of it (Ray's processes, HAProxy) can be stopped."""
-    return Runner([*RUNNER, "--serve", variant, "--port", str(port), *extra], ready=READY)
+    # A local Ray of the runner's own, whatever --address or RAY_ADDRESS say (see above).
+    command = [*RUNNER, "--serve", variant, "--port", str(port), "--address", harness.LOCAL]
+    return Runner([*command, *extra], ready=READY)
 
 
 class Credentials:
@@ -532,6 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         "tool": "wrk -t1 --latency -H 'Authorization: Bearer ...'",
         "auth": AUTH,
         "realm_services": REALM_SERVICES.split(","),
+        "servers_ray": "a local Ray per variant's server, also with --address",
         "realm_http_near_cache": True,
         "load_avg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }

@@ -39,6 +39,10 @@ class ChatState:
     direct_claims: dict[str, list[str]] = field(default_factory=dict)
 
 
+#: ``state_size`` counts again after this fraction of its last count in records.
+SIZE_RECOUNT_FRACTION = 1 / 16
+
+
 def _replay_limits(limits: Limits) -> Limits:
     """``limits`` with no cap on members and pending entries (history limits kept)."""
     return dataclasses.replace(limits, max_members=1 << 62, max_pending=1 << 62)
@@ -59,6 +63,9 @@ class RoomBook(Durable):
         self.visible: dict[str, int] = {}  #: room -> last seq published (committed)
         self._emitted: list[tuple[str, Event]] = []  #: (room, event) of the apply under way
         self._replaying = False
+        self._size = 0  #: the last count of ``state_size``
+        self._size_asks = 0  #: times it was asked since
+        self._size_recount_after = 1  #: asks before it is counted again
 
     @property
     def rooms(self) -> dict[str, Room]:
@@ -83,6 +90,7 @@ class RoomBook(Durable):
 
     def restore_state(self, state: ChatState) -> None:
         self.state = state
+        self._size_recount_after = 1  # counted at the next ask
         self.memberships, self.invited, self.owned = {}, {}, {}
         for room in state.rooms.values():
             for user in room.members:
@@ -91,7 +99,18 @@ class RoomBook(Durable):
                 self._touch(room, user)
 
     def state_size(self) -> int:
-        return sum(len(r.events) + len(r.members) + 1 for r in self.rooms.values())
+        """Items a snapshot encodes (events, members, rooms), counted again only once
+        per ``1 / SIZE_RECOUNT_FRACTION`` of the last count in records: the journal asks
+        on every record, and a count walks every room, which would make each message
+        cost O(rooms of the shard). The count is at least the number of rooms, so the
+        recount costs O(1) per record, and the answer lags by a bounded fraction (a
+        snapshot comes that much early or late; it only paces them)."""
+        self._size_asks += 1
+        if self._size_asks >= self._size_recount_after:
+            self._size = sum(len(r.events) + len(r.members) + 1 for r in self.rooms.values())
+            self._size_asks = 0
+            self._size_recount_after = max(1, int(self._size * SIZE_RECOUNT_FRACTION))
+        return self._size
 
     def _touch(self, room: Room, user: str) -> None:
         """Bring the indexes of ``user`` in ``room`` up to date."""
@@ -371,4 +390,4 @@ class RoomBook(Durable):
         return room
 
 
-__all__ = ["ChatState", "RoomBook"]
+__all__ = ["SIZE_RECOUNT_FRACTION", "ChatState", "RoomBook"]

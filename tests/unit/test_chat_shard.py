@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from actors.chat.book import SIZE_RECOUNT_FRACTION
 from actors.chat.errors import (
     Banned,
     MessageNotFound,
@@ -503,6 +504,37 @@ async def test_the_journal_and_snapshots_bring_every_room_back(open_shard: OpenS
     assert repeat == {**repeat, "seq": sent[3], "duplicate": True}
     with pytest.raises(RoomNotFound):  # banned from a private room: it is out of sight
         await again.join(R1, "carol", "Carol")
+
+
+class CountedRooms(dict[str, Any]):
+    """A shard's rooms that count how often all of them are walked."""
+
+    walks = 0
+
+    def values(self) -> Any:
+        self.walks += 1
+        return super().values()
+
+
+async def test_a_send_does_not_walk_every_room_of_the_shard(open_shard: OpenShard) -> None:
+    # The journal asks for the state's size on every record (to pace snapshots); a
+    # count walks every room, so asking it each time made a message cost O(rooms).
+    shard = await open_shard(max_rooms_per_owner=100, send_burst=1_000)
+    rooms = [f"r-{i:024d}" for i in range(64)]
+    for room in rooms:
+        await shard.create_room(room, "public", "many", "", "alice", "Alice")
+    shard.state.rooms = counted = CountedRooms(shard.state.rooms)
+    for room in rooms:
+        await shard.send(room, "alice", "one at a time")
+    answers = await shard.send_many(
+        [{"room": room, "user": "alice", "text": "in one call"} for room in rooms]
+    )
+    assert all(isinstance(answer, dict) for answer in answers)
+    sends = 2 * len(rooms)
+    assert counted.walks * 8 <= sends, f"{counted.walks} walks of every room for {sends} sends"
+    # The size it answers lags the true one by a bounded fraction (it paces snapshots).
+    true_size = sum(len(r.events) + len(r.members) + 1 for r in dict.values(counted))
+    assert true_size * (1 - 2 * SIZE_RECOUNT_FRACTION) <= shard.state_size() <= true_size
 
 
 # --- direct rooms -----------------------------------------------------------------------

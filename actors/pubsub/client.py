@@ -32,6 +32,7 @@ import asyncio
 import secrets
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from actors.pubsub.acl import Acl, Hook, load_hook
@@ -99,10 +100,33 @@ class Subscription:
         #: topic -> last sequence number delivered (numbered messages only)
         self.cursors: OrderedDict[str, int] = OrderedDict()
         self.closed_because: BaseException | None = None
+        #: Takes live messages in the caller's stack while the reader waits idle.
+        self._sink: Callable[[Message], None] | None = None
+        self._idle = False  #: the reader waits for a message, holding none
+
+    def deliver_to(self, sink: Callable[[Message], None]) -> None:
+        """Hand each live message to ``sink`` as it arrives, in the fan-out's own
+        stack, whenever the reader is idle (waiting, nothing queued, no history
+        being fetched), so a message costs no wakeup of the reader's task; the
+        reader must pass what it reads to ``sink`` too (it still gets history,
+        gaps and whatever queued while it was busy, in order). A ``sink`` that
+        raises closes the subscription: the reader gets the error."""
+        self._sink = sink
 
     def _offer(self, message: Message) -> None:
         if self.closed_because is not None:
             return
+        if self._idle and self._sink is not None and not self._queue:
+            admitted = self._admit(message)
+            if admitted is False:
+                return  # delivered already
+            if admitted:
+                try:
+                    self._sink(message)
+                except Exception as error:
+                    self._close(error)
+                return
+            # a gap before it: the reader fills it from history first
         size = message_size(message)
         if self._queue and (
             len(self._queue) >= self.max_pending
@@ -164,9 +188,9 @@ class Subscription:
     async def __anext__(self) -> Message:
         while True:
             if self.closed_because is not None:
-                if isinstance(self.closed_because, SlowConsumer):
-                    raise self.closed_because
-                raise StopAsyncIteration
+                if isinstance(self.closed_because, StopAsyncIteration):
+                    raise StopAsyncIteration
+                raise self.closed_because  # a slow consumer, or a sink that failed
             if self._ready:
                 message = self._ready.popleft()
             elif self._resuming:
@@ -177,23 +201,43 @@ class Subscription:
                 self._queued_bytes -= message_size(message)
             else:
                 self._arrived.clear()
-                await self._arrived.wait()
+                self._idle = True
+                try:
+                    await self._arrived.wait()
+                finally:
+                    self._idle = False
                 continue
-            if message.seq == 0 or self.group is not None:  # unnumbered, or shared
-                return message
-            last = self.cursors.get(message.topic)
-            if last is not None and message.seq <= last:
+            admitted = self._admit(message)
+            if admitted is False:
                 continue  # delivered already (from history, or a repeat)
-            if last is not None and message.seq > last + 1:
+            if admitted is None:
+                last = self.cursors[message.topic]
                 missed = await self._client._history_page(message.topic, last, message.seq)
                 if missed:  # deliver this page of what history still has, then look again
                     self._ready.extendleft(reversed([*missed, message]))
                     continue
-            self.cursors[message.topic] = message.seq
-            self.cursors.move_to_end(message.topic)
-            if len(self.cursors) > CURSORS_KEPT:
-                self.cursors.popitem(last=False)
+                self._advance(message)  # history has none of the gap any more
             return message
+
+    def _admit(self, message: Message) -> bool | None:
+        """Whether to deliver ``message`` now: True (its cursor advanced), False
+        (delivered already), None (messages before it were missed)."""
+        if message.seq == 0 or self.group is not None:  # unnumbered, or shared
+            return True
+        last = self.cursors.get(message.topic)
+        if last is not None:
+            if message.seq <= last:
+                return False
+            if message.seq > last + 1:
+                return None
+        self._advance(message)
+        return True
+
+    def _advance(self, message: Message) -> None:
+        self.cursors[message.topic] = message.seq
+        self.cursors.move_to_end(message.topic)
+        if len(self.cursors) > CURSORS_KEPT:
+            self.cursors.popitem(last=False)
 
     async def close(self) -> None:
         """End the subscription here first, then tell the brokers: a close cut short

@@ -247,10 +247,15 @@ class Connection(StreamConnection):
 
     async def _pump(self, sub_id: str, subscription: Subscription) -> None:
         sub_json = orjson.dumps(sub_id).decode()
+
+        def deliver(message: Message) -> None:
+            if self.may_read(message.topic):
+                self.send_line(message_frame(sub_json, message))
+
+        subscription.deliver_to(deliver)  # live messages skip this task while it waits
         try:
             async for message in subscription:
-                if self.may_read(message.topic):
-                    self.send_line(message_frame(sub_json, message))
+                deliver(message)
         except SlowConsumer:
             self.end(CLOSE_SLOW_CONSUMER, SLOW)
         except Exception:  # e.g. history out of reach: the client reconnects and resumes

@@ -219,3 +219,52 @@ async def test_queue_groups_of_different_owners_are_different_groups(
     assert (mine.pending, theirs.pending, python.pending) == (1, 0, 0)
     with pytest.raises(InvalidInput):  # no name a user chooses is another's group
         await publishing.subscribe("jobs", group=f"u1{OWNER_SEPARATOR}workers")
+
+
+async def test_a_live_message_reaches_an_idle_readers_sink_within_the_fan_out(
+    publishing: PubSubClient,
+) -> None:
+    """While the reader waits, a live message goes to the sink in the fan-out's own
+    call (no wakeup of the reader's task per message); one after a gap, or behind
+    one queued, waits for the reader, which fills the gap from history first."""
+    brokers: Publishing = publishing.brokers  # type: ignore[assignment]
+    subscription = await publishing.subscribe("feed")
+    got: list[int] = []
+    subscription.deliver_to(lambda message: got.append(message.seq))
+
+    async def read() -> None:
+        async for message in subscription:
+            got.append(message.seq)
+
+    reader = asyncio.create_task(read())
+    await settle()
+    publishing._fan_out(Message("feed", 1, 0.0, b"a"), ())
+    publishing._fan_out(Message("feed", 2, 0.0, b"b"), ())
+    assert got == [1, 2]  # before the reader ran at all
+    publishing._fan_out(Message("feed", 2, 0.0, b"b"), ())  # a repeat
+    brokers.kept["feed"] = [Message("feed", i, 0.0, b"x") for i in range(1, 6)]
+    publishing._fan_out(Message("feed", 5, 0.0, b"e"), ())  # 3 and 4 were missed
+    publishing._fan_out(Message("feed", 6, 0.0, b"f"), ())  # queued behind it
+    assert got == [1, 2]
+    await until(lambda: len(got) == 6)
+    assert got == [1, 2, 3, 4, 5, 6] and brokers.pages == 1
+    await settle()
+    publishing._fan_out(Message("feed", 7, 0.0, b"g"), ())
+    assert got[-1] == 7
+    reader.cancel()
+
+
+async def test_a_sink_that_fails_closes_the_subscription_with_its_error(
+    publishing: PubSubClient,
+) -> None:
+    subscription = await publishing.subscribe("feed")
+
+    def refuse(message: Message) -> None:
+        raise LookupError("refused")
+
+    subscription.deliver_to(refuse)
+    reader = asyncio.create_task(anext(subscription))
+    await settle()
+    publishing._fan_out(Message("feed", 1, 0.0, b"a"), ())
+    with pytest.raises(LookupError):
+        await reader

@@ -250,11 +250,14 @@ def machine_speed(repeats: int = 5) -> dict[str, float]:
 
 def niceness_now() -> dict[str, set[int]]:
     """The nice levels of the processes running now: this run's Ray workers
-    (``ray::...`` processes under this driver, which started their raylet), each
-    peer of :data:`PEER_PROCESSES` found on the machine, and this driver."""
+    (``ray::...`` processes under this driver, which started their raylet, and
+    on a cluster the run's actors that live on this machine), each peer of
+    :data:`PEER_PROCESSES` found on the machine, and this driver."""
     import psutil
 
     ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    if Placement.current is not None and on_cluster():
+        ours |= Placement.current.local_actor_pids()
     seen: dict[str, set[int]] = {"driver": {os.getpriority(os.PRIO_PROCESS, 0)}}
     for process in psutil.process_iter(["name", "cmdline", "nice"]):
         name = process.info["name"] or ""
@@ -415,6 +418,23 @@ class Placement:
             raw_rows = accessor.get_actor_table(None, None)
         rows = [table_data.FromString(raw) for raw in raw_rows]
         return [(row.actor_id.hex(), row) for row in rows]
+
+    def local_actor_pids(self) -> set[int]:
+        """Pids of the run's actors on this machine's nodes (a node's address is
+        one of this machine's), each checked to be that actor's process here."""
+        import psutil
+
+        here = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        with self._lock:
+            seen = [a for a in self.actors.values()
+                    if self.nodes.get(a.node_id, {}).get("address") in here]  # fmt: skip
+        pids = set()
+        for actor in seen:
+            with contextlib.suppress(psutil.Error):
+                title = " ".join(psutil.Process(actor.pid).cmdline())  # comm is cut at 15
+                if title.startswith(f"ray::{actor.class_name}"):
+                    pids.add(actor.pid)
+        return pids
 
     def _ours(self, row: Any) -> bool:
         return bool(row.job_id.hex() == self.job_id)

@@ -177,9 +177,14 @@ async def test_a_near_cache_drops_copies_from_a_restarted_shard(clients):
     reader, writer = clients(near_cache=True), clients()
     await writer.set("k", "before")
     assert await reader.get("k") == "before"
-    ray.kill(writer.shards.owner("k").handle, no_restart=False)
-    # The restarted shard is empty and holds back writes for one lease, so
-    # no copy granted by the old incarnation can outlive a new write.
+    shard = writer.shards.owner("k")
+    old = await shard.call("ping")  # its incarnation
+    ray.kill(shard.handle, no_restart=False)
+    # Once the new incarnation answers (a write the dying one took before it
+    # went would be lost with it: the cache keeps no journal), the restarted
+    # shard is empty and holds back writes for one lease, so no copy granted
+    # by the old incarnation can outlive a new write.
+    await until(lambda: shard.call("ping"), lambda now: now != old, what="the restart")
     await writer.set("k", "after")
     assert await reader.get("k") == "after"
 

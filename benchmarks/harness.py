@@ -66,6 +66,8 @@ RAY_AGENTS = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent"})
 #: :func:`ray_session`, read by :func:`write_result`).
 _SEEN_NICENESS: dict[str, set[int]] = {}
 _NICENESS_LOCK = threading.Lock()
+#: Set to stop the niceness sampler (a process that writes no result needs none).
+_SAMPLER_STOP = threading.Event()
 #: Seconds between two looks at every process's nice level while a script runs.
 NICENESS_SAMPLE_S = 3.0
 #: ``--address`` of this run: ``local`` starts a Ray of our own, anything else connects.
@@ -285,11 +287,17 @@ def _sample_niceness() -> None:
     subprocess's own Ray (as http_overhead's servers start), are seen too."""
 
     def sample() -> None:
-        while True:
+        while not _SAMPLER_STOP.is_set():
             _remember_niceness()
-            time.sleep(NICENESS_SAMPLE_S)
+            _SAMPLER_STOP.wait(NICENESS_SAMPLE_S)
 
     threading.Thread(target=sample, name="niceness-sampler", daemon=True).start()
+
+
+def stop_niceness_sampler() -> None:
+    """Stop :func:`_sample_niceness` in a process that writes no result of its own
+    (``http_overhead``'s server runners: the parent samples their processes)."""
+    _SAMPLER_STOP.set()
 
 
 def observed_niceness() -> dict[str, Any]:

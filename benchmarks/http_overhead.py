@@ -490,6 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__ or "", argv, duration_s=10.0, concurrency=32, extra=_add_flags
     )
     if args.serve is not None:
+        harness.stop_niceness_sampler()  # the parent samples this runner's processes
         if args.serve == "uvicorn":
             serve_uvicorn(args.port, peer_credentials(args.peer_token_sha256))
         else:

@@ -19,6 +19,16 @@ frozen object caught in a reference cycle would stay. So whenever the frozen
 objects have grown ``growth`` times since the last rebuild, they are unfrozen
 and collected once in full (a pause as long as a full collection was before,
 at doublings of the state: constant work per object on the whole).
+
+``tune_collector`` (a start hook of every durable actor and ingress replica,
+``registry.START_HOOKS``) also runs the youngest generation's collections
+less often: after 50,000 new tracked objects instead of CPython's 700. A
+call's short-lived objects (its arguments, tasks, futures, replies) are then
+freed by reference counting before any collection sees them, instead of
+being walked, promoted, and walked again by the older generations. Measured
+in one process (``benchmarks/ledger_gc.py``, the ``tuned`` mode beside
+``frozen``): a batched cross-shard transfer spent 80-126 µs of its CPU in
+collections with the default threshold and 18-34 µs with 50,000.
 """
 
 from __future__ import annotations
@@ -28,6 +38,21 @@ import logging
 import time
 
 log = logging.getLogger(__name__)
+
+
+#: New tracked objects between two collections of the youngest generation
+#: (CPython's default is 700); the older generations keep CPython's ratios.
+YOUNG_THRESHOLD = 50_000
+
+
+def tune_collector(*_: object) -> None:
+    """The start hook (``registry.START_HOOKS``): collect the youngest generation
+    only every ``YOUNG_THRESHOLD`` new objects (see the module docstring). A
+    cycle of garbage then waits at most that many allocations to be freed: a
+    few MiB at most."""
+    young, middle, old = gc.get_threshold()
+    if young < YOUNG_THRESHOLD:
+        gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
 class HeapFreezer:
@@ -99,4 +124,4 @@ def process_freezer() -> HeapFreezer:
     return _freezer
 
 
-__all__ = ["HeapFreezer", "process_freezer"]
+__all__ = ["YOUNG_THRESHOLD", "HeapFreezer", "process_freezer", "tune_collector"]

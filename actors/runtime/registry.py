@@ -96,12 +96,16 @@ def section_classes() -> dict[str, type[Section]]:
 #: Process-wide set-up every Realm actor (a durable one, as it recovers) and ingress
 #: replica runs as it starts, with the deployment's settings: ``module:function``,
 #: called as ``function(settings, service, actor_name)``. Shipping the process's
-#: Python logs into the logs service (``REALM_LOGS_SHIP_REALM_LOGS``).
+#: Python logs into the logs service (``REALM_LOGS_SHIP_REALM_LOGS``); running the
+#: garbage collector's youngest generation less often (``actors.runtime.heap``).
 #: Not Ray's ``worker_process_setup_hook``: a job with a runtime environment starts
 #: every worker through Ray's setup process: an actor took 3.0-3.5 s to start against
 #: 1.9-2.0 s without (one after another, quiet machine; 4.2-4.8 s against 2.0 s under
 #: load), restarts after a crash included.
-START_HOOKS: tuple[str, ...] = ("actors.logs.handler:ship_realm_logs",)
+START_HOOKS: tuple[str, ...] = (
+    "actors.runtime.heap:tune_collector",
+    "actors.logs.handler:ship_realm_logs",
+)
 
 
 @functools.cache

@@ -19,7 +19,8 @@ from actors.ledger.coordinator import TxCoordinator
 from actors.ledger.model import AccountSpec, TransferSpec
 from actors.ledger.shard import LedgerShard
 from actors.runtime.clock import FakeClock
-from actors.runtime.heap import HeapFreezer
+from actors.runtime.heap import YOUNG_THRESHOLD, HeapFreezer, tune_collector
+from actors.runtime.registry import start_hooks
 from actors.runtime.store import SQLiteStore
 from tests.unit.test_ledger_coordinator import Port, route
 
@@ -143,6 +144,35 @@ def test_rebuilds_when_the_frozen_objects_have_grown() -> None:
     freezer.step()
     assert freezer.rebuilds == 2
     assert len(kept) > base
+
+
+@pytest.fixture
+def thresholds() -> Iterator[None]:
+    """The collector's thresholds are the process's: put them back."""
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_every_actor_and_replica_collects_young_objects_less_often(thresholds) -> None:
+    gc.set_threshold(700, 11, 12)
+    tune_collector()
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)  # the older ratios kept
+    gc.set_threshold(YOUNG_THRESHOLD * 2, 10, 10)
+    tune_collector()  # never lowers a threshold set higher
+    assert gc.get_threshold() == (YOUNG_THRESHOLD * 2, 10, 10)
+    assert tune_collector in start_hooks()
+
+
+def test_a_cycle_is_still_freed_with_the_tuned_threshold(thresholds) -> None:
+    tune_collector()
+    node = Node()
+    gone = weakref.ref(node)
+    del node
+    assert gone() is not None  # only the collector frees a cycle
+    # objects freed at once count for nothing: only the ones that stay bring a collection
+    kept = [[] for _ in range(YOUNG_THRESHOLD + 1)]
+    assert gone() is None and len(kept) > YOUNG_THRESHOLD
 
 
 def test_growth_must_exceed_one() -> None:

@@ -158,6 +158,7 @@ async def _one_mode(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = harness.parse_args(__doc__ or "", argv, duration_s=8.0, extra=_add_flags)
     if args.mode:
+        harness.stop_niceness_sampler()  # the parent writes the result; keep its scans out
         asyncio.run(_one_mode(args))
     passed = list(argv if argv is not None else sys.argv[1:])
     load_before = os.getloadavg()

@@ -48,8 +48,9 @@ YOUNG_THRESHOLD = 50_000
 def tune_collector(*_: object) -> None:
     """The start hook (``registry.START_HOOKS``): collect the youngest generation
     only every ``YOUNG_THRESHOLD`` new objects (see the module docstring). A
-    cycle of garbage then waits at most that many allocations to be freed: a
-    few MiB at most."""
+    cycle of garbage made young then waits up to that many new objects to be
+    freed; one that outlived a young collection waits for the older
+    generations, at CPython's ratios of young collections as before."""
     young, middle, old = gc.get_threshold()
     if young < YOUNG_THRESHOLD:
         gc.set_threshold(YOUNG_THRESHOLD, middle, old)

@@ -46,7 +46,11 @@ memory, journal and snapshot positions, SQLite file and WAL sizes, and the
 object store's use and spilling; and per round, the CPU time the same fixed
 piece of pure-Python work takes (``harness.machine_speed``: the machine's own
 drift) and the CPU Realm's actors spent per transfer. Goal: the last round >=
-0.9 x the first.
+0.9 x the first. A single round moves by up to a sixth on this machine, so the
+result also gives each side's trend: the least-squares line through all its
+rounds, as a percentage of its mean per round, and that line's last round
+over its first (a fall spread over the run shows there even when the last
+round happens to be a fast one).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import itertools
 import os
 import random
 import shutil
+import statistics
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -363,6 +368,17 @@ async def measure_rounds(args: argparse.Namespace) -> dict[str, Any]:
     return {"peer": peer_name, "before": before, "rounds": rounds}
 
 
+def trend(rates: list[float]) -> dict[str, float]:
+    """The least-squares line through ``rates`` (one per round): its slope as a
+    percentage of their mean, per round, and its last round over its first."""
+    slope, first = statistics.linear_regression(range(len(rates)), rates)
+    last = first + slope * (len(rates) - 1)
+    return {
+        "pct_per_round": round(slope / statistics.fmean(rates) * 100, 2),
+        "fitted_last_over_first": round(last / first, 3) if first > 0 else 0.0,
+    }
+
+
 def main_rounds(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     with harness.ray_session(namespace=NAMESPACE):
@@ -384,8 +400,9 @@ def main_rounds(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     half = len(rounds) // 2
     halves = round(sum(realm[half:]) / sum(realm[:half]) * half / (len(rounds) - half), 3)
-    harness.progress(f"{variant} per round: {realm}")
-    harness.progress(f"{peer} per round: {pg}")
+    trends = {variant: trend(realm), peer: trend(pg)}
+    harness.progress(f"{variant} per round: {realm}; trend {trends[variant]}")
+    harness.progress(f"{peer} per round: {pg}; trend {trends[peer]}")
     harness.progress(f"fixed work, CPU µs per round of it: {probe}")
     harness.progress(f"Realm's actors, CPU µs per transfer: {actor_cpu_us}")
     goal = last_over_first >= 0.9
@@ -411,6 +428,7 @@ def main_rounds(args: argparse.Namespace) -> None:
             },
             "variants": pooled,
             "per_round_ops_s": {variant: realm, peer: pg},
+            "trend": trends,
             "per_round_machine_cpu_us": probe,
             "per_round_realm_actor_cpu_us_per_transfer": actor_cpu_us,
             "ratios": {

@@ -68,6 +68,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from actors.runtime.heap import allocation_probe
 from benchmarks import harness  # before anything that imports ray
 
 CLAIM = (
@@ -352,7 +353,7 @@ async def measure_rounds(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.rounds):
             harness.progress(f"round {round_ + 1} of {args.rounds}")
             load = os.getloadavg()
-            speed = harness.machine_speed()
+            speed = harness.machine_speed() | {"allocation_probe_us": allocation_probe()}
             slices = await harness.run_variants(variants, duration_s=args.duration_s, warmup=1)
             rounds.append(
                 {
@@ -392,6 +393,13 @@ def main_rounds(args: argparse.Namespace) -> None:
     # and what Realm's actors spent per transfer (a cost that grows with what
     # they hold would show here, whatever the machine did).
     probe = [r["machine_speed"]["cpu_us_per_round"] for r in rounds]
+    # The same allocation-heavy work in the driver and in each actor: a rise in
+    # the actors alone is their processes' own slowing, not more work per call.
+    driver_alloc = [r["machine_speed"]["allocation_probe_us"] for r in rounds]
+    actor_alloc = {
+        name: [r["actors"][name]["allocation_probe_us"] for r in rounds]
+        for name in rounds[0]["actors"]
+    }
     states = [found["before"], *(r["actors"] for r in rounds)]
     actor_cpu_us = [
         round(sum(after[n]["cpu_s"] - before[n]["cpu_s"] for n in after)
@@ -405,6 +413,7 @@ def main_rounds(args: argparse.Namespace) -> None:
     harness.progress(f"{peer} per round: {pg}; trend {trends[peer]}")
     harness.progress(f"fixed work, CPU µs per round of it: {probe}")
     harness.progress(f"Realm's actors, CPU µs per transfer: {actor_cpu_us}")
+    harness.progress(f"allocation probe, µs a step: driver {driver_alloc}; actors {actor_alloc}")
     goal = last_over_first >= 0.9
     harness.progress(f"goal last round >= 0.9 x first ({last_over_first}): "
                      f"{'met' if goal else 'NOT MET'}")  # fmt: skip
@@ -431,6 +440,7 @@ def main_rounds(args: argparse.Namespace) -> None:
             "trend": trends,
             "per_round_machine_cpu_us": probe,
             "per_round_realm_actor_cpu_us_per_transfer": actor_cpu_us,
+            "per_round_allocation_probe_us": {"driver": driver_alloc, **actor_alloc},
             "ratios": {
                 f"{variant} last/first round": last_over_first,
                 f"{peer} last/first round": round(pg[-1] / pg[0], 3) if pg[0] else 0.0,

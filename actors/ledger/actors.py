@@ -28,7 +28,7 @@ from actors.ledger.coordinator import FINAL, RemoteShard, TxCoordinator
 from actors.ledger.settings import LedgerSettings
 from actors.ledger.shard import LedgerShard
 from actors.runtime.clock import every
-from actors.runtime.heap import process_freezer
+from actors.runtime.heap import allocation_probe, process_freezer
 from actors.runtime.settings import Settings
 from actors.runtime.shards import Shards
 from actors.runtime.supervision import ActorRef, Restart, recover, remote_actor
@@ -112,6 +112,7 @@ def _process_diagnostics(actor: Any) -> dict[str, Any]:
         "store_bytes": files,
         "replies": len(actor._replies),
         "inflight_keys": len(actor._inflight),
+        "allocation_probe_us": allocation_probe(),
     }
 
 

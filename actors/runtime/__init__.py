@@ -13,7 +13,8 @@ Actors and their supervision
     hashing     ``Rendezvous`` hashing
     backoff     ``Backoff``, ``retrying``, ``retry_call``: every retry
     clock       ``Clock``, ``SystemClock``, ``FakeClock``, ``every``
-    heap        ``HeapFreezer``: long-lived state kept out of full garbage collections
+    heap        ``HeapFreezer``: long-lived state kept out of full garbage collections;
+                ``tune_collector``; ``allocation_probe`` (a fixed piece of work, timed)
 
 Fan-out, near caching, batching
     fanout      ``Mailboxes`` (the owner's side of long-poll fan-out), ``follow`` (the follower's)

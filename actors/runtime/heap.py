@@ -36,6 +36,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,26 @@ class HeapFreezer:
         }
 
 
+def allocation_probe(steps: int = 20_000, repeats: int = 3) -> float:
+    """CPU µs per step of a fixed piece of allocation-heavy work run in this
+    process now (the best of ``repeats``): strings, tuples, lists and dicts made,
+    kept a while in a map and freed, as a call's objects are. The work never
+    changes, so a rise between two moments of one process is the process's own
+    (its heap's layout, the caches it misses) or the machine's, not more work;
+    the ledger's benchmark compares it with the same work in its driver."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time()
+        kept: dict[str, tuple[Any, ...]] = {}
+        for i in range(steps):
+            key = f"probe-{i}"
+            kept[key] = (i, key, [i, i + 1], {"at": i})
+            if i >= 1_000:
+                del kept[f"probe-{i - 1_000}"]
+        best = min(best, time.thread_time() - started)
+    return round(best / steps * 1e6, 4)
+
+
 _freezer: HeapFreezer | None = None
 
 
@@ -125,4 +146,10 @@ def process_freezer() -> HeapFreezer:
     return _freezer
 
 
-__all__ = ["YOUNG_THRESHOLD", "HeapFreezer", "process_freezer", "tune_collector"]
+__all__ = [
+    "YOUNG_THRESHOLD",
+    "HeapFreezer",
+    "allocation_probe",
+    "process_freezer",
+    "tune_collector",
+]

@@ -299,10 +299,11 @@ async def measure(args: argparse.Namespace) -> dict[str, harness.Sampler]:
 
 
 async def actor_state(client: Any) -> dict[str, Any]:
-    """Every shard's and coordinator's ``diagnostics``, by actor name."""
+    """Every shard's and coordinator's ``diagnostics``, by actor name: one actor
+    at a time, so that each one's allocation probe runs alone on the machine,
+    as the driver's does."""
     refs = [*client.shards, *client.coordinators]
-    found = await asyncio.gather(*(ref.call("diagnostics") for ref in refs))
-    return {ref.name: state for ref, state in zip(refs, found, strict=True)}
+    return {ref.name: await ref.call("diagnostics") for ref in refs}
 
 
 def object_store_state() -> dict[str, Any]:

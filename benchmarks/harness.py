@@ -33,7 +33,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -300,15 +300,31 @@ def stop_niceness_sampler() -> None:
     _SAMPLER_STOP.set()
 
 
+#: The sides that run Realm's code: Ray's workers, or processes of a script that
+#: runs Realm without Ray (:func:`remember_realm_processes`).
+REALM_SIDES = ("ray_workers", "realm_processes")
+
+
+def remember_realm_processes(pids: Iterable[int]) -> None:
+    """Record the nice levels of processes that run Realm's code without Ray
+    (``ledger_gc``'s mode processes): Realm's side of ``equal`` in such a run."""
+    levels = set()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            levels.add(os.getpriority(os.PRIO_PROCESS, pid))
+    _remember_niceness({"realm_processes": levels})
+
+
 def observed_niceness() -> dict[str, Any]:
     """Every nice level seen on each side during the run (when Ray's session ended,
-    and now), and whether Ray's workers ran at the peers' level."""
+    and now), and whether Realm's side (Ray's workers, or the processes of
+    :func:`remember_realm_processes`) ran at the peers' level."""
     _remember_niceness()
     with _NICENESS_LOCK:
         sides = {side: sorted(levels) for side, levels in sorted(_SEEN_NICENESS.items())}
-    peers = {level for side, levels in sides.items() if side != "ray_workers" for level in levels}
-    workers = set(sides.get("ray_workers", ()))
-    return {**sides, "equal": bool(workers) and workers <= peers | {PEER_NICENESS}}
+    peers = {level for side, levels in sides.items() if side not in REALM_SIDES for level in levels}
+    realm = {level for side in REALM_SIDES for level in sides.get(side, ())}
+    return {**sides, "equal": bool(realm) and realm <= peers | {PEER_NICENESS}}
 
 
 def on_cluster() -> bool:

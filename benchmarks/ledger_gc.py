@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for mode in modes
     }
+    harness.remember_realm_processes(run.pid for run in runs.values())
     found = {mode: json.loads(run.communicate()[0]) for mode, run in runs.items()}
     ratios, goals = {}, {}
     cpu = {mode: [r["cpu_us_per_transfer"] for r in rounds] for mode, rounds in found.items()}

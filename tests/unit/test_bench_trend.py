@@ -1,6 +1,10 @@
-"""The ledger's rounds: the trend figure that ``ledger.py --decline`` reports beside its verdict."""
+"""Benchmark bookkeeping: the trend ``ledger.py --decline`` reports beside its verdict, and
+the niceness of a run without Ray."""
 
 from __future__ import annotations
+
+import os
+import subprocess
 
 import pytest
 
@@ -22,3 +26,23 @@ def test_flat_and_rising_rounds():
     rising = trend([100.0, 110.0, 120.0])
     assert rising["pct_per_round"] == pytest.approx(10 / 110 * 100, abs=0.01)
     assert rising["fitted_last_over_first"] == pytest.approx(1.2)
+
+
+def test_realm_processes_without_ray_are_realm_s_side_of_equal(monkeypatch):
+    # Given a run that starts no Ray (ledger_gc.py), with a Realm process at nice 15
+    from benchmarks import harness
+
+    monkeypatch.setattr(harness, "_SEEN_NICENESS", {})
+    low = subprocess.Popen(["sleep", "30"], preexec_fn=lambda: os.nice(15))
+    try:
+        harness.remember_realm_processes([os.getpid()])
+        assert harness.observed_niceness()["realm_processes"] == [os.nice(0)]
+        assert harness.observed_niceness()["equal"] is (os.nice(0) == harness.PEER_NICENESS)
+        harness.remember_realm_processes([low.pid])
+        found = harness.observed_niceness()
+    finally:
+        low.kill()
+        low.wait()
+    # Its level is on record, and the sides are not equal
+    assert 15 in found["realm_processes"]
+    assert found["equal"] is False

@@ -27,8 +27,8 @@ call's short-lived objects (its arguments, tasks, futures, replies) are then
 freed by reference counting before any collection sees them, instead of
 being walked, promoted, and walked again by the older generations. Measured
 in one process (``benchmarks/ledger_gc.py``, the ``tuned`` mode beside
-``frozen``, 6 rounds): a batched cross-shard transfer spent 84-134 µs of its
-CPU in collections with the default threshold and 11-28 µs with 50,000.
+``frozen``, 6 rounds, two runs): a batched cross-shard transfer spent 84-187 µs
+of its CPU in collections with the default threshold and 11-46 µs with 50,000.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from actors.runtime.fanout import first_of
 from actors.runtime.leases import LeaseOwner, Leases
 from actors.runtime.settings import Settings
 from actors.runtime.store import open_store
-from actors.runtime.supervision import Restart, remote_actor, report_start
+from actors.runtime.supervision import Restart, remote_actor, report_start, run_start_hooks
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Shard actors are named ``cache-shard-<i>`` (``shard_names``).
@@ -491,6 +491,7 @@ class _CacheShardProcess(CacheShard):
     """A ``CacheShard`` in its own actor process: restart hook and sweep loop."""
 
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+        run_start_hooks(settings, "cache", name)
         super().__init__(settings, name=name)
         self.node_id = ray.get_runtime_context().get_node_id()
         store = open_store(settings, name)

@@ -34,7 +34,7 @@ from actors.game.settings import GameSettings
 from actors.runtime.clock import Clock, SystemClock
 from actors.runtime.errors import Forbidden, InvalidInput, LimitReached
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import Restart, remote_actor
+from actors.runtime.supervision import Restart, remote_actor, run_start_hooks
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,7 @@ class _MatchmakerProcess(Matchmaker):
     """The matchmaker actor: matches every interval, makes rooms and reservations."""
 
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+        run_start_hooks(settings, "game", name)
         super().__init__(GameSettings.of(settings))
         self.settings = settings
         self._loop = asyncio.create_task(self._run())

@@ -783,9 +783,10 @@ class _GameRoomProcess:
     async def __init__(self, settings: Any, info: dict[str, Any]) -> None:  # type: ignore[misc]
         from actors.game.outside import RayOutside
         from actors.runtime.store import open_store
-        from actors.runtime.supervision import report_start
+        from actors.runtime.supervision import report_start, run_start_hooks
 
         name = stream_of(info["id"])
+        run_start_hooks(settings, "game", name)
         store = open_store(settings, name)
         outside = RayOutside(settings)
         self.room = Room(GameSettings.of(settings), info, store, outside, chat=outside)

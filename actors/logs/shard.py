@@ -51,7 +51,7 @@ from actors.runtime.clock import Clock, SystemClock, every
 from actors.runtime.journal import Durable
 from actors.runtime.settings import Settings
 from actors.runtime.store import open_store
-from actors.runtime.supervision import Restart, remote_actor, report_start
+from actors.runtime.supervision import Restart, remote_actor, report_start, run_start_hooks
 
 log = logging.getLogger(__name__)
 
@@ -877,6 +877,7 @@ def chunk_directory(settings: Settings, name: str) -> Path:
 
 class _LogShardProcess(LogShard):
     async def __init__(self, settings: Settings, name: str) -> None:  # type: ignore[misc]
+        run_start_hooks(settings, "logs", name)  # its logs stay its own (``handler.install``)
         config = LogsSettings.of(settings)
         super().__init__(config, directory=chunk_directory(settings, name), shards=config.shards)
         store = open_store(settings, name)

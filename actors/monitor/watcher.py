@@ -34,7 +34,7 @@ from actors.monitor.settings import MonitorSettings
 from actors.runtime.clock import SystemClock, every
 from actors.runtime.settings import Settings
 from actors.runtime.store import open_store
-from actors.runtime.supervision import Restart, remote_actor
+from actors.runtime.supervision import Restart, remote_actor, run_start_hooks
 
 log = logging.getLogger(__name__)
 WATCHER_NAME = "monitor-watcher"
@@ -317,6 +317,7 @@ class RuntimeWatcher:
 
 class _WatcherProcess(RuntimeWatcher):
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        run_start_hooks(settings, "monitor", WATCHER_NAME)
         client = MonitorClient(settings)
         super().__init__(settings, client)
         await client.start()

@@ -40,7 +40,7 @@ from actors.queue.settings import QueueSettings
 from actors.runtime.backoff import ACTOR_RESTART, retry_call
 from actors.runtime.clock import SystemClock, every
 from actors.runtime.settings import Settings
-from actors.runtime.supervision import ActorRef, Restart, call, remote_actor
+from actors.runtime.supervision import ActorRef, Restart, call, remote_actor, run_start_hooks
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,7 @@ class JobSlots:
 
 class _JobSlotsProcess(JobSlots):
     def __init__(self, settings: Settings) -> None:
+        run_start_hooks(settings, "queue", SLOTS_NAME)
         super().__init__(QueueSettings.of(settings).global_concurrency)
 
 

@@ -20,7 +20,7 @@ objects have grown ``growth`` times since the last rebuild, they are unfrozen
 and collected once in full (a pause as long as a full collection was before,
 at doublings of the state: constant work per object on the whole).
 
-``tune_collector`` (a start hook of every durable actor and ingress replica,
+``tune_collector`` (a start hook of every Realm actor and ingress replica,
 ``registry.START_HOOKS``) also runs the youngest generation's collections
 less often: after 50,000 new tracked objects instead of CPython's 700. A
 call's short-lived objects (its arguments, tasks, futures, replies) are then

@@ -93,8 +93,9 @@ def section_classes() -> dict[str, type[Section]]:
     return found
 
 
-#: Process-wide set-up every Realm actor (a durable one, as it recovers) and ingress
-#: replica runs as it starts, with the deployment's settings: ``module:function``,
+#: Process-wide set-up every Realm actor (a durable one as it recovers, the others from
+#: their ``__init__``; not the queue's job workers, which run users' handlers) and
+#: ingress replica runs as it starts, with the deployment's settings: ``module:function``,
 #: called as ``function(settings, service, actor_name)``. Shipping the process's
 #: Python logs into the logs service (``REALM_LOGS_SHIP_REALM_LOGS``); running the
 #: garbage collector's youngest generation less often (``actors.runtime.heap``).

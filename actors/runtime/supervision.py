@@ -256,8 +256,9 @@ async def report_start(store: Store, name: str, *, kind: str = "other") -> int:
 
 
 def run_start_hooks(settings: Settings, service: str, name: str) -> None:
-    """Run every start hook (``registry.START_HOOKS``) as a durable actor starts
-    (``recover``) or an ingress replica does; one that fails is logged and skipped.
+    """Run every start hook (``registry.START_HOOKS``) as a Realm actor starts
+    (``recover`` does it for a durable one; the others call it from ``__init__``)
+    or an ingress replica does; one that fails is logged and skipped.
     Only in a Ray actor's process: a driver, a tool or a test that runs an actor's
     class in its own process keeps its logging to itself."""
     from actors.runtime.registry import start_hooks

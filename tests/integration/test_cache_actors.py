@@ -11,7 +11,9 @@ import ray
 
 from actors.cache.client import CacheClient
 from actors.cache.errors import LoaderFailed
+from actors.cache.shard import SHARDS_PREFIX
 from actors.runtime import metrics
+from actors.runtime.heap import YOUNG_THRESHOLD
 from actors.runtime.settings import Settings
 from tests.conftest import until
 
@@ -45,6 +47,21 @@ async def test_keys_spread_over_shards_and_batches_split(clients):
     assert sum(per_shard) == 300 and min(per_shard) > 50
     for key, value in list(items.items())[:20]:
         assert await cache.get(key) == value
+
+
+def _young_threshold(actor: Any) -> int:
+    import gc
+
+    return gc.get_threshold()[0]
+
+
+async def test_a_shard_runs_the_start_hooks_though_it_is_not_durable(clients, cache_settings):
+    # Given a shard, which keeps nothing in the store
+    await clients().set("k", 1)
+    shard = ray.get_actor(f"{SHARDS_PREFIX}-0", namespace=cache_settings.namespace)
+    # Its process was set up as a durable actor's is: the collector's youngest
+    # generation at the runtime's threshold (the start hook), not CPython's 700
+    assert await shard.__ray_call__.remote(_young_threshold) == YOUNG_THRESHOLD
 
 
 async def test_no_near_cache_reader_sees_a_stale_value_after_a_write(clients):

@@ -34,7 +34,7 @@ from actors.monitor.settings import MonitorSettings
 from actors.runtime.clock import SystemClock, every
 from actors.runtime.settings import Settings
 from actors.runtime.store import open_store
-from actors.runtime.supervision import Restart, remote_actor, run_start_hooks
+from actors.runtime.supervision import Restart, remote_actor
 
 log = logging.getLogger(__name__)
 WATCHER_NAME = "monitor-watcher"
@@ -316,8 +316,10 @@ class RuntimeWatcher:
 
 
 class _WatcherProcess(RuntimeWatcher):
+    # No start hooks (``registry.START_HOOKS``) here: with them, the watcher's
+    # resident size grew 184.5 -> 325.7 MiB in a 10-minute soak (+76%, against
+    # +6-9% without); which of the hooks does it was not separated.
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        run_start_hooks(settings, "monitor", WATCHER_NAME)
         client = MonitorClient(settings)
         super().__init__(settings, client)
         await client.start()

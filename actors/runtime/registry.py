@@ -94,7 +94,8 @@ def section_classes() -> dict[str, type[Section]]:
 
 
 #: Process-wide set-up every Realm actor (a durable one as it recovers, the others from
-#: their ``__init__``; not the queue's job workers, which run users' handlers) and
+#: their ``__init__``; not the queue's job workers, which run users' handlers, nor the
+#: monitor's watcher, whose memory grew with them: ``actors.monitor.watcher``) and
 #: ingress replica runs as it starts, with the deployment's settings: ``module:function``,
 #: called as ``function(settings, service, actor_name)``. Shipping the process's
 #: Python logs into the logs service (``REALM_LOGS_SHIP_REALM_LOGS``); running the

@@ -250,6 +250,13 @@ def machine_speed(repeats: int = 5) -> dict[str, float]:
     }
 
 
+def second_half_over_first(values: list[float]) -> float:
+    """The mean of the second half of ``values`` (one per round) over the mean of
+    the first half (the middle one, for an odd count, in the second)."""
+    half = len(values) // 2
+    return sum(values[half:]) / (len(values) - half) / (sum(values[:half]) / half)
+
+
 def niceness_now() -> dict[str, set[int]]:
     """The nice levels of the processes running now: this run's Ray workers
     (``ray::...`` processes under this driver, which started their raylet, and

@@ -407,8 +407,7 @@ def main_rounds(args: argparse.Namespace) -> None:
               / max(r[variant]["ops"], 1) * 1e6)
         for before, after, r in zip(states, states[1:], rounds, strict=False)
     ]  # fmt: skip
-    half = len(rounds) // 2
-    halves = round(sum(realm[half:]) / sum(realm[:half]) * half / (len(rounds) - half), 3)
+    halves = round(harness.second_half_over_first(realm), 3)
     trends = {variant: trend(realm), peer: trend(pg)}
     harness.progress(f"{variant} per round: {realm}; trend {trends[variant]}")
     harness.progress(f"{peer} per round: {pg}; trend {trends[peer]}")

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     harness.remember_realm_processes(run.pid for run in runs.values())
     found = {mode: json.loads(run.communicate()[0]) for mode, run in runs.items()}
-    ratios, goals = {}, {}
+    ratios, goals, by_round = {}, {}, {}
     cpu = {mode: [r["cpu_us_per_transfer"] for r in rounds] for mode, rounds in found.items()}
     for mode, per_round in cpu.items():
         ratios[f"{mode}: CPU per transfer, last / first round"] = round(
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         # Side by side, both see the same weather: their ratio round by round
         # rises only if holding more transfers costs more per transfer.
         each = [t / p for t, p in zip(cpu["tuned"], cpu["pruned"], strict=True)]
-        half = len(each) // 2
-        later = sum(each[half:]) / (len(each) - half) / (sum(each[:half]) / half)
+        later = harness.second_half_over_first(each)
+        by_round["tuned_over_pruned_by_round"] = [round(r, 3) for r in each]
         ratios["tuned / pruned: second half / first half"] = round(later, 3)
         goals["tuned / pruned: second half within 1.1 x the first"] = later <= 1.1
     for label, met in goals.items():
@@ -258,11 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratios": ratios,
             "goals": goals,
             "rounds": found,
-            **(
-                {"tuned_over_pruned_by_round": [round(r, 3) for r in each]}
-                if {"tuned", "pruned"} <= set(cpu)
-                else {}
-            ),
+            **by_round,
         },
     )
 
